@@ -1,0 +1,32 @@
+# The whole set-up is `make demo` or `make test`: each creates .venv when it is missing
+# and installs the project with all its extras from PyPI, then does its job.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DARBGEN := $(VENV)/bin/darbgen
+STAMP := $(VENV)/.installed-stamp
+# Local package mirrors may print one harmless warning per missing package; hide those.
+PIP_NOISE := is ignored: it is neither a file nor a directory
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -e '.[all]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	touch $@
+
+demo: install
+	mkdir -p build
+	$(DARBGEN) prune digits-mlp --method darb --ratio 16 -o build/digits-mlp.darb
+	$(DARBGEN) inspect build/digits-mlp.darb
+
+# pytest exits non-zero (5) when no test ran, so an empty run fails too.
+test: install
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

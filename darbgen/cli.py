@@ -1,0 +1,258 @@
+"""The ``darbgen`` command: one subcommand per stage, each a thin wrapper over the library.
+
+Errors print one line on stderr and exit non-zero (a traceback only with
+``-v``); outputs are written atomically, so a failed command leaves no
+half-written file. Machine-readable results are one JSON object on the last
+line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import __version__
+from .format import Artifact, ArtifactError, atomic_write
+
+__all__ = ["main", "build_parser"]
+
+METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular")
+
+
+class CLIError(Exception):
+    """A usage problem found after parsing (e.g. an option that does not fit the method)."""
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    return value
+
+
+def _int_list(text):
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers like 2,4,8, not {text!r}") from None
+
+
+def _block_size(text):
+    """``B`` or, for block pruning, ``BHxBW``."""
+    try:
+        parts = tuple(int(t) for t in text.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must be an integer B or BHxBW, not {text!r}")
+    return parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show a traceback on errors")
+    parser = argparse.ArgumentParser(
+        prog="darbgen", parents=[verbose],
+        description="Pruned neural networks to bit-exact FPGA sparse engines.")
+    parser.add_argument("--version", action="version", version=f"darbgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prune", parents=[verbose], help="prune weights into an artifact",
+                       description="Prune a .npy matrix (one-shot), a saved torch model "
+                                   "(one-shot) or a built-in example (trained and "
+                                   "fine-tuned) into a .darb artifact.")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a .npy float matrix, a saved torch model, or a built-in example "
+                        "(digits-mlp)")
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument("--ratio", type=_number, metavar="R",
+                   help="target pruning ratio, dense size / kept weights (darb, block, "
+                        "irregular; default 16)")
+    p.add_argument("--block-size", type=_block_size, metavar="B",
+                   help="bmwm: block size (default 16); nm: M (default 4); block: B or "
+                        "BHxBW (default 4x4)")
+    p.add_argument("--block-sizes", type=_int_list, metavar="LIST",
+                   help="darb: allowed power-of-two block sizes (default 2,4,8,16,32,64)")
+    p.add_argument("--keep", type=int, metavar="K",
+                   help="darb, bmwm: weights kept per block (default 1); nm: N (default 2)")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",
+                   help="signed weight width (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for built-in examples "
+                                                       "(default %(default)s)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.darb")
+
+    p = sub.add_parser("inspect", parents=[verbose], help="describe an artifact")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    p = sub.add_parser("dense", parents=[verbose],
+                       help="write a layer's masked, quantized integer matrix")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--layer", required=True, metavar="NAME")
+    p.add_argument("-o", "--output", required=True, metavar="W.npy")
+    return parser
+
+
+# -- prune --------------------------------------------------------------------------
+
+# Which options each method takes, and its defaults.
+_METHOD_OPTIONS = {
+    "darb": {"ratio": 16.0, "block_sizes": None, "keep": 1},
+    "bmwm": {"block_size": (16,), "keep": 1},
+    "block": {"ratio": 16.0, "block_size": (4, 4)},
+    "nm": {"block_size": (4,), "keep": 2},
+    "irregular": {"ratio": 16.0},
+}
+
+
+def method_from_args(args):
+    """The pruning method an argument namespace asks for.
+
+    Raises
+    ------
+    CLIError
+        An option that does not apply to the method.
+    """
+    from .pruning.methods import make_method
+
+    allowed = _METHOD_OPTIONS[args.method]
+    for opt in ("ratio", "block_size", "block_sizes", "keep"):
+        if getattr(args, opt) is not None and opt not in allowed:
+            raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
+    opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+            for k, v in allowed.items()}
+    if args.method == "darb":
+        kw = {"ratio": opts["ratio"], "keep": opts["keep"]}
+        if opts["block_sizes"] is not None:
+            kw["block_sizes"] = opts["block_sizes"]
+        return make_method("darb", **kw)
+    if args.method == "block":
+        shape = opts["block_size"] * 2 if len(opts["block_size"]) == 1 else opts["block_size"]
+        return make_method("block", ratio=opts["ratio"], block_shape=shape)
+    if len(opts.get("block_size", (0,))) != 1:
+        raise CLIError(f"--block-size must be a single integer for --method {args.method}")
+    if args.method == "bmwm":
+        return make_method("bmwm", block_size=opts["block_size"][0], keep=opts["keep"])
+    if args.method == "nm":
+        return make_method("nm", n=opts["keep"], m=opts["block_size"][0])
+    return make_method("irregular", ratio=opts["ratio"])
+
+
+def cmd_prune(args) -> int:
+    from .pruning.examples import EXAMPLES, run_example
+    from .pruning.sources import load_source, prune_oneshot
+
+    method = method_from_args(args)
+    if args.source in EXAMPLES:
+        result = run_example(args.source, method, weight_bits=args.weight_bits, seed=args.seed,
+                             progress=sys.stderr.isatty())
+        artifact = result.artifact
+        print(f"{args.source}: dense accuracy {result.accuracy_dense:.4f}, pruned "
+              f"{result.accuracy_pruned:.4f}, int{args.weight_bits} weights "
+              f"{result.accuracy_quantized:.4f} ({result.seconds:.1f} s)")
+    else:
+        artifact = prune_oneshot(load_source(args.source), method, weight_bits=args.weight_bits,
+                                 source=str(args.source))
+    artifact.save(args.output)
+    kept = sum(layer.nnz for layer in artifact.layers)
+    total = sum(layer.rows * layer.cols for layer in artifact.layers)
+    summary = {"output": str(args.output), "layers": len(artifact.layers), "nnz": kept,
+               "pruning_ratio": total / kept}
+    summary.update({f"accuracy_{k}": v for k, v in
+                    artifact.provenance.get("accuracy", {}).items()})
+    print(f"wrote {args.output}: {len(artifact.layers)} layer(s), {kept} weights kept, "
+          f"{total / kept:.2f}x")
+    print(json.dumps(summary))
+    return 0
+
+
+# -- inspect ------------------------------------------------------------------------
+
+def describe(artifact: Artifact) -> dict:
+    """The ``inspect --json`` object of an artifact."""
+    layers = []
+    for layer in artifact.layers:
+        layers.append({
+            "name": layer.name, "rows": layer.rows, "cols": layer.cols, "method": layer.method,
+            "nnz": layer.nnz, "pruning_ratio": layer.pruning_ratio,
+            "weight_bits": layer.weight_bits, "index_bits_per_nnz": layer.index_bits_per_nnz,
+            "scale": layer.scale.tolist() if layer.scale.ndim else float(layer.scale),
+            "block_sizes": layer.block_sizes.tolist(), "keep": layer.keep.tolist(),
+        })
+    return {"format_version": artifact.format_version, "provenance": artifact.provenance,
+            "layers": layers}
+
+
+def _histogram(values) -> str:
+    sizes, counts = np.unique(values, return_counts=True)
+    return " ".join(f"{s}:{c}" for s, c in zip(sizes, counts))
+
+
+def format_table(artifact: Artifact, path: str) -> str:
+    """The human-readable ``inspect`` table."""
+    prov = artifact.provenance
+    lines = [f"{path}: darbgen artifact, format {artifact.format_version}, "
+             f"source {prov.get('source', '?')!s}, method {prov.get('method', '?')}"]
+    head = ("layer", "rows", "cols", "method", "nnz", "ratio", "bits", "idx bits/nnz",
+            "acc bits", "block sizes (size:rows)")
+    rows = [head]
+    for layer in artifact.layers:
+        rows.append((layer.name, str(layer.rows), str(layer.cols), layer.method, str(layer.nnz),
+                     f"{layer.pruning_ratio:.2f}x", str(layer.weight_bits),
+                     f"{layer.index_bits_per_nnz:.2f}", str(layer.accumulator_width()),
+                     _histogram(layer.block_sizes)))
+    kept = sum(layer.nnz for layer in artifact.layers)
+    total = sum(layer.rows * layer.cols for layer in artifact.layers)
+    rows.append(("total", "", "", "", str(kept), f"{total / kept:.2f}x", "", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    acc = prov.get("accuracy")
+    if acc:
+        lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+    return "\n".join(lines)
+
+
+def cmd_inspect(args) -> int:
+    artifact = Artifact.load(args.artifact)
+    if args.json:
+        print(json.dumps(describe(artifact)))
+    else:
+        print(format_table(artifact, args.artifact))
+    return 0
+
+
+# -- dense --------------------------------------------------------------------------
+
+def cmd_dense(args) -> int:
+    layer = Artifact.load(args.artifact).layer(args.layer)
+    dense = layer.to_dense()
+    atomic_write(args.output, lambda f: np.save(f, dense, allow_pickle=False))
+    print(f"wrote {args.output}: {layer.rows}x{layer.cols} {dense.dtype}")
+    return 0
+
+
+COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "dense": cmd_dense}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, ArtifactError, ValueError, TypeError, OSError, KeyError) as e:
+        if getattr(args, "verbose", False):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"darbgen {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

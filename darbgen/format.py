@@ -1,0 +1,760 @@
+"""The sparse-layer contract and the ``.darb`` artifact (numpy only, never torch).
+
+A :class:`SparseLayer` is a ``rows × cols`` matrix of quantized integers stored
+as *regular blocks*:
+
+* row ``i`` is cut into aligned blocks of ``block_sizes[i]`` columns (a power of
+  two, ``b_i``); the last block of a row is partial when ``cols`` is not a
+  multiple of ``b_i``;
+* every block of row ``i`` keeps exactly ``keep[i]`` entries (``k_i``), a partial
+  block ``min(k_i, width)``;
+* each kept entry stores its quantized value and its *in-block offset*
+  (``log2 b_i`` bits); its column decodes as ``(block << log2 b_i) | offset``.
+
+Entries are stored in canonical order: row, then block, then ascending offset.
+The same format covers every pruning method and the baselines:
+
+============================  ==============================  ===================
+layout                        block size ``b_i``              keep ``k_i``
+============================  ==============================  ===================
+DARB                          per row, from the row density   1 (or k)
+BMWM                          one ``b`` for the layer         1 (or k)
+N:M                           ``M``                           ``N``
+dense                         1                               1
+irregular / block (CSR-like)  ``next_pow2(cols)``: one block  nonzeros of the row
+============================  ==============================  ===================
+
+Quantization is symmetric: the float weight is ``values * scale``; ``scale`` is
+one float per row (the default, because DARB rows differ in density and range)
+or one for the layer. Everything else (nnz, pruning ratio, index bits, the
+accumulator width) is derived, never stored.
+
+The artifact is a zip of ``manifest.json`` and ``.npy`` arrays, readable with
+numpy alone and validated on load.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "ArtifactError", "SparseLayer", "Artifact",
+    "ceil_log2", "check_layout", "single_block_layout", "infer_layout", "quantize", "beat_dtype",
+    "pack_beats", "atomic_write",
+]
+
+FORMAT_NAME = "darbgen-artifact"
+FORMAT_VERSION = 1
+
+# Widest accumulator the numpy golden model computes exactly in int64.
+MAX_ACCUMULATOR_WIDTH = 64
+
+
+class ArtifactError(ValueError):
+    """A sparse layer or an artifact file breaks the contract.
+
+    The message names the file (when there is one), the layer and the row or
+    field at fault.
+    """
+
+
+def ceil_log2(n: int) -> int:
+    """Number of bits needed to address ``n`` items (0 for ``n <= 1``)."""
+    return max(int(n) - 1, 0).bit_length()
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _int_array(name, field_name, data, ndim):
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "iu" and arr.size:
+        raise TypeError(f"layer {name!r}: field {field_name!r} must hold integers, "
+                        f"not {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ArtifactError(f"layer {name!r}: field {field_name!r} must have {ndim} "
+                            f"dimension(s), not shape {arr.shape}")
+    out = arr.astype(np.int64)
+    out.flags.writeable = False
+    return out
+
+
+def _readonly(arr):
+    arr.flags.writeable = False
+    return arr
+
+
+def _value_range(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _value_dtype(bits: int):
+    return np.int8 if bits <= 8 else np.int16
+
+
+def _offset_dtype(max_block: int):
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_block - 1 <= np.iinfo(dt).max:
+            return dt
+    return np.uint64
+
+
+@dataclass(frozen=True, eq=False)
+class SparseLayer:
+    """One pruned, quantized weight matrix in regular-block form.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, unique within an artifact (e.g. ``"fc1"``).
+    rows, cols : int
+        Shape of the matrix in its GEMM view (outputs × inputs).
+    block_sizes : array of int, shape (rows,)
+        Per-row block size ``b_i``, a power of two (1 is allowed: dense).
+    keep : array of int, shape (rows,)
+        Per-row keep count ``k_i`` of every block, ``0 <= k_i <= b_i``.
+    offsets : array of int, shape (nnz,)
+        In-block offset of every kept entry, canonical order.
+    values : array of int, shape (nnz,)
+        Quantized value of every kept entry, canonical order.
+    scale : float or array of float, shape (rows,)
+        Dequantization scale: the float weight is ``values * scale``.
+    weight_bits : int
+        Width of a signed value, 2 to 16.
+    method : str
+        Pruning method that produced the layer (provenance).
+    params : dict
+        The method's parameters (provenance), JSON-serializable.
+    bias : array of float, shape (rows,), optional
+        Float bias of the layer, carried for whole-network inference.
+    shape : tuple of int, optional
+        Original tensor shape (e.g. a Conv2d's ``(F, C, kh, kw)``); defaults to
+        ``(rows, cols)``.
+
+    Raises
+    ------
+    TypeError
+        A field has the wrong type (e.g. float offsets).
+    ArtifactError
+        A field breaks the contract; the message names the layer, row or field.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    block_sizes: np.ndarray
+    keep: np.ndarray
+    offsets: np.ndarray
+    values: np.ndarray
+    scale: np.ndarray
+    weight_bits: int = 8
+    method: str = "custom"
+    params: dict = field(default_factory=dict)
+    bias: np.ndarray | None = None
+    shape: tuple | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"layer name must be a non-empty string, not {self.name!r}")
+        name = self.name
+        for dim in ("rows", "cols"):
+            v = getattr(self, dim)
+            if not _is_int(v):
+                raise TypeError(f"layer {name!r}: {dim} must be an integer, not {v!r}")
+            if v < 1:
+                raise ArtifactError(f"layer {name!r}: {dim} must be positive, not {v}")
+            object.__setattr__(self, dim, int(v))
+        if not _is_int(self.weight_bits):
+            raise TypeError(f"layer {name!r}: weight_bits must be an integer, "
+                            f"not {self.weight_bits!r}")
+        if not 2 <= self.weight_bits <= 16:
+            raise ArtifactError(f"layer {name!r}: weight_bits must be between 2 and 16, "
+                                f"not {self.weight_bits}")
+        object.__setattr__(self, "weight_bits", int(self.weight_bits))
+        if not isinstance(self.method, str):
+            raise TypeError(f"layer {name!r}: method must be a string, not {self.method!r}")
+        if not isinstance(self.params, dict):
+            raise TypeError(f"layer {name!r}: params must be a dict, not {self.params!r}")
+        for f in ("block_sizes", "keep", "offsets", "values"):
+            object.__setattr__(self, f, _int_array(name, f, getattr(self, f), 1))
+        self._validate_scale()
+        self._validate_extras()
+        self.validate()
+
+    def _validate_scale(self):
+        name = self.name
+        scale = np.asarray(self.scale)
+        if scale.dtype.kind not in "fiu":
+            raise TypeError(f"layer {name!r}: field 'scale' must hold numbers, not {scale.dtype}")
+        scale = scale.astype(np.float64)
+        if scale.shape not in ((), (self.rows,)):
+            raise ArtifactError(f"layer {name!r}: field 'scale' must be a scalar or have "
+                                f"shape ({self.rows},), not {scale.shape}")
+        bad = ~(np.isfinite(scale) & (scale > 0))
+        if bad.any():
+            where = "" if scale.ndim == 0 else f" at row {int(np.argmax(bad))}"
+            raise ArtifactError(f"layer {name!r}: field 'scale' must be finite and "
+                                f"positive{where}, not {scale.flat[int(np.argmax(bad))]}")
+        object.__setattr__(self, "scale", _readonly(scale))
+
+    def _validate_extras(self):
+        name = self.name
+        if self.bias is not None:
+            bias = np.asarray(self.bias)
+            if bias.dtype.kind != "f" or bias.shape != (self.rows,):
+                raise ArtifactError(f"layer {name!r}: field 'bias' must be {self.rows} floats, "
+                                    f"not {bias.dtype} of shape {bias.shape}")
+            if not np.isfinite(bias).all():
+                raise ArtifactError(f"layer {name!r}: field 'bias' must be finite")
+            object.__setattr__(self, "bias", _readonly(bias.astype(np.float32)))
+        shape = (self.rows, self.cols) if self.shape is None else tuple(self.shape)
+        if (not all(_is_int(d) and d > 0 for d in shape) or shape[0] != self.rows
+                or math.prod(shape[1:]) != self.cols):
+            raise ArtifactError(f"layer {name!r}: field 'shape' {shape} does not flatten "
+                                f"to ({self.rows}, {self.cols})")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+
+    # -- validation -------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the layout and every entry against the contract.
+
+        Raises
+        ------
+        ArtifactError
+            Naming the layer and the first row, block or field at fault.
+        """
+        name, rows, cols = self.name, self.rows, self.cols
+        b, k = self.block_sizes, self.keep
+        for f, arr in (("block_sizes", b), ("keep", k)):
+            if arr.shape != (rows,):
+                raise ArtifactError(f"layer {name!r}: field {f!r} must have {rows} entries "
+                                    f"(one per row), not {arr.shape[0]}")
+        bad = (b < 1) | (b & (b - 1) != 0)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, "
+                                f"not {b[r]}")
+        bad = (k < 0) | (k > b)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise ArtifactError(f"layer {name!r}: row {r}: keep must be between 0 and the "
+                                f"block size {b[r]}, not {k[r]}")
+        nnz = int(self.row_nnz.sum())
+        if nnz == 0:
+            raise ArtifactError(f"layer {name!r}: keeps no weights")
+        for f in ("offsets", "values"):
+            n = getattr(self, f).shape[0]
+            if n != nnz:
+                raise ArtifactError(f"layer {name!r}: field {f!r} has {n} entries, "
+                                    f"the layout needs {nnz}")
+        lo, hi = _value_range(self.weight_bits)
+        bad = (self.values < lo) | (self.values > hi)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ArtifactError(f"layer {name!r}: row {self.entry_rows[i]}: value "
+                                f"{self.values[i]} does not fit in {self.weight_bits} bits")
+        off = self.offsets
+        rows_e, blocks_e = self.entry_rows, self.entry_blocks
+        width = np.minimum(b[rows_e], cols - (blocks_e << self.log2_block_sizes[rows_e]))
+        bad = (off < 0) | (off >= width)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ArtifactError(f"layer {name!r}: row {rows_e[i]}, block {blocks_e[i]}: "
+                                f"offset {off[i]} is outside the block (width {width[i]})")
+        same_block = (rows_e[1:] == rows_e[:-1]) & (blocks_e[1:] == blocks_e[:-1])
+        bad = same_block & (off[1:] <= off[:-1])
+        if bad.any():
+            i = int(np.argmax(bad)) + 1
+            raise ArtifactError(f"layer {name!r}: row {rows_e[i]}, block {blocks_e[i]}: "
+                                f"offsets must be distinct and ascending, got {off[i - 1]} "
+                                f"then {off[i]}")
+        if self.accumulator_width() > MAX_ACCUMULATOR_WIDTH:
+            raise ArtifactError(f"layer {name!r}: needs a {self.accumulator_width()}-bit "
+                                f"accumulator, more than {MAX_ACCUMULATOR_WIDTH}")
+
+    # -- derived quantities (never stored) --------------------------------------
+
+    @cached_property
+    def log2_block_sizes(self) -> np.ndarray:
+        """Per-row ``log2 b_i``: the shift of the column decode."""
+        return _readonly(np.log2(self.block_sizes).astype(np.int64))
+
+    @cached_property
+    def blocks_per_row(self) -> np.ndarray:
+        """Per-row block count, ``ceil(cols / b_i)``."""
+        return _readonly(-(-self.cols // self.block_sizes))
+
+    @cached_property
+    def row_nnz(self) -> np.ndarray:
+        """Per-row number of kept entries: ``k_i`` per full block, ``min(k_i, width)`` for a
+        partial last block."""
+        nb = self.blocks_per_row
+        last_width = self.cols - (nb - 1) * self.block_sizes
+        return _readonly((nb - 1) * self.keep + np.minimum(self.keep, last_width))
+
+    @cached_property
+    def row_starts(self) -> np.ndarray:
+        """Index of each row's first entry; ``row_starts[rows]`` is nnz."""
+        return _readonly(np.concatenate([[0], np.cumsum(self.row_nnz)]))
+
+    @property
+    def nnz(self) -> int:
+        """Number of kept entries (a kept weight may quantize to 0; it is still stored)."""
+        return int(self.row_nnz.sum())
+
+    @property
+    def pruning_ratio(self) -> float:
+        """Dense size over kept entries, e.g. 16.0 for a 16× pruned layer."""
+        return self.rows * self.cols / self.nnz
+
+    @cached_property
+    def entry_rows(self) -> np.ndarray:
+        """Row of every entry."""
+        return _readonly(np.repeat(np.arange(self.rows), self.row_nnz))
+
+    @cached_property
+    def entry_blocks(self) -> np.ndarray:
+        """Block (within its row) of every entry."""
+        rows = self.entry_rows
+        pos = np.arange(rows.shape[0]) - self.row_starts[rows]
+        k = np.maximum(self.keep[rows], 1)
+        return _readonly(np.minimum(pos // k, self.blocks_per_row[rows] - 1))
+
+    @cached_property
+    def columns(self) -> np.ndarray:
+        """Decoded column of every entry: ``(block << log2 b_i) | offset``."""
+        rows = self.entry_rows
+        return _readonly((self.entry_blocks << self.log2_block_sizes[rows]) | self.offsets)
+
+    @property
+    def offset_width(self) -> int:
+        """Bits of the widest in-block offset, ``max log2 b_i``."""
+        return int(self.log2_block_sizes.max())
+
+    def header_bits(self) -> int:
+        """Per-row header bits: a block-size code when ``b_i`` varies, a keep count
+        when ``k_i`` varies; nothing for a field that is constant over the layer."""
+        lg = self.log2_block_sizes
+        bits = ceil_log2(int(lg.max() - lg.min()) + 1)
+        if self.keep.min() != self.keep.max():
+            bits += ceil_log2(int(self.keep.max()) + 1)
+        return bits
+
+    @property
+    def index_bits_per_nnz(self) -> float:
+        """Index storage per kept entry: in-block offsets plus per-row headers.
+
+        For the one-block-per-row (CSR-like) layout this is ``ceil(log2 cols)``
+        column bits plus a row-length field per row: the CSR cost.
+        """
+        offset_bits = int((self.row_nnz * self.log2_block_sizes).sum())
+        return (offset_bits + self.rows * self.header_bits()) / self.nnz
+
+    def accumulator_width(self, input_bits: int = 8) -> int:
+        """Signed width that holds any row sum exactly for ``input_bits`` signed inputs.
+
+        A product of a ``w``-bit and an ``x``-bit signed number needs ``w + x`` bits
+        (``-2^(w-1) · -2^(x-1)`` is the extreme); a sum of ``n`` of them needs
+        ``ceil(log2 n)`` more.
+        """
+        if not _is_int(input_bits) or input_bits < 2:
+            raise ValueError(f"input bits must be an integer of at least 2, not {input_bits!r}")
+        return self.weight_bits + input_bits + ceil_log2(int(self.row_nnz.max()))
+
+    @property
+    def is_uniform(self) -> bool:
+        """True when every row has the same block size and keep count."""
+        return bool((self.block_sizes == self.block_sizes[0]).all()
+                    and (self.keep == self.keep[0]).all())
+
+    # -- conversions ------------------------------------------------------------
+
+    def to_dense(self) -> np.ndarray:
+        """The masked, quantized integer matrix, ``rows × cols`` (int8 or int16)."""
+        out = np.zeros((self.rows, self.cols), dtype=_value_dtype(self.weight_bits))
+        out[self.entry_rows, self.columns] = self.values
+        return out
+
+    def mask(self) -> np.ndarray:
+        """Boolean ``rows × cols`` mask of the kept entries."""
+        out = np.zeros((self.rows, self.cols), dtype=bool)
+        out[self.entry_rows, self.columns] = True
+        return out
+
+    def dequantized(self) -> np.ndarray:
+        """Float ``rows × cols`` matrix ``to_dense() * scale``."""
+        scale = self.scale[:, None] if self.scale.ndim else self.scale
+        return self.to_dense().astype(np.float64) * scale
+
+    @classmethod
+    def encode(cls, name, qweight, mask, block_sizes, keep, scale, **kwargs) -> "SparseLayer":
+        """Build a layer from a dense integer matrix, its mask and its layout.
+
+        Parameters
+        ----------
+        name : str
+            Layer name.
+        qweight : array of int, shape (rows, cols)
+            Quantized weights; entries outside ``mask`` are ignored.
+        mask : array of bool, shape (rows, cols)
+            Kept entries; must match the layout exactly.
+        block_sizes, keep : array of int, shape (rows,)
+            The layout (see :class:`SparseLayer`).
+        scale : float or array of float
+            Dequantization scale.
+        **kwargs
+            Other :class:`SparseLayer` fields (``weight_bits``, ``method``, ...).
+
+        Raises
+        ------
+        ArtifactError
+            The mask does not match the layout; the message names the row and block.
+        """
+        qweight, mask = np.asarray(qweight), np.asarray(mask, dtype=bool)
+        if qweight.ndim != 2 or mask.shape != qweight.shape:
+            raise ArtifactError(f"layer {name!r}: weight {qweight.shape} and mask {mask.shape} "
+                                "must be matrices of the same shape")
+        rows, cols = mask.shape
+        check_layout(name, mask, block_sizes, keep)
+        r, c = np.nonzero(mask)        # row-major: the canonical order
+        b = np.asarray(block_sizes, dtype=np.int64)
+        return cls(name=name, rows=rows, cols=cols, block_sizes=b, keep=keep,
+                   offsets=c & (b[r] - 1), values=qweight[r, c], scale=scale, **kwargs)
+
+    @classmethod
+    def from_float(cls, name, weight, mask, block_sizes, keep, *, weight_bits=8,
+                   per_row_scale=True, **kwargs) -> "SparseLayer":
+        """Quantize a float matrix symmetrically (see :func:`quantize`) and encode it."""
+        q, scale = quantize(weight, mask, weight_bits, per_row=per_row_scale)
+        return cls.encode(name, q, mask, block_sizes, keep, scale,
+                          weight_bits=weight_bits, **kwargs)
+
+
+def check_layout(name, mask, block_sizes, keep) -> None:
+    """Raise :class:`ArtifactError` unless every block of ``mask`` keeps exactly its
+    ``min(k_i, width)`` entries under the given per-row layout."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = mask.shape
+    b = np.asarray(block_sizes, dtype=np.int64)
+    k = np.asarray(keep, dtype=np.int64)
+    if b.shape != (rows,) or k.shape != (rows,):
+        raise ArtifactError(f"layer {name!r}: layout must have one block size and one keep "
+                            f"count per row ({rows}), not {b.shape[0]} and {k.shape[0]}")
+    if ((b < 1) | (b & (b - 1) != 0)).any():
+        r = int(np.argmax((b < 1) | (b & (b - 1) != 0)))
+        raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, not {b[r]}")
+    for size in np.unique(b):
+        sel = np.nonzero(b == size)[0]
+        nb = -(-cols // size)
+        padded = np.zeros((sel.size, nb * size), dtype=np.int64)
+        padded[:, :cols] = mask[sel]
+        counts = padded.reshape(sel.size, nb, size).sum(axis=2)
+        width = np.minimum(size, cols - np.arange(nb) * size)
+        need = np.minimum(k[sel][:, None], width[None, :])
+        bad = counts != need
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ArtifactError(f"layer {name!r}: row {sel[i]}, block {j}: keeps {counts[i, j]} "
+                                f"weights, the layout needs {need[i, j]}")
+
+
+def single_block_layout(mask) -> tuple[np.ndarray, np.ndarray]:
+    """Layout of an arbitrary mask: one block of ``next_pow2(cols)`` per row, keep = the
+    row's nonzeros. Its offsets are absolute columns, so its index cost is CSR's."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = mask.shape
+    return (np.full(rows, 1 << ceil_log2(cols), dtype=np.int64),
+            mask.sum(axis=1).astype(np.int64))
+
+
+def infer_layout(mask, keep: int, sizes=None, name: str = "mask") -> tuple[np.ndarray, np.ndarray]:
+    """Recover the per-row block sizes of a regular-block mask with ``keep`` per block.
+
+    A row's kept count falls strictly as its block size grows (until one block covers
+    the row), so the count names the block size: the smallest of ``sizes`` (default:
+    every power of two) that gives it. :func:`check_layout` then confirms the mask.
+
+    Raises
+    ------
+    ArtifactError
+        A row's count matches none of the block sizes, or the mask breaks the layout.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = mask.shape
+    if sizes is None:
+        sizes = 1 << np.arange(ceil_log2(cols) + 1)
+    sizes = np.array(sorted(int(b) for b in sizes if b >= keep), dtype=np.int64)
+    nb = -(-cols // sizes)
+    kept = (nb - 1) * keep + np.minimum(keep, cols - (nb - 1) * sizes)
+    counts = mask.sum(axis=1)
+    hit = kept[None, :] == counts[:, None]
+    missing = ~hit.any(axis=1)
+    if missing.any():
+        r = int(np.argmax(missing))
+        raise ArtifactError(f"layer {name!r}: row {r}: keeps {counts[r]} weights, which no "
+                            f"allowed block size with {keep} per block gives for {cols} columns")
+    b = sizes[np.argmax(hit, axis=1)]
+    k = np.full(rows, keep, dtype=np.int64)
+    check_layout(name, mask, b, k)
+    return b, k
+
+
+def quantize(weight, mask, bits: int = 8, *, per_row: bool = True):
+    """Symmetric quantization of the kept weights.
+
+    ``scale = max|w_kept| / (2^(bits-1) - 1)`` per row (or per layer);
+    ``q = round(w / scale)`` clipped to ``±(2^(bits-1) - 1)``. An all-zero row gets
+    scale 1.
+
+    Returns
+    -------
+    q : array of int64, shape (rows, cols)
+        Quantized weights, zero outside the mask.
+    scale : array of float64, shape (rows,) or ()
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if w.ndim != 2 or m.shape != w.shape:
+        raise ValueError(f"weight {w.shape} and mask {m.shape} must be matrices of the same shape")
+    if not np.isfinite(w).all():
+        raise ValueError("weight has non-finite values")
+    if not _is_int(bits) or not 2 <= bits <= 16:
+        raise ValueError(f"weight bits must be an integer between 2 and 16, not {bits!r}")
+    qmax = (1 << (bits - 1)) - 1
+    kept = np.abs(np.where(m, w, 0.0))
+    peak = kept.max(axis=1) if per_row else np.asarray(kept.max())
+    scale = np.where(peak > 0, peak / qmax, 1.0)
+    s = scale[:, None] if per_row else scale
+    q = np.clip(np.rint(w / s), -qmax, qmax).astype(np.int64)
+    return np.where(m, q, 0), scale
+
+
+# -- the packing function ---------------------------------------------------------
+
+def beat_dtype(layer: SparseLayer) -> np.dtype:
+    """numpy record of one weight beat; field widths follow the layer's contract."""
+    return np.dtype([("value", _value_dtype(layer.weight_bits)),
+                     ("offset", _offset_dtype(int(layer.block_sizes.max())))])
+
+
+def pack_beats(layer: SparseLayer) -> np.ndarray:
+    """The stream of ``(value, offset)`` beats of a layer, in canonical order.
+
+    This is the one packing function: the engine's weight memory, the testbench
+    stimulus and the host's weight frames are all built from its output.
+    Row boundaries are not in the stream: they follow from the per-row layout
+    (``row_nnz``), which travels as the row header table.
+    """
+    out = np.empty(layer.nnz, dtype=beat_dtype(layer))
+    out["value"] = layer.values
+    out["offset"] = layer.offsets
+    return out
+
+
+# -- the artifact -------------------------------------------------------------------
+
+_ARRAYS = ("block_sizes", "keep", "offsets", "values", "scale", "bias")
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it into
+    place: a failure never leaves a half-written ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+@dataclass(eq=False)
+class Artifact:
+    """A versioned set of sparse layers plus provenance: the file between stages.
+
+    Parameters
+    ----------
+    layers : list of SparseLayer
+        In network order; names must be unique.
+    provenance : dict
+        Where the layers came from: ``source``, ``method``, ``parameters`` and any
+        figures (accuracy) worth keeping; JSON-serializable.
+    """
+
+    layers: list
+    provenance: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        self.layers = list(self.layers)
+        if not self.layers:
+            raise ArtifactError("an artifact needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ArtifactError(f"layer names must be unique, {sorted(dup)[0]!r} repeats")
+
+    def layer(self, name: str) -> SparseLayer:
+        """The layer called ``name``.
+
+        Raises
+        ------
+        ArtifactError
+            No such layer; the message lists the names there are.
+        """
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ArtifactError(f"no layer {name!r}; the artifact has "
+                            f"{', '.join(repr(layer.name) for layer in self.layers)}")
+
+    def manifest(self) -> dict:
+        """The JSON manifest: everything but the arrays."""
+        layers = []
+        for i, layer in enumerate(self.layers):
+            arrays = {f: f"layers/{i}/{f}.npy" for f in _ARRAYS if getattr(layer, f) is not None}
+            layers.append({"name": layer.name, "rows": layer.rows, "cols": layer.cols,
+                           "shape": list(layer.shape), "method": layer.method,
+                           "params": layer.params, "weight_bits": layer.weight_bits,
+                           "scale_per": "row" if layer.scale.ndim else "layer",
+                           "arrays": arrays})
+        return {"format": FORMAT_NAME, "format_version": self.format_version,
+                "provenance": self.provenance, "layers": layers}
+
+    def save(self, path) -> None:
+        """Write the artifact to ``path`` atomically (a zip of JSON and ``.npy``)."""
+        manifest = self.manifest()
+
+        def write(f):
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+                z.writestr("manifest.json", json.dumps(manifest, indent=1))
+                for layer, entry in zip(self.layers, manifest["layers"]):
+                    stored = {"values": layer.values.astype(_value_dtype(layer.weight_bits)),
+                              "offsets": layer.offsets.astype(
+                                  _offset_dtype(int(layer.block_sizes.max()))),
+                              "block_sizes": layer.block_sizes.astype(np.uint32),
+                              "keep": layer.keep.astype(np.uint32),
+                              "scale": layer.scale, "bias": layer.bias}
+                    for f, member in entry["arrays"].items():
+                        buf = io.BytesIO()
+                        np.save(buf, stored[f], allow_pickle=False)
+                        z.writestr(member, buf.getvalue())
+        atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path) -> "Artifact":
+        """Read and validate an artifact.
+
+        Raises
+        ------
+        ArtifactError
+            The file is missing, not an artifact, truncated or corrupt, or breaks the
+            contract; the message names the file and the layer, row or field.
+        """
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as z:
+                return cls._read(z)
+        except ArtifactError as e:
+            raise ArtifactError(f"{path}: {e}") from None
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise ArtifactError(f"{path}: is a directory, not an artifact") from None
+        except _ZIP_ERRORS as e:
+            raise ArtifactError(f"{path}: not a readable darbgen artifact "
+                                f"(corrupt or truncated zip: {e})") from None
+        except TypeError as e:
+            raise ArtifactError(f"{path}: {e}") from None
+
+    @classmethod
+    def _read(cls, z: zipfile.ZipFile) -> "Artifact":
+        try:
+            manifest = json.loads(_read_member(z, "manifest.json"))
+        except KeyError:
+            raise ArtifactError("not a darbgen artifact (no manifest.json)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"manifest.json is not valid JSON ({e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise ArtifactError(f"not a darbgen artifact (manifest format is not {FORMAT_NAME!r})")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(f"format version {version!r} is not supported "
+                                f"(this darbgen reads version {FORMAT_VERSION})")
+        layers = _field(manifest, "layers", list, "manifest")
+        provenance = _field(manifest, "provenance", dict, "manifest")
+        out = []
+        for i, entry in enumerate(layers):
+            if not isinstance(entry, dict):
+                raise ArtifactError(f"manifest layer {i} must be an object")
+            name = _field(entry, "name", str, f"layer {i}")
+            where = f"layer {name!r}"
+            arrays = _field(entry, "arrays", dict, where)
+            data = {}
+            for f in _ARRAYS:
+                if f not in arrays:
+                    if f == "bias":
+                        continue
+                    raise ArtifactError(f"{where}: field {f!r} is missing")
+                try:
+                    data[f] = np.load(io.BytesIO(_read_member(z, arrays[f])), allow_pickle=False)
+                except (KeyError, TypeError):
+                    raise ArtifactError(f"{where}: field {f!r}: array {arrays[f]!r} is "
+                                        "missing from the archive") from None
+                except (ValueError, EOFError, OSError) as e:
+                    raise ArtifactError(f"{where}: field {f!r}: unreadable array ({e})") from None
+            if entry.get("scale_per") == "layer" and data["scale"].ndim != 0:
+                raise ArtifactError(f"{where}: field 'scale' must be a scalar for a per-layer scale")
+            shape = _field(entry, "shape", list, where)
+            out.append(SparseLayer(
+                name=name, rows=_field(entry, "rows", int, where),
+                cols=_field(entry, "cols", int, where),
+                weight_bits=_field(entry, "weight_bits", int, where),
+                method=_field(entry, "method", str, where),
+                params=_field(entry, "params", dict, where), shape=tuple(shape), **data))
+        return cls(out, provenance, version)
+
+    def validate(self) -> None:
+        """Validate every layer (layers also validate themselves when built)."""
+        for layer in self.layers:
+            layer.validate()
+
+
+# What zipfile raises on damaged archives: bad headers and CRCs, bad deflate streams,
+# short reads, and header bits that claim encryption or unknown compression.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+               RuntimeError, UnicodeDecodeError)
+
+
+def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return z.read(name)
+    except KeyError:
+        raise
+    except _ZIP_ERRORS as e:
+        raise ArtifactError(f"member {name!r} is corrupt ({e})") from None
+
+
+def _field(obj: dict, key: str, kind, where: str):
+    if key not in obj:
+        raise ArtifactError(f"{where}: field {key!r} is missing")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ArtifactError(f"{where}: field {key!r} must be {kind.__name__}, "
+                            f"not {type(value).__name__}")
+    return value

@@ -1,0 +1,93 @@
+"""Where weights come from for one-shot pruning: a ``.npy`` matrix or a saved torch model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..format import Artifact
+from .methods import PruningMethod, encode_layer, prunable_layers
+
+__all__ = ["SourceLayer", "load_source", "prune_oneshot"]
+
+SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
+
+
+def load_source(path) -> list[SourceLayer]:
+    """The weight matrices of a ``.npy`` file (one layer, ``layer0``) or a saved torch
+    model (a whole ``nn.Module`` or a state dict), in GEMM view.
+
+    Raises
+    ------
+    ValueError
+        The file holds no usable weight matrix; the message says what it holds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        try:
+            w = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        if w.dtype.kind != "f" or w.ndim != 2:
+            raise ValueError(f"{path}: must hold a 2-D float matrix, not {w.dtype} of "
+                             f"shape {w.shape}")
+        return [("layer0", w.astype(np.float64), None, w.shape)]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a pickled Module needs the full unpickler
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model"
+            raise ValueError(f"{path}: not a .npy file or a saved torch model ({e})") from None
+    if isinstance(obj, nn.Module):
+        layers = [(layer.name, layer.weight(), layer.bias(), layer.shape())
+                  for layer in prunable_layers(obj)]
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        layers = _state_dict_layers(obj)
+    else:
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a model or a state dict")
+    if not layers:
+        raise ValueError(f"{path}: has no Linear, Conv2d or LSTM weights to prune")
+    return layers
+
+
+_LSTM_KEY = re.compile(r"^(?P<mod>.*?)\.?weight_ih_(?P<layer>l\d+(_reverse)?)$")
+
+
+def _state_dict_layers(sd: dict) -> list[SourceLayer]:
+    out = []
+    for key, t in sd.items():
+        m = _LSTM_KEY.match(key)
+        if m:
+            hh = key.replace("weight_ih_", "weight_hh_")
+            if hh not in sd:
+                raise ValueError(f"state dict has {key!r} but not {hh!r}")
+            w = torch.cat([t, sd[hh]], dim=1)
+            biases = [sd.get(key.replace("weight_", "bias_")), sd.get(hh.replace("weight_", "bias_"))]
+            bias = sum(b for b in biases if b is not None) if any(
+                b is not None for b in biases) else None
+            name = f"{m['mod'] or 'layer0'}.{m['layer']}"
+            out.append((name, w.double().numpy(), None if bias is None else bias.double().numpy(),
+                        tuple(w.shape)))
+        elif (key.endswith("weight") and t.ndim >= 2 and t.dtype.is_floating_point):
+            name = key[:-len("weight")].rstrip(".") or "layer0"
+            bias = sd.get(key[:-len("weight")] + "bias")
+            out.append((name, t.reshape(t.shape[0], -1).double().numpy(),
+                        None if bias is None else bias.double().numpy(), tuple(t.shape)))
+    return out
+
+
+def prune_oneshot(layers: list[SourceLayer], method: PruningMethod, *, weight_bits: int = 8,
+                  source: str = "") -> Artifact:
+    """Prune each matrix with ``method`` (no data, no fine-tuning) and quantize it."""
+    sparse = [encode_layer(name, w, method.mask_2d(w), method, weight_bits=weight_bits,
+                           bias=bias, shape=shape) for name, w, bias, shape in layers]
+    return Artifact(sparse, {"source": source, "method": method.name,
+                             "parameters": method.params(), "weight_bits": weight_bits,
+                             "quantization": "symmetric, per-row scale", "fine_tuned": False})

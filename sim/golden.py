@@ -1,0 +1,68 @@
+"""The integer golden model every hardware result is compared against (numpy only).
+
+:func:`spmv_ref` computes ``y = Wq @ x`` exactly from the artifact's own
+encoding: it decodes every entry's column as ``(block << log2 b_i) | offset``
+(the hardware's decode) and sums in int64, which is exact because the
+contract's accumulator width (:meth:`SparseLayer.accumulator_width`) is at most
+64 bits. :meth:`SparseLayer.to_dense` is a second, independent path used to
+check this one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..format import SparseLayer
+
+__all__ = ["INPUT_BITS", "check_inputs", "spmv_ref"]
+
+#: Width of a signed input-vector element (the engine's activations are int8).
+INPUT_BITS = 8
+
+
+def check_inputs(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndarray:
+    """Validate input vectors for ``layer``: integers in the signed ``input_bits`` range,
+    shape ``(cols,)`` or ``(n, cols)``. Returns them as an ``(n, cols)`` int64 array.
+
+    Raises
+    ------
+    TypeError
+        ``x`` does not hold integers.
+    ValueError
+        Wrong shape, or a value outside the input range.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"inputs must be integers, not {x.dtype}")
+    if x.ndim not in (1, 2) or x.shape[-1] != layer.cols:
+        raise ValueError(f"inputs must have shape ({layer.cols},) or (n, {layer.cols}) for "
+                         f"layer {layer.name!r}, not {x.shape}")
+    lo, hi = -(1 << (input_bits - 1)), (1 << (input_bits - 1)) - 1
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"inputs must fit in {input_bits} signed bits ({lo}..{hi}), "
+                         f"not {x.min()}..{x.max()}")
+    return np.atleast_2d(x).astype(np.int64)
+
+
+def spmv_ref(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndarray:
+    """Exact integer sparse matrix-vector products ``Wq @ x``.
+
+    Parameters
+    ----------
+    layer : SparseLayer
+    x : array of int, shape (cols,) or (n, cols)
+        Signed ``input_bits`` inputs.
+
+    Returns
+    -------
+    array of int64, shape (rows,) or (n, rows)
+        Exact; every value fits the layer's signed ``accumulator_width(input_bits)``.
+    """
+    xs = check_inputs(layer, x, input_bits)
+    products = layer.values[None, :] * xs[:, layer.columns]        # (n, nnz)
+    sums = np.concatenate([np.zeros((xs.shape[0], 1), np.int64), products.cumsum(axis=1)], axis=1)
+    starts = layer.row_starts
+    y = sums[:, starts[1:]] - sums[:, starts[:-1]]
+    width = layer.accumulator_width(input_bits)
+    assert np.all(np.abs(y) < (1 << (width - 1))), "accumulator width derivation is wrong"
+    return y[0] if np.ndim(x) == 1 else y

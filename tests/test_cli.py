@@ -1,0 +1,165 @@
+"""The CLI contract: prune / inspect / dense, their JSON, and their errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from darbgen.cli import main
+from darbgen.format import Artifact
+
+DARBGEN = [sys.executable, "-m", "darbgen.cli"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*DARBGEN, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def weights(tmp_path, rng):
+    path = tmp_path / "w.npy"
+    np.save(path, rng.normal(size=(24, 100)) * rng.uniform(0.2, 2, size=(24, 1)))
+    return path
+
+
+INSPECT_KEYS = {"name", "rows", "cols", "method", "nnz", "pruning_ratio", "weight_bits",
+                "index_bits_per_nnz", "scale", "block_sizes"}
+
+
+@pytest.mark.parametrize("args, method", [
+    (["--method", "darb", "--ratio", "8"], "darb"),
+    (["--method", "darb", "--ratio", "4", "--block-sizes", "2,8,32", "--keep", "1"], "darb"),
+    (["--method", "bmwm", "--block-size", "8"], "bmwm"),
+    (["--method", "bmwm", "--block-size", "16", "--keep", "2"], "bmwm"),
+    (["--method", "nm", "--block-size", "4", "--keep", "2"], "nm"),
+    (["--method", "block", "--ratio", "4", "--block-size", "2x8"], "block"),
+    (["--method", "block", "--ratio", "4", "--block-size", "4"], "block"),
+    (["--method", "irregular", "--ratio", "10"], "irregular"),
+    (["--method", "darb", "--weight-bits", "4"], "darb"),
+])
+def test_prune_npy_then_inspect_and_dense(weights, tmp_path, capsys, args, method):
+    out = tmp_path / "w.darb"
+    assert main(["prune", str(weights), *args, "-o", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["format_version"] == 1
+    (layer,) = info["layers"]
+    assert INSPECT_KEYS <= set(layer)
+    assert layer["name"] == "layer0" and layer["method"] == method
+    assert (layer["rows"], layer["cols"]) == (24, 100)
+    assert layer["pruning_ratio"] == pytest.approx(summary["pruning_ratio"])
+    assert len(layer["scale"]) == 24 and len(layer["block_sizes"]) == 24
+    if "--ratio" in args:
+        target = float(args[args.index("--ratio") + 1])
+        assert abs(layer["pruning_ratio"] - target) <= 0.25 * target
+    dense = tmp_path / "d.npy"
+    assert main(["dense", str(out), "--layer", "layer0", "-o", str(dense)]) == 0
+    w = np.load(dense)
+    assert w.shape == (24, 100) and w.dtype.kind == "i"
+    assert np.count_nonzero(w) <= layer["nnz"]
+    # W * scale approximates the kept float weights
+    orig = np.load(weights)
+    scale = np.asarray(layer["scale"])[:, None]
+    kept = w != 0
+    assert np.allclose((w * scale)[kept], orig[kept], atol=scale.max() / 2 + 1e-12)
+    assert main(["inspect", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "layer0" in table and "idx bits/nnz" in table
+
+
+def test_prune_torch_model_sources(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(),
+                                torch.nn.LSTM(16, 8))
+    for kind, obj in (("module", model), ("state", model.state_dict())):
+        src = tmp_path / f"{kind}.pt"
+        torch.save(obj, src)
+        out = tmp_path / f"{kind}.darb"
+        assert main(["prune", str(src), "--method", "darb", "--ratio", "4", "-o", str(out)]) == 0
+        names = [l.name for l in Artifact.load(out).layers]
+        assert names == ["0", "2.l0"], names
+        lstm = Artifact.load(out).layer("2.l0")
+        assert (lstm.rows, lstm.cols) == (32, 24)
+
+
+@pytest.fixture(scope="module")
+def digits_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "digits.darb"
+    proc = run("prune", "digits-mlp", "--method", "darb", "--ratio", "16", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_prune_digits_mlp(digits_artifact):
+    out, stdout = digits_artifact
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["pruning_ratio"] == pytest.approx(16, rel=0.05)
+    assert summary["accuracy_dense"] > 0.95
+    assert summary["accuracy_dense"] - summary["accuracy_quantized"] < 0.03
+    artifact = Artifact.load(out)
+    assert [l.name for l in artifact.layers] == ["fc1", "fc2", "fc3"]
+    assert [(l.rows, l.cols) for l in artifact.layers] == [(300, 64), (100, 300), (10, 100)]
+    assert artifact.provenance["source"] == "digits-mlp"
+    assert all(l.bias is not None for l in artifact.layers)
+
+
+def test_inspect_table_of_digits(digits_artifact):
+    out, _ = digits_artifact
+    proc = run("inspect", out)
+    assert proc.returncode == 0
+    assert "fc1" in proc.stdout and "accuracy:" in proc.stdout
+    info = json.loads(run("inspect", out, "--json").stdout.strip().splitlines()[-1])
+    assert set(info["layers"][0]["block_sizes"]) <= {2, 4, 8, 16, 32, 64}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prune", "{npy}", "--method", "bmwm", "--ratio", "8"],
+     "--ratio does not apply to --method bmwm"),
+    (["prune", "{npy}", "--method", "nm", "--block-size", "3"], "M must be a power of 2, not 3"),
+    (["prune", "{npy}", "--method", "darb", "--ratio", "0.5"],
+     "pruning ratio must be at least 1 (dense size / kept weights), not 0.5"),
+    (["prune", "{npy}", "--method", "darb", "--block-sizes", "2,6"],
+     "block size must be a power of 2, not 6"),
+    (["prune", "{npy}", "--method", "darb", "--weight-bits", "1"],
+     "weight bits must be an integer between 2 and 16, not 1"),
+    (["prune", "{tmp}/missing.npy", "--method", "darb"], "{tmp}/missing.npy: no such file"),
+    (["prune", "{bad_npy}", "--method", "darb"], "must hold a 2-D float matrix, not int64 of shape (3,)"),
+    (["prune", "{junk}", "--method", "darb"], "not a .npy file or a saved torch model"),
+    (["inspect", "{junk}"], "not a readable darbgen artifact"),
+    (["dense", "{darb}", "--layer", "fc9"], "no layer 'fc9'; the artifact has 'layer0'"),
+])
+def test_errors_are_one_line_without_traceback_and_write_nothing(tmp_path, weights, args, message):
+    np.save(tmp_path / "bad.npy", np.arange(3))
+    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
+    good = tmp_path / "good.darb"
+    assert main(["prune", str(weights), "--method", "darb", "-o", str(good)]) == 0
+    fill = {"npy": weights, "tmp": tmp_path, "bad_npy": tmp_path / "bad.npy",
+            "junk": tmp_path / "junk.bin", "darb": good}
+    argv = [a.format(**fill) for a in args]
+    before = set(os.listdir(tmp_path))
+    if argv[0] != "inspect":
+        argv += ["-o", str(tmp_path / "out.file")]
+    proc = run(*argv)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message.format(**fill) in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert set(os.listdir(tmp_path)) == before          # nothing written, nothing half-written
+
+
+def test_verbose_shows_traceback(tmp_path):
+    proc = run("-v", "inspect", tmp_path / "nope.darb")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    proc = run("inspect", tmp_path / "nope.darb", "-v")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_usage_errors_exit_2():
+    proc = run("prune", "x.npy", "--method", "magic", "-o", "o.darb")
+    assert proc.returncode == 2 and "invalid choice: 'magic'" in proc.stderr
