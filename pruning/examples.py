@@ -65,7 +65,7 @@ class ExampleResult:
 
 
 def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed: int = 0,
-                epochs: int = 40, finetune_epochs: int = 15, steps: int = 4,
+                epochs: int = 60, finetune_epochs: int = 30, steps: int = 6,
                 progress: bool = True) -> ExampleResult:
     """Train the example ``name`` dense, prune it with ``method`` progressively, fine-tune,
     quantize and export.
