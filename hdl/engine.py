@@ -1,0 +1,323 @@
+"""The regular-block sparse matrix-vector engine.
+
+Structure (one :class:`Lane` per multiplier):
+
+* **weights** are loaded at run time through the ``load`` stream into each lane's
+  header memory (per row: shift code, keep count, length) and beat memory
+  (``(value, offset)`` beats of :func:`darbgen.format.pack_beats`), in the lane
+  order of :func:`darbgen.packing.schedule`;
+* **x** arrives on the ``x`` stream ``input_width`` elements per beat and is written
+  into every lane's private, double-buffered copy: each lane reads one element
+  per cycle at any column, with no conflicts, and vector ``v + 1`` loads while
+  ``v`` computes;
+* each lane **issues one beat per cycle** across its rows with no bubble between
+  rows (the next row's header is prefetched). Its pipeline is issue → decode and x
+  read → multiply → accumulate;
+* results go to a double-buffered per-lane y memory, drained as ``y`` beats of one
+  exact sum per lane (lane ``i``'s ``t``-th row in beat ``t``) while the next
+  vector computes. :func:`darbgen.packing.unpack_outputs` restores row order.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..config import EngineConfig, layout_width
+from .decode import IndexDecoder
+from .layouts import beat_layout, header_layout, input_layout, load_layout, output_layout
+
+__all__ = ["SpMVEngine", "Lane"]
+
+# Cycles from a lane issuing its last beat to that beat's sum being in the y memory.
+_PIPELINE_DEPTH = 3
+
+
+class Lane(wiring.Component):
+    """One multiplier lane: its memories, decoder and MAC pipeline.
+
+    Members
+    -------
+    wr_first, wr_beat, wr_header : In(1)
+        Load strobes (``wr_first`` resets the write pointers before this write).
+    wr_data : In
+        The load word's data field.
+    x_we, x_addr, x_data : In
+        Broadcast write into the x buffers.
+    start : In(1)
+        Start the vector whose buffers have parity ``par``.
+    par : In(1)
+    active : Out(1)
+        Still issuing beats of the current vector.
+    rows : Out
+        Rows loaded into this lane (output beats it contributes to).
+    y_en, y_addr : In
+        Read port of the y memory (for the drain).
+    y_data : Out(signed(acc_width))
+    """
+
+    def __init__(self, config: EngineConfig):
+        self._config = c = config
+        self._row_bits = ceil_log2(c.lane_rows + 1)
+        super().__init__({
+            "wr_first": In(1), "wr_beat": In(1), "wr_header": In(1),
+            "wr_data": In(max(layout_width(c.beat_fields), layout_width(c.header_fields))),
+            "x_we": In(1), "x_addr": In(ceil_log2(2 * c.x_depth)),
+            "x_data": In(input_layout(c)["x"].shape.size),
+            "start": In(1), "par": In(1),
+            "active": Out(1), "rows": Out(self._row_bits),
+            "y_en": In(1), "y_addr": In(ceil_log2(2 * c.lane_rows)),
+            "y_data": Out(c.acc_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        beat_l, header_l = beat_layout(c), header_layout(c)
+        xword_l = input_layout(c)["x"].shape
+
+        m.submodules.beats = beats = memory.Memory(shape=beat_l, depth=c.lane_depth, init=[])
+        m.submodules.headers = headers = memory.Memory(shape=header_l, depth=c.lane_rows, init=[])
+        m.submodules.xbuf = xbuf = memory.Memory(shape=xword_l, depth=2 * c.x_depth, init=[])
+        m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width, depth=2 * c.lane_rows,
+                                                  init=[])
+        beat_wr, header_wr = beats.write_port(), headers.write_port()
+        beat_rd, header_rd = beats.read_port(), headers.read_port()
+        x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
+        y_wr, y_rd = ybuf.write_port(), ybuf.read_port()
+
+        # -- loading ---------------------------------------------------------------
+        beat_ptr = Signal(range(c.lane_depth + 1))
+        row_ptr = Signal(self._row_bits)
+        beat_at = Mux(self.wr_first, 0, beat_ptr)
+        row_at = Mux(self.wr_first, 0, row_ptr)
+        m.d.comb += [
+            beat_wr.addr.eq(beat_at), beat_wr.data.eq(self.wr_data[:beat_l.size]),
+            beat_wr.en.eq(self.wr_beat),
+            header_wr.addr.eq(row_at), header_wr.data.eq(self.wr_data[:header_l.size]),
+            header_wr.en.eq(self.wr_header),
+            self.rows.eq(row_ptr),
+        ]
+        with m.If(self.wr_first):
+            m.d.sync += [beat_ptr.eq(self.wr_beat), row_ptr.eq(self.wr_header)]
+        with m.Else():
+            m.d.sync += [beat_ptr.eq(beat_ptr + self.wr_beat), row_ptr.eq(row_ptr + self.wr_header)]
+        m.d.comb += [x_wr.addr.eq(self.x_addr), x_wr.data.eq(self.x_data), x_wr.en.eq(self.x_we)]
+
+        # -- stage A: issue one beat per cycle -----------------------------------------
+        slot = Signal(self._row_bits)
+        remaining = Signal(range(c.max_row_nnz + 1))
+        ptr = Signal(range(c.lane_depth + 1))
+        par = Signal()
+        row_first = Signal()
+        cur = Signal(header_l)
+        last = Signal()
+        done = Signal()
+        go = Signal()
+        m.d.comb += [
+            go.eq(self.start & (row_ptr != 0)),
+            last.eq(remaining == 1),
+            done.eq(self.active & last & (slot + 1 == row_ptr)),
+            beat_rd.addr.eq(ptr),
+            # Prefetch: while a row issues, the header memory presents the next row's
+            # header (read latency 1), so a row change costs no cycle. Idle, it presents
+            # row 0, which a start loads; the start cycle itself asks for row 1.
+            header_rd.addr.eq(Mux(go, 1, Mux(~self.active | done, 0,
+                                             Mux(last, slot + 2, slot + 1)))),
+        ]
+        with m.If(go):
+            m.d.sync += [self.active.eq(1), slot.eq(0), ptr.eq(0), par.eq(self.par),
+                         row_first.eq(1), cur.eq(header_rd.data),
+                         remaining.eq(header_rd.data.nnz)]
+        with m.Elif(self.active):
+            m.d.sync += ptr.eq(ptr + 1)
+            with m.If(last):
+                with m.If(done):
+                    m.d.sync += self.active.eq(0)
+                with m.Else():
+                    m.d.sync += [slot.eq(slot + 1), cur.eq(header_rd.data),
+                                 remaining.eq(header_rd.data.nnz), row_first.eq(1)]
+            with m.Else():
+                m.d.sync += [remaining.eq(remaining - 1), row_first.eq(0)]
+
+        # -- stage B: decode the column, read x ----------------------------------------
+        b_valid, b_first, b_last, b_par = Signal(), Signal(), Signal(), Signal()
+        b_slot = Signal.like(slot)
+        b_hdr = Signal(header_l)
+        m.d.sync += [b_valid.eq(self.active), b_first.eq(row_first), b_last.eq(last),
+                     b_par.eq(par), b_slot.eq(slot), b_hdr.eq(cur)]
+        m.submodules.decoder = dec = IndexDecoder(c)
+        beat = beat_rd.data
+        m.d.comb += [dec.valid.eq(b_valid), dec.first.eq(b_first), dec.shift.eq(b_hdr.shift),
+                     dec.keep.eq(b_hdr.keep), dec.offset.eq(beat.offset)]
+        sel_bits = ceil_log2(c.input_width)
+        word = dec.col >> sel_bits
+        m.d.comb += x_rd.addr.eq(Mux(b_par, c.x_depth + word, word))
+
+        # -- stage C: multiply -------------------------------------------------------------
+        c_valid, c_first, c_last, c_par = Signal(), Signal(), Signal(), Signal()
+        c_slot = Signal.like(slot)
+        c_value = Signal.like(beat.value)
+        c_sel = Signal(max(1, sel_bits))
+        m.d.sync += [c_valid.eq(b_valid), c_first.eq(b_first), c_last.eq(b_last),
+                     c_par.eq(b_par), c_slot.eq(b_slot), c_value.eq(beat.value),
+                     c_sel.eq(dec.col[:sel_bits] if sel_bits else 0)]
+        x = x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0]
+
+        # -- stage D: accumulate, write the row's sum -------------------------------------
+        d_valid, d_first, d_last, d_par = Signal(), Signal(), Signal(), Signal()
+        d_slot = Signal.like(slot)
+        d_prod = Signal(signed(c.weight_bits + c.input_bits))
+        m.d.sync += [d_valid.eq(c_valid), d_first.eq(c_first), d_last.eq(c_last),
+                     d_par.eq(c_par), d_slot.eq(c_slot), d_prod.eq(c_value * x)]
+        acc = Signal(signed(c.acc_width))
+        total = Signal(signed(c.acc_width))
+        m.d.comb += total.eq(Mux(d_first, 0, acc) + d_prod)
+        with m.If(d_valid):
+            m.d.sync += acc.eq(total)
+        m.d.comb += [
+            y_wr.en.eq(d_valid & d_last),
+            y_wr.addr.eq(Mux(d_par, c.lane_rows + d_slot, d_slot)),
+            y_wr.data.eq(total),
+            y_rd.en.eq(self.y_en), y_rd.addr.eq(self.y_addr), self.y_data.eq(y_rd.data),
+        ]
+        return m
+
+
+class SpMVEngine(wiring.Component):
+    """Sparse matrix-vector engine for regular-block layers.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    load : In(stream.Signature(load_layout))
+        Weight-load words from :func:`darbgen.packing.load_words` (always ready).
+    x : In(stream.Signature(input_layout))
+        Input vectors from :func:`darbgen.packing.input_words`.
+    y : Out(stream.Signature(output_layout))
+        One beat per output slot per vector, ``last`` on each vector's final beat.
+
+    """
+
+    def __init__(self, config: EngineConfig):
+        self._config = config
+        super().__init__({
+            "load": In(stream.Signature(load_layout(config), always_ready=True)),
+            "x": In(stream.Signature(input_layout(config))),
+            "y": Out(stream.Signature(output_layout(config))),
+        })
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        lanes = [Lane(c) for _ in range(c.lanes)]
+        for i, lane in enumerate(lanes):
+            m.submodules[f"lane{i}"] = lane
+
+        # -- weight loading: route each word to its lane ------------------------------------
+        word = self.load.payload
+        for i, lane in enumerate(lanes):
+            mine = self.load.valid & (word.lane == i)
+            m.d.comb += [lane.wr_first.eq(self.load.valid & word.first),
+                         lane.wr_beat.eq(mine & ~word.header),
+                         lane.wr_header.eq(mine & word.header),
+                         lane.wr_data.eq(word.data)]
+        slots = Signal.like(lanes[0].rows)          # output beats per vector: most rows
+        most = lanes[0].rows
+        for lane in lanes[1:]:
+            most = Mux(lane.rows > most, lane.rows, most)
+        m.d.comb += slots.eq(most)
+
+        # -- input vectors into the double-buffered x copies --------------------------------
+        x_full = Signal(2)
+        wpar = Signal()
+        waddr = Signal(range(c.x_depth + 1))
+        m.d.comb += self.x.ready.eq(~x_full.bit_select(wpar, 1))
+        for lane in lanes:
+            m.d.comb += [lane.x_we.eq(self.x.valid & self.x.ready),
+                         lane.x_addr.eq(Mux(wpar, c.x_depth + waddr, waddr)),
+                         lane.x_data.eq(self.x.payload.x.as_value())]
+        set_x_full = Signal(2)
+        clear_x_full = Signal(2)
+        with m.If(self.x.valid & self.x.ready):
+            with m.If(self.x.payload.last):
+                m.d.comb += set_x_full.eq(Mux(wpar, 0b10, 0b01))
+                m.d.sync += [wpar.eq(~wpar), waddr.eq(0)]
+            with m.Else():
+                m.d.sync += waddr.eq(waddr + 1)
+
+        # -- compute: all lanes start a vector together ------------------------------------
+        computing = Signal()
+        cpar = Signal()
+        y_busy = Signal(2)                          # holds results not yet drained
+        any_active = Signal()
+        m.d.comb += any_active.eq(Cat(*(lane.active for lane in lanes)).any())
+        start = Signal()
+        issue_done = Signal()
+        npar = Signal()                             # parity of the next vector to start
+        m.d.comb += [
+            issue_done.eq(computing & ~any_active),
+            npar.eq(cpar ^ issue_done),
+            # A vector may start in the very cycle the previous one finishes issuing: the
+            # lanes' header memories already present row 0 again.
+            start.eq((~computing | issue_done) & x_full.bit_select(npar, 1)
+                     & ~y_busy.bit_select(npar, 1) & (slots != 0)),
+        ]
+        for lane in lanes:
+            m.d.comb += [lane.start.eq(start), lane.par.eq(npar)]
+        set_y_busy = Signal(2)
+        clear_y_busy = Signal(2)
+        with m.If(issue_done):
+            # The last x read was presented in the cycle before: the buffer is free.
+            m.d.sync += [computing.eq(0), cpar.eq(~cpar)]
+            m.d.comb += clear_x_full.eq(Mux(cpar, 0b10, 0b01))
+        with m.If(start):
+            m.d.sync += computing.eq(1)
+            m.d.comb += set_y_busy.eq(Mux(npar, 0b10, 0b01))
+        m.d.sync += x_full.eq((x_full | set_x_full) & ~clear_x_full)
+
+        # The y memory holds a vector's sums once its last beat has left the pipeline.
+        retire = [Signal(name=f"retire{i}") for i in range(_PIPELINE_DEPTH)]
+        retire_par = [Signal(name=f"retire_par{i}") for i in range(_PIPELINE_DEPTH)]
+        m.d.sync += [retire[0].eq(issue_done), retire_par[0].eq(cpar)]
+        for i in range(1, _PIPELINE_DEPTH):
+            m.d.sync += [retire[i].eq(retire[i - 1]), retire_par[i].eq(retire_par[i - 1])]
+        y_ready = Signal(2)
+        set_y_ready = Signal(2)
+        clear_y_ready = Signal(2)
+        with m.If(retire[-1]):
+            m.d.comb += set_y_ready.eq(Mux(retire_par[-1], 0b10, 0b01))
+
+        # -- drain: one beat per slot, all lanes' sums side by side -----------------------
+        draining = Signal()
+        dpar = Signal()
+        t = Signal.like(slots)
+        y_last = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(~self.y.valid | self.y.ready)
+        for i, lane in enumerate(lanes):
+            m.d.comb += [lane.y_en.eq(advance),
+                         lane.y_addr.eq(Mux(dpar, c.lane_rows + t, t)),
+                         self.y.payload.y[i].eq(lane.y_data)]
+        m.d.comb += self.y.payload.last.eq(y_last)
+        with m.If(~draining & y_ready.bit_select(dpar, 1)):
+            m.d.sync += [draining.eq(1), t.eq(0)]
+        with m.If(advance):
+            with m.If(draining & (t < slots)):
+                m.d.sync += [self.y.valid.eq(1), y_last.eq(t == slots - 1), t.eq(t + 1)]
+            with m.Else():
+                m.d.sync += self.y.valid.eq(0)
+        with m.If(self.y.valid & self.y.ready & y_last):
+            m.d.sync += [draining.eq(0), dpar.eq(~dpar), y_last.eq(0)]
+            m.d.comb += [clear_y_ready.eq(Mux(dpar, 0b10, 0b01)),
+                         clear_y_busy.eq(Mux(dpar, 0b10, 0b01))]
+        m.d.sync += [y_ready.eq((y_ready | set_y_ready) & ~clear_y_ready),
+                     y_busy.eq((y_busy | set_y_busy) & ~clear_y_busy)]
+        return m
