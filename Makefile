@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[all]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	touch $@
 
+# Prune the digits MLP with DARB, show the artifact, then run its first layer on the
+# generated engine in Verilator over 64 digits test images, checked against the golden model.
 demo: install
 	mkdir -p build
 	$(DARBGEN) prune digits-mlp --method darb --ratio 16 -o build/digits-mlp.darb
 	$(DARBGEN) inspect build/digits-mlp.darb
+	$(DARBGEN) generate build/digits-mlp.darb --lanes 8 -o build/engine
+	$(PYTHON) -m darbgen.pruning.examples digits-inputs build/digits-x.npy 64
+	$(DARBGEN) simulate build/digits-mlp.darb --layer fc1 --lanes 8 \
+	    --inputs build/digits-x.npy -o build/digits-fc1-y.npy
 
 # pytest exits non-zero (5) when no test ran, so an empty run fails too.
 test: install

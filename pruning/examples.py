@@ -126,3 +126,27 @@ def _load_weight(layer, w2d: np.ndarray) -> None:
 
 
 EXAMPLES = {"digits-mlp": digits_mlp}
+
+
+def digits_inputs(seed: int = 0) -> np.ndarray:
+    """The digits test split as int8 input vectors: pixels 0..16 are exact int8 values."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, xte = train_test_split(digits.data, test_size=DIGITS_TEST_FRACTION, random_state=seed,
+                              stratify=digits.target)
+    return xte.astype(np.int8)
+
+
+if __name__ == "__main__":
+    # python -m darbgen.pruning.examples digits-inputs OUT.npy [N]: the demo's input vectors
+    import sys
+
+    from ..format import atomic_write
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "digits-inputs":
+        sys.exit("usage: python -m darbgen.pruning.examples digits-inputs OUT.npy [N]")
+    x = digits_inputs()[:int(sys.argv[3])] if len(sys.argv) == 4 else digits_inputs()
+    atomic_write(sys.argv[2], lambda f: np.save(f, x, allow_pickle=False))
+    print(f"wrote {sys.argv[2]}: {x.shape[0]} digits test images as int8 vectors")

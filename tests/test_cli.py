@@ -163,3 +163,60 @@ def test_verbose_shows_traceback(tmp_path):
 def test_usage_errors_exit_2():
     proc = run("prune", "x.npy", "--method", "magic", "-o", "o.darb")
     assert proc.returncode == 2 and "invalid choice: 'magic'" in proc.stderr
+
+
+# -- generate / simulate -----------------------------------------------------------------
+
+@pytest.fixture
+def small_artifact(tmp_path, weights):
+    out = tmp_path / "small.darb"
+    assert main(["prune", str(weights), "--method", "darb", "--ratio", "8", "-o", str(out)]) == 0
+    return out
+
+
+def test_generate_writes_verilog_and_port_json(small_artifact, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", str(small_artifact), "-o", str(out), "--lanes", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["lanes"] == 4
+    text = (out / "darbgen_engine.v").read_text()
+    assert "module darbgen_engine" in text
+    info = json.loads((out / "darbgen_engine.json").read_text())
+    assert info["config"]["lanes"] == 4
+    ports = info["ports"]["interface"]["members"]
+    assert {"load", "x", "y"} <= set(ports)
+    assert info["layers"][0]["name"] == "layer0"
+
+
+def test_generate_unknown_board(small_artifact, tmp_path):
+    proc = run("generate", small_artifact, "-o", tmp_path / "g", "--board", "nexys")
+    assert proc.returncode == 1 and "unknown board 'nexys'" in proc.stderr
+    assert not (tmp_path / "g").exists()
+
+
+def test_simulate_is_exact_and_reports_utilization(small_artifact, tmp_path, rng):
+    x = rng.integers(-128, 128, size=(5, 100)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    proc = run("simulate", small_artifact, "--inputs", tmp_path / "x.npy", "-o",
+               tmp_path / "y.npy", "--lanes", "4")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"cycles", "nnz", "lanes", "utilization", "simulator"} <= set(result)
+    assert result["simulator"] == "verilator" and result["lanes"] == 4 and result["exact"]
+    layer = Artifact.load(small_artifact).layers[0]
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.int64 and y.shape == (5, 24)
+    assert np.array_equal(y, x.astype(np.int64) @ layer.to_dense().astype(np.int64).T)
+    assert result["utilization"] == pytest.approx(layer.nnz * 5 / (4 * result["cycles"]))
+
+
+@pytest.mark.parametrize("make_x, message", [
+    (lambda: np.zeros((2, 100), np.int16), "inputs must be int8, not int16"),
+    (lambda: np.zeros((2, 99), np.int8), "inputs must have shape (n, 100) for layer 'layer0'"),
+])
+def test_simulate_bad_inputs(small_artifact, tmp_path, make_x, message):
+    np.save(tmp_path / "x.npy", make_x())
+    proc = run("simulate", small_artifact, "--inputs", tmp_path / "x.npy", "-o",
+               tmp_path / "y.npy")
+    assert proc.returncode == 1 and message in proc.stderr
+    assert not (tmp_path / "y.npy").exists()
