@@ -9,6 +9,7 @@ import importlib
 
 from .masks import (DEFAULT_BLOCK_SIZES, bmwm_mask, block_mask, darb_block_sizes, darb_mask,
                     irregular_mask, nearest_density_rule, nm_mask)
+from .pqi import SAPCount, gini_index, pq_index, sap_prune_count
 
 _LAZY = {
     "PruningMethod": "methods", "Irregular": "methods", "Block": "methods", "NM": "methods",
@@ -19,7 +20,8 @@ _LAZY = {
 }
 
 __all__ = ["DEFAULT_BLOCK_SIZES", "bmwm_mask", "block_mask", "darb_block_sizes", "darb_mask",
-           "irregular_mask", "nearest_density_rule", "nm_mask", *_LAZY]
+           "irregular_mask", "nearest_density_rule", "nm_mask", "SAPCount", "gini_index",
+           "pq_index", "sap_prune_count", *_LAZY]
 
 
 def __getattr__(name):
