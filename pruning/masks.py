@@ -186,7 +186,8 @@ def nearest_density_rule(counts, cols: int, sizes, keep: int) -> np.ndarray:
 
 
 def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
-                     keep: int = 1, rule: DensityRule = nearest_density_rule) -> np.ndarray:
+                     keep: int = 1, rule: DensityRule = nearest_density_rule,
+                     counts=None) -> np.ndarray:
     """Choose DARB's per-row block sizes.
 
     1. Irregular magnitude pruning at the target ratio gives each row's density.
@@ -198,7 +199,8 @@ def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_
        larger block than a sparser one.
 
     This reconstructs the DARB paper's abstract (the full text was not available);
-    ``rule`` is the pluggable part. See ``docs/darb.md``.
+    ``rule`` is the pluggable part. See ``docs/darb.md``. ``counts`` replaces step 1 with
+    given per-row budgets (SAP-driven DARB uses SAP's neuron-scope survivors).
 
     Returns
     -------
@@ -212,7 +214,12 @@ def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_
         raise ValueError("allowed block sizes must not be empty")
     keep = _check_keep(keep, int(sizes[0]))
     rows, cols = w.shape
-    counts = irregular_mask(w, ratio).sum(axis=1)
+    if counts is None:
+        counts = irregular_mask(w, ratio).sum(axis=1)
+    counts = np.asarray(counts)
+    if counts.shape != (rows,):
+        raise ValueError(f"row budgets must be one count per row ({rows}), not shape "
+                         f"{counts.shape}")
     idx = np.asarray(rule(counts, cols, sizes, keep), dtype=np.int64)
     if idx.shape != (rows,) or (idx < 0).any() or (idx >= sizes.size).any():
         raise ValueError("block-size rule must return one index into the allowed sizes per row")

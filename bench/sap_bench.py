@@ -1,0 +1,129 @@
+"""SAP on the digits MLP: PQ Index over the pruning iterations, against LT(0.2) and OS(0.2).
+
+Runs the SAP driver (neuron scope, rewinding to the same initial weights, 20
+iterations of 10 epochs) on a 64-128-256-10 MLP on scikit-learn's digits, for
+SAP(0.5,1) with η_r = 0 and 0.1, SAP(1,2), LT(0.2) and OS(0.2). Then it turns the
+final neuron budgets of SAP(0.5,1, η_r=0.1) into DARB block sizes (SAP-driven DARB),
+fine-tunes, exports and runs the first layer on the engine in Verilator (exact
+against the golden model). Writes ``docs/sap-bench.json`` and ``docs/sap.png``.
+
+Run: ``.venv/bin/python bench/sap_bench.py`` (about 5 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from darbgen.format import SparseLayer
+from darbgen.pruning.examples import digits_data, digits_mlp
+from darbgen.pruning.methods import prunable_layers
+from darbgen.pruning.sap import iterative_prune, lottery_ticket, one_shot, sap, sap_darb_masks
+from darbgen.pruning.train import accuracy, train
+from darbgen.sim.golden import spmv_ref
+from darbgen.sim.runner import simulate_layer
+
+SEED = 0
+ITERATIONS = 20
+EPOCHS = 10
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+RUNS = [("SAP(0.5,1)", sap(0.5, 1)), ("SAP(0.5,1) η_r=0.1", sap(0.5, 1, eta_r=0.1)),
+        ("SAP(1,2)", sap(1, 2)), ("LT(0.2)", lottery_ticket(0.2)), ("OS(0.2)", one_shot(0.2))]
+
+
+def model_fn():
+    return digits_mlp(hidden=(128, 256), seed=SEED)
+
+
+def main() -> int:
+    torch.set_num_threads(2)
+    start = time.monotonic()
+    data = digits_data(SEED)
+    runs = {}
+    for label, criterion in RUNS:
+        t = time.monotonic()
+        result = iterative_prune(model_fn, data, criterion, scope="neuron",
+                                 iterations=ITERATIONS, epochs=EPOCHS, seed=SEED)
+        runs[label] = result
+        print(f"\n{label}, neuron scope ({time.monotonic() - t:.0f} s)")
+        print(" it  remaining  acc(retrained)  acc(just pruned)  PQI(0.5,1)  PQI(1,2)   Gini")
+        for row in result.log:
+            pruned = "" if row["accuracy_pruned"] is None else f"{row['accuracy_pruned']:.4f}"
+            print(f"{row['iteration']:3}  {row['remaining']:9.4f}  {row['accuracy']:14.4f}  "
+                  f"{pruned:>16}  {row['pqi_0.5_1']:10.4f}  {row['pqi_1_2']:8.4f}  "
+                  f"{row['gini']:.4f}", flush=True)
+
+    # SAP-driven DARB from the budgets of SAP(0.5,1) η_r=0.1
+    source = runs["SAP(0.5,1) η_r=0.1"]
+    layers = list(prunable_layers(source.model))
+    weights = [layer.weight() for layer in layers]
+    darb = sap_darb_masks(weights, source.masks)
+    for layer, (mask, _) in zip(layers, darb):
+        layer.set_mask(mask)
+    acc_before = accuracy(source.model, data.x_test, data.y_test)
+    acc_darb = train(source.model, data, epochs=EPOCHS, lr=5e-4, seed=SEED, progress=False)
+    sparse = [SparseLayer.from_float(layer.name, layer.weight(), mask, sizes,
+                                     np.ones(len(sizes), int), method="sap-darb")
+              for layer, (mask, sizes) in zip(layers, darb)]
+    kept = sum(s.nnz for s in sparse)
+    total = sum(s.rows * s.cols for s in sparse)
+    x = np.random.default_rng(SEED).integers(-128, 128, size=(16, sparse[0].cols))
+    run = simulate_layer(sparse[0], x, lanes=8)
+    exact = bool(np.array_equal(run.y, spmv_ref(sparse[0], x)))
+    sap_darb = {"source": "SAP(0.5,1) η_r=0.1, final masks", "pruning_ratio": total / kept,
+                "sap_pruning_ratio": 1 / source.log[-1]["remaining"],
+                "sap_accuracy": source.log[-1]["accuracy"],
+                "accuracy_before_finetune": acc_before, "accuracy": acc_darb,
+                "block_sizes": {s.name: dict(zip(*map(lambda a: a.tolist(),
+                                                      np.unique(s.block_sizes,
+                                                                return_counts=True))))
+                                for s in sparse},
+                "engine_fc1": {"exact": exact, "cycles": run.cycles,
+                               "utilization": sparse[0].nnz * 16 / (8 * run.cycles)}}
+    print(f"\nSAP-driven DARB: {sap_darb['pruning_ratio']:.1f}x (SAP alone "
+          f"{sap_darb['sap_pruning_ratio']:.1f}x at {sap_darb['sap_accuracy']:.4f}); accuracy "
+          f"{acc_before:.4f} after the DARB mask, {acc_darb:.4f} after {EPOCHS} epochs; fc1 on "
+          f"the engine: exact={exact}, utilization {sap_darb['engine_fc1']['utilization']:.3f}")
+    if not exact:
+        return 1
+
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "sap-bench.json").write_text(json.dumps({
+        "seed": SEED, "iterations": ITERATIONS, "epochs": EPOCHS, "scope": "neuron",
+        "model": "MLP 64-128-256-10, digits", "seconds": time.monotonic() - start,
+        "runs": {k: v.log for k, v in runs.items()}, "sap_darb": sap_darb}, indent=1))
+    plot(runs)
+    print(f"\n{time.monotonic() - start:.0f} s; wrote docs/sap-bench.json and docs/sap.png")
+    return 0
+
+
+def plot(runs) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for label, result in runs.items():
+        it = [r["iteration"] for r in result.log]
+        rem = [100 * r["remaining"] for r in result.log]
+        axes[0].plot(it, [r["pqi_0.5_1"] for r in result.log], marker=".", label=label)
+        axes[1].plot(it, rem, marker=".", label=label)
+        axes[2].plot(rem, [100 * r["accuracy"] for r in result.log], marker=".", label=label)
+    axes[0].set(title="PQ Index (p=0.5, q=1) of the retrained weights", xlabel="iteration")
+    axes[1].set(title="weights remaining (%)", xlabel="iteration", yscale="log")
+    axes[2].set(title="test accuracy (%) vs weights remaining (%)", xlabel="remaining (%)",
+                xscale="log")
+    axes[2].invert_xaxis()
+    axes[0].legend()
+    fig.suptitle("SAP vs LT(0.2) and OS(0.2), neuron scope, digits MLP 64-128-256-10")
+    fig.tight_layout()
+    fig.savefig(DOCS / "sap.png", dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
