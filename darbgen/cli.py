@@ -19,7 +19,7 @@ from .format import Artifact, ArtifactError, atomic_write
 
 __all__ = ["main", "build_parser"]
 
-METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular")
+METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular", "sap")
 
 
 class CLIError(Exception):
@@ -32,6 +32,14 @@ def _number(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
     return value
+
+
+def _number_pair(text):
+    try:
+        a, b = (float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be two numbers like 0.5,1, not {text!r}") from None
+    return a, b
 
 
 def _int_list(text):
@@ -81,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="darb: allowed power-of-two block sizes (default 2,4,8,16,32,64)")
     p.add_argument("--keep", type=int, metavar="K",
                    help="darb, bmwm: weights kept per block (default 1); nm: N (default 2)")
+    sap_opts = p.add_argument_group("sap", "PQ Index driven adaptive pruning (--method sap); "
+                                           "with --block-sizes, SAP-driven DARB")
+    sap_opts.add_argument("--pq", type=_number_pair, metavar="P,Q",
+                          help="PQ Index norms (default 0.5,1)")
+    sap_opts.add_argument("--eta-r", type=_number, metavar="ETA", help="η_r (default 0)")
+    sap_opts.add_argument("--gamma", type=_number, metavar="G", help="γ (default 1)")
+    sap_opts.add_argument("--beta", type=_number, metavar="B", help="β cap (default 0.9)")
+    sap_opts.add_argument("--scope", choices=("neuron", "layer", "global"),
+                          help="pruning groups (default neuron)")
+    sap_opts.add_argument("--iterations", type=int, metavar="T",
+                          help="prune-rewind-train iterations for built-in examples "
+                               "(default 10)")
     p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",
                    help="signed weight width (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for built-in examples "
@@ -131,7 +151,27 @@ _METHOD_OPTIONS = {
     "block": {"ratio": 16.0, "block_size": (4, 4)},
     "nm": {"block_size": (4,), "keep": 2},
     "irregular": {"ratio": 16.0},
+    "sap": {"block_sizes": None},
 }
+_SAP_OPTIONS = {"pq": (0.5, 1.0), "eta_r": 0.0, "gamma": 1.0, "beta": 0.9, "scope": "neuron",
+                "iterations": 10}
+
+
+def check_method_options(args) -> dict:
+    """The options ``args.method`` takes, with defaults.
+
+    Raises
+    ------
+    CLIError
+        An option was given that does not apply to the method.
+    """
+    allowed = dict(_METHOD_OPTIONS[args.method])
+    if args.method == "sap":
+        allowed.update(_SAP_OPTIONS)
+    for opt in ("ratio", "block_size", "block_sizes", "keep", *_SAP_OPTIONS):
+        if getattr(args, opt) is not None and opt not in allowed:
+            raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
+    return allowed
 
 
 def method_from_args(args):
@@ -144,10 +184,7 @@ def method_from_args(args):
     """
     from .pruning.methods import make_method
 
-    allowed = _METHOD_OPTIONS[args.method]
-    for opt in ("ratio", "block_size", "block_sizes", "keep"):
-        if getattr(args, opt) is not None and opt not in allowed:
-            raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
+    allowed = check_method_options(args)
     opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
             for k, v in allowed.items()}
     if args.method == "darb":
@@ -171,6 +208,8 @@ def cmd_prune(args) -> int:
     from .pruning.examples import EXAMPLES, run_example
     from .pruning.sources import load_source, prune_oneshot
 
+    if args.method == "sap":
+        return cmd_prune_sap(args)
     method = method_from_args(args)
     if args.source in EXAMPLES:
         result = run_example(args.source, method, weight_bits=args.weight_bits, seed=args.seed,
@@ -182,6 +221,70 @@ def cmd_prune(args) -> int:
     else:
         artifact = prune_oneshot(load_source(args.source), method, weight_bits=args.weight_bits,
                                  source=str(args.source))
+    return _report_pruned(args, artifact)
+
+
+def cmd_prune_sap(args) -> int:
+    from .pruning.sap import sap, sap_artifact, sap_oneshot_masks
+
+    o = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+         for k, v in check_method_options(args).items()}
+    p, q = o["pq"]
+    criterion = sap(p, q, eta_r=o["eta_r"], gamma=o["gamma"], beta=o["beta"])
+    params = {"p": p, "q": q, "eta_r": o["eta_r"], "gamma": o["gamma"], "beta": o["beta"],
+              "scope": o["scope"]}
+    if args.block_sizes is not None:
+        params["block_sizes"] = list(args.block_sizes)
+    from .pruning.examples import EXAMPLES
+    if args.source in EXAMPLES:
+        artifact = _sap_example(args, criterion, o, params)
+    else:
+        from .pruning.sources import load_source
+        from .pruning.sap import sap_darb_masks
+        layers = load_source(args.source)
+        weights = [w for _, w, _, _ in layers]
+        masks = sap_oneshot_masks(weights, criterion, o["scope"])
+        sizes = None
+        if args.block_sizes is not None:
+            masks, sizes = zip(*sap_darb_masks(weights, masks, args.block_sizes))
+        artifact = sap_artifact(layers, masks, params, row_block_sizes=sizes,
+                                weight_bits=args.weight_bits,
+                                provenance={"source": str(args.source), "fine_tuned": False})
+    return _report_pruned(args, artifact)
+
+
+def _sap_example(args, criterion, o, params):
+    from .pruning.examples import digits_data, digits_mlp
+    from .pruning.methods import prunable_layers
+    from .pruning.sap import iterative_prune, sap_artifact, sap_darb_masks
+    from .pruning.train import train
+
+    data = digits_data(args.seed)
+    result = iterative_prune(lambda: digits_mlp(seed=args.seed), data, criterion,
+                             scope=o["scope"], iterations=o["iterations"], epochs=10,
+                             seed=args.seed, progress=sys.stderr.isatty())
+    layers = list(prunable_layers(result.model))
+    accuracy = {"dense": result.log[0]["accuracy"], "sap": result.log[-1]["accuracy"]}
+    sizes = None
+    if args.block_sizes is not None:
+        pairs = sap_darb_masks([l.weight() for l in layers], result.masks, args.block_sizes)
+        sizes = [s for _, s in pairs]
+        for layer, (mask, _) in zip(layers, pairs):
+            layer.set_mask(mask)
+        accuracy["pruned"] = train(result.model, data, epochs=10, lr=5e-4, seed=args.seed,
+                                   progress=False)
+    source = [(l.name, l.weight(), l.bias(), l.shape()) for l in layers]
+    masks = [l.mask() for l in layers]
+    print(f"{args.source}: SAP {o['iterations']} iterations, dense accuracy "
+          f"{accuracy['dense']:.4f}, SAP {accuracy['sap']:.4f}"
+          + (f", SAP-driven DARB {accuracy['pruned']:.4f}" if "pruned" in accuracy else ""))
+    return sap_artifact(source, masks, params, row_block_sizes=sizes,
+                        weight_bits=args.weight_bits,
+                        provenance={"source": args.source, "accuracy": accuracy,
+                                    "schedule": result.log})
+
+
+def _report_pruned(args, artifact) -> int:
     artifact.save(args.output)
     kept = sum(layer.nnz for layer in artifact.layers)
     total = sum(layer.rows * layer.cols for layer in artifact.layers)

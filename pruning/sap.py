@@ -184,3 +184,36 @@ def sap_darb_masks(weights, masks, block_sizes=DEFAULT_BLOCK_SIZES, keep: int = 
         sizes = darb_block_sizes(w, ratio, block_sizes, keep, counts=counts)
         out.append((bmwm_mask(w, sizes, keep), sizes))
     return out
+
+
+def sap_oneshot_masks(weights, criterion: Criterion, scope: str = "neuron"):
+    """One pruning step on trained weights without data: each group loses its ``c``
+    smallest weights (what one SAP iteration does before rewinding)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    return _prune(weights, [np.abs(w) for w in weights],
+                  [np.ones(w.shape, dtype=bool) for w in weights], criterion, scope)
+
+
+def sap_artifact(source_layers, masks, params: dict, *, row_block_sizes=None,
+                 weight_bits: int = 8, provenance: dict | None = None):
+    """Export SAP's result: its masks in the CSR layout (method ``sap``), or, given each
+    layer's per-row DARB block sizes (from :func:`sap_darb_masks`), as SAP-driven DARB
+    (method ``sap-darb``).
+
+    ``source_layers`` are ``(name, weight, bias, shape)`` tuples.
+    """
+    from ..format import Artifact, SparseLayer, single_block_layout
+
+    method = "sap" if row_block_sizes is None else "sap-darb"
+    layers = []
+    for i, ((name, w, bias, shape), mask) in enumerate(zip(source_layers, masks)):
+        if row_block_sizes is None:
+            sizes, keep = single_block_layout(mask)
+        else:
+            sizes, keep = row_block_sizes[i], np.ones(mask.shape[0], dtype=np.int64)
+        layers.append(SparseLayer.from_float(name, w, mask, sizes, keep, weight_bits=weight_bits,
+                                             method=method, params=params, bias=bias,
+                                             shape=shape))
+    return Artifact(layers, {**(provenance or {}), "method": method, "parameters": params,
+                             "weight_bits": weight_bits})

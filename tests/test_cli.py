@@ -220,3 +220,39 @@ def test_simulate_bad_inputs(small_artifact, tmp_path, make_x, message):
                tmp_path / "y.npy")
     assert proc.returncode == 1 and message in proc.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+# -- sap ---------------------------------------------------------------------------------
+
+def test_prune_sap_npy_and_sap_darb(weights, tmp_path, capsys):
+    out = tmp_path / "sap.darb"
+    assert main(["prune", str(weights), "--method", "sap", "--pq", "1,2", "-o", str(out)]) == 0
+    layer = Artifact.load(out).layers[0]
+    assert layer.method == "sap" and 1 < layer.pruning_ratio < 3
+    assert layer.params["p"] == 1 and layer.params["scope"] == "neuron"
+    out2 = tmp_path / "sapdarb.darb"
+    assert main(["prune", str(weights), "--method", "sap", "--block-sizes", "2,4,8",
+                 "-o", str(out2)]) == 0
+    layer2 = Artifact.load(out2).layers[0]
+    assert layer2.method == "sap-darb" and set(layer2.block_sizes.tolist()) <= {2, 4, 8}
+
+
+def test_prune_sap_example(tmp_path):
+    out = tmp_path / "sap.darb"
+    proc = run("prune", "digits-mlp", "--method", "sap", "--iterations", "2", "--eta-r", "0.1",
+               "--block-sizes", "2,4,8,16,32,64", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["accuracy_pruned"] > 0.9 and summary["pruning_ratio"] > 1.5
+    assert all(l.method == "sap-darb" for l in Artifact.load(out).layers)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "darb", "--scope", "layer"], "--scope does not apply to --method darb"),
+    (["--method", "sap", "--pq", "2,1"], "PQ Index needs 0 < p < q, not p=2.0, q=1.0"),
+    (["--method", "sap", "--ratio", "4"], "--ratio does not apply to --method sap"),
+])
+def test_prune_sap_errors(weights, tmp_path, args, message):
+    proc = run("prune", weights, *args, "-o", tmp_path / "o.darb")
+    assert proc.returncode == 1 and message in proc.stderr
+    assert not (tmp_path / "o.darb").exists()
