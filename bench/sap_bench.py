@@ -23,8 +23,7 @@ import torch
 from darbgen.format import SparseLayer
 from darbgen.pruning.examples import digits_data, digits_mlp
 from darbgen.pruning.methods import prunable_layers
-from darbgen.pruning.sap import iterative_prune, lottery_ticket, one_shot, sap, sap_darb_masks
-from darbgen.pruning.train import accuracy, train
+from darbgen.pruning.sap import finetune_sap_darb, iterative_prune, lottery_ticket, one_shot, sap
 from darbgen.sim.golden import spmv_ref
 from darbgen.sim.runner import simulate_layer
 
@@ -60,16 +59,12 @@ def main() -> int:
 
     # SAP-driven DARB from the budgets of SAP(0.5,1) η_r=0.1
     source = runs["SAP(0.5,1) η_r=0.1"]
+    darb = finetune_sap_darb(source.model, source.masks, data, epochs=EPOCHS, seed=SEED)
+    acc_before, acc_darb = darb["accuracy_before"], darb["accuracy"]
     layers = list(prunable_layers(source.model))
-    weights = [layer.weight() for layer in layers]
-    darb = sap_darb_masks(weights, source.masks)
-    for layer, (mask, _) in zip(layers, darb):
-        layer.set_mask(mask)
-    acc_before = accuracy(source.model, data.x_test, data.y_test)
-    acc_darb = train(source.model, data, epochs=EPOCHS, lr=5e-4, seed=SEED, progress=False)
-    sparse = [SparseLayer.from_float(layer.name, layer.weight(), mask, sizes,
+    sparse = [SparseLayer.from_float(layer.name, layer.weight(), layer.mask(), sizes,
                                      np.ones(len(sizes), int), method="sap-darb")
-              for layer, (mask, sizes) in zip(layers, darb)]
+              for layer, sizes in zip(layers, darb["row_block_sizes"])]
     kept = sum(s.nnz for s in sparse)
     total = sum(s.rows * s.cols for s in sparse)
     x = np.random.default_rng(SEED).integers(-128, 128, size=(16, sparse[0].cols))

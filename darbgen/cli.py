@@ -237,7 +237,16 @@ def cmd_prune_sap(args) -> int:
         params["block_sizes"] = list(args.block_sizes)
     from .pruning.examples import EXAMPLES
     if args.source in EXAMPLES:
-        artifact = _sap_example(args, criterion, o, params)
+        from .pruning.sap import run_sap_example
+        artifact = run_sap_example(args.source, criterion, scope=o["scope"],
+                                   iterations=o["iterations"], block_sizes=args.block_sizes,
+                                   weight_bits=args.weight_bits, seed=args.seed,
+                                   progress=sys.stderr.isatty())
+        acc = artifact.provenance["accuracy"]
+        print(f"{args.source}: SAP {o['iterations']} iterations, dense accuracy "
+              f"{acc['dense']:.4f}, SAP {acc['sap']:.4f}"
+              + (f", SAP-driven DARB {acc['pruned']:.4f}" if "pruned" in acc else ""))
+        artifact.provenance["parameters"].update(params)
     else:
         from .pruning.sources import load_source
         from .pruning.sap import sap_darb_masks
@@ -251,37 +260,6 @@ def cmd_prune_sap(args) -> int:
                                 weight_bits=args.weight_bits,
                                 provenance={"source": str(args.source), "fine_tuned": False})
     return _report_pruned(args, artifact)
-
-
-def _sap_example(args, criterion, o, params):
-    from .pruning.examples import digits_data, digits_mlp
-    from .pruning.methods import prunable_layers
-    from .pruning.sap import iterative_prune, sap_artifact, sap_darb_masks
-    from .pruning.train import train
-
-    data = digits_data(args.seed)
-    result = iterative_prune(lambda: digits_mlp(seed=args.seed), data, criterion,
-                             scope=o["scope"], iterations=o["iterations"], epochs=10,
-                             seed=args.seed, progress=sys.stderr.isatty())
-    layers = list(prunable_layers(result.model))
-    accuracy = {"dense": result.log[0]["accuracy"], "sap": result.log[-1]["accuracy"]}
-    sizes = None
-    if args.block_sizes is not None:
-        pairs = sap_darb_masks([l.weight() for l in layers], result.masks, args.block_sizes)
-        sizes = [s for _, s in pairs]
-        for layer, (mask, _) in zip(layers, pairs):
-            layer.set_mask(mask)
-        accuracy["pruned"] = train(result.model, data, epochs=10, lr=5e-4, seed=args.seed,
-                                   progress=False)
-    source = [(l.name, l.weight(), l.bias(), l.shape()) for l in layers]
-    masks = [l.mask() for l in layers]
-    print(f"{args.source}: SAP {o['iterations']} iterations, dense accuracy "
-          f"{accuracy['dense']:.4f}, SAP {accuracy['sap']:.4f}"
-          + (f", SAP-driven DARB {accuracy['pruned']:.4f}" if "pruned" in accuracy else ""))
-    return sap_artifact(source, masks, params, row_block_sizes=sizes,
-                        weight_bits=args.weight_bits,
-                        provenance={"source": args.source, "accuracy": accuracy,
-                                    "schedule": result.log})
 
 
 def _report_pruned(args, artifact) -> int:

@@ -217,3 +217,46 @@ def sap_artifact(source_layers, masks, params: dict, *, row_block_sizes=None,
                                              shape=shape))
     return Artifact(layers, {**(provenance or {}), "method": method, "parameters": params,
                              "weight_bits": weight_bits})
+
+
+def finetune_sap_darb(model: torch.nn.Module, masks, data: Dataset, block_sizes=DEFAULT_BLOCK_SIZES,
+                      *, epochs: int = 10, seed: int = 0) -> dict:
+    """Turn a SAP-pruned model into SAP-driven DARB in place and fine-tune it.
+
+    Returns ``{"row_block_sizes": [...per layer...], "accuracy_before": ...,
+    "accuracy": ...}`` (accuracy right after the mask change, and after fine-tuning).
+    """
+    layers = list(prunable_layers(model))
+    pairs = sap_darb_masks([layer.weight() for layer in layers], masks, block_sizes)
+    for layer, (mask, _) in zip(layers, pairs):
+        layer.set_mask(mask)
+    before = accuracy(model, data.x_test, data.y_test)
+    after = train(model, data, epochs=epochs, lr=5e-4, seed=seed, progress=False)
+    return {"row_block_sizes": [sizes for _, sizes in pairs], "accuracy_before": before,
+            "accuracy": after}
+
+
+def run_sap_example(name: str, criterion: Criterion, *, scope: str = "neuron",
+                    iterations: int = 10, epochs: int = 10, block_sizes=None,
+                    weight_bits: int = 8, seed: int = 0, progress: bool = False):
+    """SAP on a built-in example, exported as SAP (CSR layout) or, with ``block_sizes``,
+    as fine-tuned SAP-driven DARB. Returns the artifact."""
+    from .examples import EXAMPLES, digits_data
+
+    if name not in EXAMPLES:
+        raise ValueError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
+    data = digits_data(seed)
+    result = iterative_prune(lambda: EXAMPLES[name](seed=seed), data, criterion, scope=scope,
+                             iterations=iterations, epochs=epochs, seed=seed, progress=progress)
+    acc = {"dense": result.log[0]["accuracy"], "sap": result.log[-1]["accuracy"]}
+    sizes = None
+    if block_sizes is not None:
+        darb = finetune_sap_darb(result.model, result.masks, data, block_sizes, epochs=epochs,
+                                 seed=seed)
+        sizes, acc["pruned"] = darb["row_block_sizes"], darb["accuracy"]
+    layers = list(prunable_layers(result.model))
+    source = [(layer.name, layer.weight(), layer.bias(), layer.shape()) for layer in layers]
+    params = {"criterion": criterion.name, "scope": scope, "iterations": iterations}
+    return sap_artifact(source, [layer.mask() for layer in layers], params,
+                        row_block_sizes=sizes, weight_bits=weight_bits,
+                        provenance={"source": name, "accuracy": acc, "schedule": result.log})

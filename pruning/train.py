@@ -33,22 +33,28 @@ class Dataset:
 
 def train(model: nn.Module, data: Dataset, *, epochs: int, lr: float = 1e-3,
           batch_size: int = 32, seed: int = 0, desc: str = "train",
-          progress: bool = True) -> float:
+          progress: bool = True, penalty: Callable[[], torch.Tensor] | None = None,
+          epoch_hook: Callable[[int], None] | None = None) -> float:
     """Train ``model`` with Adam and cross-entropy; return the final test accuracy.
 
     Pruned layers keep their masks (see the module docstring). Batches are
-    shuffled by a generator seeded with ``seed``.
+    shuffled by a generator seeded with ``seed``. ``penalty()``, when given, is added
+    to every batch's loss (a regularizer); ``epoch_hook(epoch)`` runs before each epoch.
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     n = data.x_train.shape[0]
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress)
-    for _ in bar:
+    for epoch in bar:
+        if epoch_hook is not None:
+            epoch_hook(epoch)
         model.train()
         for idx in torch.randperm(n, generator=gen).split(batch_size):
             opt.zero_grad()
             loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+            if penalty is not None:
+                loss = loss + penalty()
             loss.backward()
             opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
