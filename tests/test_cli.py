@@ -108,6 +108,16 @@ def test_prune_digits_mlp(digits_artifact):
     assert all(l.bias is not None for l in artifact.layers)
 
 
+def test_prune_digits_cnn_conv_layers(tmp_path):
+    out = tmp_path / "cnn.darb"
+    proc = run("prune", "digits-cnn", "--method", "darb", "--ratio", "8", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["accuracy_dense"] - summary["accuracy_quantized"] < 0.03
+    conv2 = Artifact.load(out).layer("conv2")
+    assert conv2.shape == (32, 16, 3, 3) and (conv2.rows, conv2.cols) == (32, 144)
+
+
 def test_inspect_table_of_digits(digits_artifact):
     out, _ = digits_artifact
     proc = run("inspect", out)
