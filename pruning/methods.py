@@ -267,6 +267,27 @@ class PrunableLayer:
                 prune.remove(self.module, p)       # weights stay masked; the new mask replaces
             prune.custom_from_mask(self.module, p, part.reshape(t.shape).to(t.device))
 
+    def update_mask(self, mask: np.ndarray) -> None:
+        """Overwrite the installed mask buffers in place.
+
+        Unlike :meth:`set_mask` this never calls ``prune.remove``, so the weights behind
+        the mask (``weight_orig``) are kept: use it to try candidate masks.
+
+        Raises
+        ------
+        ValueError
+            The layer is not pruned yet (install a mask with :meth:`set_mask` first).
+        """
+        if self.mask() is None:
+            raise ValueError(f"layer {self.name!r} has no mask to update")
+        start = 0
+        with torch.no_grad():
+            for p, width in zip(self.params, self._widths()):
+                buf = getattr(self.module, p + "_mask")
+                part = torch.from_numpy(np.ascontiguousarray(mask[:, start:start + width]))
+                buf.copy_(part.reshape(buf.shape).to(buf.dtype))
+                start += width
+
     def prune(self, method: PruningMethod) -> np.ndarray:
         """Compute ``method``'s mask on the effective weight and install it."""
         mask = method.mask_2d(self.weight())
