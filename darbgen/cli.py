@@ -19,7 +19,7 @@ from .format import Artifact, ArtifactError, atomic_write
 
 __all__ = ["main", "build_parser"]
 
-METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular", "sap")
+METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular", "sap", "blkrew", "structured")
 
 
 class CLIError(Exception):
@@ -101,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     sap_opts.add_argument("--iterations", type=int, metavar="T",
                           help="prune-rewind-train iterations for built-in examples "
                                "(default 10)")
+    blk = p.add_argument_group("blkrew", "block row/column pruning with reweighted group "
+                                         "regularization (--method blkrew; --ratio, "
+                                         "--block-size BHxBW)")
+    blk.add_argument("--penalty", choices=("reweighted", "group_lasso"),
+                     help="regularizer for built-in examples (default reweighted)")
+    blk.add_argument("--lam", type=_number, metavar="LAMBDA",
+                     help="regularization strength (default 1e-5)")
+    st = p.add_argument_group("structured", "feature-map / kernel / strided conv pruning "
+                                            "(--method structured)")
+    st.add_argument("--granularity", choices=("feature_map", "kernel", "strided"),
+                    help="default kernel")
+    st.add_argument("--selector", choices=("particle", "magnitude", "random"),
+                    help="default particle for built-in examples, magnitude otherwise")
+    st.add_argument("--keep-fraction", type=_number, metavar="F",
+                    help="units kept, feature_map and kernel (default 0.5)")
+    st.add_argument("--stride", type=int, metavar="S", help="strided: stride (default 2)")
     p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",
                    help="signed weight width (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for built-in examples "
@@ -151,10 +167,13 @@ _METHOD_OPTIONS = {
     "block": {"ratio": 16.0, "block_size": (4, 4)},
     "nm": {"block_size": (4,), "keep": 2},
     "irregular": {"ratio": 16.0},
-    "sap": {"block_sizes": None},
+    "sap": {"block_sizes": None, "pq": (0.5, 1.0), "eta_r": 0.0, "gamma": 1.0, "beta": 0.9,
+            "scope": "neuron", "iterations": 10},
+    "blkrew": {"ratio": 8.0, "block_size": (4, 4), "penalty": "reweighted", "lam": 1e-5},
+    "structured": {"granularity": "kernel", "selector": None, "keep_fraction": 0.5,
+                   "stride": 2},
 }
-_SAP_OPTIONS = {"pq": (0.5, 1.0), "eta_r": 0.0, "gamma": 1.0, "beta": 0.9, "scope": "neuron",
-                "iterations": 10}
+_ALL_OPTIONS = tuple(dict.fromkeys(k for opts in _METHOD_OPTIONS.values() for k in opts))
 
 
 def check_method_options(args) -> dict:
@@ -165,13 +184,12 @@ def check_method_options(args) -> dict:
     CLIError
         An option was given that does not apply to the method.
     """
-    allowed = dict(_METHOD_OPTIONS[args.method])
-    if args.method == "sap":
-        allowed.update(_SAP_OPTIONS)
-    for opt in ("ratio", "block_size", "block_sizes", "keep", *_SAP_OPTIONS):
+    allowed = _METHOD_OPTIONS[args.method]
+    for opt in _ALL_OPTIONS:
         if getattr(args, opt) is not None and opt not in allowed:
             raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
-    return allowed
+    return {k: (getattr(args, k) if getattr(args, k) is not None else v)
+            for k, v in allowed.items()}
 
 
 def method_from_args(args):
@@ -184,9 +202,7 @@ def method_from_args(args):
     """
     from .pruning.methods import make_method
 
-    allowed = check_method_options(args)
-    opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-            for k, v in allowed.items()}
+    opts = check_method_options(args)
     if args.method == "darb":
         kw = {"ratio": opts["ratio"], "keep": opts["keep"]}
         if opts["block_sizes"] is not None:
@@ -208,8 +224,9 @@ def cmd_prune(args) -> int:
     from .pruning.examples import EXAMPLES, run_example
     from .pruning.sources import load_source, prune_oneshot
 
-    if args.method == "sap":
-        return cmd_prune_sap(args)
+    if args.method in ("sap", "blkrew", "structured"):
+        return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
+                "structured": cmd_prune_structured}[args.method](args)
     method = method_from_args(args)
     if args.source in EXAMPLES:
         result = run_example(args.source, method, weight_bits=args.weight_bits, seed=args.seed,
@@ -227,8 +244,7 @@ def cmd_prune(args) -> int:
 def cmd_prune_sap(args) -> int:
     from .pruning.sap import sap, sap_artifact, sap_oneshot_masks
 
-    o = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-         for k, v in check_method_options(args).items()}
+    o = check_method_options(args)
     p, q = o["pq"]
     criterion = sap(p, q, eta_r=o["eta_r"], gamma=o["gamma"], beta=o["beta"])
     params = {"p": p, "q": q, "eta_r": o["eta_r"], "gamma": o["gamma"], "beta": o["beta"],
@@ -259,6 +275,40 @@ def cmd_prune_sap(args) -> int:
         artifact = sap_artifact(layers, masks, params, row_block_sizes=sizes,
                                 weight_bits=args.weight_bits,
                                 provenance={"source": str(args.source), "fine_tuned": False})
+    return _report_pruned(args, artifact)
+
+
+def _source(args):
+    """A built-in example's name, or the layers of a file source."""
+    from .pruning.examples import EXAMPLES
+    from .pruning.sources import load_source
+
+    return args.source if args.source in EXAMPLES else load_source(args.source)
+
+
+def cmd_prune_blkrew(args) -> int:
+    from .pruning.blkrew import blkrew_artifact
+
+    o = check_method_options(args)
+    shape = o["block_size"] * 2 if len(o["block_size"]) == 1 else o["block_size"]
+    artifact = blkrew_artifact(_source(args), ratio=o["ratio"], block_shape=shape,
+                               kind=o["penalty"], lam=o["lam"], weight_bits=args.weight_bits,
+                               seed=args.seed, progress=sys.stderr.isatty())
+    artifact.provenance.setdefault("source", str(args.source))
+    return _report_pruned(args, artifact)
+
+
+def cmd_prune_structured(args) -> int:
+    from .pruning.structured import structured_artifact
+
+    o = check_method_options(args)
+    source = _source(args)
+    selector = o["selector"] or ("particle" if isinstance(source, str) else "magnitude")
+    artifact = structured_artifact(source, granularity=o["granularity"], selector=selector,
+                                   keep_fraction=o["keep_fraction"], stride=o["stride"],
+                                   weight_bits=args.weight_bits, seed=args.seed,
+                                   progress=sys.stderr.isatty())
+    artifact.provenance.setdefault("source", str(args.source))
     return _report_pruned(args, artifact)
 
 

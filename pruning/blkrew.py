@@ -23,7 +23,7 @@ import torch
 
 from .masks import _check_block_shape, _check_ratio, _matrix
 
-__all__ = ["bcr_mask", "GroupPenalty", "blkrew_prune"]
+__all__ = ["bcr_mask", "GroupPenalty", "blkrew_prune", "blkrew_artifact"]
 
 
 def _blocks(rows, cols, bh, bw):
@@ -167,3 +167,34 @@ def blkrew_prune(model: torch.nn.Module, data, *, ratio: float, block_shape=(4, 
     return {"kind": kind, "block_shape": list(block_shape), "lambda": lam,
             "pruning_ratio": total / kept, "accuracy_regularized": acc_reg,
             "accuracy_pruned": acc_pruned, "accuracy": acc}
+
+
+def blkrew_artifact(source, *, ratio: float = 8.0, block_shape=(4, 4), kind: str = "reweighted",
+                    lam: float = 1e-5, weight_bits: int = 8, seed: int = 0,
+                    progress: bool = False):
+    """BLK-REW on ``source``: a built-in example name (regularize, prune, retrain) or a list
+    of ``(name, weight, bias, shape)`` matrices (one-shot :func:`bcr_mask`, no data)."""
+    from .examples import EXAMPLES, SCHEDULES, example_data
+    from .methods import prunable_layers
+    from .sources import masked_artifact, model_layers
+
+    params = {"ratio": float(ratio), "block_shape": list(_check_block_shape(block_shape)),
+              "penalty": kind, "lambda": lam}
+    if isinstance(source, str):
+        if source not in EXAMPLES:
+            raise ValueError(f"unknown example {source!r}; choose one of {', '.join(EXAMPLES)}")
+        model = EXAMPLES[source](seed=seed)
+        epochs = SCHEDULES[source]["epochs"]
+        result = blkrew_prune(model, example_data(source, seed), ratio=ratio,
+                              block_shape=block_shape,
+                              kind=kind, lam=lam, epochs=epochs, retrain_epochs=epochs // 2,
+                              seed=seed, progress=progress)
+        masks = [layer.mask() for layer in prunable_layers(model)]
+        return masked_artifact(model_layers(model), masks, "blkrew", params,
+                               weight_bits=weight_bits,
+                               provenance={"source": source, "accuracy": {
+                                   "regularized": result["accuracy_regularized"],
+                                   "pruned": result["accuracy"]}})
+    masks = [bcr_mask(w, ratio, block_shape) for _, w, _, _ in source]
+    return masked_artifact(source, masks, "blkrew", {**params, "one_shot": True},
+                           weight_bits=weight_bits)

@@ -1,16 +1,19 @@
 """Built-in examples: small models trained on data that ships with scikit-learn.
 
 ``digits-mlp``: a 64-300-100-10 MLP on scikit-learn's bundled 8×8 digits (1797
-images, no download); ``digits-cnn``: a small CNN on the same data. Each is trained
+images, no download); ``digits-cnn``: a small CNN on the same data; ``fashion-mlp``: a
+784-256-10 MLP on Fashion-MNIST when Debian's dataset-fashion-mnist is installed. Each is trained
 dense, pruned progressively with masked fine-tuning, quantized and exported as an
 artifact. Seeded and CPU-only.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,8 +23,8 @@ from ..format import Artifact
 from .methods import PruningMethod, export_layer, prunable_layers
 from .train import Dataset, accuracy, progressive_prune, train
 
-__all__ = ["EXAMPLES", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp", "digits_cnn",
-           "run_example"]
+__all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
+           "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example"]
 
 #: Fraction of the digits held out for testing, and the split's seed (kept in the
 #: artifact's provenance so later stages evaluate on the same split).
@@ -39,6 +42,52 @@ def digits_data(seed: int = 0) -> Dataset:
                                           random_state=seed, stratify=digits.target)
     return Dataset(torch.from_numpy(xtr), torch.from_numpy(ytr).long(),
                    torch.from_numpy(xte), torch.from_numpy(yte).long())
+
+
+#: Where Debian's dataset-fashion-mnist installs Fashion-MNIST.
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip): the big-endian header gives the dimensions."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def fashion_data(seed: int = 0) -> Dataset:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist: 60000 training and 10000 test
+    images, pixels scaled to [0, 1], flattened to 784. ``seed`` is unused (the split is
+    the dataset's own).
+
+    Raises
+    ------
+    ValueError
+        The package is not installed; the message says how to install it.
+    """
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        raise ValueError(f"fashion-mlp needs Fashion-MNIST from Debian's dataset-fashion-mnist "
+                         f"package (apt-get install dataset-fashion-mnist); {FASHION_DIR} has "
+                         "no data")
+
+    def images(name):
+        return torch.from_numpy(_idx(FASHION_DIR / name).reshape(-1, 784).astype(np.float32)
+                                / 255.0)
+
+    def labels(name):
+        return torch.from_numpy(_idx(FASHION_DIR / name).astype(np.int64))
+
+    return Dataset(images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz"),
+                   images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz"))
+
+
+def fashion_mlp(hidden: int = 256, seed: int = 0) -> nn.Sequential:
+    """A 784-256-10 ReLU MLP for Fashion-MNIST."""
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict([("fc1", nn.Linear(784, hidden)), ("relu1", nn.ReLU()),
+                                      ("fc2", nn.Linear(hidden, 10))]))
 
 
 def digits_mlp(hidden=(300, 100), seed: int = 0) -> nn.Sequential:
@@ -101,7 +150,7 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     steps = defaults["steps"] if steps is None else steps
     start = time.monotonic()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    data = digits_data(seed)
+    data = example_data(name, seed)
     model = EXAMPLES[name](seed=seed)
     acc_dense = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=progress)
     layers = list(prunable_layers(model))
@@ -147,12 +196,22 @@ def _load_weight(layer, w2d: np.ndarray) -> None:
             start += width
 
 
-#: Built-in examples: name → model constructor (all trained on the digits).
-EXAMPLES = {"digits-mlp": digits_mlp, "digits-cnn": digits_cnn}
+#: Built-in examples: name → model constructor.
+EXAMPLES = {"digits-mlp": digits_mlp, "digits-cnn": digits_cnn, "fashion-mlp": fashion_mlp}
+#: ... and their data.
+EXAMPLE_DATA = {"digits-mlp": digits_data, "digits-cnn": digits_data, "fashion-mlp": fashion_data}
 #: Their training schedules: dense epochs, then progressive steps of fine-tuning epochs.
 #: A CNN epoch costs more on the CPU, so the CNN trains shorter (about 18 s in all).
 SCHEDULES = {"digits-mlp": {"epochs": 60, "finetune_epochs": 30, "steps": 6},
-             "digits-cnn": {"epochs": 30, "finetune_epochs": 15, "steps": 4}}
+             "digits-cnn": {"epochs": 30, "finetune_epochs": 15, "steps": 4},
+             "fashion-mlp": {"epochs": 4, "finetune_epochs": 2, "steps": 3}}
+
+
+def example_data(name: str, seed: int = 0) -> Dataset:
+    """The data set of the built-in example ``name``."""
+    if name not in EXAMPLE_DATA:
+        raise ValueError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
+    return EXAMPLE_DATA[name](seed)
 
 
 def digits_inputs(seed: int = 0) -> np.ndarray:

@@ -199,24 +199,13 @@ def sap_artifact(source_layers, masks, params: dict, *, row_block_sizes=None,
                  weight_bits: int = 8, provenance: dict | None = None):
     """Export SAP's result: its masks in the CSR layout (method ``sap``), or, given each
     layer's per-row DARB block sizes (from :func:`sap_darb_masks`), as SAP-driven DARB
-    (method ``sap-darb``).
-
-    ``source_layers`` are ``(name, weight, bias, shape)`` tuples.
+    (method ``sap-darb``). ``source_layers`` are ``(name, weight, bias, shape)`` tuples.
     """
-    from ..format import Artifact, SparseLayer, single_block_layout
+    from .sources import masked_artifact
 
-    method = "sap" if row_block_sizes is None else "sap-darb"
-    layers = []
-    for i, ((name, w, bias, shape), mask) in enumerate(zip(source_layers, masks)):
-        if row_block_sizes is None:
-            sizes, keep = single_block_layout(mask)
-        else:
-            sizes, keep = row_block_sizes[i], np.ones(mask.shape[0], dtype=np.int64)
-        layers.append(SparseLayer.from_float(name, w, mask, sizes, keep, weight_bits=weight_bits,
-                                             method=method, params=params, bias=bias,
-                                             shape=shape))
-    return Artifact(layers, {**(provenance or {}), "method": method, "parameters": params,
-                             "weight_bits": weight_bits})
+    return masked_artifact(source_layers, masks, "sap" if row_block_sizes is None else "sap-darb",
+                           params, row_block_sizes=row_block_sizes, weight_bits=weight_bits,
+                           provenance=provenance)
 
 
 def finetune_sap_darb(model: torch.nn.Module, masks, data: Dataset, block_sizes=DEFAULT_BLOCK_SIZES,
@@ -241,11 +230,9 @@ def run_sap_example(name: str, criterion: Criterion, *, scope: str = "neuron",
                     weight_bits: int = 8, seed: int = 0, progress: bool = False):
     """SAP on a built-in example, exported as SAP (CSR layout) or, with ``block_sizes``,
     as fine-tuned SAP-driven DARB. Returns the artifact."""
-    from .examples import EXAMPLES, digits_data
+    from .examples import EXAMPLES, example_data
 
-    if name not in EXAMPLES:
-        raise ValueError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
-    data = digits_data(seed)
+    data = example_data(name, seed)
     result = iterative_prune(lambda: EXAMPLES[name](seed=seed), data, criterion, scope=scope,
                              iterations=iterations, epochs=epochs, seed=seed, progress=progress)
     acc = {"dense": result.log[0]["accuracy"], "sap": result.log[-1]["accuracy"]}
@@ -254,9 +241,10 @@ def run_sap_example(name: str, criterion: Criterion, *, scope: str = "neuron",
         darb = finetune_sap_darb(result.model, result.masks, data, block_sizes, epochs=epochs,
                                  seed=seed)
         sizes, acc["pruned"] = darb["row_block_sizes"], darb["accuracy"]
-    layers = list(prunable_layers(result.model))
-    source = [(layer.name, layer.weight(), layer.bias(), layer.shape()) for layer in layers]
+    from .sources import model_layers
+
+    masks = [layer.mask() for layer in prunable_layers(result.model)]
     params = {"criterion": criterion.name, "scope": scope, "iterations": iterations}
-    return sap_artifact(source, [layer.mask() for layer in layers], params,
+    return sap_artifact(model_layers(result.model), masks, params,
                         row_block_sizes=sizes, weight_bits=weight_bits,
                         provenance={"source": name, "accuracy": acc, "schedule": result.log})

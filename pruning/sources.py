@@ -12,7 +12,7 @@ from torch import nn
 from ..format import Artifact
 from .methods import PruningMethod, encode_layer, prunable_layers
 
-__all__ = ["SourceLayer", "load_source", "prune_oneshot"]
+__all__ = ["SourceLayer", "load_source", "prune_oneshot", "masked_artifact", "model_layers"]
 
 SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
 
@@ -91,3 +91,36 @@ def prune_oneshot(layers: list[SourceLayer], method: PruningMethod, *, weight_bi
     return Artifact(sparse, {"source": source, "method": method.name,
                              "parameters": method.params(), "weight_bits": weight_bits,
                              "quantization": "symmetric, per-row scale", "fine_tuned": False})
+
+
+def masked_artifact(source_layers: list[SourceLayer], masks, method: str, params: dict, *,
+                    row_block_sizes=None, weight_bits: int = 8,
+                    provenance: dict | None = None) -> Artifact:
+    """Quantize masked matrices into an artifact.
+
+    Without ``row_block_sizes`` each mask is stored in the CSR layout (one block per row),
+    which fits any mask; with them (one array per layer), as regular blocks of one entry.
+    A ``None`` or all-true mask keeps every weight, stored densely (block size 1).
+    """
+    from ..format import SparseLayer, single_block_layout
+
+    layers = []
+    for i, ((name, w, bias, shape), mask) in enumerate(zip(source_layers, masks)):
+        mask = np.ones(w.shape, dtype=bool) if mask is None else mask
+        if mask.all():                       # unpruned: the dense layout needs no index
+            sizes = keep = np.ones(mask.shape[0], dtype=np.int64)
+        elif row_block_sizes is None:
+            sizes, keep = single_block_layout(mask)
+        else:
+            sizes, keep = row_block_sizes[i], np.ones(mask.shape[0], dtype=np.int64)
+        layers.append(SparseLayer.from_float(name, w, mask, sizes, keep, weight_bits=weight_bits,
+                                             method=method, params=params, bias=bias,
+                                             shape=shape))
+    return Artifact(layers, {**(provenance or {}), "method": method, "parameters": params,
+                             "weight_bits": weight_bits})
+
+
+def model_layers(model: nn.Module) -> list[SourceLayer]:
+    """A model's prunable matrices as source layers (effective, masked weights)."""
+    return [(layer.name, layer.weight(), layer.bias(), layer.shape())
+            for layer in prunable_layers(model)]

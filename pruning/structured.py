@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["GRANULARITIES", "SELECTORS", "unit_mask", "unit_scores", "ParticleFilter",
-           "select_units", "structured_prune"]
+           "select_units", "structured_prune", "structured_artifact"]
 
 GRANULARITIES = ("feature_map", "kernel", "strided")
 SELECTORS = ("particle", "magnitude", "random")
@@ -227,3 +227,58 @@ def structured_prune(model: torch.nn.Module, data, granularity: str, selector: s
     return {"granularity": granularity, "selector": selector, "keep_fraction": keep_fraction,
             "stride": stride, "conv_pruned": 1 - kept / total, "accuracy": log[-1]["accuracy"],
             "layers": log}
+
+
+def structured_artifact(source, *, granularity: str = "kernel", selector: str = "particle",
+                        keep_fraction: float = 0.5, stride: int = 2, weight_bits: int = 8,
+                        seed: int = 0, progress: bool = False):
+    """Structured pruning of the convolutions of ``source``: a built-in example name
+    (trained, then :func:`structured_prune`) or a list of ``(name, weight, bias, shape)``
+    matrices (one-shot, ``magnitude`` or ``random`` selection only: the particle filter
+    needs data). Other layers are exported unpruned.
+
+    Raises
+    ------
+    ValueError
+        ``source`` has no Conv2d weight, or the particle filter is asked for without data.
+    """
+    from .examples import EXAMPLES, SCHEDULES, example_data
+    from .sources import masked_artifact, model_layers
+    from .train import train
+
+    params = {"granularity": granularity, "selector": selector,
+              "keep_fraction": keep_fraction, "stride": stride}
+    if isinstance(source, str):
+        if source not in EXAMPLES:
+            raise ValueError(f"unknown example {source!r}; choose one of {', '.join(EXAMPLES)}")
+        data = example_data(source, seed)
+        model = EXAMPLES[source](seed=seed)
+        acc_dense = train(model, data, epochs=SCHEDULES[source]["epochs"], seed=seed,
+                          progress=progress)
+        if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            raise ValueError(f"{source} has no Conv2d layer to prune structurally")
+        result = structured_prune(model, data, granularity, selector,
+                                  keep_fraction=keep_fraction, stride=stride, seed=seed,
+                                  progress=progress)
+        from .methods import prunable_layers
+        masks = [layer.mask() for layer in prunable_layers(model)]
+        return masked_artifact(model_layers(model), masks, "structured", params,
+                               weight_bits=weight_bits,
+                               provenance={"source": source, "accuracy": {
+                                   "dense": acc_dense, "pruned": result["accuracy"]},
+                                   "conv_pruned": result["conv_pruned"]})
+    if selector == "particle":
+        raise ValueError("the particle filter needs data: use a built-in example, or "
+                         "--selector magnitude or random")
+    masks, rng = [], np.random.default_rng(seed)
+    for _, w, _, shape in source:
+        if len(shape) != 4:
+            masks.append(None)
+            continue
+        choice = select_units(w.reshape(shape), granularity, keep_fraction, selector,
+                              stride=stride, rng=rng)
+        masks.append(unit_mask(shape, granularity, choice, stride).reshape(shape[0], -1))
+    if all(m is None for m in masks):
+        raise ValueError("structured pruning needs Conv2d weights; the source has none")
+    return masked_artifact(source, masks, "structured", {**params, "one_shot": True},
+                           weight_bits=weight_bits)

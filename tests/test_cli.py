@@ -266,3 +266,59 @@ def test_prune_sap_errors(weights, tmp_path, args, message):
     proc = run("prune", weights, *args, "-o", tmp_path / "o.darb")
     assert proc.returncode == 1 and message in proc.stderr
     assert not (tmp_path / "o.darb").exists()
+
+
+# -- blkrew / structured -----------------------------------------------------------------
+
+@pytest.fixture
+def cnn_model(tmp_path):
+    from darbgen.pruning.examples import digits_cnn
+    path = tmp_path / "cnn.pt"
+    torch.save(digits_cnn(), path)
+    return path
+
+
+def test_prune_blkrew_oneshot(weights, tmp_path):
+    out = tmp_path / "b.darb"
+    assert main(["prune", str(weights), "--method", "blkrew", "--ratio", "4",
+                 "--block-size", "4x8", "-o", str(out)]) == 0
+    layer = Artifact.load(out).layers[0]
+    assert layer.method == "blkrew" and 3 < layer.pruning_ratio < 6
+    mask = layer.mask()
+    for i in range(0, 24, 4):
+        for j in range(0, 100, 8):
+            blk = mask[i:i + 4, j:j + 8]
+            assert np.array_equal(blk, np.outer(blk.any(axis=1), blk.any(axis=0)))
+
+
+def test_prune_structured_oneshot_model(cnn_model, tmp_path):
+    out = tmp_path / "s.darb"
+    assert main(["prune", str(cnn_model), "--method", "structured", "--granularity",
+                 "feature_map", "--keep-fraction", "0.5", "-o", str(out)]) == 0
+    art = Artifact.load(out)
+    conv2 = art.layer("conv2")
+    assert conv2.pruning_ratio == pytest.approx(2.0)
+    assert art.layer("fc1").index_bits_per_nnz == 0          # unpruned: dense layout
+
+
+def test_prune_structured_example(tmp_path):
+    proc = run("prune", "digits-cnn", "--method", "structured", "--granularity", "strided",
+               "-o", tmp_path / "s.darb")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["accuracy_pruned"] > 0.9
+
+
+@pytest.mark.parametrize("source, args, message", [
+    ("npy", ["--method", "structured"], "structured pruning needs Conv2d weights"),
+    ("cnn", ["--method", "structured", "--selector", "particle"],
+     "the particle filter needs data"),
+    ("npy", ["--method", "darb", "--lam", "0.1"], "--lam does not apply to --method darb"),
+    ("npy", ["--method", "blkrew", "--granularity", "kernel"],
+     "--granularity does not apply to --method blkrew"),
+])
+def test_prune_structured_blkrew_errors(weights, cnn_model, tmp_path, source, args, message):
+    src = weights if source == "npy" else cnn_model
+    proc = run("prune", src, *args, "-o", tmp_path / "o.darb")
+    assert proc.returncode == 1 and message in proc.stderr
+    assert not (tmp_path / "o.darb").exists()
