@@ -315,7 +315,7 @@ def cmd_prune_structured(args) -> int:
 def _report_pruned(args, artifact) -> int:
     artifact.save(args.output)
     kept = sum(layer.nnz for layer in artifact.layers)
-    total = sum(layer.rows * layer.cols for layer in artifact.layers)
+    total = sum(layer.rows * layer.input_width for layer in artifact.layers)
     summary = {"output": str(args.output), "layers": len(artifact.layers), "nnz": kept,
                "pruning_ratio": total / kept}
     summary.update({f"accuracy_{k}": v for k, v in
@@ -338,6 +338,7 @@ def describe(artifact: Artifact) -> dict:
             "weight_bits": layer.weight_bits, "index_bits_per_nnz": layer.index_bits_per_nnz,
             "scale": layer.scale.tolist() if layer.scale.ndim else float(layer.scale),
             "block_sizes": layer.block_sizes.tolist(), "keep": layer.keep.tolist(),
+            "input_cols": layer.input_width,
         })
     return {"format_version": artifact.format_version, "provenance": artifact.provenance,
             "layers": layers}
@@ -357,12 +358,14 @@ def format_table(artifact: Artifact, path: str) -> str:
             "acc bits", "block sizes (size:rows)")
     rows = [head]
     for layer in artifact.layers:
-        rows.append((layer.name, str(layer.rows), str(layer.cols), layer.method, str(layer.nnz),
+        cols = str(layer.cols) if layer.input_columns is None else \
+            f"{layer.cols}/{layer.input_width}"
+        rows.append((layer.name, str(layer.rows), cols, layer.method, str(layer.nnz),
                      f"{layer.pruning_ratio:.2f}x", str(layer.weight_bits),
                      f"{layer.index_bits_per_nnz:.2f}", str(layer.accumulator_width()),
                      _histogram(layer.block_sizes)))
     kept = sum(layer.nnz for layer in artifact.layers)
-    total = sum(layer.rows * layer.cols for layer in artifact.layers)
+    total = sum(layer.rows * layer.input_width for layer in artifact.layers)
     rows.append(("total", "", "", "", str(kept), f"{total / kept:.2f}x", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
@@ -386,9 +389,9 @@ def cmd_inspect(args) -> int:
 
 def cmd_dense(args) -> int:
     layer = Artifact.load(args.artifact).layer(args.layer)
-    dense = layer.to_dense()
+    dense = layer.to_dense(expanded=True)
     atomic_write(args.output, lambda f: np.save(f, dense, allow_pickle=False))
-    print(f"wrote {args.output}: {layer.rows}x{layer.cols} {dense.dtype}")
+    print(f"wrote {args.output}: {dense.shape[0]}x{dense.shape[1]} {dense.dtype}")
     return 0
 
 
@@ -431,6 +434,8 @@ def cmd_simulate(args) -> int:
         raise CLIError(f"{args.inputs}: not a readable .npy file ({e})") from None
     if x.dtype != np.int8:
         raise CLIError(f"{args.inputs}: inputs must be int8, not {x.dtype}")
+    if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
+        x = layer.gather(x)                  # a compacted layer: keep its stored columns
     if x.ndim != 2 or x.shape[1] != layer.cols:
         raise CLIError(f"{args.inputs}: inputs must have shape (n, {layer.cols}) for layer "
                        f"{layer.name!r}, not {x.shape}")

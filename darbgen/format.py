@@ -142,6 +142,11 @@ class SparseLayer:
     shape : tuple of int, optional
         Original tensor shape (e.g. a Conv2d's ``(F, C, kh, kw)``); defaults to
         ``(rows, cols)``.
+    input_columns : array of int, shape (cols,), optional
+        Compaction map: the original input column of each stored column, strictly
+        increasing. Columns empty in every row (pruned feature maps, strided positions)
+        are dropped at export; the host gathers ``x[input_columns]`` (:meth:`gather`)
+        before the engine sees it. ``shape`` then describes the original weight.
 
     Raises
     ------
@@ -164,6 +169,7 @@ class SparseLayer:
     params: dict = field(default_factory=dict)
     bias: np.ndarray | None = None
     shape: tuple | None = None
+    input_columns: np.ndarray | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -220,10 +226,21 @@ class SparseLayer:
                 raise ArtifactError(f"layer {name!r}: field 'bias' must be finite")
             object.__setattr__(self, "bias", _readonly(bias.astype(np.float32)))
         shape = (self.rows, self.cols) if self.shape is None else tuple(self.shape)
+        width = self.cols
+        if self.input_columns is not None:
+            cols = _int_array(name, "input_columns", self.input_columns, 1)
+            width = math.prod(shape[1:]) if all(_is_int(d) for d in shape) else -1
+            if cols.shape != (self.cols,):
+                raise ArtifactError(f"layer {name!r}: field 'input_columns' must have {self.cols} "
+                                    f"entries (one per column), not {cols.shape[0]}")
+            if cols.size and (cols[0] < 0 or cols[-1] >= width or (np.diff(cols) <= 0).any()):
+                raise ArtifactError(f"layer {name!r}: field 'input_columns' must be strictly "
+                                    f"increasing columns of the original {width}")
+            object.__setattr__(self, "input_columns", cols)
         if (not all(_is_int(d) and d > 0 for d in shape) or shape[0] != self.rows
-                or math.prod(shape[1:]) != self.cols):
+                or math.prod(shape[1:]) != width):
             raise ArtifactError(f"layer {name!r}: field 'shape' {shape} does not flatten "
-                                f"to ({self.rows}, {self.cols})")
+                                f"to ({self.rows}, {width})")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
 
     # -- validation -------------------------------------------------------------
@@ -317,8 +334,9 @@ class SparseLayer:
 
     @property
     def pruning_ratio(self) -> float:
-        """Dense size over kept entries, e.g. 16.0 for a 16× pruned layer."""
-        return self.rows * self.cols / self.nnz
+        """Dense size (at the original width) over kept entries, e.g. 16.0 for a 16×
+        pruned layer."""
+        return self.rows * self.input_width / self.nnz
 
     @cached_property
     def entry_rows(self) -> np.ndarray:
@@ -382,10 +400,25 @@ class SparseLayer:
 
     # -- conversions ------------------------------------------------------------
 
-    def to_dense(self) -> np.ndarray:
-        """The masked, quantized integer matrix, ``rows × cols`` (int8 or int16)."""
+    @property
+    def input_width(self) -> int:
+        """Columns of the original weight (``cols`` unless compacted)."""
+        return math.prod(self.shape[1:])
+
+    def gather(self, x) -> np.ndarray:
+        """Input vectors of the original width reduced to the stored columns."""
+        x = np.asarray(x)
+        return x if self.input_columns is None else x[..., self.input_columns]
+
+    def to_dense(self, expanded: bool = False) -> np.ndarray:
+        """The masked, quantized integer matrix, ``rows × cols`` (int8 or int16); with
+        ``expanded``, at the original width (compacted columns back as zeros)."""
         out = np.zeros((self.rows, self.cols), dtype=_value_dtype(self.weight_bits))
         out[self.entry_rows, self.columns] = self.values
+        if expanded and self.input_columns is not None:
+            full = np.zeros((self.rows, self.input_width), dtype=out.dtype)
+            full[:, self.input_columns] = out
+            return full
         return out
 
     def mask(self) -> np.ndarray:
@@ -566,7 +599,8 @@ def pack_beats(layer: SparseLayer) -> np.ndarray:
 
 # -- the artifact -------------------------------------------------------------------
 
-_ARRAYS = ("block_sizes", "keep", "offsets", "values", "scale", "bias")
+_ARRAYS = ("block_sizes", "keep", "offsets", "values", "scale", "bias", "input_columns")
+_OPTIONAL_ARRAYS = ("bias", "input_columns")
 
 
 def atomic_write(path, write) -> None:
@@ -652,7 +686,9 @@ class Artifact:
                                   _offset_dtype(int(layer.block_sizes.max()))),
                               "block_sizes": layer.block_sizes.astype(np.uint32),
                               "keep": layer.keep.astype(np.uint32),
-                              "scale": layer.scale, "bias": layer.bias}
+                              "scale": layer.scale, "bias": layer.bias,
+                              "input_columns": None if layer.input_columns is None else
+                              layer.input_columns.astype(np.uint32)}
                     for f, member in entry["arrays"].items():
                         buf = io.BytesIO()
                         np.save(buf, stored[f], allow_pickle=False)
@@ -711,7 +747,7 @@ class Artifact:
             data = {}
             for f in _ARRAYS:
                 if f not in arrays:
-                    if f == "bias":
+                    if f in _OPTIONAL_ARRAYS:
                         continue
                     raise ArtifactError(f"{where}: field {f!r} is missing")
                 try:

@@ -94,19 +94,26 @@ def prune_oneshot(layers: list[SourceLayer], method: PruningMethod, *, weight_bi
 
 
 def masked_artifact(source_layers: list[SourceLayer], masks, method: str, params: dict, *,
-                    row_block_sizes=None, weight_bits: int = 8,
+                    row_block_sizes=None, weight_bits: int = 8, compact: bool = False,
                     provenance: dict | None = None) -> Artifact:
     """Quantize masked matrices into an artifact.
 
     Without ``row_block_sizes`` each mask is stored in the CSR layout (one block per row),
     which fits any mask; with them (one array per layer), as regular blocks of one entry.
     A ``None`` or all-true mask keeps every weight, stored densely (block size 1).
+    With ``compact``, columns empty in every row are dropped and recorded in the layer's
+    ``input_columns`` (CSR layout only).
     """
     from ..format import SparseLayer, single_block_layout
 
     layers = []
     for i, ((name, w, bias, shape), mask) in enumerate(zip(source_layers, masks)):
         mask = np.ones(w.shape, dtype=bool) if mask is None else mask
+        columns = None
+        used = mask.any(axis=0)
+        if compact and row_block_sizes is None and not used.all():
+            columns = np.nonzero(used)[0]
+            w, mask = w[:, used], mask[:, used]
         if mask.all():                       # unpruned: the dense layout needs no index
             sizes = keep = np.ones(mask.shape[0], dtype=np.int64)
         elif row_block_sizes is None:
@@ -115,7 +122,7 @@ def masked_artifact(source_layers: list[SourceLayer], masks, method: str, params
             sizes, keep = row_block_sizes[i], np.ones(mask.shape[0], dtype=np.int64)
         layers.append(SparseLayer.from_float(name, w, mask, sizes, keep, weight_bits=weight_bits,
                                              method=method, params=params, bias=bias,
-                                             shape=shape))
+                                             shape=shape, input_columns=columns))
     return Artifact(layers, {**(provenance or {}), "method": method, "parameters": params,
                              "weight_bits": weight_bits})
 

@@ -235,7 +235,8 @@ def structured_artifact(source, *, granularity: str = "kernel", selector: str = 
     """Structured pruning of the convolutions of ``source``: a built-in example name
     (trained, then :func:`structured_prune`) or a list of ``(name, weight, bias, shape)``
     matrices (one-shot, ``magnitude`` or ``random`` selection only: the particle filter
-    needs data). Other layers are exported unpruned.
+    needs data). Other layers are exported unpruned. Columns that the feature-map or
+    strided masks empty in every row are compacted away (``input_columns``).
 
     Raises
     ------
@@ -263,7 +264,7 @@ def structured_artifact(source, *, granularity: str = "kernel", selector: str = 
         from .methods import prunable_layers
         masks = [layer.mask() for layer in prunable_layers(model)]
         return masked_artifact(model_layers(model), masks, "structured", params,
-                               weight_bits=weight_bits,
+                               weight_bits=weight_bits, compact=True,
                                provenance={"source": source, "accuracy": {
                                    "dense": acc_dense, "pruned": result["accuracy"]},
                                    "conv_pruned": result["conv_pruned"]})
@@ -281,4 +282,4 @@ def structured_artifact(source, *, granularity: str = "kernel", selector: str = 
     if all(m is None for m in masks):
         raise ValueError("structured pruning needs Conv2d weights; the source has none")
     return masked_artifact(source, masks, "structured", {**params, "one_shot": True},
-                           weight_bits=weight_bits)
+                           weight_bits=weight_bits, compact=True)

@@ -197,3 +197,13 @@ def _tmp_file(artifact):
     path = Path(tempfile.mkdtemp()) / "f.darb"
     artifact.save(path)
     return path
+
+
+def test_round_trip_keeps_compaction(tmp_path):
+    from darbgen.format import SparseLayer
+    layer = SparseLayer.encode("c", np.arange(8).reshape(2, 4), np.ones((2, 4), bool), [1, 1],
+                               [1, 1], 1.0, shape=(2, 2, 2, 2), input_columns=[0, 3, 5, 6])
+    Artifact([layer]).save(tmp_path / "c.darb")
+    loaded = Artifact.load(tmp_path / "c.darb").layer("c")
+    assert loaded.input_columns.tolist() == [0, 3, 5, 6]
+    assert np.array_equal(loaded.to_dense(expanded=True), layer.to_dense(expanded=True))

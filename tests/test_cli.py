@@ -322,3 +322,22 @@ def test_prune_structured_blkrew_errors(weights, cnn_model, tmp_path, source, ar
     proc = run("prune", src, *args, "-o", tmp_path / "o.darb")
     assert proc.returncode == 1 and message in proc.stderr
     assert not (tmp_path / "o.darb").exists()
+
+
+def test_structured_feature_maps_compact_columns(cnn_model, tmp_path, rng):
+    out = tmp_path / "fm.darb"
+    assert main(["prune", str(cnn_model), "--method", "structured", "--granularity",
+                 "feature_map", "--keep-fraction", "0.5", "-o", str(out)]) == 0
+    conv2 = Artifact.load(out).layer("conv2")
+    assert (conv2.cols, conv2.input_width) == (72, 144)        # 8 of 16 channels × 9
+    assert conv2.index_bits_per_nnz == 0                        # the rest is dense
+    assert main(["dense", str(out), "--layer", "conv2", "-o", str(tmp_path / "w.npy")]) == 0
+    w = np.load(tmp_path / "w.npy")
+    assert w.shape == (32, 144)
+    x = rng.integers(-128, 128, size=(3, 144)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    proc = run("simulate", out, "--layer", "conv2", "--inputs", tmp_path / "x.npy", "-o",
+               tmp_path / "y.npy", "--lanes", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "y.npy"),
+                          x.astype(np.int64) @ w.astype(np.int64).T)

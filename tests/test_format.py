@@ -175,3 +175,29 @@ def test_check_layout_names_bad_block_size():
 
 def test_ceil_log2():
     assert [ceil_log2(n) for n in (0, 1, 2, 3, 4, 5, 64, 65)] == [0, 0, 1, 2, 2, 3, 6, 7]
+
+
+def test_compacted_layer_gathers_and_expands(rng):
+    from darbgen.sim.golden import spmv_ref
+    cols = np.array([1, 4, 5, 9])
+    layer = SparseLayer.encode("c", rng.integers(-9, 9, size=(3, 4)), np.ones((3, 4), bool),
+                               [1, 1, 1], [1, 1, 1], 1.0, shape=(3, 10), input_columns=cols)
+    assert layer.input_width == 10 and layer.pruning_ratio == pytest.approx(30 / 12)
+    full = layer.to_dense(expanded=True)
+    assert full.shape == (3, 10) and not full[:, [0, 2, 3, 6, 7, 8]].any()
+    x = rng.integers(-128, 128, size=(2, 10))
+    assert np.array_equal(spmv_ref(layer, layer.gather(x)), x @ full.astype(np.int64).T)
+
+
+@pytest.mark.parametrize("columns, shape, message", [
+    ([1, 4, 4, 9], (3, 10), r"field 'input_columns' must be strictly increasing columns of "
+                            r"the original 10$"),
+    ([1, 4, 5, 10], (3, 10), r"field 'input_columns' must be strictly increasing"),
+    ([1, 4, 5], (3, 10), r"field 'input_columns' must have 4 entries \(one per column\), "
+                         r"not 3$"),
+    ([0, 1, 2, 3], (4, 10), r"field 'shape' \(4, 10\) does not flatten to \(3, 10\)$"),
+])
+def test_compaction_errors(columns, shape, message):
+    with pytest.raises(ArtifactError, match=message):
+        SparseLayer.encode("c", np.ones((3, 4), int), np.ones((3, 4), bool), [1] * 3, [1] * 3,
+                           1.0, shape=shape, input_columns=columns)
