@@ -14,7 +14,7 @@ import numpy as np
 
 from ..format import SparseLayer
 
-__all__ = ["INPUT_BITS", "check_inputs", "spmv_ref"]
+__all__ = ["INPUT_BITS", "check_inputs", "spmv_ref", "im2col", "conv2d_ref"]
 
 #: Width of a signed input-vector element (the engine's activations are int8).
 INPUT_BITS = 8
@@ -66,3 +66,44 @@ def spmv_ref(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndarray:
     width = layer.accumulator_width(input_bits)
     assert np.all(np.abs(y) < (1 << (width - 1))), "accumulator width derivation is wrong"
     return y[0] if np.ndim(x) == 1 else y
+
+
+def im2col(x, kernel: tuple, padding: int = 0) -> np.ndarray:
+    """Lower ``(n, C, H, W)`` feature maps to GEMM inputs for a stride-1 convolution.
+
+    Returns ``(n, H_out·W_out, C·kh·kw)``: one input vector per output position, its
+    elements in the GEMM view's column order (channel, then kernel row, then column),
+    matching a Conv2d weight reshaped to ``F × C·kh·kw``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"feature maps must be (n, C, H, W), not shape {x.shape}")
+    kh, kw = kernel
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    n, c, h, w = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"kernel {kernel} does not fit feature maps of {h}×{w}")
+    cols = np.empty((n, ho * wo, c, kh, kw), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = x[:, :, i:i + ho, j:j + wo].reshape(n, c, ho * wo).transpose(0, 2, 1)
+    return cols.reshape(n, ho * wo, c * kh * kw)
+
+
+def conv2d_ref(layer: SparseLayer, x, padding: int = 0, input_bits: int = INPUT_BITS):
+    """Exact integer stride-1 convolution of a Conv2d layer (GEMM view, possibly
+    compacted) over ``(n, C, H, W)`` inputs: im2col, then :func:`spmv_ref` per position.
+
+    Returns ``(n, F, H_out, W_out)`` int64.
+    """
+    if len(layer.shape) != 4:
+        raise ValueError(f"layer {layer.name!r} is not a convolution (shape {layer.shape})")
+    f, c, kh, kw = layer.shape
+    x = np.asarray(x)
+    patches = im2col(x, (kh, kw), padding)
+    n, positions, _ = patches.shape
+    y = spmv_ref(layer, layer.gather(patches.reshape(n * positions, -1)), input_bits)
+    ho = x.shape[2] + 2 * padding - kh + 1
+    return y.reshape(n, ho, -1, f).transpose(0, 3, 1, 2)

@@ -78,3 +78,20 @@ def test_input_errors(rng, x, error, message):
     layer = random_layer(rng, 2, 8, [2])
     with pytest.raises(error, match=message):
         check_inputs(layer, x)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv_through_im2col_equals_torch(rng, padding):
+    """A Conv2d layer runs on the engine as a GEMM over im2col patches: exact."""
+    import torch
+    from darbgen.pruning.masks import bmwm_mask
+    from darbgen.sim.golden import conv2d_ref
+    w = rng.integers(-128, 128, size=(6, 3, 3, 3))
+    mask = bmwm_mask(w.reshape(6, 27).astype(float), 4)
+    layer = SparseLayer.encode("conv", w.reshape(6, 27), mask, np.full(6, 4), np.ones(6, int),
+                               1.0, shape=(6, 3, 3, 3))
+    x = rng.integers(-128, 128, size=(2, 3, 7, 8))
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(layer.to_dense().reshape(6, 3, 3, 3))
+        .double(), padding=padding).numpy()
+    assert np.array_equal(conv2d_ref(layer, x, padding), expected.astype(np.int64))
