@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darbgen.format import SparseLayer, single_block_layout
+from darbgen.format import SparseLayer
 from darbgen.pruning.blkrew import blkrew_prune
 from darbgen.pruning.examples import digits_cnn, digits_data
 from darbgen.pruning.methods import prunable_layers
+from darbgen.pruning.sources import masked_artifact, model_layers
 from darbgen.pruning.structured import structured_prune
 from darbgen.pruning.train import accuracy, train
 from darbgen.sim.golden import spmv_ref
@@ -40,15 +41,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def export(model, method):
-    out = []
-    for layer in prunable_layers(model):
-        mask = layer.mask()
-        if mask is None:
-            mask = np.ones(layer.weight().shape, dtype=bool)
-        b, k = single_block_layout(mask)
-        out.append(SparseLayer.from_float(layer.name, layer.weight(), mask, b, k,
-                                          method=method, shape=layer.shape()))
-    return out
+    """The model's layers as stored (CSR layout; no compaction, for engine figures)."""
+    masks = [layer.mask() for layer in prunable_layers(model)]
+    return masked_artifact(model_layers(model), masks, method, {}).layers
 
 
 def on_engine(layer, rng) -> dict:
