@@ -56,7 +56,7 @@ def test_loading_never_imports_torch(artifact, tmp_path):
     artifact.save(tmp_path / "a.darb")
     code = ("import sys; from darbgen.format import Artifact; "
             f"a = Artifact.load({str(tmp_path / 'a.darb')!r}); "
-            "from darbgen.sim.golden import spmv_ref; import darbgen.pruning.masks; "
+            "from darbgen.sim.golden import spmv_ref; import darbgen.pruning.masks, darbgen.host; "
             "assert 'torch' not in sys.modules, 'torch was imported'; print(a.layers[0].nnz)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,96 @@
+"""Frames on the serial line: encoding and a resynchronizing parser (no torch).
+
+:class:`FrameParser` is also the reference model of the gateware's receiver: fed any
+byte sequence, it yields every well-formed frame and counts what it refused, and it
+never waits forever on a broken frame (a length above ``MAX_PAYLOAD`` is refused at the
+header).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hdl.protocol import HEADER_BYTES, MAX_PAYLOAD, SOF, crc16
+
+__all__ = ["Frame", "FrameError", "encode_frame", "FrameParser"]
+
+
+class FrameError(ValueError):
+    """A frame cannot be built (payload too long, field out of range)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame."""
+
+    command: int
+    seq: int
+    payload: bytes
+
+
+def encode_frame(command: int, seq: int, payload: bytes = b"") -> bytes:
+    """The bytes of one frame.
+
+    Raises
+    ------
+    FrameError
+        ``command`` or ``seq`` is not a byte, or the payload exceeds ``MAX_PAYLOAD``.
+    """
+    command = int(getattr(command, "value", command))
+    for name, v in (("command", command), ("seq", seq)):
+        if not 0 <= v <= 0xFF:
+            raise FrameError(f"{name} must fit in a byte, not {v}")
+    if len(payload) > MAX_PAYLOAD:
+        raise FrameError(f"payload of {len(payload)} bytes exceeds the maximum {MAX_PAYLOAD}")
+    body = bytes([command, seq]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([SOF]) + body + crc16(body).to_bytes(2, "little")
+
+
+class FrameParser:
+    """Incremental receiver: ``feed(bytes)`` returns the frames completed so far.
+
+    Members
+    -------
+    refused_crc, refused_length, skipped : int
+        Frames refused for a bad CRC or an oversized length, and bytes skipped while
+        hunting for SOF.
+    """
+
+    def __init__(self):
+        self._buf = bytearray()
+        self.refused_crc = self.refused_length = self.skipped = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames = []
+        while True:
+            start = self._buf.find(SOF)
+            if start < 0:
+                self.skipped += len(self._buf)
+                self._buf.clear()
+                return frames
+            self.skipped += start
+            del self._buf[:start]
+            if len(self._buf) < HEADER_BYTES:
+                return frames
+            length = int.from_bytes(self._buf[3:5], "little")
+            if length > MAX_PAYLOAD:
+                self.refused_length += 1
+                del self._buf[:1]               # hunt again from the next byte
+                continue
+            total = HEADER_BYTES + length + 2
+            if len(self._buf) < total:
+                return frames
+            body = bytes(self._buf[1:HEADER_BYTES + length])
+            check = int.from_bytes(self._buf[HEADER_BYTES + length:total], "little")
+            if crc16(body) != check:
+                self.refused_crc += 1
+                del self._buf[:1]
+                continue
+            frames.append(Frame(body[0], body[1], body[4:]))
+            del self._buf[:total]
+
+    @property
+    def pending(self) -> int:
+        """Bytes held while a frame is incomplete."""
+        return len(self._buf)
