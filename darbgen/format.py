@@ -259,11 +259,7 @@ class SparseLayer:
             if arr.shape != (rows,):
                 raise ArtifactError(f"layer {name!r}: field {f!r} must have {rows} entries "
                                     f"(one per row), not {arr.shape[0]}")
-        bad = (b < 1) | (b & (b - 1) != 0)
-        if bad.any():
-            r = int(np.argmax(bad))
-            raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, "
-                                f"not {b[r]}")
+        _check_block_sizes(name, b)
         bad = (k < 0) | (k > b)
         if bad.any():
             r = int(np.argmax(bad))
@@ -476,6 +472,15 @@ class SparseLayer:
                           weight_bits=weight_bits, **kwargs)
 
 
+def _check_block_sizes(name: str, b: np.ndarray) -> None:
+    """Raise :class:`ArtifactError` naming the first row whose block size is no power of 2."""
+    bad = (b < 1) | (b & (b - 1) != 0)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, "
+                            f"not {b[r]}")
+
+
 def check_layout(name, mask, block_sizes, keep) -> None:
     """Raise :class:`ArtifactError` unless every block of ``mask`` keeps exactly its
     ``min(k_i, width)`` entries under the given per-row layout."""
@@ -486,9 +491,7 @@ def check_layout(name, mask, block_sizes, keep) -> None:
     if b.shape != (rows,) or k.shape != (rows,):
         raise ArtifactError(f"layer {name!r}: layout must have one block size and one keep "
                             f"count per row ({rows}), not {b.shape[0]} and {k.shape[0]}")
-    if ((b < 1) | (b & (b - 1) != 0)).any():
-        r = int(np.argmax((b < 1) | (b & (b - 1) != 0)))
-        raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, not {b[r]}")
+    _check_block_sizes(name, b)
     for size in np.unique(b):
         sel = np.nonzero(b == size)[0]
         nb = -(-cols // size)

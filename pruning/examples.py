@@ -31,17 +31,21 @@ __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_dat
 DIGITS_TEST_FRACTION = 0.2
 
 
-def digits_data(seed: int = 0) -> Dataset:
-    """scikit-learn's digits, pixels scaled to [0, 1], stratified 80/20 split."""
+def _digits_split(seed: int):
+    """scikit-learn's digits (pixels 0..16), stratified 80/20: xtr, xte, ytr, yte."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, digits.target, test_size=DIGITS_TEST_FRACTION,
-                                          random_state=seed, stratify=digits.target)
-    return Dataset(torch.from_numpy(xtr), torch.from_numpy(ytr).long(),
-                   torch.from_numpy(xte), torch.from_numpy(yte).long())
+    return train_test_split(digits.data, digits.target, test_size=DIGITS_TEST_FRACTION,
+                            random_state=seed, stratify=digits.target)
+
+
+def digits_data(seed: int = 0) -> Dataset:
+    """scikit-learn's digits, pixels scaled to [0, 1], stratified 80/20 split."""
+    xtr, xte, ytr, yte = _digits_split(seed)
+    return Dataset(torch.from_numpy((xtr / 16.0).astype(np.float32)), torch.from_numpy(ytr).long(),
+                   torch.from_numpy((xte / 16.0).astype(np.float32)), torch.from_numpy(yte).long())
 
 
 #: Where Debian's dataset-fashion-mnist installs Fashion-MNIST.
@@ -216,13 +220,7 @@ def example_data(name: str, seed: int = 0) -> Dataset:
 
 def digits_inputs(seed: int = 0) -> np.ndarray:
     """The digits test split as int8 input vectors: pixels 0..16 are exact int8 values."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    _, xte = train_test_split(digits.data, test_size=DIGITS_TEST_FRACTION, random_state=seed,
-                              stratify=digits.target)
-    return xte.astype(np.int8)
+    return _digits_split(seed)[1].astype(np.int8)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def _model_with_masks(model_fn, masks):
     return model, layers
 
 
-def _figures(layers, masks, x_test=None):
+def _figures(layers, masks):
     weights = [layer.weight() for layer in layers]
     allw = np.concatenate([w.ravel() for w in weights])
     allm = np.concatenate([m.ravel() for m in masks])

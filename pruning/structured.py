@@ -38,7 +38,7 @@ def _check(granularity):
                          f"{', '.join(GRANULARITIES)}")
 
 
-def n_units(shape, granularity: str, stride: int = 2) -> int:
+def n_units(shape, granularity: str) -> int:
     """How many selectable units a ``(F, C, kh, kw)`` weight has."""
     _check(granularity)
     f, c = shape[:2]
@@ -142,7 +142,7 @@ def select_units(weight: np.ndarray, granularity: str, keep_fraction: float, sel
     rng = rng if rng is not None else np.random.default_rng(0)
     pf_ = pf or ParticleFilter()
     shape = weight.shape
-    n = n_units(shape, granularity, stride)
+    n = n_units(shape, granularity)
     scores = unit_scores(weight, granularity, stride)
     if granularity == "strided":
         magnitude = np.argmax(scores, axis=1)

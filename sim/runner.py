@@ -23,7 +23,7 @@ from ..config import EngineConfig
 from ..format import SparseLayer
 from ..hdl.generate import TOP_NAME, engine_verilog
 from ..packing import Schedule, input_words, load_words, schedule, unpack_outputs
-from .golden import check_inputs
+from .golden import INPUT_BITS, check_inputs
 
 __all__ = ["SIMULATORS", "SimulationError", "SimRun", "simulator_available", "build",
            "simulate_layer"]
@@ -51,6 +51,11 @@ def simulator_available(name: str) -> bool:
     toolenv.setup()
     exe = {"verilator": "verilator", "icarus": "iverilog"}.get(name)
     return exe is not None and shutil.which(exe) is not None
+
+
+def _tail(log: Path, chars: int = 2000) -> str:
+    """The end of a simulator log, for an error message ('' if there is none)."""
+    return log.read_text()[-chars:] if log.exists() else ""
 
 
 def _cache_root() -> Path:
@@ -111,7 +116,7 @@ def simulate_layer(layer: SparseLayer, x, config: EngineConfig | None = None, *,
     SimulationError
         The build failed, or the engine did not produce every output beat.
     """
-    x = check_inputs(layer, x, (config.input_bits if config else 8))
+    x = check_inputs(layer, x, config.input_bits if config else INPUT_BITS)
     config = config or EngineConfig.for_layers([layer], lanes)
     sched = schedule(layer, config.lanes)
     words = load if load is not None else load_words(layer, config, sched)
@@ -133,11 +138,9 @@ def simulate_layer(layer: SparseLayer, x, config: EngineConfig | None = None, *,
                 results_xml=str(tmp / "results.xml"), timescale=("1ns", "1ps"),
                 log_file=tmp / "sim.log")
         except (SystemExit, Exception) as e:  # noqa: BLE001
-            log = (tmp / "sim.log").read_text()[-2000:] if (tmp / "sim.log").exists() else ""
-            raise SimulationError(f"{simulator} run failed ({e})\n{log}") from None
+            raise SimulationError(f"{simulator} run failed ({e})\n{_tail(tmp / 'sim.log')}") from None
         if not (tmp / "result.json").exists():
-            log = (tmp / "sim.log").read_text()[-2000:] if (tmp / "sim.log").exists() else ""
-            raise SimulationError(f"{simulator} run produced no result\n{log}")
+            raise SimulationError(f"{simulator} run produced no result\n{_tail(tmp / 'sim.log')}")
         result = json.loads((tmp / "result.json").read_text())
     if len(result["outputs"]) != n_out:
         raise SimulationError(f"the engine produced {len(result['outputs'])} of {n_out} "

@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 from darbgen.config import ConfigError, EngineConfig
 from darbgen.format import SparseLayer, single_block_layout
 from darbgen.hdl import IndexDecoder
-from darbgen.packing import load_words, pack_fields, schedule, unpack_fields
+from darbgen.packing import load_words, pack_fields, unpack_fields
 from darbgen.sim.amaranth_tb import run_engine
 from darbgen.sim.golden import spmv_ref
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from darbgen.format import SparseLayer, check_layout, infer_layout, single_block_layout
 from darbgen.pruning.masks import (DEFAULT_BLOCK_SIZES, bmwm_mask, block_mask, darb_block_sizes,
