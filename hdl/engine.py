@@ -199,6 +199,9 @@ class SpMVEngine(wiring.Component):
         Input vectors from :func:`darbgen.packing.input_words`.
     y : Out(stream.Signature(output_layout))
         One beat per output slot per vector, ``last`` on each vector's final beat.
+    slots : Out
+        Output beats per vector of the loaded layer (the most rows in one lane); 0
+        before a layer is loaded, and then no vector starts.
 
     """
 
@@ -210,6 +213,7 @@ class SpMVEngine(wiring.Component):
             "load": In(stream.Signature(load_layout(config))),
             "x": In(stream.Signature(input_layout(config))),
             "y": Out(stream.Signature(output_layout(config))),
+            "slots": Out(ceil_log2(config.lane_rows + 1)),
         })
 
     @property
@@ -232,11 +236,14 @@ class SpMVEngine(wiring.Component):
                          lane.wr_beat.eq(mine & ~word.header),
                          lane.wr_header.eq(mine & word.header),
                          lane.wr_data.eq(word.data)]
-        slots = Signal.like(lanes[0].rows)          # output beats per vector: most rows
+        # Output beats per vector: the most rows in a lane. Registered: it only changes
+        # while loading, and the comparator chain across lanes would otherwise sit in
+        # front of every start decision.
+        slots = self.slots
         most = lanes[0].rows
         for lane in lanes[1:]:
             most = Mux(lane.rows > most, lane.rows, most)
-        m.d.comb += slots.eq(most)
+        m.d.sync += slots.eq(most)
 
         # -- input vectors into the double-buffered x copies --------------------------------
         x_full = Signal(2)

@@ -2,43 +2,75 @@
 
 Every frame, in both directions::
 
-    SOF (0xA5) | command (1) | seq (1) | length (2, little-endian) | payload | CRC-16 (2, LE)
+    SOF (0xA5) | command (1) | seq (1) | length (2, LE) | payload | CRC-16 (2, LE)
 
 The CRC (CRC-16/IBM-3740, also called CCITT-FALSE) covers command through payload; it
 comes from ``amaranth.lib.crc``, so the gateware's CRC unit and the host's check are the
 same algorithm. A receiver hunts for SOF and refuses a frame whose length exceeds
-``MAX_PAYLOAD`` or whose CRC is wrong; it then resumes hunting at the byte after that
-SOF, so random bytes on the line never wedge it. A refused frame never touches state;
-the device answers ``Status.NAK_*`` and the host retries with the same ``seq``.
+``MAX_PAYLOAD`` or whose CRC is wrong; a refused frame never touches state, the device
+answers ``Status.NAK_*`` and the host retries with the same ``seq``. The device drops a
+half-received frame after ``IDLE_BYTES`` byte times of silence, so random bytes on the
+line (even a corrupted length) cannot wedge it.
+
+Every command is idempotent, so a retry after a lost reply is always safe:
+
+* ``IDENTIFY`` and ``STATUS`` only read;
+* ``LOAD_WEIGHTS`` chunks carry the index of their first load word: a chunk at index 0
+  starts a new load, one at the device's word count extends it, a repeat of the chunk
+  just applied is acknowledged without being applied again, anything else is refused
+  with ``NAK_OFFSET``;
+* ``RUN`` carries one input vector and returns its output beats: it leaves no state
+  behind, so a repeat recomputes the same result instead of needing a replay buffer.
+
+Payload layouts are the :data:`IDENTIFY_FIELDS` and :data:`STATUS_FIELDS` byte lists
+here and the stream layouts of :class:`~darbgen.config.EngineConfig` (load words, input
+beats, output beats), each sent little-endian in whole bytes (:func:`word_bytes`).
 
 Bump ``PROTOCOL_VERSION`` on any change here.
 """
 
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
 from amaranth.lib import crc, enum
 
-__all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "CRC", "Command",
-           "Status", "crc16"]
+from ..config import ConfigError, EngineConfig, layout_width
 
-PROTOCOL_VERSION = 1
+__all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
+           "IDLE_BYTES", "CRC", "WEIGHTS_CRC", "Command", "Status", "crc16", "weights_crc",
+           "word_bytes", "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS",
+           "STATUS_FIELDS", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
+           "parse_identity", "parse_status"]
+
+PROTOCOL_VERSION = 2
 SOF = 0xA5
-#: Largest payload of one frame: weights travel in chunks of at most this many bytes.
+#: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
 #: Bytes before the payload: SOF, command, seq, length.
 HEADER_BYTES = 5
+#: Bytes after the payload: the CRC.
+TRAILER_BYTES = 2
+#: Silence, in byte times, after which the device drops a half-received frame.
+IDLE_BYTES = 64
+#: Bytes of a LOAD_WEIGHTS chunk's first-word index, before its words.
+OFFSET_BYTES = 4
 #: The frame check: CRC-16/IBM-3740 (poly 0x1021, init 0xFFFF, no reflection).
 CRC = crc.catalog.CRC16_IBM_3740
+#: The check of the weights the device has applied (reported by STATUS).
+WEIGHTS_CRC = crc.catalog.CRC32_ISO_HDLC
 
 
 class Command(enum.Enum, shape=8):
     """Requests from the host. A reply carries the request's command and seq; its
     payload starts with a :class:`Status` byte."""
 
-    IDENTIFY = 0x01       #: → build ID (8 bytes), protocol version, config digest
-    LOAD_WEIGHTS = 0x02   #: a chunk of load-stream words
-    LOAD_X = 0x03         #: a chunk of input beats
-    RUN = 0x04            #: start the loaded vectors
-    READ_Y = 0x05         #: the next chunk of output beats
-    STATUS = 0x06         #: counters: frames accepted, refused, weight checksum
+    IDENTIFY = 0x01       #: → IDENTIFY_FIELDS: build ID, protocol version, the config
+    LOAD_WEIGHTS = 0x02   #: first-word index (4 bytes) + load words → nothing
+    RUN = 0x04            #: one vector's input beats → its output beats
+    STATUS = 0x06         #: → STATUS_FIELDS: words loaded, their CRC-32, counters
 
 
 class Status(enum.Enum, shape=8):
@@ -46,11 +78,168 @@ class Status(enum.Enum, shape=8):
 
     OK = 0x00
     NAK_CRC = 0x01        #: the frame's CRC was wrong: nothing was done
-    NAK_LENGTH = 0x02     #: the length exceeded MAX_PAYLOAD or the command's size
+    NAK_LENGTH = 0x02     #: the length exceeded MAX_PAYLOAD or does not suit the command
     NAK_COMMAND = 0x03    #: unknown command
-    BUSY = 0x04           #: valid, but the engine cannot take it now: retry later
+    NAK_OFFSET = 0x05     #: a LOAD_WEIGHTS chunk that does not continue the load
+    NO_WEIGHTS = 0x06     #: RUN before any weights were loaded
 
 
 def crc16(data: bytes) -> int:
     """The frame check of ``data`` (command through payload)."""
     return CRC().compute(data)
+
+
+def weights_crc(data: bytes) -> int:
+    """The weight check of the load-word bytes ``data``, as STATUS reports it."""
+    return WEIGHTS_CRC().compute(data)
+
+
+# -- words on the wire ----------------------------------------------------------------
+
+def word_bytes(width: int) -> int:
+    """Bytes that carry a ``width``-bit word."""
+    return -(-width // 8)
+
+
+def words_to_bytes(words, width: int) -> bytes:
+    """Words as consecutive little-endian ``word_bytes(width)``-byte groups."""
+    n = word_bytes(width)
+    return b"".join(int(w).to_bytes(n, "little") for w in words)
+
+
+def bytes_to_words(data: bytes, width: int) -> list:
+    """Inverse of :func:`words_to_bytes`.
+
+    Raises
+    ------
+    ValueError
+        ``data`` is not a whole number of words.
+    """
+    n = word_bytes(width)
+    if len(data) % n:
+        raise ValueError(f"{len(data)} bytes are not a whole number of {n}-byte words")
+    return [int.from_bytes(data[i:i + n], "little") for i in range(0, len(data), n)]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Wire sizes of one engine's streams, in bits and bytes."""
+
+    load_bits: int
+    x_bits: int
+    y_bits: int
+
+    @classmethod
+    def of(cls, config: EngineConfig) -> "Sizes":
+        # RUN sends only the elements: the device marks a vector's last beat itself.
+        return cls(layout_width(config.load_fields),
+                   layout_width(config.input_fields[:1]),
+                   layout_width(config.output_fields))
+
+    @property
+    def load_bytes(self) -> int:
+        return word_bytes(self.load_bits)
+
+    @property
+    def x_bytes(self) -> int:
+        return word_bytes(self.x_bits)
+
+    @property
+    def y_bytes(self) -> int:
+        return word_bytes(self.y_bits)
+
+    @property
+    def chunk_words(self) -> int:
+        """Load words in one full LOAD_WEIGHTS frame."""
+        return (MAX_PAYLOAD - OFFSET_BYTES) // self.load_bytes
+
+
+# -- IDENTIFY and STATUS payloads (after the status byte) ------------------------------
+
+_CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
+
+#: IDENTIFY reply fields, in order, with their byte counts (little-endian). The config
+#: fields follow EngineConfig's own order; ``shifts`` travels as a bit mask.
+IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4)] + \
+    [(name, 4) for name in _CONFIG_FIELDS]
+
+#: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
+STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
+                 ("cycles", 4)]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a device says about itself in its IDENTIFY reply."""
+
+    version: int
+    build_id: bytes
+    clock_hz: int
+    baud: int
+    config: EngineConfig
+
+    @property
+    def expected_build_id(self) -> bytes:
+        return build_id(self.config, self.clock_hz, self.baud, self.version)
+
+
+def build_id(config: EngineConfig, clock_hz: int, baud: int,
+             version: int = PROTOCOL_VERSION) -> bytes:
+    """8-byte hash of the engine config, the link settings and the protocol version."""
+    text = f"darbgen/{version}/{config.digest()}/{int(clock_hz)}/{int(baud)}"
+    return hashlib.blake2s(text.encode(), digest_size=8).digest()
+
+
+def _config_values(config: EngineConfig) -> dict:
+    values = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+    values["shifts"] = sum(1 << s for s in config.shifts)
+    return values
+
+
+def identity_bytes(config: EngineConfig, clock_hz: int, baud: int) -> bytes:
+    """The IDENTIFY reply payload after the status byte (a ROM in the gateware)."""
+    values = {"version": PROTOCOL_VERSION, "clock_hz": clock_hz, "baud": baud,
+              **_config_values(config)}
+    out = b""
+    for name, n in IDENTIFY_FIELDS:
+        if name == "build_id":
+            out += build_id(config, clock_hz, baud)
+        else:
+            out += int(values[name]).to_bytes(n, "little")
+    return out
+
+
+def _split(payload: bytes, fields, what: str) -> dict:
+    need = sum(n for _, n in fields)
+    if len(payload) != need:
+        raise ValueError(f"{what} reply has {len(payload)} bytes, expected {need}")
+    out, at = {}, 0
+    for name, n in fields:
+        out[name] = payload[at:at + n]
+        at += n
+    return out
+
+
+def parse_identity(payload: bytes) -> Identity:
+    """Decode an IDENTIFY reply payload (after the status byte).
+
+    Raises
+    ------
+    ValueError
+        The payload has the wrong size or describes no valid engine.
+    """
+    raw = _split(payload, IDENTIFY_FIELDS, "IDENTIFY")
+    num = {k: int.from_bytes(v, "little") for k, v in raw.items()}
+    cfg = {name: num[name] for name in _CONFIG_FIELDS}
+    cfg["shifts"] = [s for s in range(32) if num["shifts"] >> s & 1]
+    try:
+        config = EngineConfig.from_json(cfg)
+    except ConfigError as e:
+        raise ValueError(f"IDENTIFY reply describes no valid engine: {e}") from None
+    return Identity(num["version"], raw["build_id"], num["clock_hz"], num["baud"], config)
+
+
+def parse_status(payload: bytes) -> dict:
+    """Decode a STATUS reply payload (after the status byte) into named integers."""
+    return {k: int.from_bytes(v, "little")
+            for k, v in _split(payload, STATUS_FIELDS, "STATUS").items()}

@@ -1,0 +1,313 @@
+"""The device behind the serial link: protocol controller + engine (+ UART).
+
+:class:`Controller` speaks :mod:`darbgen.hdl.protocol` over byte streams and owns an
+:class:`~darbgen.hdl.engine.SpMVEngine`; :class:`Device` adds the UART, giving the
+``rx``/``tx`` core that every board wraps with its clock and pins. The same
+:class:`Device` Verilog runs in ``darbgen serve-sim`` and goes into the bitstream.
+
+A frame is received whole into a buffer and executed only after its CRC matched:
+
+* ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
+* ``STATUS`` with a snapshot of the counters;
+* ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
+  far, then streams the words into the engine's ``load`` port (one per cycle; it is
+  always ready) while a CRC-32 of their bytes accumulates;
+* ``RUN`` feeds the payload's input beats into the engine (marking the last one) and
+  streams the output beats straight into the reply.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from ..config import EngineConfig
+from .engine import SpMVEngine
+from .link import FrameReceiver, FrameTransmitter
+from .protocol import (IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, STATUS_FIELDS, WEIGHTS_CRC,
+                       Command, Sizes, Status, identity_bytes)
+
+
+__all__ = ["Controller", "Device", "check_link"]
+
+_COUNTER_BITS = 32
+
+
+def check_link(config: EngineConfig) -> None:
+    """Raise ``ValueError`` unless RUN's request and reply fit in one frame."""
+    sizes = Sizes.of(config)
+    x_len = config.x_depth * sizes.x_bytes
+    y_len = 1 + config.lane_rows * sizes.y_bytes
+    if x_len > MAX_PAYLOAD or y_len > MAX_PAYLOAD:
+        raise ValueError(f"a RUN frame needs {max(x_len, y_len)} payload bytes (input "
+                         f"{x_len}, output {y_len}); the link carries at most {MAX_PAYLOAD}: "
+                         "use more lanes or a narrower layer")
+
+
+class Controller(wiring.Component):
+    """Protocol controller and engine on byte streams.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    clock_hz, baud : int
+        Reported by IDENTIFY (and part of the build ID).
+    idle_cycles : int
+        Silence after which a half-received frame is dropped.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the host (always accepted).
+    tx : Out(stream.Signature(8))
+        Bytes to the host.
+    """
+
+    def __init__(self, config: EngineConfig, *, clock_hz: int, baud: int, idle_cycles: int):
+        check_link(config)
+        self._config = config
+        self._identity = identity_bytes(config, clock_hz, baud)
+        self._idle_cycles = idle_cycles
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        sizes = Sizes.of(c)
+        m.submodules.engine = engine = SpMVEngine(c)
+        m.submodules.receiver = rcv = FrameReceiver(self._idle_cycles)
+        m.submodules.transmitter = xmt = FrameTransmitter()
+        m.submodules.buffer = buf = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        m.submodules.weights_crc = wcrc = WEIGHTS_CRC(data_width=8).create()
+        buf_wr, rd = buf.write_port(), buf.read_port()
+        connect(m, wiring.flipped(self.rx), rcv.data)
+        connect(m, xmt.data, wiring.flipped(self.tx))
+        m.d.comb += [buf_wr.addr.eq(rcv.wr_addr), buf_wr.data.eq(rcv.wr_data),
+                     buf_wr.en.eq(rcv.wr_en)]
+
+        # -- counters ------------------------------------------------------------------
+        words = Signal(_COUNTER_BITS)          # load words applied since the last restart
+        frames = Signal(_COUNTER_BITS)         # frames executed
+        refused = Signal(_COUNTER_BITS)        # frames refused or dropped
+        cycles = Signal(_COUNTER_BITS)
+        m.d.sync += cycles.eq(cycles + 1)
+        with m.If(rcv.dropped | (rcv.done & ~(rcv.length_ok & rcv.crc_ok))):
+            m.d.sync += refused.eq(refused + 1)
+
+        # While a LOAD_WEIGHTS payload arrives, count its whole words (no divider).
+        unit = Signal(range(sizes.load_bytes))
+        chunk_words = Signal(range(MAX_PAYLOAD + 1))
+        with m.If(rcv.wr_en):
+            with m.If(rcv.wr_addr == 0):
+                m.d.sync += [unit.eq(0), chunk_words.eq(0)]
+            with m.Elif(rcv.wr_addr >= OFFSET_BYTES):
+                with m.If(unit == sizes.load_bytes - 1):
+                    m.d.sync += [unit.eq(0), chunk_words.eq(chunk_words + 1)]
+                with m.Else():
+                    m.d.sync += unit.eq(unit + 1)
+
+        # -- reply: a status byte, then the body of the current command -----------------
+        status = Signal(Status)
+        body = Signal(range(4))                # which body source follows the status
+        BODY_NONE, BODY_IDENTITY, BODY_STATUS, BODY_Y = range(4)
+        status_sent = Signal()
+        m.d.comb += [xmt.command.eq(rcv.command), xmt.seq.eq(rcv.seq)]
+        index = Signal(range(max(len(self._identity), 1) + 1))
+        snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
+        y_shift = Signal(8 * sizes.y_bytes)
+        y_left = Signal(range(sizes.y_bytes + 1))
+        sent = Signal()
+        m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
+        with m.If(~status_sent):
+            m.d.comb += [xmt.payload.valid.eq(xmt.busy), xmt.payload.payload.eq(status.as_value())]
+            with m.If(sent):
+                m.d.sync += status_sent.eq(1)
+        with m.Elif(body == BODY_IDENTITY):
+            with m.Switch(index):
+                for i, byte in enumerate(self._identity):
+                    with m.Case(i):
+                        m.d.comb += xmt.payload.payload.eq(byte)
+            m.d.comb += xmt.payload.valid.eq(1)
+            with m.If(sent):
+                m.d.sync += index.eq(index + 1)
+        with m.Elif(body == BODY_STATUS):
+            m.d.comb += [xmt.payload.valid.eq(1), xmt.payload.payload.eq(snapshot[:8])]
+            with m.If(sent):
+                m.d.sync += snapshot.eq(snapshot >> 8)
+        with m.Elif(body == BODY_Y):
+            # Each output beat goes out as y_bytes little-endian bytes.
+            m.d.comb += [xmt.payload.valid.eq(y_left != 0), xmt.payload.payload.eq(y_shift[:8]),
+                         engine.y.ready.eq(y_left == 0)]
+            with m.If(engine.y.valid & engine.y.ready):
+                m.d.sync += [y_shift.eq(engine.y.payload.as_value()), y_left.eq(sizes.y_bytes)]
+            with m.Elif(sent):
+                m.d.sync += [y_shift.eq(y_shift >> 8), y_left.eq(y_left - 1)]
+
+        def reply(code, length=1, source=BODY_NONE, then="REPLY"):
+            """Start the reply frame; its body streams while the FSM is in ``then``."""
+            m.d.comb += [xmt.start.eq(1), xmt.length.eq(length)]
+            m.d.sync += [status.eq(code), body.eq(source), status_sent.eq(0), index.eq(0)]
+            m.next = then
+
+        # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
+        ptr = Signal(range(MAX_PAYLOAD + 1))
+        pending = Signal()                     # rd.data holds buffer[ptr - 1]
+        end = Signal(range(MAX_PAYLOAD + 1))
+        hold = Signal()
+        m.d.comb += [rd.addr.eq(ptr), rd.en.eq(~hold)]
+
+        def read_bytes():
+            """Advance the reader unless held; True (a Value) when rd.data is fresh."""
+            with m.If(~hold):
+                m.d.sync += pending.eq(ptr < end)
+                with m.If(ptr < end):
+                    m.d.sync += ptr.eq(ptr + 1)
+            return pending & ~hold
+
+        offset = Signal(_COUNTER_BITS)
+        word = Signal(8 * sizes.load_bytes)
+        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes) + 1))
+        beat = Signal(8 * sizes.x_bytes)
+        beat_full = Signal()
+        beats_left = Signal(range(c.x_depth + 1))
+        first_word = Signal()
+        load_word = engine.load.payload
+
+        # The receiver may take the next frame whenever the buffer is not being read,
+        # including while a reply is still going out; `received` remembers it.
+        received = Signal()
+        with m.If(rcv.done):
+            m.d.sync += received.eq(1)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(received):
+                    m.d.sync += received.eq(0)
+                    m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(~rcv.length_ok):
+                    reply(Status.NAK_LENGTH)
+                with m.Elif(~rcv.crc_ok):
+                    reply(Status.NAK_CRC)
+                with m.Else():
+                    m.d.sync += frames.eq(frames + 1)
+                    with m.Switch(rcv.command):
+                        with m.Case(Command.IDENTIFY):
+                            reply(Status.OK, 1 + len(self._identity), BODY_IDENTITY)
+                        with m.Case(Command.STATUS):
+                            m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
+                                                        refused, cycles))
+                            reply(Status.OK, 1 + len(snapshot) // 8, BODY_STATUS)
+                        with m.Case(Command.LOAD_WEIGHTS):
+                            with m.If((rcv.length < OFFSET_BYTES + sizes.load_bytes) |
+                                      (unit != 0)):
+                                reply(Status.NAK_LENGTH)
+                            with m.Else():
+                                m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
+                                             nbyte.eq(0)]
+                                m.next = "OFFSET"
+                        with m.Case(Command.RUN):
+                            with m.If(rcv.length != c.x_depth * sizes.x_bytes):
+                                reply(Status.NAK_LENGTH)
+                            with m.Elif(engine.slots == 0):
+                                reply(Status.NO_WEIGHTS)
+                            with m.Else():
+                                m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(rcv.length),
+                                             nbyte.eq(0), beat_full.eq(0),
+                                             beats_left.eq(c.x_depth), y_left.eq(0)]
+                                reply(Status.OK, 1 + engine.slots * sizes.y_bytes, BODY_Y,
+                                      then="RUN")
+                        with m.Default():
+                            reply(Status.NAK_COMMAND)
+
+            with m.State("OFFSET"):
+                with m.If(read_bytes()):
+                    m.d.sync += [offset.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
+                with m.If(~pending & (ptr == end)):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(offset == 0)]
+                with m.If(offset == 0):
+                    m.d.sync += words.eq(0)
+                    m.d.comb += wcrc.start.eq(1)
+                    m.next = "APPLY"
+                with m.Elif(offset == words):
+                    m.next = "APPLY"
+                with m.Elif(offset + chunk_words == words):
+                    reply(Status.OK)            # the chunk just applied, again: its ack was lost
+                with m.Else():
+                    reply(Status.NAK_OFFSET)
+            with m.State("APPLY"):
+                fresh = read_bytes()
+                m.d.comb += [wcrc.data.eq(rd.data), wcrc.valid.eq(fresh)]
+                last_byte = nbyte == sizes.load_bytes - 1
+                with m.If(fresh):
+                    m.d.sync += [word.word_select(nbyte, 8).eq(rd.data),
+                                 nbyte.eq(Mux(last_byte, 0, nbyte + 1))]
+                # A word goes to the engine the cycle its last byte is read. The first
+                # word of a restart always resets the lanes' write pointers.
+                m.d.comb += [
+                    engine.load.valid.eq(fresh & last_byte),
+                    load_word.as_value().eq(Cat(word[:8 * (sizes.load_bytes - 1)], rd.data)),
+                    load_word.first.eq(first_word),
+                ]
+                with m.If(fresh & last_byte):
+                    m.d.sync += [words.eq(words + 1), first_word.eq(0)]
+                with m.If(~pending & (ptr == end)):
+                    reply(Status.OK)
+
+            with m.State("RUN"):
+                # Input beats from the buffer (the reply's status byte goes out meanwhile).
+                m.d.comb += [hold.eq(beat_full & ~engine.x.ready),
+                             engine.x.valid.eq(beat_full),
+                             engine.x.payload.x.as_value().eq(beat),
+                             engine.x.payload.last.eq(beats_left == 1)]
+                fresh = read_bytes()
+                with m.If(engine.x.valid & engine.x.ready):
+                    m.d.sync += [beat_full.eq(0), beats_left.eq(beats_left - 1)]
+                with m.If(fresh):
+                    last_byte = nbyte == sizes.x_bytes - 1
+                    m.d.sync += [beat.word_select(nbyte, 8).eq(rd.data),
+                                 nbyte.eq(Mux(last_byte, 0, nbyte + 1))]
+                    with m.If(last_byte):
+                        m.d.sync += beat_full.eq(1)
+                with m.If(beats_left == 0):
+                    m.next = "REPLY"            # the output beats keep streaming out
+            with m.State("REPLY"):
+                with m.If(~xmt.busy & ~xmt.start):
+                    m.next = "IDLE"
+        m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
+        return m
+
+
+class Device(wiring.Component):
+    """UART + :class:`Controller`: the ``rx``/``tx`` core that a board wraps.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    clock_hz, baud : int
+        The UART runs at ``round(clock_hz / baud)`` cycles per bit.
+    """
+
+    def __init__(self, config: EngineConfig, *, clock_hz: int, baud: int):
+        self._config = config
+        self.divisor = round(clock_hz / baud)
+        self._controller = Controller(config, clock_hz=clock_hz, baud=baud,
+                                      idle_cycles=IDLE_BYTES * 10 * self.divisor)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        from .uart import UARTRx, UARTTx
+        m.submodules.uart_rx = urx = UARTRx(self.divisor)
+        m.submodules.uart_tx = utx = UARTTx(self.divisor)
+        m.submodules.controller = ctl = self._controller
+        connect(m, urx.data, ctl.rx)
+        connect(m, ctl.tx, utx.data)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        return m
+

@@ -1,0 +1,180 @@
+"""The protocol controller in Amaranth's simulator, on byte streams (no UART)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from conftest import random_layer
+from darbgen.config import EngineConfig
+from darbgen.hdl.device import Controller
+from darbgen.hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, Command, Sizes, Status,
+                                  build_id, bytes_to_words, parse_identity, parse_status,
+                                  weights_crc, words_to_bytes)
+from darbgen.host.framing import FrameParser, encode_frame
+from darbgen.packing import input_words, load_words, schedule, unpack_outputs
+from darbgen.sim.golden import spmv_ref
+
+CLOCK_HZ, BAUD = 12_000_000, 1_000_000
+
+
+def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_000):
+    """Send each request's bytes, then collect bytes until one reply frame parses
+    (or ``None`` if the request was ``(bytes, False)``: no reply expected)."""
+    rng = np.random.default_rng(seed)
+    replies = []
+
+    async def tb(ctx):
+        parser = FrameParser()
+        cycle = 0
+        for req in requests:
+            data, expect = (req, True) if isinstance(req, bytes) else req
+            for b in data:
+                ctx.set(ctl.rx.valid, 1)
+                ctx.set(ctl.rx.payload, b)
+                await ctx.tick()
+                ctx.set(ctl.rx.valid, 0)
+                for _ in range(gap):
+                    await ctx.tick()
+            got = []
+            quiet = 0
+            while not got and cycle < max_cycles and (expect or quiet < 200):
+                ready = rng.random() >= backpressure
+                ctx.set(ctl.tx.ready, ready)
+                await ctx.delay(1e-9)
+                if ready and ctx.get(ctl.tx.valid):
+                    got = parser.feed(bytes([ctx.get(ctl.tx.payload)]))
+                    quiet = 0
+                else:
+                    quiet += 1
+                await ctx.tick()
+                cycle += 1
+            replies.append(got[0] if got else None)
+
+    sim = Simulator(ctl)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return replies
+
+
+def small_config(layer, lanes=2):
+    return EngineConfig.for_layers([layer], lanes)
+
+
+def make(config):
+    return Controller(config, clock_hz=CLOCK_HZ, baud=BAUD, idle_cycles=50)
+
+
+def load_frames(layer, config, chunk_words=None, seq0=1):
+    sizes = Sizes.of(config)
+    words = load_words(layer, config)
+    chunk_words = chunk_words or sizes.chunk_words
+    frames = []
+    for i, at in enumerate(range(0, len(words), chunk_words)):
+        payload = at.to_bytes(OFFSET_BYTES, "little") + \
+            words_to_bytes(words[at:at + chunk_words], sizes.load_bits)
+        frames.append(encode_frame(Command.LOAD_WEIGHTS, seq0 + i, payload))
+    return words, frames
+
+
+def run_frame(x, config, seq):
+    sizes = Sizes.of(config)
+    beats = input_words(x, config)
+    from darbgen.packing import unpack_fields
+    elems = unpack_fields(config.input_fields, beats)["x"]
+    from darbgen.packing import pack_fields
+    xw = pack_fields(config.input_fields[:1], {"x": elems}, len(beats))
+    return encode_frame(Command.RUN, seq, words_to_bytes(xw, sizes.x_bits))
+
+
+def decode_y(reply, config, sched):
+    assert reply.payload[0] == Status.OK.value, reply
+    words = bytes_to_words(reply.payload[1:], Sizes.of(config).y_bits)
+    return unpack_outputs(words, config, sched)
+
+
+def test_identify_and_status(rng):
+    layer = random_layer(rng, 6, 16, [2, 4])
+    config = small_config(layer)
+    ident, stat = exchange(make(config), [encode_frame(Command.IDENTIFY, 9),
+                                          encode_frame(Command.STATUS, 10)])
+    assert (ident.command, ident.seq, ident.payload[0]) == (Command.IDENTIFY.value, 9, 0)
+    identity = parse_identity(ident.payload[1:])
+    assert identity.config == config
+    assert identity.build_id == build_id(config, CLOCK_HZ, BAUD) == identity.expected_build_id
+    assert (identity.clock_hz, identity.baud) == (CLOCK_HZ, BAUD)
+    fields = parse_status(stat.payload[1:])
+    assert fields["frames"] == 2 and fields["words"] == 0 and fields["refused"] == 0
+
+
+def test_load_and_run_exact(rng):
+    layer = random_layer(rng, 7, 20, [2, 4, 8], keep=2)
+    config = small_config(layer)
+    sched = schedule(layer, config.lanes)
+    words, frames = load_frames(layer, config, chunk_words=5)
+    x = rng.integers(-128, 128, size=(2, layer.cols))
+    replies = exchange(make(config), frames + [encode_frame(Command.STATUS, 50),
+                                               run_frame(x[0], config, 51),
+                                               run_frame(x[1], config, 52)],
+                       backpressure=0.3, seed=3)
+    assert all(r.payload == bytes([0]) for r in replies[:len(frames)])
+    fields = parse_status(replies[len(frames)].payload[1:])
+    sizes = Sizes.of(config)
+    assert fields["words"] == len(words)
+    assert fields["weights_crc"] == weights_crc(words_to_bytes(words, sizes.load_bits))
+    for i in range(2):
+        y = decode_y(replies[len(frames) + 1 + i], config, sched)
+        assert np.array_equal(y[0], spmv_ref(layer, x[i])), f"vector {i}"
+
+
+def test_one_corrupted_weight_is_seen(rng):
+    """The check can fail: one flipped weight byte changes the device's CRC-32."""
+    layer = random_layer(rng, 5, 16, [4])
+    config = small_config(layer)
+    words, frames = load_frames(layer, config)
+    sizes = Sizes.of(config)
+    payload = bytearray(words_to_bytes(words, sizes.load_bits))
+    payload[sizes.load_bytes * 3] ^= 0x01
+    bad = encode_frame(Command.LOAD_WEIGHTS, 1, bytes(OFFSET_BYTES) + bytes(payload))
+    _, stat = exchange(make(config), [bad, encode_frame(Command.STATUS, 2)])
+    assert parse_status(stat.payload[1:])["weights_crc"] != \
+        weights_crc(words_to_bytes(words, sizes.load_bits))
+
+
+def test_refusals_never_touch_state(rng):
+    layer = random_layer(rng, 5, 16, [4])
+    config = small_config(layer)
+    words, frames = load_frames(layer, config, chunk_words=4)
+    flipped = bytearray(frames[1])
+    flipped[9] ^= 0x40                                       # inside the payload
+    huge = bytes([0xA5, Command.RUN.value, 3]) + (MAX_PAYLOAD + 1).to_bytes(2, "little")
+    replies = exchange(make(config), [
+        frames[0], bytes(flipped), frames[2],                # CRC NAK, then out of order
+        frames[0],                                           # restart at 0
+        (frames[0][:7], False),                              # truncated: dropped when idle
+        frames[1], frames[1],                                # repeat: acked, not applied
+        huge,                                                # length NAK at the header
+        encode_frame(0x7F, 4),                               # unknown command
+        encode_frame(Command.RUN, 5, b"\x00"),               # wrong RUN length
+        encode_frame(Command.STATUS, 6)])
+    status = [r.payload[0] if r else None for r in replies]
+    assert status[:5] == [0, Status.NAK_CRC.value, Status.NAK_OFFSET.value, 0, None]
+    assert status[5:10] == [0, 0, Status.NAK_LENGTH.value, Status.NAK_COMMAND.value,
+                            Status.NAK_LENGTH.value]
+    fields = parse_status(replies[-1].payload[1:])
+    assert fields["words"] == 8                              # chunks 0 and 1, once each
+    assert fields["refused"] == 3                            # CRC, truncated, length
+
+
+def test_run_before_load_is_refused(rng):
+    layer = random_layer(rng, 4, 8, [2])
+    config = small_config(layer)
+    (reply,) = exchange(make(config), [run_frame(np.zeros(8, int), config, 1)])
+    assert reply.payload == bytes([Status.NO_WEIGHTS.value])
+
+
+def test_link_limits_are_checked():
+    config = EngineConfig(lanes=1, shifts=(0,), max_keep=1, max_row_nnz=4, max_cols=4,
+                          lane_depth=4, lane_rows=400)
+    with pytest.raises(ValueError, match="RUN frame needs"):
+        make(config)
