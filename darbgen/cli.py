@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--lanes", type=int, default=8, metavar="P",
                    help="parallel multipliers (default %(default)s)")
-    p.add_argument("--board", metavar="NAME", help="wrap the engine in a board top")
+    p.add_argument("--board", metavar="NAME",
+                   help="emit the board's whole top instead (Verilog + constraints; one layer)")
+    p.add_argument("--layer", metavar="NAME", help="with --board: the layer (default: the first)")
 
     p = sub.add_parser("simulate", parents=[verbose],
                        help="run the generated engine in a simulator on input vectors",
@@ -149,6 +151,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=8, metavar="P",
                    help="parallel multipliers (default %(default)s)")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+
+    p = sub.add_parser("build", parents=[verbose],
+                       help="build a board's bitstream for one layer (open toolchain)",
+                       description="Synthesize, place and route UART link + protocol "
+                                   "controller + engine for one layer with the YoWASP tools; "
+                                   "write the bitstream and DIR/report.json.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--board", required=True, metavar="NAME")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--lanes", type=int, metavar="P", help="lanes (default: the board's)")
+
+    p = sub.add_parser("serve-sim", parents=[verbose],
+                       help="simulate a board in Verilator behind a pseudo-terminal",
+                       description="Build the board's device (UART included) in Verilator, "
+                                   "bridge its UART to a pseudo-terminal, print "
+                                   '{"port": "/dev/pts/N"} and serve until killed.')
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--board", required=True, metavar="NAME")
+    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--lanes", type=int, metavar="P", help="lanes (default: the board's)")
+
+    p = sub.add_parser("deploy", parents=[verbose],
+                       help="load a layer onto a board over serial, verify it, run inputs",
+                       description="Optionally program the board, identify it, stream the "
+                                   "layer's weights, verify them, run input vectors and write "
+                                   "the exact outputs.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--port", required=True, metavar="PORT",
+                   help="serial device or pyserial URL (e.g. the port serve-sim printed)")
+    p.add_argument("--baud", type=int, default=1_000_000, metavar="N",
+                   help="line rate the gateware was built for (default %(default)s)")
+    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--inputs", metavar="X.npy", help="int8 input vectors, n × cols")
+    p.add_argument("-o", "--output", metavar="Y.npy", help="where to write the outputs")
+    p.add_argument("--program", metavar="BITSTREAM",
+                   help="program this bitstream first (openFPGALoader; the board is read "
+                        "from report.json next to it)")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
+                   help="seconds of silence before a request is retried (default %(default)s)")
 
     p = sub.add_parser("dense", parents=[verbose],
                        help="write a layer's masked, quantized integer matrix")
@@ -403,7 +445,7 @@ def cmd_generate(args) -> int:
 
     artifact = Artifact.load(args.artifact)
     if args.board is not None:
-        raise CLIError(f"unknown board {args.board!r}: no board targets exist yet")
+        return _generate_board(args, artifact)
     config = EngineConfig.for_layers(artifact.layers, _lanes(args.lanes))
     info = generate(config, args.output, artifact.layers)
     print(f"wrote {args.output}/{info['top']}.v and {info['top']}.json: {config.lanes} lanes, "
@@ -420,25 +462,114 @@ def _lanes(n: int) -> int:
     return n
 
 
+def _board_device(args, artifact):
+    """The board, the layer and the device core the board options describe."""
+    from .boards import core, get_board
+
+    board = get_board(args.board)
+    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+    lanes = _lanes(args.lanes) if getattr(args, "lanes", None) is not None else None
+    return board, layer, core.device(board, layer, lanes)
+
+
+def _generate_board(args, artifact) -> int:
+    from .boards import build
+
+    board, layer, dev = _board_device(args, artifact)
+    report = build(dev, board, args.output, lanes=dev.config.lanes, do_build=False,
+                   extra_report={"layer": layer.name})
+    print(f"wrote {board.name} sources for layer {layer.name!r} to {args.output}")
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .boards import build
+
+    artifact = Artifact.load(args.artifact)
+    board, layer, dev = _board_device(args, artifact)
+    report = build(dev, board, args.output, lanes=dev.config.lanes,
+                   extra_report={"layer": layer.name, "config": dev.config.to_json()})
+    print(f"{board.name}: layer {layer.name!r}, {dev.config.lanes} lanes, "
+          f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']} MHz)")
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_serve_sim(args) -> int:
+    import os
+
+    from .boards.core import DEVICE_TOP, device_verilog
+    from .sim.board_sim import build_bridge
+
+    artifact = Artifact.load(args.artifact)
+    board, layer, dev = _board_device(args, artifact)
+    print(f"serve-sim: building {board.name}'s device for layer {layer.name!r} "
+          f"({dev.config.lanes} lanes, {dev.divisor} cycles per UART bit) in Verilator",
+          file=sys.stderr)
+    exe = build_bridge(device_verilog(dev), DEVICE_TOP)
+    sys.stdout.flush()
+    # The simulator itself prints {"port": ...} and serves until killed.
+    os.execv(str(exe), [str(exe), "--divisor", str(dev.divisor)])
+
+
+def _load_inputs(path, layer) -> np.ndarray:
+    """int8 input vectors for ``layer`` from a .npy file (full-width inputs of a
+    compacted layer are gathered to its stored columns)."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise CLIError(f"{path}: not a readable .npy file ({e})") from None
+    if x.dtype != np.int8:
+        raise CLIError(f"{path}: inputs must be int8, not {x.dtype}")
+    if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
+        x = layer.gather(x)                  # a compacted layer: keep its stored columns
+    if x.ndim != 2 or x.shape[1] != layer.cols:
+        raise CLIError(f"{path}: inputs must have shape (n, {layer.cols}) for layer "
+                       f"{layer.name!r}, not {x.shape}")
+    return x
+
+
+def cmd_deploy(args) -> int:
+    from .host import Board, SerialTransport, program
+
+    if (args.inputs is None) != (args.output is None):
+        raise CLIError("--inputs and -o go together")
+    artifact = Artifact.load(args.artifact)
+    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+    x = _load_inputs(args.inputs, layer) if args.inputs else None
+    if args.program:
+        program(args.program)
+    with SerialTransport(args.port, args.baud) as link:
+        board = Board(link, timeout=args.timeout, progress=sys.stderr.isatty())
+        identity = board.identify()
+        print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
+              f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud")
+        loaded = board.load(layer)
+        print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of layer "
+              f"{layer.name!r}, verified by CRC-32; link efficiency "
+              f"{loaded.link_efficiency:.3f}")
+        vectors = 0
+        if x is not None:
+            y = board.run(x)
+            atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
+            vectors = len(x)
+            print(f"ran {vectors} vector(s), wrote {args.output}")
+    print(json.dumps({"identified": True, "weights_verified": loaded.verified,
+                      "link_efficiency": loaded.link_efficiency, "vectors": vectors,
+                      "retries": board.retried}))
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from .sim.golden import spmv_ref
     from .sim.runner import simulate_layer
 
     artifact = Artifact.load(args.artifact)
     layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
-    try:
-        x = np.load(args.inputs, allow_pickle=False)
-    except FileNotFoundError:
-        raise CLIError(f"{args.inputs}: no such file") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise CLIError(f"{args.inputs}: not a readable .npy file ({e})") from None
-    if x.dtype != np.int8:
-        raise CLIError(f"{args.inputs}: inputs must be int8, not {x.dtype}")
-    if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
-        x = layer.gather(x)                  # a compacted layer: keep its stored columns
-    if x.ndim != 2 or x.shape[1] != layer.cols:
-        raise CLIError(f"{args.inputs}: inputs must have shape (n, {layer.cols}) for layer "
-                       f"{layer.name!r}, not {x.shape}")
+    x = _load_inputs(args.inputs, layer)
     run = simulate_layer(layer, x, lanes=_lanes(args.lanes), simulator=args.simulator)
     y = run.y
     atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
@@ -453,7 +584,8 @@ def cmd_simulate(args) -> int:
 
 
 COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "dense": cmd_dense,
-            "generate": cmd_generate, "simulate": cmd_simulate}
+            "generate": cmd_generate, "simulate": cmd_simulate, "build": cmd_build,
+            "serve-sim": cmd_serve_sim, "deploy": cmd_deploy}
 
 
 def main(argv=None) -> int:

@@ -181,18 +181,23 @@ def load_words(layer: SparseLayer, config: EngineConfig, sched: Schedule | None 
                                             "first": first}, len(data))
 
 
-def input_words(x, config: EngineConfig) -> list:
+def input_words(x, config: EngineConfig, *, last: bool = True) -> list:
     """Input beats for vectors ``x`` (``(n, cols)`` ints): ``input_width`` elements per beat,
-    the last beat of each vector zero-padded and flagged ``last``."""
+    the last beat of each vector zero-padded and flagged ``last``.
+
+    With ``last=False`` the beats carry only the elements (the serial link's RUN
+    payload: the device marks the last beat itself).
+    """
     x = np.atleast_2d(np.asarray(x, dtype=np.int64))
     n, cols = x.shape
     per = -(-cols // config.input_width)
     padded = np.zeros((n, per * config.input_width), dtype=np.int64)
     padded[:, :cols] = x
-    last = np.zeros((n, per), dtype=np.int64)
-    last[:, -1] = 1
-    return pack_fields(config.input_fields, {"x": padded.reshape(n * per, config.input_width),
-                                             "last": last.reshape(-1)}, n * per)
+    fields = config.input_fields if last else config.input_fields[:1]
+    flags = np.zeros((n, per), dtype=np.int64)
+    flags[:, -1] = 1
+    return pack_fields(fields, {"x": padded.reshape(n * per, config.input_width),
+                                "last": flags.reshape(-1)}, n * per)
 
 
 def unpack_outputs(words, config: EngineConfig, sched: Schedule) -> np.ndarray:

@@ -25,6 +25,7 @@ from .engine import SpMVEngine
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, STATUS_FIELDS, WEIGHTS_CRC,
                        Command, Sizes, Status, identity_bytes)
+from .uart import UARTRx, UARTTx
 
 
 __all__ = ["Controller", "Device", "check_link"]
@@ -302,7 +303,6 @@ class Device(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        from .uart import UARTRx, UARTTx
         m.submodules.uart_rx = urx = UARTRx(self.divisor)
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
         m.submodules.controller = ctl = self._controller

@@ -78,13 +78,8 @@ def load_frames(layer, config, chunk_words=None, seq0=1):
 
 
 def run_frame(x, config, seq):
-    sizes = Sizes.of(config)
-    beats = input_words(x, config)
-    from darbgen.packing import unpack_fields
-    elems = unpack_fields(config.input_fields, beats)["x"]
-    from darbgen.packing import pack_fields
-    xw = pack_fields(config.input_fields[:1], {"x": elems}, len(beats))
-    return encode_frame(Command.RUN, seq, words_to_bytes(xw, sizes.x_bits))
+    words = input_words(x, config, last=False)
+    return encode_frame(Command.RUN, seq, words_to_bytes(words, Sizes.of(config).x_bits))
 
 
 def decode_y(reply, config, sched):
