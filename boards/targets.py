@@ -172,7 +172,8 @@ BOARDS: dict[str, Board] = {board.name: board for board in (
         device="iCE40UP5K-SG48",
         platform=ICEBreakerPlatform,
         target_mhz=30,                    # 12 MHz x 80 / 32; VCO 960 MHz
-        default_lanes=6,                  # ~4 BRAMs per lane of 30; 8 DSPs
+        default_lanes=4,                  # 5 BRAMs per lane (y is 2: >16 bits) + 2 for the
+                                          # link buffer; digits fc1: 26/30 RAM, 30.5 MHz
         baud=1_000_000,                   # FT2232H channel B
         open_flow=True,
         pll=ICE40PLL,

@@ -18,6 +18,7 @@ A frame is received whole into a buffer and executed only after its CRC matched:
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from ..config import EngineConfig
@@ -165,6 +166,7 @@ class Controller(wiring.Component):
             return pending & ~hold
 
         offset = Signal(_COUNTER_BITS)
+        restart, extend, repeat = Signal(), Signal(), Signal()
         word = Signal(8 * sizes.load_bytes)
         nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes) + 1))
         beat = Signal(8 * sizes.x_bytes)
@@ -224,16 +226,21 @@ class Controller(wiring.Component):
                 with m.If(read_bytes()):
                     m.d.sync += [offset.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
                 with m.If(~pending & (ptr == end)):
-                    m.next = "CHECK"
+                    m.next = "COMPARE"
+            with m.State("COMPARE"):
+                # Registered: 32-bit compares in front of the reply logic cost timing.
+                m.d.sync += [restart.eq(offset == 0), extend.eq(offset == words),
+                             repeat.eq(offset + chunk_words == words)]
+                m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(offset == 0)]
-                with m.If(offset == 0):
+                m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
+                with m.If(restart):
                     m.d.sync += words.eq(0)
                     m.d.comb += wcrc.start.eq(1)
                     m.next = "APPLY"
-                with m.Elif(offset == words):
+                with m.Elif(extend):
                     m.next = "APPLY"
-                with m.Elif(offset + chunk_words == words):
+                with m.Elif(repeat):
                     reply(Status.OK)            # the chunk just applied, again: its ack was lost
                 with m.Else():
                     reply(Status.NAK_OFFSET)
@@ -306,8 +313,14 @@ class Device(wiring.Component):
         m.submodules.uart_rx = urx = UARTRx(self.divisor)
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
         m.submodules.controller = ctl = self._controller
+        # A two-byte FIFO (registered ready and valid) cuts the combinational
+        # ready chain UART → transmitter → reply source, which limited fmax on iCE40.
+        m.submodules.tx_fifo = fifo = SyncFIFOBuffered(width=8, depth=2)
         connect(m, urx.data, ctl.rx)
-        connect(m, ctl.tx, utx.data)
+        m.d.comb += [fifo.w_data.eq(ctl.tx.payload), fifo.w_en.eq(ctl.tx.valid),
+                     ctl.tx.ready.eq(fifo.w_rdy),
+                     utx.data.payload.eq(fifo.r_data), utx.data.valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(utx.data.ready)]
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         return m
 

@@ -275,11 +275,17 @@ class SpMVEngine(wiring.Component):
         m.d.comb += [
             issue_done.eq(computing & ~any_active),
             npar.eq(cpar ^ issue_done),
-            # A vector may start in the very cycle the previous one finishes issuing: the
-            # lanes' header memories already present row 0 again.
-            start.eq((~computing | issue_done) & x_full.bit_select(npar, 1)
-                     & ~y_busy.bit_select(npar, 1) & (slots != 0)),
         ]
+        # A vector may start in the very cycle the previous one finishes issuing: the
+        # lanes' header memories already present row 0 again. Written as a choice between
+        # two precomputed parities rather than an index by `npar`: this decision gates
+        # every lane, and the index would put `issue_done` in front of two more LUTs.
+        can_start = Signal(2)
+        m.d.comb += can_start.eq(x_full & ~y_busy & Mux(slots != 0, 0b11, 0b00))
+        with m.If(computing):
+            m.d.comb += start.eq(~any_active & can_start.bit_select(~cpar, 1))
+        with m.Else():
+            m.d.comb += start.eq(can_start.bit_select(cpar, 1))
         for lane in lanes:
             m.d.comb += [lane.start.eq(start), lane.par.eq(npar)]
         set_y_busy = Signal(2)

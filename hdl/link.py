@@ -63,6 +63,7 @@ class FrameReceiver(wiring.Component):
         byte = self.data.payload
         got = Signal()
         count = Signal(range(MAX_PAYLOAD + 1))
+        left = Signal(range(MAX_PAYLOAD + 1))   # a down-counter: no subtractor on the path
         check_lo = Signal(8)
         idle = Signal(range(self._idle_cycles + 1))
         m.d.comb += [self.data.ready.eq(1), got.eq(self.data.valid),
@@ -104,7 +105,7 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += crc.valid.eq(got)
                 length = Cat(self.length[:8], byte)
                 with m.If(got):
-                    m.d.sync += [self.length[8:].eq(byte), count.eq(0)]
+                    m.d.sync += [self.length[8:].eq(byte), count.eq(0), left.eq(length)]
                     with m.If(length > MAX_PAYLOAD):
                         # Refuse at the header: never wait for a payload this long.
                         m.d.sync += [self.done.eq(1), self.length_ok.eq(0), self.crc_ok.eq(0)]
@@ -116,8 +117,8 @@ class FrameReceiver(wiring.Component):
             with frame_state("PAYLOAD"):
                 m.d.comb += [crc.valid.eq(got), self.wr_en.eq(got)]
                 with m.If(got):
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == self.length - 1):
+                    m.d.sync += [count.eq(count + 1), left.eq(left - 1)]
+                    with m.If(left == 1):
                         m.next = "CHECK_LO"
             with frame_state("CHECK_LO"):
                 with m.If(got):

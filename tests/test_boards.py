@@ -62,7 +62,7 @@ def test_unknown_board_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("name, device, mhz, lanes, open_flow, suffix", [
-    ("icebreaker", "iCE40UP5K-SG48", 30, 6, True, ".bin"),
+    ("icebreaker", "iCE40UP5K-SG48", 30, 4, True, ".bin"),
     ("ulx3s", "LFE5U-85F-6BG381C", 60, 16, True, ".bit"),
     ("arty-a7", "XC7A35TICSG324-1L", 100, 16, False, None),
 ])
@@ -305,7 +305,7 @@ def test_build_icebreaker(tmp_path):
     assert (tmp_path / "nextpnr.log").exists()
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert report["board"] == "icebreaker" and report["device"] == "iCE40UP5K-SG48"
-    assert report["lanes"] == 6 and report["target_mhz"] == 30 and report["build_id"] == "cafe"
+    assert report["lanes"] == 4 and report["target_mhz"] == 30 and report["build_id"] == "cafe"
     assert report["fmax_mhz"] >= 30 and report["generate_only"] is False
     assert report["resources"]["ICESTORM_PLL"] == {"used": 1, "available": 1}
     assert 0 < report["resources"]["ICESTORM_LC"]["used"] < 100

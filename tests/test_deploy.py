@@ -168,3 +168,18 @@ def test_cli_serve_sim_and_deploy(tmp_path, base, capsys):
     assert result["identified"] and result["weights_verified"] and result["vectors"] == 4
     assert result["link_efficiency"] >= 0.9
     assert np.array_equal(np.load(tmp_path / "y.npy"), spmv_ref(base, x))
+
+
+def test_cli_build_icebreaker_bitstream(tmp_path, base):
+    """The one real board build of the default suite: `darbgen build` of the device
+    (UART + controller + engine) for a small layer on the iCEBreaker meets 30 MHz."""
+    art = tmp_path / "base.darb"
+    Artifact([base], {"source": "test"}).save(art)
+    out = tmp_path / "ice"
+    assert main(["build", str(art), "--board", "icebreaker", "--lanes", "2",
+                 "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "top.bin").stat().st_size > 100_000
+    assert report["fmax_mhz"] >= report["target_mhz"] == 30 and report["lanes"] == 2
+    assert report["resources"]["ICESTORM_DSP"]["used"] == 2       # -dsp: one per lane
+    assert report["resources"]["ICESTORM_RAM"]["used"] <= 30
