@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Prune the digits MLP with DARB, show the artifact, then run its first layer on the
-# generated engine in Verilator over 64 digits test images, checked against the golden model.
+# generated engine in Verilator over 64 digits test images, checked against the golden model;
+# then serve a simulated iCEBreaker (UART + protocol controller + engine in Verilator) and
+# deploy the layer to it over the serial link: stream, verify, run, check exactly.
 demo: install
 	mkdir -p build
 	$(DARBGEN) prune digits-mlp --method darb --ratio 16 -o build/digits-mlp.darb
@@ -29,6 +31,13 @@ demo: install
 	$(PYTHON) -m darbgen.pruning.examples digits-inputs build/digits-x.npy 64
 	$(DARBGEN) simulate build/digits-mlp.darb --layer fc1 --lanes 8 \
 	    --inputs build/digits-x.npy -o build/digits-fc1-y.npy
+	@echo "== the same layer on a simulated iCEBreaker (its UART on a pseudo-terminal)"
+	$(DARBGEN) serve-sim --board icebreaker build/digits-mlp.darb > build/serve-sim.json & \
+	  sim=$$!; trap "kill $$sim 2>/dev/null" EXIT; \
+	  until grep -q port build/serve-sim.json; do kill -0 $$sim; sleep 0.2; done; \
+	  port=$$(sed -n 's/.*"port": "\(.*\)".*/\1/p' build/serve-sim.json); \
+	  $(DARBGEN) deploy build/digits-mlp.darb --layer fc1 --port $$port \
+	      --inputs build/digits-x.npy -o build/digits-fc1-board-y.npy
 
 # pytest exits non-zero (5) when no test ran, so an empty run fails too.
 test: install

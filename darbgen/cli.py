@@ -551,16 +551,20 @@ def cmd_deploy(args) -> int:
         print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of layer "
               f"{layer.name!r}, verified by CRC-32; link efficiency "
               f"{loaded.link_efficiency:.3f}")
-        vectors = 0
+        vectors, exact = 0, None
         if x is not None:
+            from .sim.golden import spmv_ref
+
             y = board.run(x)
             atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
             vectors = len(x)
-            print(f"ran {vectors} vector(s), wrote {args.output}")
+            exact = bool(np.array_equal(y, spmv_ref(layer, x)))
+            print(f"ran {vectors} vector(s) on the board, wrote {args.output}: "
+                  f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
     print(json.dumps({"identified": True, "weights_verified": loaded.verified,
                       "link_efficiency": loaded.link_efficiency, "vectors": vectors,
-                      "retries": board.retried}))
-    return 0
+                      "exact": exact, "retries": board.retried}))
+    return 3 if exact is False else 0
 
 
 def cmd_simulate(args) -> int:
