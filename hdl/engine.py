@@ -283,10 +283,8 @@ class SpMVEngine(wiring.Component):
         # every lane, and the index would put `issue_done` in front of two more LUTs.
         can_start = Signal(2)
         m.d.comb += can_start.eq(x_full & ~y_busy & Mux(slots != 0, 0b11, 0b00))
-        with m.If(computing):
-            m.d.comb += start.eq(~any_active & can_start.bit_select(~cpar, 1))
-        with m.Else():
-            m.d.comb += start.eq(can_start.bit_select(cpar, 1))
+        m.d.comb += start.eq(Mux(computing, ~any_active & Mux(cpar, can_start[0], can_start[1]),
+                                 Mux(cpar, can_start[1], can_start[0])))
         for lane in lanes:
             m.d.comb += [lane.start.eq(start), lane.par.eq(npar)]
         set_y_busy = Signal(2)
