@@ -152,26 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel multipliers (default %(default)s)")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
 
-    p = sub.add_parser("build", parents=[verbose],
+    # What `build` and `serve-sim` share: the device core a board runs for one layer.
+    board_core = argparse.ArgumentParser(add_help=False)
+    board_core.add_argument("artifact", metavar="ARTIFACT")
+    board_core.add_argument("--board", required=True, metavar="NAME")
+    board_core.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    board_core.add_argument("--lanes", type=int, metavar="P",
+                            help="lanes (default: the board's)")
+
+    p = sub.add_parser("build", parents=[verbose, board_core],
                        help="build a board's bitstream for one layer (open toolchain)",
                        description="Synthesize, place and route UART link + protocol "
                                    "controller + engine for one layer with the YoWASP tools; "
                                    "write the bitstream and DIR/report.json.")
-    p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--board", required=True, metavar="NAME")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
-    p.add_argument("--lanes", type=int, metavar="P", help="lanes (default: the board's)")
 
-    p = sub.add_parser("serve-sim", parents=[verbose],
+    p = sub.add_parser("serve-sim", parents=[verbose, board_core],
                        help="simulate a board in Verilator behind a pseudo-terminal",
                        description="Build the board's device (UART included) in Verilator, "
                                    "bridge its UART to a pseudo-terminal, print "
                                    '{"port": "/dev/pts/N"} and serve until killed.')
-    p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--board", required=True, metavar="NAME")
-    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
-    p.add_argument("--lanes", type=int, metavar="P", help="lanes (default: the board's)")
 
     p = sub.add_parser("deploy", parents=[verbose],
                        help="load a layer onto a board over serial, verify it, run inputs",
