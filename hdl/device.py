@@ -144,10 +144,17 @@ class Controller(wiring.Component):
             with m.Elif(sent):
                 m.d.sync += [y_shift.eq(y_shift >> 8), y_left.eq(y_left - 1)]
 
+        # The transmitter starts the cycle after a reply is decided: a registered start
+        # keeps the decision logic off the transmitter's and the FIFO's paths.
+        start_reply = Signal()
+        reply_length = Signal(16)
+        m.d.sync += start_reply.eq(0)
+        m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
+
         def reply(code, length=1, source=BODY_NONE, then="REPLY"):
             """Start the reply frame; its body streams while the FSM is in ``then``."""
-            m.d.comb += [xmt.start.eq(1), xmt.length.eq(length)]
-            m.d.sync += [status.eq(code), body.eq(source), status_sent.eq(0), index.eq(0)]
+            m.d.sync += [start_reply.eq(1), reply_length.eq(length), status.eq(code),
+                         body.eq(source), status_sent.eq(0), index.eq(0)]
             m.next = then
 
         # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
@@ -181,6 +188,21 @@ class Controller(wiring.Component):
         with m.If(rcv.done):
             m.d.sync += received.eq(1)
 
+        # The frame's fields are stable from `done` on and IDLE lasts at least one cycle
+        # after it, so DECIDE can branch on verdicts registered here: decoding the
+        # command and comparing lengths in DECIDE itself was the iCE40 critical path.
+        verdict = {name: Signal(name=f"is_{name.lower()}") for name in
+                   ("IDENTIFY", "STATUS", "LOAD_WEIGHTS", "RUN")}
+        load_short, run_length_bad, no_weights = Signal(), Signal(), Signal()
+        run_reply_length = Signal(16)
+        m.d.sync += [
+            *(flag.eq(rcv.command == Command[name]) for name, flag in verdict.items()),
+            load_short.eq((rcv.length < OFFSET_BYTES + sizes.load_bytes) | (unit != 0)),
+            run_length_bad.eq(rcv.length != c.x_depth * sizes.x_bytes),
+            no_weights.eq(engine.slots == 0),
+            run_reply_length.eq(1 + engine.slots * sizes.y_bytes),
+        ]
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(received):
@@ -193,34 +215,31 @@ class Controller(wiring.Component):
                     reply(Status.NAK_CRC)
                 with m.Else():
                     m.d.sync += frames.eq(frames + 1)
-                    with m.Switch(rcv.command):
-                        with m.Case(Command.IDENTIFY):
-                            reply(Status.OK, 1 + len(self._identity), BODY_IDENTITY)
-                        with m.Case(Command.STATUS):
-                            m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
-                                                        refused, cycles))
-                            reply(Status.OK, 1 + len(snapshot) // 8, BODY_STATUS)
-                        with m.Case(Command.LOAD_WEIGHTS):
-                            with m.If((rcv.length < OFFSET_BYTES + sizes.load_bytes) |
-                                      (unit != 0)):
-                                reply(Status.NAK_LENGTH)
-                            with m.Else():
-                                m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
-                                             nbyte.eq(0)]
-                                m.next = "OFFSET"
-                        with m.Case(Command.RUN):
-                            with m.If(rcv.length != c.x_depth * sizes.x_bytes):
-                                reply(Status.NAK_LENGTH)
-                            with m.Elif(engine.slots == 0):
-                                reply(Status.NO_WEIGHTS)
-                            with m.Else():
-                                m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(rcv.length),
-                                             nbyte.eq(0), beat_full.eq(0),
-                                             beats_left.eq(c.x_depth), y_left.eq(0)]
-                                reply(Status.OK, 1 + engine.slots * sizes.y_bytes, BODY_Y,
-                                      then="RUN")
-                        with m.Default():
-                            reply(Status.NAK_COMMAND)
+                    with m.If(verdict["IDENTIFY"]):
+                        reply(Status.OK, 1 + len(self._identity), BODY_IDENTITY)
+                    with m.Elif(verdict["STATUS"]):
+                        m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
+                                                    refused, cycles))
+                        reply(Status.OK, 1 + len(snapshot) // 8, BODY_STATUS)
+                    with m.Elif(verdict["LOAD_WEIGHTS"]):
+                        with m.If(load_short):
+                            reply(Status.NAK_LENGTH)
+                        with m.Else():
+                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
+                                         nbyte.eq(0)]
+                            m.next = "OFFSET"
+                    with m.Elif(verdict["RUN"]):
+                        with m.If(run_length_bad):
+                            reply(Status.NAK_LENGTH)
+                        with m.Elif(no_weights):
+                            reply(Status.NO_WEIGHTS)
+                        with m.Else():
+                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(rcv.length),
+                                         nbyte.eq(0), beat_full.eq(0),
+                                         beats_left.eq(c.x_depth), y_left.eq(0)]
+                            reply(Status.OK, run_reply_length, BODY_Y, then="RUN")
+                    with m.Else():
+                        reply(Status.NAK_COMMAND)
 
             with m.State("OFFSET"):
                 with m.If(read_bytes()):

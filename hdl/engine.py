@@ -201,7 +201,8 @@ class SpMVEngine(wiring.Component):
         One beat per output slot per vector, ``last`` on each vector's final beat.
     slots : Out
         Output beats per vector of the loaded layer (the most rows in one lane); 0
-        before a layer is loaded, and then no vector starts.
+        before a layer is loaded, and then no vector starts. It settles
+        ``log2(lanes) + 2`` cycles after the last load word; vectors wait for that.
 
     """
 
@@ -237,14 +238,25 @@ class SpMVEngine(wiring.Component):
                          lane.wr_header.eq(mine & word.header),
                          lane.wr_data.eq(word.data)]
         # Output beats per vector: the most rows in a lane, as a balanced tree of
-        # comparisons (a chain across 16 lanes limited ECP5 to 21 MHz). Registered: it
-        # only changes while loading, and it would otherwise sit in front of every start.
+        # comparisons with a register per level (a chain across 16 lanes limited ECP5 to
+        # 21 MHz, an unregistered tree to 60). It only changes while loading, so the tree
+        # may lag: `runnable` holds starts until it has caught up with the last load word.
         slots = self.slots
-        most = [lane.rows for lane in lanes]
-        while len(most) > 1:
-            pairs = [Mux(a > b, a, b) for a, b in zip(most[::2], most[1::2])]
-            most = pairs + most[len(pairs) * 2:]
-        m.d.sync += slots.eq(most[0])
+        level, depth = [lane.rows for lane in lanes], 0
+        while len(level) > 1:
+            pairs = []
+            for a, b in zip(level[::2], level[1::2]):
+                most = Signal.like(slots, name=f"most{depth}_{len(pairs)}")
+                m.d.sync += most.eq(Mux(a > b, a, b))
+                pairs.append(most)
+            level, depth = pairs + level[len(pairs) * 2:], depth + 1
+        settle = Signal(range(depth + 3))
+        with m.If(self.load.valid):
+            m.d.sync += settle.eq(depth + 2)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+        runnable = Signal()                 # has rows and the tree has settled
+        m.d.sync += [slots.eq(level[0]), runnable.eq((level[0] != 0) & (settle == 0))]
 
         # -- input vectors into the double-buffered x copies --------------------------------
         x_full = Signal(2)
@@ -282,7 +294,7 @@ class SpMVEngine(wiring.Component):
         # two precomputed parities rather than an index by `npar`: this decision gates
         # every lane, and the index would put `issue_done` in front of two more LUTs.
         can_start = Signal(2)
-        m.d.comb += can_start.eq(x_full & ~y_busy & Mux(slots != 0, 0b11, 0b00))
+        m.d.comb += can_start.eq(x_full & ~y_busy & Mux(runnable, 0b11, 0b00))
         m.d.comb += start.eq(Mux(computing, ~any_active & Mux(cpar, can_start[0], can_start[1]),
                                  Mux(cpar, can_start[1], can_start[0])))
         for lane in lanes:
