@@ -49,13 +49,16 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "ArtifactError", "SparseLayer", "Artifact",
+    "FORMAT_NAME", "FORMAT_VERSION", "ACTIVATIONS", "ArtifactError", "SparseLayer", "Artifact",
     "ceil_log2", "check_layout", "single_block_layout", "infer_layout", "quantize", "beat_dtype",
     "pack_beats", "atomic_write",
 ]
 
 FORMAT_NAME = "darbgen-artifact"
 FORMAT_VERSION = 1
+
+#: What may follow a layer in a network.
+ACTIVATIONS = ("none", "relu")
 
 # Widest accumulator the numpy golden model computes exactly in int64.
 MAX_ACCUMULATOR_WIDTH = 64
@@ -147,6 +150,12 @@ class SparseLayer:
         increasing. Columns empty in every row (pruned feature maps, strided positions)
         are dropped at export; the host gathers ``x[input_columns]`` (:meth:`gather`)
         before the engine sees it. ``shape`` then describes the original weight.
+    input_scale : float, optional
+        Quantization step of the layer's input activations (the float input is
+        ``x * input_scale``): set by calibration, needed to run whole networks in
+        integers (:mod:`darbgen.network`).
+    activation : {"none", "relu"}
+        What follows the layer in the network.
 
     Raises
     ------
@@ -170,6 +179,8 @@ class SparseLayer:
     bias: np.ndarray | None = None
     shape: tuple | None = None
     input_columns: np.ndarray | None = None
+    input_scale: float | None = None
+    activation: str = "none"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -217,6 +228,18 @@ class SparseLayer:
 
     def _validate_extras(self):
         name = self.name
+        if self.input_scale is not None:
+            if not isinstance(self.input_scale, (int, float, np.floating, np.integer)) or \
+                    isinstance(self.input_scale, bool):
+                raise TypeError(f"layer {name!r}: input_scale must be a number, "
+                                f"not {self.input_scale!r}")
+            if not (math.isfinite(self.input_scale) and self.input_scale > 0):
+                raise ArtifactError(f"layer {name!r}: field 'input_scale' must be finite and "
+                                    f"positive, not {self.input_scale}")
+            object.__setattr__(self, "input_scale", float(self.input_scale))
+        if self.activation not in ACTIVATIONS:
+            raise ArtifactError(f"layer {name!r}: field 'activation' must be one of "
+                                f"{', '.join(map(repr, ACTIVATIONS))}, not {self.activation!r}")
         if self.bias is not None:
             bias = np.asarray(self.bias)
             if bias.dtype.kind != "f" or bias.shape != (self.rows,):
@@ -672,7 +695,9 @@ class Artifact:
                            "shape": list(layer.shape), "method": layer.method,
                            "params": layer.params, "weight_bits": layer.weight_bits,
                            "scale_per": "row" if layer.scale.ndim else "layer",
-                           "arrays": arrays})
+                           "activation": layer.activation, "arrays": arrays})
+            if layer.input_scale is not None:
+                layers[-1]["input_scale"] = layer.input_scale
         return {"format": FORMAT_NAME, "format_version": self.format_version,
                 "provenance": self.provenance, "layers": layers}
 
@@ -763,7 +788,12 @@ class Artifact:
             if entry.get("scale_per") == "layer" and data["scale"].ndim != 0:
                 raise ArtifactError(f"{where}: field 'scale' must be a scalar for a per-layer scale")
             shape = _field(entry, "shape", list, where)
-            out.append(SparseLayer(
+            network = {}
+            if "input_scale" in entry:
+                network["input_scale"] = _field(entry, "input_scale", (int, float), where)
+            if "activation" in entry:
+                network["activation"] = _field(entry, "activation", str, where)
+            out.append(SparseLayer(**network,
                 name=name, rows=_field(entry, "rows", int, where),
                 cols=_field(entry, "cols", int, where),
                 weight_bits=_field(entry, "weight_bits", int, where),
@@ -796,7 +826,9 @@ def _field(obj: dict, key: str, kind, where: str):
     if key not in obj:
         raise ArtifactError(f"{where}: field {key!r} is missing")
     value = obj[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ArtifactError(f"{where}: field {key!r} must be {kind.__name__}, "
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise ArtifactError(f"{where}: field {key!r} must be "
+                            f"{' or '.join(k.__name__ for k in kinds)}, "
                             f"not {type(value).__name__}")
     return value

@@ -120,7 +120,10 @@ def pack_fields(fields, columns: dict, n: int) -> list:
                 for i in range(shape[2]):
                     words += _as_unsigned(col[:, i], shape[1]) << (shift + i * ew)
             else:
-                words += _as_unsigned(np.asarray(columns[name]).reshape(n), shape) << shift
+                # dtype=object: a column of packed words (a network's load data) may mix
+                # ints above and below 2**63, which numpy would turn into floats.
+                col = np.asarray(columns[name], dtype=object).reshape(n)
+                words += _as_unsigned(col, shape) << shift
         shift += shape_width(shape)
     return [int(w) for w in words]
 

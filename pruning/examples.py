@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +165,7 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     acc_pruned = accuracy(model, data.x_test, data.y_test)
     sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
     acc_quant = _quantized_accuracy(model, layers, sparse, data)
+    sparse = _calibrate(model, layers, sparse, data, INPUT_SCALES.get(name))
     provenance = {
         "source": name, "method": method.name, "parameters": method.params(),
         "weight_bits": weight_bits, "quantization": "symmetric, per-row scale",
@@ -190,6 +191,39 @@ def _quantized_accuracy(model, layers, sparse, data) -> float:
             _load_weight(layer, w)
 
 
+def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
+    """Give every layer its ``input_scale`` and ``activation`` for integer inference.
+
+    A layer's input step is the largest input it sees on the training split (with the
+    quantized weights) over 127, so no activation saturates there; the first layer's
+    is the data set's own step when it has one (digits: pixels are integers 0..16).
+    """
+    seen = [0.0] * len(layers)
+    hooks = [layer.module.register_forward_pre_hook(
+        lambda _m, args, i=i: seen.__setitem__(i, max(seen[i], float(args[0].abs().max()))))
+        for i, layer in enumerate(layers)]
+    saved = [layer.weight() for layer in layers]
+    try:
+        for layer, s in zip(layers, sparse):
+            _load_weight(layer, s.dequantized())
+        with torch.no_grad():
+            model.eval()
+            model(data.x_train)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer, w in zip(layers, saved):
+            _load_weight(layer, w)
+    children = list(model.children())
+    out = []
+    for i, (layer, s) in enumerate(zip(layers, sparse)):
+        scale = input_scale if i == 0 and input_scale else max(seen[i], 1e-8) / 127
+        at = next((j for j, c in enumerate(children) if c is layer.module), None)
+        relu = at is not None and at + 1 < len(children) and isinstance(children[at + 1], nn.ReLU)
+        out.append(replace(s, input_scale=scale, activation="relu" if relu else "none"))
+    return out
+
+
 def _load_weight(layer, w2d: np.ndarray) -> None:
     with torch.no_grad():
         start = 0
@@ -204,6 +238,9 @@ def _load_weight(layer, w2d: np.ndarray) -> None:
 EXAMPLES = {"digits-mlp": digits_mlp, "digits-cnn": digits_cnn, "fashion-mlp": fashion_mlp}
 #: ... and their data.
 EXAMPLE_DATA = {"digits-mlp": digits_data, "digits-cnn": digits_data, "fashion-mlp": fashion_data}
+#: The input step of examples whose inputs are integers already (digits pixels 0..16,
+#: scaled by 1/16 for training): their int8 inputs are the pixels themselves.
+INPUT_SCALES = {"digits-mlp": 1 / 16, "digits-cnn": 1 / 16}
 #: Their training schedules: dense epochs, then progressive steps of fine-tuning epochs.
 #: A CNN epoch costs more on the CPU, so the CNN trains shorter (about 18 s in all).
 SCHEDULES = {"digits-mlp": {"epochs": 60, "finetune_epochs": 30, "steps": 6},

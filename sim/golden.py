@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..format import SparseLayer
+from ..network import NetworkPlan, requant
 
-__all__ = ["INPUT_BITS", "check_inputs", "spmv_ref", "im2col", "conv2d_ref"]
+__all__ = ["INPUT_BITS", "check_inputs", "spmv_ref", "network_ref", "im2col", "conv2d_ref"]
 
 #: Width of a signed input-vector element (the engine's activations are int8).
 INPUT_BITS = 8
@@ -66,6 +67,27 @@ def spmv_ref(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndarray:
     width = layer.accumulator_width(input_bits)
     assert np.all(np.abs(y) < (1 << (width - 1))), "accumulator width derivation is wrong"
     return y[0] if np.ndim(x) == 1 else y
+
+
+def network_ref(net: NetworkPlan, x) -> np.ndarray:
+    """Exact integer logits of a whole network (:func:`darbgen.network.plan`).
+
+    Parameters
+    ----------
+    net : NetworkPlan
+    x : array of int, shape (cols,) or (n, cols)
+        The network's integer inputs (:meth:`NetworkPlan.quantize_input`).
+
+    Returns
+    -------
+    array of int64, shape (classes,) or (n, classes)
+        ``acc + bias`` of the last layer; every hidden layer requantized in between.
+    """
+    h = check_inputs(net.layers[0].layer, x, net.input_bits)
+    for q in net.layers:
+        v = spmv_ref(q.layer, h, net.input_bits) + q.bias
+        h = v if q.final else requant(v, q.mult, q.shift, q.lo, q.hi)
+    return h[0] if np.ndim(x) == 1 else h
 
 
 def im2col(x, kernel: tuple, padding: int = 0) -> np.ndarray:

@@ -1,0 +1,231 @@
+"""A whole network on chip: a chain of engines with a requantizer after each.
+
+:class:`Requantizer` takes one engine's output beats (one sum per lane, in the
+engine's slot order), adds each row's integer bias, requantizes with the row's
+multiplier and shift (:func:`darbgen.network.requant`, rounding half up), clamps (at 0
+after a ReLU) and scatters the results to their rows; once a vector is complete it
+streams the activations in column order into the next engine. After the last layer
+it streams the integer logits (``acc + bias``) out, one row per beat.
+
+Its table holds one entry per output position (``dest`` row, bias, multiplier,
+shift, ``valid``), in the order the engine emits them, then one entry per row that has
+no weights: those never leave an engine, so they are applied with a zero sum. The host
+writes the tables with :func:`darbgen.network.load_words`.
+
+:class:`Network` is the chain; its ``load``, ``x`` and ``y`` streams have the shape of
+an engine's (``y`` carries one logit per beat), so the same testbench drives both.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from ..network import OUTPUT_BITS, NetworkConfig
+from .engine import SpMVEngine
+from .layouts import output_layout, to_layout
+
+__all__ = ["Requantizer", "Network"]
+
+# Cycles from issuing a table position to its result being written (read, add, multiply).
+_PIPELINE_DEPTH = 3
+
+
+class Requantizer(wiring.Component):
+    """Requantize engine ``index``'s outputs into the next engine's inputs (or logits).
+
+    Parameters
+    ----------
+    config : NetworkConfig
+    index : int
+        The layer whose engine feeds this requantizer.
+
+    Members
+    -------
+    load : In(stream.Signature(requant_fields))
+        Table entries (always ready); ``first`` restarts the table.
+    y : In(stream.Signature(output_layout(engine)))
+        The engine's output beats.
+    out : Out(stream.Signature(...))
+        The next engine's input beats, or for the last layer ``{y, last}`` logits.
+    """
+
+    def __init__(self, config: NetworkConfig, index: int):
+        self._config, self._index = config, index
+        self._final = index == config.layers - 1
+        src = config.engines[index]
+        out_fields = config.output_fields if self._final else config.engines[index + 1].input_fields
+        super().__init__({
+            "load": In(stream.Signature(to_layout(config.requant_fields(index)))),
+            "y": In(stream.Signature(output_layout(src))),
+            "out": Out(stream.Signature(to_layout(out_fields))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c, i, final = self._config, self._index, self._final
+        src = c.engines[i]
+        if final:
+            per_word, words, elem = 1, c.rows[i], signed(OUTPUT_BITS)
+            lo, hi = -(1 << (OUTPUT_BITS - 1)), (1 << (OUTPUT_BITS - 1)) - 1
+        else:
+            dst = c.engines[i + 1]
+            per_word, words, elem = dst.input_width, dst.x_depth, signed(dst.input_bits)
+            hi = (1 << (dst.input_bits - 1)) - 1
+            lo = 0 if c.relu[i] else -hi - 1
+        positions = c.positions(i)
+        entry_l = to_layout(c.requant_fields(i))
+        m.submodules.table = table = memory.Memory(shape=entry_l, depth=positions, init=[])
+        m.submodules.act = act = memory.Memory(shape=elem, depth=per_word * words, init=[])
+        table_wr, table_rd = table.write_port(), table.read_port()
+        act_wr, act_rd = act.write_port(), act.read_port()
+
+        # -- the table: written in order from the load stream --------------------------
+        loaded = Signal(range(positions + 1))          # entries written since `first`
+        at = Mux(self.load.payload.first, 0, loaded)
+        m.d.comb += [self.load.ready.eq(1), table_wr.addr.eq(at),
+                     table_wr.data.eq(self.load.payload), table_wr.en.eq(self.load.valid)]
+        with m.If(self.load.valid):
+            m.d.sync += loaded.eq(at + 1)
+
+        # -- apply: one table position per cycle, a 3-stage pipeline --------------------
+        beat = Signal.like(self.y.payload)
+        lane = Signal(range(src.lanes))
+        k = Signal(range(positions + 1))
+        issue = Signal()
+        acc = Signal(signed(src.acc_width))
+        m.d.comb += table_rd.addr.eq(k)
+        s1_valid, s1_acc = Signal(), Signal(signed(src.acc_width))
+        m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
+        entry = table_rd.data
+        v_bits = max(src.acc_width, len(entry.bias)) + 1
+        s2_ok, s2_v = Signal(), Signal(signed(v_bits))
+        s2_mult, s2_shift, s2_dest = Signal.like(entry.mult), Signal.like(entry.shift), Signal.like(entry.dest)
+        m.d.sync += [s2_ok.eq(s1_valid & entry.valid), s2_v.eq(s1_acc + entry.bias),
+                     s2_mult.eq(entry.mult), s2_shift.eq(entry.shift), s2_dest.eq(entry.dest)]
+        s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
+        s3_p = Signal(signed(v_bits + (0 if final else len(entry.mult) + 1)))
+        m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
+                     s3_p.eq(s2_v if final else s2_v * s2_mult)]
+        if final:
+            scaled = s3_p
+        else:
+            # The rounding of darbgen.network.requant: add half an LSB, shift (floor).
+            half = (Const(1, 1) << s3_shift)[1:]
+            scaled = (s3_p + half) >> s3_shift
+        result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
+        m.d.comb += [act_wr.en.eq(s3_ok), act_wr.addr.eq(s3_dest), act_wr.data.eq(result)]
+
+        # -- emit: the activations in column order, `per_word` per beat ----------------
+        e = Signal(range(per_word * words + 1))
+        slot = Signal(range(max(per_word, 2)))             # never zero-width
+        w = Signal(range(words + 1))
+        pending, pending_slot = Signal(), Signal.like(slot)
+        word = Signal(elem.width * per_word)
+        m.d.sync += pending.eq(0)
+        with m.If(pending):
+            m.d.sync += word.word_select(pending_slot, elem.width).eq(act_rd.data)
+        m.d.comb += act_rd.addr.eq(e)
+        last_word = w == words - 1
+        if final:
+            m.d.comb += [self.out.payload.y.eq(word), self.out.payload.last.eq(last_word)]
+        else:
+            m.d.comb += [self.out.payload.x.as_value().eq(word),
+                         self.out.payload.last.eq(last_word)]
+
+        flush = Signal(range(_PIPELINE_DEPTH + 1))
+        with m.FSM():
+            with m.State("FILL"):
+                m.d.comb += self.y.ready.eq(1)
+                with m.If(self.y.valid):
+                    m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
+                    m.next = "APPLY"
+            with m.State("APPLY"):
+                m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
+                m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
+                with m.If(lane == src.lanes - 1):
+                    with m.If(beat.last):
+                        m.next = "TAIL"
+                    with m.Else():
+                        m.next = "FILL"
+            with m.State("TAIL"):
+                # Rows without weights: their sum is 0.
+                m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
+                with m.If(k < loaded):
+                    m.d.sync += k.eq(k + 1)
+                with m.Else():
+                    m.d.sync += flush.eq(_PIPELINE_DEPTH)
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.sync += flush.eq(flush - 1)
+                with m.If(flush == 1):
+                    m.d.sync += [e.eq(0), slot.eq(0), w.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.sync += [pending.eq(1), pending_slot.eq(slot), e.eq(e + 1)]
+                with m.If(slot == per_word - 1):
+                    m.d.sync += slot.eq(0)
+                    m.next = "SEND"
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
+            with m.State("SEND"):
+                m.d.comb += self.out.valid.eq(~pending)
+                with m.If(self.out.valid & self.out.ready):
+                    m.d.sync += w.eq(w + 1)
+                    with m.If(last_word):
+                        m.d.sync += k.eq(0)
+                        m.next = "FILL"
+                    with m.Else():
+                        m.next = "READ"
+        return m
+
+
+class Network(wiring.Component):
+    """The chain: engine → requantizer → engine → … → requantizer (logits).
+
+    Parameters
+    ----------
+    config : NetworkConfig
+
+    Members
+    -------
+    load : In(stream.Signature(load_fields))
+        Words of :func:`darbgen.network.load_words` (always ready): ``target`` picks the
+        engine (``0..n-1``) or requantizer (``n..2n-1``) that takes ``data``.
+    x : In(stream.Signature(input_layout(engine 0)))
+    y : Out(stream.Signature(output_fields))
+        One integer logit per beat, rows in order, ``last`` on each vector's final row.
+    """
+
+    def __init__(self, config: NetworkConfig):
+        self._config = config
+        super().__init__({
+            "load": In(stream.Signature(to_layout(config.load_fields))),
+            "x": In(stream.Signature(to_layout(config.input_fields))),
+            "y": Out(stream.Signature(to_layout(config.output_fields))),
+        })
+
+    @property
+    def config(self) -> NetworkConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        engines = [SpMVEngine(e) for e in c.engines]
+        requants = [Requantizer(c, i) for i in range(c.layers)]
+        for i, (e, r) in enumerate(zip(engines, requants)):
+            m.submodules[f"engine{i}"] = e
+            m.submodules[f"requant{i}"] = r
+            connect(m, e.y, r.y)
+        connect(m, wiring.flipped(self.x), engines[0].x)
+        for r, e in zip(requants, engines[1:]):
+            connect(m, r.out, e.x)
+        connect(m, requants[-1].out, wiring.flipped(self.y))
+
+        word = self.load.payload
+        m.d.comb += self.load.ready.eq(1)
+        for t, target in enumerate(engines + requants):
+            port = target.load
+            m.d.comb += [port.valid.eq(self.load.valid & (word.target == t)),
+                         port.payload.eq(word.data[:len(port.payload.as_value())])]
+        return m
