@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 
 # Prune the digits MLP with DARB, show the artifact, then run its first layer on the
 # generated engine in Verilator over 64 digits test images, checked against the golden model;
+# run the whole network (a chain of engines with requantizers) on the full test split and
+# print dense, integer and hardware accuracy;
 # then serve a simulated iCEBreaker (UART + protocol controller + engine in Verilator) and
 # deploy the layer to it over the serial link: stream, verify, run, check exactly.
 demo: install
@@ -31,6 +33,8 @@ demo: install
 	$(PYTHON) -m darbgen.pruning.examples digits-inputs build/digits-x.npy 64
 	$(DARBGEN) simulate build/digits-mlp.darb --layer fc1 --lanes 8 \
 	    --inputs build/digits-x.npy -o build/digits-fc1-y.npy
+	@echo "== the whole network (3 engines + requantizers) in Verilator on the test split"
+	$(DARBGEN) eval build/digits-mlp.darb --dataset digits --on verilator
 	@echo "== the same layer on a simulated iCEBreaker (its UART on a pseudo-terminal)"
 	$(DARBGEN) serve-sim --board icebreaker build/digits-mlp.darb > build/serve-sim.json & \
 	  sim=$$!; trap "kill $$sim 2>/dev/null" EXIT; \

@@ -192,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S",
                    help="seconds of silence before a request is retried (default %(default)s)")
 
+    p = sub.add_parser("eval", parents=[verbose],
+                       help="accuracy of a whole network: float, integer model, hardware",
+                       description="Run the artifact's whole network in integers (the golden "
+                                   "model) on a data set's test split and, with --on verilator, "
+                                   "on the generated chain of engines; print "
+                                   '{"accuracy_dense", "accuracy_int", "accuracy_hw", '
+                                   '"hw_matches_int", "pruning_ratio", "samples"}.')
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="digits")
+    p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
+                   help="where the hardware result comes from (default %(default)s: none)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
+    p.add_argument("--lanes", type=int, default=4, metavar="P",
+                   help="lanes per engine with --on verilator (default %(default)s)")
+
     p = sub.add_parser("dense", parents=[verbose],
                        help="write a layer's masked, quantized integer matrix")
     p.add_argument("artifact", metavar="ARTIFACT")
@@ -587,7 +602,48 @@ def cmd_simulate(args) -> int:
     return 0 if exact else 3
 
 
-COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "dense": cmd_dense,
+def cmd_eval(args) -> int:
+    from .datasets import test_split
+    from .network import plan
+    from .sim.golden import network_ref
+
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be a positive integer, not {args.limit}")
+    artifact = Artifact.load(args.artifact)
+    net = plan(artifact)
+    training = artifact.provenance.get("training", {})
+    x, labels = test_split(args.dataset, int(training.get("split_seed", 0)))
+    if x.shape[1] != net.cols:
+        raise CLIError(f"dataset {args.dataset!r} has {x.shape[1]} inputs, the network "
+                       f"takes {net.cols}")
+    x, labels = x[:args.limit], labels[:args.limit]
+    xq = net.quantize_input(x)
+    golden = network_ref(net, xq)
+    hw = None
+    if args.on == "verilator":
+        from .sim.runner import simulate_network
+        run = simulate_network(net, xq, lanes=_lanes(args.lanes))
+        hw = run.logits
+        print(f"{len(x)} samples through the chain of {len(net.layers)} engines in "
+              f"{run.cycles} cycles ({run.cycles / len(x):.0f} per inference, pipelined)")
+    elif args.on != "golden":
+        raise CLIError("whole-network runs on a serial port are not implemented yet: "
+                       "use --on golden or --on verilator")
+    accuracy = artifact.provenance.get("accuracy", {})
+    result = {
+        "accuracy_dense": accuracy.get("dense"),
+        "accuracy_int": float((golden.argmax(1) == labels).mean()),
+        "accuracy_hw": None if hw is None else float((hw.argmax(1) == labels).mean()),
+        "hw_matches_int": None if hw is None else bool(np.array_equal(hw, golden)),
+        "pruning_ratio": sum(l.rows * l.cols for l in artifact.layers)
+        / sum(l.nnz for l in artifact.layers),
+        "samples": len(x),
+    }
+    print(json.dumps(result))
+    return 3 if result["hw_matches_int"] is False else 0
+
+
+COMMANDS = {"prune": cmd_prune, "eval": cmd_eval, "inspect": cmd_inspect, "dense": cmd_dense,
             "generate": cmd_generate, "simulate": cmd_simulate, "build": cmd_build,
             "serve-sim": cmd_serve_sim, "deploy": cmd_deploy}
 

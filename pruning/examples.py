@@ -19,26 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..datasets import DIGITS_TEST_FRACTION
+from ..datasets import digits_split as _digits_split
 from ..format import Artifact
 from .methods import PruningMethod, export_layer, prunable_layers
 from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
            "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example"]
-
-#: Fraction of the digits held out for testing, and the split's seed (kept in the
-#: artifact's provenance so later stages evaluate on the same split).
-DIGITS_TEST_FRACTION = 0.2
-
-
-def _digits_split(seed: int):
-    """scikit-learn's digits (pixels 0..16), stratified 80/20: xtr, xte, ytr, yte."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    return train_test_split(digits.data, digits.target, test_size=DIGITS_TEST_FRACTION,
-                            random_state=seed, stratify=digits.target)
 
 
 def digits_data(seed: int = 0) -> Dataset:
