@@ -1,4 +1,4 @@
-"""The core a board runs for one layer: its engine config and its :class:`Device`.
+"""The core a board runs for one layer or a whole network: its config and its :class:`Device`.
 
 ``darbgen build``, ``serve-sim`` and ``deploy`` all derive the engine from the same
 three things, the layer, the board and the lane count, through
@@ -11,6 +11,7 @@ from __future__ import annotations
 from amaranth.back import verilog
 
 from ..format import SparseLayer
+from ..network import NetworkPlan
 from ..hdl.device import Device
 from ..host.driver import expected_config
 from .targets import Board
@@ -35,14 +36,15 @@ def input_width(board: Board, input_bits: int = 8) -> int:
     return width
 
 
-def engine_config(board: Board, layer: SparseLayer, lanes: int | None = None):
-    """The engine ``board`` runs ``layer`` on (``lanes`` defaults to the board's)."""
-    return expected_config(layer, lanes or board.default_lanes, input_width(board))
+def engine_config(board: Board, target: SparseLayer | NetworkPlan, lanes: int | None = None):
+    """The core ``board`` runs ``target`` on: one engine for a layer, a chain of engines
+    for a whole network (``lanes`` per engine, default the board's)."""
+    return expected_config(target, lanes or board.default_lanes, input_width(board))
 
 
-def device(board: Board, layer: SparseLayer, lanes: int | None = None) -> Device:
-    """UART + protocol controller + engine for ``layer`` at the board's clock and baud."""
-    return Device(engine_config(board, layer, lanes), clock_hz=board.clock_hz, baud=board.baud)
+def device(board: Board, target: SparseLayer | NetworkPlan, lanes: int | None = None) -> Device:
+    """UART + protocol controller + core for ``target`` at the board's clock and baud."""
+    return Device(engine_config(board, target, lanes), clock_hz=board.clock_hz, baud=board.baud)
 
 
 def device_verilog(dev: Device) -> str:

@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     board_core.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
     board_core.add_argument("--lanes", type=int, metavar="P",
                             help="lanes (default: the board's)")
+    board_core.add_argument("--network", action="store_true",
+                            help="the whole network: a chain of engines with requantizers")
 
     p = sub.add_parser("build", parents=[verbose, board_core],
                        help="build a board's bitstream for one layer (open toolchain)",
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=1_000_000, metavar="N",
                    help="line rate the gateware was built for (default %(default)s)")
     p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--network", action="store_true",
+                   help="deploy the whole network (the board must be built with --network)")
     p.add_argument("--inputs", metavar="X.npy", help="int8 input vectors, n × cols")
     p.add_argument("-o", "--output", metavar="Y.npy", help="where to write the outputs")
     p.add_argument("--program", metavar="BITSTREAM",
@@ -477,23 +481,35 @@ def _lanes(n: int) -> int:
     return n
 
 
+def _target(args, artifact):
+    """What the options select: a whole network (``--network``) or one layer; and its name."""
+    if getattr(args, "network", False):
+        if args.layer:
+            raise CLIError("--network runs every layer: drop --layer")
+        from .network import plan
+        return plan(artifact), "network"
+    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+    return layer, layer.name
+
+
 def _board_device(args, artifact):
-    """The board, the layer and the device core the board options describe."""
+    """The board, the target (layer or network), its name and the device core the board
+    options describe."""
     from .boards import core, get_board
 
     board = get_board(args.board)
-    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+    target, name = _target(args, artifact)
     lanes = _lanes(args.lanes) if getattr(args, "lanes", None) is not None else None
-    return board, layer, core.device(board, layer, lanes)
+    return board, name, core.device(board, target, lanes)
 
 
 def _generate_board(args, artifact) -> int:
     from .boards import build
 
-    board, layer, dev = _board_device(args, artifact)
+    board, name, dev = _board_device(args, artifact)
     report = build(dev, board, args.output, lanes=dev.config.lanes, do_build=False,
-                   extra_report={"layer": layer.name})
-    print(f"wrote {board.name} sources for layer {layer.name!r} to {args.output}")
+                   extra_report={"layer": name})
+    print(f"wrote {board.name} sources for {name!r} to {args.output}")
     print(json.dumps(report))
     return 0
 
@@ -502,10 +518,10 @@ def cmd_build(args) -> int:
     from .boards import build
 
     artifact = Artifact.load(args.artifact)
-    board, layer, dev = _board_device(args, artifact)
+    board, name, dev = _board_device(args, artifact)
     report = build(dev, board, args.output, lanes=dev.config.lanes,
-                   extra_report={"layer": layer.name, "config": dev.config.to_json()})
-    print(f"{board.name}: layer {layer.name!r}, {dev.config.lanes} lanes, "
+                   extra_report={"layer": name, "config": dev.config.to_json()})
+    print(f"{board.name}: {name!r}, {dev.config.lanes} lanes, "
           f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']} MHz)")
     print(json.dumps(report))
     return 0
@@ -518,8 +534,8 @@ def cmd_serve_sim(args) -> int:
     from .sim.board_sim import build_bridge
 
     artifact = Artifact.load(args.artifact)
-    board, layer, dev = _board_device(args, artifact)
-    print(f"serve-sim: building {board.name}'s device for layer {layer.name!r} "
+    board, name, dev = _board_device(args, artifact)
+    print(f"serve-sim: building {board.name}'s device for {name!r} "
           f"({dev.config.lanes} lanes, {dev.divisor} cycles per UART bit) in Verilator",
           file=sys.stderr)
     exe = build_bridge(device_verilog(dev), DEVICE_TOP)
@@ -553,8 +569,9 @@ def cmd_deploy(args) -> int:
     if (args.inputs is None) != (args.output is None):
         raise CLIError("--inputs and -o go together")
     artifact = Artifact.load(args.artifact)
-    layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
-    x = _load_inputs(args.inputs, layer) if args.inputs else None
+    target, name = _target(args, artifact)
+    x = _load_inputs(args.inputs, artifact.layers[0] if args.network else target) \
+        if args.inputs else None
     if args.program:
         program(args.program)
     with SerialTransport(args.port, args.baud) as link:
@@ -562,18 +579,18 @@ def cmd_deploy(args) -> int:
         identity = board.identify()
         print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
               f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud")
-        loaded = board.load(layer)
-        print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of layer "
-              f"{layer.name!r}, verified by CRC-32; link efficiency "
-              f"{loaded.link_efficiency:.3f}")
+        loaded = board.load(target)
+        print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of {name!r}, "
+              f"verified by CRC-32; link efficiency {loaded.link_efficiency:.3f}")
         vectors, exact = 0, None
         if x is not None:
-            from .sim.golden import spmv_ref
+            from .sim.golden import network_ref, spmv_ref
 
             y = board.run(x)
             atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
             vectors = len(x)
-            exact = bool(np.array_equal(y, spmv_ref(layer, x)))
+            golden = network_ref(target, x) if args.network else spmv_ref(target, x)
+            exact = bool(np.array_equal(y, golden))
             print(f"ran {vectors} vector(s) on the board, wrote {args.output}: "
                   f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
     print(json.dumps({"identified": True, "weights_verified": loaded.verified,

@@ -131,6 +131,11 @@ class EngineConfig:
         return -(-self.max_cols // self.input_width)
 
     @property
+    def output_beats(self) -> int:
+        """Most output beats per vector (one per slot)."""
+        return self.lane_rows
+
+    @property
     def single_block(self) -> bool:
         """Every row is one block (the CSR layout): the column is the offset itself."""
         return len(self.shifts) == 1 and (1 << self.shifts[0]) >= self.max_cols

@@ -211,6 +211,25 @@ class NetworkConfig:
     def layers(self) -> int:
         return len(self.engines)
 
+    @property
+    def lanes(self) -> int:
+        """Multipliers of the widest engine."""
+        return max(e.lanes for e in self.engines)
+
+    @property
+    def max_cols(self) -> int:
+        """Width of the network's input vector (engine 0's)."""
+        return self.engines[0].max_cols
+
+    @property
+    def x_depth(self) -> int:
+        return self.engines[0].x_depth
+
+    @property
+    def output_beats(self) -> int:
+        """Output beats per vector: one logit per row of the last layer."""
+        return self.rows[-1]
+
     def positions(self, i: int) -> int:
         """Table entries of requantizer ``i``: every output position, plus every row."""
         e = self.engines[i]
@@ -229,10 +248,13 @@ class NetworkConfig:
 
     @property
     def load_fields(self) -> list:
-        """One load word: a target's own word in ``data``."""
+        """One load word: a target's own word in ``data``. ``first`` marks a load's first
+        word, like an engine's; the chain needs no more, because each target's own
+        first word (set by :func:`load_words`) restarts it."""
         widths = [layout_width(e.load_fields) for e in self.engines]
         widths += [layout_width(self.requant_fields(i)) for i in range(self.layers)]
-        return [("data", ("u", max(widths))), ("target", ("u", max(1, ceil_log2(self.targets))))]
+        return [("data", ("u", max(widths))), ("target", ("u", max(1, ceil_log2(self.targets)))),
+                ("first", ("u", 1))]
 
     @property
     def input_fields(self) -> list:
@@ -244,9 +266,11 @@ class NetworkConfig:
         return [("y", ("s", OUTPUT_BITS)), ("last", ("u", 1))]
 
     @classmethod
-    def for_plan(cls, net: NetworkPlan, lanes: int = 4) -> "NetworkConfig":
+    def for_plan(cls, net: NetworkPlan, lanes: int = 4, *,
+                 input_width: int | None = None) -> "NetworkConfig":
         """The smallest chain that runs ``net`` at ``lanes`` lanes per engine."""
-        engines = tuple(EngineConfig.for_layers([q.layer], lanes) for q in net.layers)
+        engines = tuple(EngineConfig.for_layers([q.layer], lanes, input_width=input_width)
+                        for q in net.layers)
         return cls(engines, tuple(q.layer.rows for q in net.layers),
                    tuple(q.lo == 0 for q in net.layers))
 
@@ -297,4 +321,6 @@ def load_words(net: NetworkPlan, config: NetworkConfig) -> list:
         entries = pack_fields(config.requant_fields(i), table, len(table["dest"]))
         words += engine_words + entries
         targets += [i] * len(engine_words) + [n + i] * len(entries)
-    return pack_fields(config.load_fields, {"data": words, "target": targets}, len(words))
+    first = [1] + [0] * (len(words) - 1)
+    return pack_fields(config.load_fields, {"data": words, "target": targets, "first": first},
+                       len(words))

@@ -22,7 +22,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from ..config import EngineConfig
+from ..network import NetworkConfig
 from .engine import SpMVEngine
+from .network import Network
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, STATUS_FIELDS, WEIGHTS_CRC,
                        Command, Sizes, Status, identity_bytes)
@@ -34,11 +36,11 @@ __all__ = ["Controller", "Device", "check_link"]
 _COUNTER_BITS = 32
 
 
-def check_link(config: EngineConfig) -> None:
+def check_link(config: EngineConfig | NetworkConfig) -> None:
     """Raise ``ValueError`` unless RUN's request and reply fit in one frame."""
     sizes = Sizes.of(config)
     x_len = config.x_depth * sizes.x_bytes
-    y_len = 1 + config.lane_rows * sizes.y_bytes
+    y_len = 1 + config.output_beats * sizes.y_bytes
     if x_len > MAX_PAYLOAD or y_len > MAX_PAYLOAD:
         raise ValueError(f"a RUN frame needs {max(x_len, y_len)} payload bytes (input "
                          f"{x_len}, output {y_len}); the link carries at most {MAX_PAYLOAD}: "
@@ -50,7 +52,8 @@ class Controller(wiring.Component):
 
     Parameters
     ----------
-    config : EngineConfig
+    config : EngineConfig or NetworkConfig
+        The core: one engine, or a whole network's chain of engines.
     clock_hz, baud : int
         Reported by IDENTIFY (and part of the build ID).
     idle_cycles : int
@@ -64,7 +67,8 @@ class Controller(wiring.Component):
         Bytes to the host.
     """
 
-    def __init__(self, config: EngineConfig, *, clock_hz: int, baud: int, idle_cycles: int):
+    def __init__(self, config: EngineConfig | NetworkConfig, *, clock_hz: int, baud: int,
+                 idle_cycles: int):
         check_link(config)
         self._config = config
         self._identity = identity_bytes(config, clock_hz, baud)
@@ -75,7 +79,9 @@ class Controller(wiring.Component):
         m = Module()
         c = self._config
         sizes = Sizes.of(c)
-        m.submodules.engine = engine = SpMVEngine(c)
+        # The core: one engine, or a whole network's chain of engines (same streams).
+        core = SpMVEngine(c) if isinstance(c, EngineConfig) else Network(c)
+        m.submodules.engine = engine = core
         m.submodules.receiver = rcv = FrameReceiver(self._idle_cycles)
         m.submodules.transmitter = xmt = FrameTransmitter()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
@@ -311,12 +317,12 @@ class Device(wiring.Component):
 
     Parameters
     ----------
-    config : EngineConfig
+    config : EngineConfig or NetworkConfig
     clock_hz, baud : int
         The UART runs at ``round(clock_hz / baud)`` cycles per bit.
     """
 
-    def __init__(self, config: EngineConfig, *, clock_hz: int, baud: int):
+    def __init__(self, config: EngineConfig | NetworkConfig, *, clock_hz: int, baud: int):
         self._config = config
         self.divisor = round(clock_hz / baud)
         self._controller = Controller(config, clock_hz=clock_hz, baud=baud,
@@ -324,7 +330,7 @@ class Device(wiring.Component):
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     @property
-    def config(self) -> EngineConfig:
+    def config(self) -> EngineConfig | NetworkConfig:
         return self._config
 
     def elaborate(self, platform):

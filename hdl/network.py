@@ -16,7 +16,7 @@ writes the tables with :func:`darbgen.network.load_words`.
 an engine's (``y`` carries one logit per beat), so the same testbench drives both.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -194,6 +194,9 @@ class Network(wiring.Component):
     x : In(stream.Signature(input_layout(engine 0)))
     y : Out(stream.Signature(output_fields))
         One integer logit per beat, rows in order, ``last`` on each vector's final row.
+    slots : Out
+        Output beats per vector (the last layer's rows) once every engine holds
+        weights, else 0 (like :attr:`SpMVEngine.slots`).
     """
 
     def __init__(self, config: NetworkConfig):
@@ -202,6 +205,7 @@ class Network(wiring.Component):
             "load": In(stream.Signature(to_layout(config.load_fields))),
             "x": In(stream.Signature(to_layout(config.input_fields))),
             "y": Out(stream.Signature(to_layout(config.output_fields))),
+            "slots": Out(range(config.rows[-1] + 1)),
         })
 
     @property
@@ -221,6 +225,9 @@ class Network(wiring.Component):
         for r, e in zip(requants, engines[1:]):
             connect(m, r.out, e.x)
         connect(m, requants[-1].out, wiring.flipped(self.y))
+
+        loaded = Cat(*(e.slots != 0 for e in engines)).all()
+        m.d.sync += self.slots.eq(Mux(loaded, c.rows[-1], 0))
 
         word = self.load.payload
         m.d.comb += self.load.ready.eq(1)

@@ -22,9 +22,11 @@ Every command is idempotent, so a retry after a lost reply is always safe:
 * ``RUN`` carries one input vector and returns its output beats: it leaves no state
   behind, so a repeat recomputes the same result instead of needing a replay buffer.
 
-Payload layouts are the :data:`IDENTIFY_FIELDS` and :data:`STATUS_FIELDS` byte lists
-here and the stream layouts of :class:`~darbgen.config.EngineConfig` (load words, input
-beats, output beats), each sent little-endian in whole bytes (:func:`word_bytes`).
+Payload layouts are the :data:`IDENTIFY_FIELDS`, :data:`ENGINE_FIELDS` and
+:data:`STATUS_FIELDS` byte lists here and the stream layouts of the device's core, an
+:class:`~darbgen.config.EngineConfig` or a :class:`~darbgen.network.NetworkConfig`
+(load words, input beats, output beats), each sent little-endian in whole bytes
+(:func:`word_bytes`).
 
 Bump ``PROTOCOL_VERSION`` on any change here.
 """
@@ -38,14 +40,15 @@ from dataclasses import dataclass
 from amaranth.lib import crc, enum
 
 from ..config import ConfigError, EngineConfig, layout_width
+from ..network import NetworkConfig
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
            "IDLE_BYTES", "CRC", "WEIGHTS_CRC", "Command", "Status", "crc16", "weights_crc",
            "word_bytes", "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS",
-           "STATUS_FIELDS", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
+           "ENGINE_FIELDS", "STATUS_FIELDS", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
            "parse_identity", "parse_status"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 SOF = 0xA5
 #: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
@@ -130,7 +133,7 @@ class Sizes:
     y_bits: int
 
     @classmethod
-    def of(cls, config: EngineConfig) -> "Sizes":
+    def of(cls, config: EngineConfig | NetworkConfig) -> "Sizes":
         # RUN sends only the elements: the device marks a vector's last beat itself.
         return cls(layout_width(config.load_fields),
                    layout_width(config.input_fields[:1]),
@@ -158,10 +161,14 @@ class Sizes:
 
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 
-#: IDENTIFY reply fields, in order, with their byte counts (little-endian). The config
-#: fields follow EngineConfig's own order; ``shifts`` travels as a bit mask.
-IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4)] + \
-    [(name, 4) for name in _CONFIG_FIELDS]
+#: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``layers`` is
+#: 0 for a device running one engine, else the length of its chain of engines
+#: (:class:`~darbgen.network.NetworkConfig`); :data:`ENGINE_FIELDS` follow once per engine.
+IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("layers", 1)]
+
+#: One engine of an IDENTIFY reply: the EngineConfig fields in their own order (``shifts``
+#: as a bit mask), then the layer's output rows and ReLU flag (0 for a lone engine).
+ENGINE_FIELDS = [(name, 4) for name in _CONFIG_FIELDS] + [("rows", 4), ("relu", 1)]
 
 #: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
 STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
@@ -176,36 +183,38 @@ class Identity:
     build_id: bytes
     clock_hz: int
     baud: int
-    config: EngineConfig
+    config: EngineConfig | NetworkConfig
 
     @property
     def expected_build_id(self) -> bytes:
         return build_id(self.config, self.clock_hz, self.baud, self.version)
 
 
-def build_id(config: EngineConfig, clock_hz: int, baud: int,
+def build_id(config: EngineConfig | NetworkConfig, clock_hz: int, baud: int,
              version: int = PROTOCOL_VERSION) -> bytes:
-    """8-byte hash of the engine config, the link settings and the protocol version."""
+    """8-byte hash of the core's config, the link settings and the protocol version."""
     text = f"darbgen/{version}/{config.digest()}/{int(clock_hz)}/{int(baud)}"
     return hashlib.blake2s(text.encode(), digest_size=8).digest()
 
 
-def _config_values(config: EngineConfig) -> dict:
-    values = {name: getattr(config, name) for name in _CONFIG_FIELDS}
-    values["shifts"] = sum(1 << s for s in config.shifts)
-    return values
+def _pack(fields, values: dict) -> bytes:
+    return b"".join(bytes(values[name]) if name == "build_id" else
+                    int(values[name]).to_bytes(n, "little") for name, n in fields)
 
 
-def identity_bytes(config: EngineConfig, clock_hz: int, baud: int) -> bytes:
+def identity_bytes(config: EngineConfig | NetworkConfig, clock_hz: int, baud: int) -> bytes:
     """The IDENTIFY reply payload after the status byte (a ROM in the gateware)."""
-    values = {"version": PROTOCOL_VERSION, "clock_hz": clock_hz, "baud": baud,
-              **_config_values(config)}
-    out = b""
-    for name, n in IDENTIFY_FIELDS:
-        if name == "build_id":
-            out += build_id(config, clock_hz, baud)
-        else:
-            out += int(values[name]).to_bytes(n, "little")
+    network = isinstance(config, NetworkConfig)
+    engines = config.engines if network else (config,)
+    out = _pack(IDENTIFY_FIELDS, {"version": PROTOCOL_VERSION, "clock_hz": clock_hz,
+                                  "baud": baud, "layers": len(engines) if network else 0,
+                                  "build_id": build_id(config, clock_hz, baud)})
+    for i, e in enumerate(engines):
+        values = {name: getattr(e, name) for name in _CONFIG_FIELDS}
+        values["shifts"] = sum(1 << s for s in e.shifts)
+        values["rows"] = config.rows[i] if network else 0
+        values["relu"] = config.relu[i] if network else 0
+        out += _pack(ENGINE_FIELDS, values)
     return out
 
 
@@ -226,16 +235,33 @@ def parse_identity(payload: bytes) -> Identity:
     Raises
     ------
     ValueError
-        The payload has the wrong size or describes no valid engine.
+        The payload has the wrong size or describes no valid engine or chain.
     """
-    raw = _split(payload, IDENTIFY_FIELDS, "IDENTIFY")
+    head = sum(n for _, n in IDENTIFY_FIELDS)
+    record = sum(n for _, n in ENGINE_FIELDS)
+    layers = payload[head - 1] if len(payload) >= head else 0
+    raw = _split(payload[:head], IDENTIFY_FIELDS, "IDENTIFY")
+    if len(payload) != head + max(layers, 1) * record:
+        raise ValueError(f"IDENTIFY reply has {len(payload)} bytes, expected "
+                         f"{head + max(layers, 1) * record}")
     num = {k: int.from_bytes(v, "little") for k, v in raw.items()}
-    cfg = {name: num[name] for name in _CONFIG_FIELDS}
-    cfg["shifts"] = [s for s in range(32) if num["shifts"] >> s & 1]
+    engines, rows, relu = [], [], []
+    for i in range(max(layers, 1)):
+        at = head + i * record
+        rec = {k: int.from_bytes(v, "little") for k, v in
+               _split(payload[at:at + record], ENGINE_FIELDS, "IDENTIFY engine").items()}
+        cfg = {name: rec[name] for name in _CONFIG_FIELDS}
+        cfg["shifts"] = [s for s in range(32) if rec["shifts"] >> s & 1]
+        try:
+            engines.append(EngineConfig.from_json(cfg))
+        except ConfigError as e:
+            raise ValueError(f"IDENTIFY reply describes no valid engine: {e}") from None
+        rows.append(rec["rows"])
+        relu.append(bool(rec["relu"]))
     try:
-        config = EngineConfig.from_json(cfg)
+        config = NetworkConfig(engines, rows, relu) if layers else engines[0]
     except ConfigError as e:
-        raise ValueError(f"IDENTIFY reply describes no valid engine: {e}") from None
+        raise ValueError(f"IDENTIFY reply describes no valid chain: {e}") from None
     return Identity(num["version"], raw["build_id"], num["clock_hz"], num["baud"], config)
 
 

@@ -4,8 +4,9 @@
 :class:`~darbgen.host.transport.Transport`. Each request is sent with a new
 sequence number and retried with the same one after a NAK or a silence of
 ``timeout`` seconds; every command is idempotent on the device, so a retry is
-always safe. Everything that travels is derived from the device's
-:class:`~darbgen.config.EngineConfig`: load words, input and output beats.
+always safe. Everything that travels is derived from the device's core config, an
+:class:`~darbgen.config.EngineConfig` or a whole network's
+:class:`~darbgen.network.NetworkConfig`: load words, input and output beats.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from ..format import SparseLayer
 from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
                             Sizes, Status, bytes_to_words, parse_identity, parse_status,
                             weights_crc, words_to_bytes)
-from ..packing import input_words, load_words, schedule, unpack_outputs
+from ..network import NetworkConfig, NetworkPlan
+from ..network import load_words as network_load_words
+from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .framing import FrameParser, encode_frame
 from .transport import LinkError, Transport
 
@@ -46,9 +49,13 @@ class WeightsMismatch(LinkError):
     """The weights on the board differ from the artifact's after loading."""
 
 
-def expected_config(layer: SparseLayer, lanes: int, input_width: int) -> EngineConfig:
-    """The engine ``darbgen build`` makes for ``layer`` at a board's lanes and input width."""
-    return EngineConfig.for_layers([layer], lanes, input_width=input_width)
+def expected_config(target: SparseLayer | NetworkPlan, lanes: int,
+                    input_width: int) -> EngineConfig | NetworkConfig:
+    """The core ``darbgen build`` makes for a layer (one engine) or a whole network (a
+    chain of engines) at a board's lanes and input width."""
+    if isinstance(target, NetworkPlan):
+        return NetworkConfig.for_plan(target, lanes, input_width=input_width)
+    return EngineConfig.for_layers([target], lanes, input_width=input_width)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class Board:
         self.retried = 0                    # requests sent again (NAK or timeout)
         self._parser = FrameParser()
         self._seq = random.Random().randrange(256)  # a fresh session never repeats the last seq
-        self._layer = self._schedule = None
+        self._target = self._schedule = None
 
     # -- requests --------------------------------------------------------------------
 
@@ -158,45 +165,59 @@ class Board:
         return parse_status(self.request(Command.STATUS))
 
     @property
-    def config(self) -> EngineConfig:
+    def config(self) -> EngineConfig | NetworkConfig:
         if self.identity is None:
             self.identify()
         return self.identity.config
 
-    def check(self, layer: SparseLayer) -> None:
-        """Raise :class:`BuildMismatch` unless the board's engine can run ``layer``.
+    def check(self, target: SparseLayer | NetworkPlan) -> None:
+        """Raise :class:`BuildMismatch` unless the board's core can run ``target``, a
+        layer (one engine) or a whole network (a chain of engines).
 
         A board built for one layer also runs any layer that fits its engine (block
         sizes, keep count, widths and lane memories); the message names the field
         that does not fit.
         """
         config = self.config
+        network = isinstance(target, NetworkPlan)
         try:
-            config.check_layer(layer, schedule(layer, config.lanes))
+            if network != isinstance(config, NetworkConfig):
+                raise ConfigError(
+                    f"the board runs {'a single engine' if network else 'a whole network'}; "
+                    f"this is {'a whole network' if network else 'one layer'}")
+            if network:
+                config.check_plan(target)
+            else:
+                config.check_layer(target, schedule(target, config.lanes))
         except ConfigError as e:
             raise BuildMismatch(f"build ID mismatch: board build {self.identity.build_id.hex()} "
-                                f"cannot run this layer: {e}; rebuild with `darbgen build`") \
-                from None
+                                f"cannot run this {'network' if network else 'layer'}: {e}; "
+                                "rebuild with `darbgen build`") from None
 
-    def load(self, layer: SparseLayer) -> LoadReport:
-        """Stream ``layer``'s weights to the board, then verify them.
+    def load(self, target: SparseLayer | NetworkPlan) -> LoadReport:
+        """Stream the weights of ``target`` (a layer, or a whole network with its
+        requantizer tables) to the board, then verify them.
 
         Raises
         ------
         BuildMismatch
-            The board was not built for ``layer``.
+            The board was not built for ``target``.
         WeightsMismatch
             The board's word count or CRC-32 differs from the artifact's.
         """
-        self.check(layer)
+        self.check(target)
         config = self.config
         sizes = Sizes.of(config)
-        sched = schedule(layer, config.lanes)
-        words = load_words(layer, config, sched)
+        if isinstance(target, NetworkPlan):
+            name, sched = "network", None
+            words = network_load_words(target, config)
+        else:
+            name, sched = target.name, schedule(target, config.lanes)
+            words = load_words(target, config, sched)
         data = words_to_bytes(words, sizes.load_bits)
         step = sizes.chunk_words
         before = self.status()["cycles"]
-        bar = _progress(len(data), self.progress, f"weights {layer.name}")
+        bar = _progress(len(data), self.progress, f"weights {name}")
         for at in range(0, len(words), step):
             chunk = words_to_bytes(words[at:at + step], sizes.load_bits)
             self.request(Command.LOAD_WEIGHTS, at.to_bytes(OFFSET_BYTES, "little") + chunk)
@@ -209,31 +230,36 @@ class Board:
         if not verified:
             raise WeightsMismatch(
                 f"the board holds {after['words']} words with CRC-32 "
-                f"{after['weights_crc']:08x}; layer {layer.name!r} has {len(words)} words "
+                f"{after['weights_crc']:08x}; {name} has {len(words)} words "
                 f"with CRC-32 {weights_crc(data):08x}")
-        self._layer, self._schedule = layer, sched
+        self._target, self._schedule = target, sched
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
     def run(self, x) -> np.ndarray:
-        """Run input vectors ``x`` (``(n, cols)`` or ``(cols,)`` integers) on the loaded
-        layer; return ``(n, rows)`` int64 exact sums."""
-        if self._layer is None:
-            raise LinkError("load a layer before running vectors")
+        """Run input vectors ``x`` (``(n, cols)`` or ``(cols,)`` integers) on what was
+        loaded; return ``(n, rows)`` int64: a layer's exact sums, or a network's logits."""
+        if self._target is None:
+            raise LinkError("load a layer or a network before running vectors")
         config, sizes = self.config, Sizes.of(self.config)
+        network = isinstance(self._target, NetworkPlan)
+        cols = self._target.cols
         x = np.atleast_2d(np.asarray(x))
-        if x.ndim != 2 or x.shape[1] != self._layer.cols:
-            raise ValueError(f"inputs must have {self._layer.cols} columns for layer "
-                             f"{self._layer.name!r}, not shape {x.shape}")
-        # The device takes whole vectors of the engine's width: pad with zeros.
+        if x.ndim != 2 or x.shape[1] != cols:
+            what = "the network" if network else f"layer {self._target.name!r}"
+            raise ValueError(f"inputs must have {cols} columns for {what}, not shape {x.shape}")
+        # The device takes whole vectors of the core's width: pad with zeros.
         padded = np.zeros((len(x), config.max_cols), dtype=np.int64)
         padded[:, :x.shape[1]] = x
+        first = config.engines[0] if network else config
         out = []
         for vector in padded:
-            payload = words_to_bytes(input_words(vector, config, last=False), sizes.x_bits)
+            payload = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)
             assert len(payload) <= MAX_PAYLOAD
-            reply = self.request(Command.RUN, payload)
-            out.append(unpack_outputs(bytes_to_words(reply, sizes.y_bits), config,
-                                      self._schedule)[0])
+            beats = bytes_to_words(self.request(Command.RUN, payload), sizes.y_bits)
+            if network:
+                out.append(unpack_fields(config.output_fields, beats)["y"])
+            else:
+                out.append(unpack_outputs(beats, config, self._schedule)[0])
         return np.stack(out)
 
 

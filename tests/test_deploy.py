@@ -183,3 +183,37 @@ def test_cli_build_icebreaker_bitstream(tmp_path, base):
     assert report["fmax_mhz"] >= report["target_mhz"] == 30 and report["lanes"] == 2
     assert report["resources"]["ICESTORM_DSP"]["used"] == 2       # -dsp: one per lane
     assert report["resources"]["ICESTORM_RAM"]["used"] <= 30
+
+
+# -- a whole network on one simulated board -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def network_served():
+    from test_network import random_network
+
+    from darbgen.network import plan
+    net = plan(random_network(np.random.default_rng(SEED), dims=(32, 24, 16, 10)))
+    dev = device(BOARD, net, 2)
+    with BoardSim(device_verilog(dev), DEVICE_TOP, dev.divisor) as sim:
+        yield sim, net
+
+
+def test_whole_network_round_trip(network_served):
+    """serve-sim of a network device + the host driver: identify the chain, stream the
+    engines' weights and the requantizer tables, verify, run: logits equal the integer
+    model's; a single layer is refused by that board, naming why."""
+    from darbgen.network import NetworkConfig
+    from darbgen.sim.golden import network_ref
+
+    sim, net = network_served
+    board = connect(sim)
+    identity = board.identify()
+    assert isinstance(identity.config, NetworkConfig) and identity.config.rows == (24, 16, 10)
+    report = board.load(net)
+    assert report.verified
+    x = np.random.default_rng(SEED + 5).integers(-128, 128, size=(4, net.cols))
+    np.testing.assert_array_equal(board.run(x), network_ref(net, x))
+    with pytest.raises(BuildMismatch, match=r"cannot run this layer: the board runs a whole "
+                                            r"network; this is one layer"):
+        board.load(net.layers[0].layer)
+    board.transport.close()
