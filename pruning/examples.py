@@ -26,7 +26,8 @@ from .methods import PruningMethod, export_layer, prunable_layers
 from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
-           "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example"]
+           "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
+           "prune_trained"]
 
 
 def digits_data(seed: int = 0) -> Dataset:
@@ -145,15 +146,11 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     data = example_data(name, seed)
     model = EXAMPLES[name](seed=seed)
     acc_dense = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=progress)
-    layers = list(prunable_layers(model))
-    log = progressive_prune(
-        layers, method, steps,
-        lambda step: train(model, data, epochs=finetune_epochs, seed=seed + 1 + step,
-                           lr=5e-4, desc=f"prune {step + 1}/{steps}", progress=progress))
-    acc_pruned = accuracy(model, data.x_test, data.y_test)
-    sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
-    acc_quant = _quantized_accuracy(model, layers, sparse, data)
-    sparse = _calibrate(model, layers, sparse, data, INPUT_SCALES.get(name))
+    pruned = prune_trained(model, data, method, weight_bits=weight_bits, seed=seed,
+                           finetune_epochs=finetune_epochs, steps=steps, progress=progress,
+                           input_scale=INPUT_SCALES.get(name))
+    sparse, acc_pruned, acc_quant, log = (pruned[k] for k in ("layers", "accuracy_pruned",
+                                                              "accuracy_quantized", "log"))
     provenance = {
         "source": name, "method": method.name, "parameters": method.params(),
         "weight_bits": weight_bits, "quantization": "symmetric, per-row scale",
@@ -165,6 +162,30 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     }
     return ExampleResult(Artifact(sparse, provenance), model, acc_dense, acc_pruned, acc_quant,
                          log, time.monotonic() - start)
+
+
+def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, seed: int = 0,
+                  finetune_epochs: int, steps: int, progress: bool = False,
+                  input_scale: float | None = None) -> dict:
+    """Prune a trained ``model`` with ``method`` progressively (``steps`` rounds of masked
+    fine-tuning, seeds ``seed + 1 + step``), quantize, export and calibrate.
+
+    Returns
+    -------
+    dict
+        ``layers`` (the calibrated SparseLayers), ``accuracy_pruned`` (float),
+        ``accuracy_quantized`` (int weights) and ``log`` (the schedule).
+    """
+    layers = list(prunable_layers(model))
+    log = progressive_prune(
+        layers, method, steps,
+        lambda step: train(model, data, epochs=finetune_epochs, seed=seed + 1 + step,
+                           lr=5e-4, desc=f"prune {step + 1}/{steps}", progress=progress))
+    acc_pruned = accuracy(model, data.x_test, data.y_test)
+    sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
+    acc_quant = _quantized_accuracy(model, layers, sparse, data)
+    return {"layers": _calibrate(model, layers, sparse, data, input_scale),
+            "accuracy_pruned": acc_pruned, "accuracy_quantized": acc_quant, "log": log}
 
 
 def _quantized_accuracy(model, layers, sparse, data) -> float:
