@@ -88,7 +88,7 @@ class Requantizer(wiring.Component):
         with m.If(self.load.valid):
             m.d.sync += loaded.eq(at + 1)
 
-        # -- apply: one table position per cycle, a 3-stage pipeline --------------------
+        # -- apply: one table position per cycle, pipelined ------------------------------
         beat = Signal.like(self.y.payload)
         lane = Signal(range(src.lanes))
         k = Signal(range(positions + 1))
@@ -235,10 +235,13 @@ class Network(wiring.Component):
         loaded = Cat(*(e.slots != 0 for e in engines)).all()
         m.d.sync += self.slots.eq(Mux(loaded, c.rows[-1], 0))
 
-        word = self.load.payload
+        # Load words are registered before they fan out to every engine's lanes: the
+        # route from the controller's buffer across the chip limited ECP5 to 54.9 MHz.
         m.d.comb += self.load.ready.eq(1)
+        valid, word = Signal(), Signal.like(self.load.payload)
+        m.d.sync += [valid.eq(self.load.valid), word.eq(self.load.payload)]
         for t, target in enumerate(engines + requants):
             port = target.load
-            m.d.comb += [port.valid.eq(self.load.valid & (word.target == t)),
+            m.d.comb += [port.valid.eq(valid & (word.target == t)),
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
         return m
