@@ -10,8 +10,9 @@ The model feeds one-hot characters (not an embedding) to a one-layer LSTM and a
 Linear head, so the gate matrix over ``[x_t; h_{t-1}]`` is exactly the matrix the
 engine runs, with ``x_t`` a one-hot int8 vector (:mod:`darbgen.sim.lstm_golden`).
 
-Pruning applies DARB to the stacked gate matrix ``[W_ih | W_hh]`` (the artifact's
-layer ``"lstm.l0"``) progressively, with masked fine-tuning after each step. The head
+Pruning (:func:`prune_lstm`: DARB or any other method of
+:mod:`darbgen.pruning.methods`) acts on the stacked gate matrix ``[W_ih | W_hh]`` (the
+artifact's layer ``"lstm.l0"``) progressively, with masked fine-tuning after each step. The head
 (``vocab × hidden``, a tenth of the gate weights at hidden 128) stays dense: it is
 exported with block size 1, so the engine runs it too and the perplexity change
 measures the gate pruning alone.
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from ..format import Artifact, SparseLayer
 from ..sim.lstm_golden import stream_split
-from .methods import PruningMethod, export_layer, prunable_layers
+from .methods import PrunableLayer, PruningMethod, export_layer, prunable_layers
 
 __all__ = ["VALID_FRACTION", "MIN_COUNT", "UNKNOWN", "GATE_LAYER", "HEAD_LAYER", "Corpus",
            "load_corpus", "CharLSTM", "train_lm", "perplexity", "gate_layer",
@@ -167,14 +168,36 @@ class CharLSTM(nn.Module):
 def train_lm(model: CharLSTM, ids, *, steps: int, batch: int = 32, seq_len: int = 64,
              lr: float = 3e-3, lr_end: float | None = None, clip: float = 1.0, seed: int = 0,
              desc: str = "train", progress: bool = False) -> float:
-    """Train with truncated backpropagation through time; return the last 50 steps'
-    mean loss (nats per character).
+    """Train with truncated backpropagation through time.
 
     The text is cut into ``batch`` contiguous streams read ``seq_len`` characters at a
     time, the state carried (detached) from one window to the next. Each pass over the
     streams starts at a random offset below ``seq_len`` from a zero state. Adam with
     a cosine learning rate from ``lr`` to ``lr_end`` (default ``lr / 10``), gradient
     norm clipped at ``clip``. Pruned layers keep their masks.
+
+    Parameters
+    ----------
+    model : CharLSTM
+    ids : array of int
+        The training text as symbol ids.
+    steps : int
+        Optimizer steps (windows of ``batch × seq_len`` characters).
+    batch, seq_len : int
+        Streams and window length.
+    lr, lr_end : float
+        Learning rate at the start and the end of the cosine schedule.
+    clip : float
+        Gradient-norm clip.
+    seed : int
+        Seeds the window offsets.
+    desc, progress :
+        tqdm label, and whether to show the bar.
+
+    Returns
+    -------
+    float
+        Mean training loss of the last 50 steps (nats per character).
 
     Raises
     ------
@@ -213,7 +236,21 @@ def train_lm(model: CharLSTM, ids, *, steps: int, batch: int = 32, seq_len: int 
 
 def perplexity(model: CharLSTM, ids, *, n_streams: int = 64) -> float:
     """Perplexity over a text cut by :func:`darbgen.sim.lstm_golden.stream_split` (each
-    stream from a zero state), the same protocol as the integer model's."""
+    stream from a zero state), the same protocol as the integer model's.
+
+    Parameters
+    ----------
+    model : CharLSTM
+    ids : array of int
+        The text as symbol ids.
+    n_streams : int
+        Streams the text is cut into (evaluated as one batch).
+
+    Returns
+    -------
+    float
+        ``exp`` of the mean cross-entropy per predicted character.
+    """
     xs, ys = stream_split(ids, n_streams)
     model.eval()
     with torch.no_grad():
@@ -223,7 +260,7 @@ def perplexity(model: CharLSTM, ids, *, n_streams: int = 64) -> float:
     return float(torch.exp(nll))
 
 
-def gate_layer(model: CharLSTM):
+def gate_layer(model: CharLSTM) -> PrunableLayer:
     """The model's gate matrix as a :class:`~darbgen.pruning.methods.PrunableLayer`
     (``"lstm.l0"``: ``4·hidden × (vocab + hidden)``, biases summed)."""
     return next(layer for layer in prunable_layers(model) if layer.name == GATE_LAYER)
@@ -238,6 +275,21 @@ def prune_lstm(model: CharLSTM, train_ids, valid_ids, method: PruningMethod, *,
     trains ``finetune_steps`` (seed ``seed + 1 + s``) and measures the validation
     perplexity. The head is not pruned.
 
+    Parameters
+    ----------
+    model : CharLSTM
+        Trained; pruned in place.
+    train_ids, valid_ids : array of int
+        Training and validation texts.
+    method : PruningMethod
+        The target (e.g. ``DARB(ratio=8)``); ``steps`` stages of ``method.schedule``.
+    steps, finetune_steps : int
+        Stages, and fine-tuning steps after each.
+    seed : int
+    lr : float
+        Fine-tuning learning rate (cosine to a tenth, per stage).
+    progress : bool
+
     Returns
     -------
     list of dict
@@ -250,7 +302,8 @@ def prune_lstm(model: CharLSTM, train_ids, valid_ids, method: PruningMethod, *,
         mask = layer.prune(m)
         loss = train_lm(model, train_ids, steps=finetune_steps, lr=lr, seed=seed + 1 + step,
                         desc=f"prune {step + 1}/{steps}", progress=progress)
-        log.append({"step": step, "params": m.params(), "pruning_ratio": mask.size / mask.sum(),
+        ratio = float(mask.size / mask.sum())
+        log.append({"step": step, "params": m.params(), "pruning_ratio": ratio,
                     "loss": loss, "perplexity": perplexity(model, valid_ids)})
     return log
 

@@ -132,14 +132,18 @@ def round_shift(a, s) -> np.ndarray:
     return (a + half) >> s
 
 
+def _lut_index(z) -> np.ndarray:
+    return np.clip(np.asarray(z, dtype=np.int64), Z_MIN, Z_MAX) - Z_MIN
+
+
 def sigmoid_q(z) -> np.ndarray:
     """``SIGMOID_LUT`` at the clamped Q3.7 pre-activation ``z`` (Q1.14 result, int64)."""
-    return SIGMOID_LUT[np.clip(np.asarray(z, dtype=np.int64), Z_MIN, Z_MAX) - Z_MIN].astype(np.int64)
+    return SIGMOID_LUT[_lut_index(z)].astype(np.int64)
 
 
 def tanh_q(z) -> np.ndarray:
     """``TANH_LUT`` at the clamped Q3.7 pre-activation ``z`` (Q1.14 result, int64)."""
-    return TANH_LUT[np.clip(np.asarray(z, dtype=np.int64), Z_MIN, Z_MAX) - Z_MIN].astype(np.int64)
+    return TANH_LUT[_lut_index(z)].astype(np.int64)
 
 
 def lstm_shape(gate: SparseLayer) -> tuple[int, int]:
@@ -266,8 +270,8 @@ class IntLSTMParams:
             if arrays[name].shape != shape:
                 raise ValueError(f"{name} must have shape {shape} like bias, not "
                                  f"{arrays[name].shape}")
-        checks = (("bias", BIAS_MIN, BIAS_MAX), ("mult", 1 << (MULT_BITS - 1), (1 << MULT_BITS) - 1),
-                  ("shift", 1, 62))
+        checks = (("bias", BIAS_MIN, BIAS_MAX),
+                  ("mult", 1 << (MULT_BITS - 1), (1 << MULT_BITS) - 1), ("shift", 1, 62))
         for name, lo, hi in checks:
             a = arrays[name]
             if a.min() < lo or a.max() > hi:
@@ -294,7 +298,8 @@ def _check_state(name: str, a, n: int | None, width: int, lo: int, hi: int) -> n
         want = f"({width},) or (n, {width})" if n is None else f"({n}, {width})"
         raise ValueError(f"{name} must have shape {want}, not {np.shape(a)}")
     if a.size and (a.min() < lo or a.max() > hi):
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {int(a.min())}..{int(a.max())}")
+        raise ValueError(f"{name} must be between {lo} and {hi}, "
+                         f"not {int(a.min())}..{int(a.max())}")
     return a
 
 
@@ -645,7 +650,20 @@ class _ExactProduct:
 def float_perplexity(gate: SparseLayer, head: SparseLayer, ids, *, n_streams: int = 64) -> float:
     """Perplexity of the float64 model with the layers' dequantized int8 weights (the
     same split as :func:`int_perplexity`): isolates weight quantization from the
-    integer datapath."""
+    integer datapath.
+
+    Parameters
+    ----------
+    gate, head : SparseLayer
+        ``4H × (V + H)`` and ``V × H``.
+    ids : array of int
+        The text as symbol ids ``< V``.
+    n_streams : int
+
+    Returns
+    -------
+    float
+    """
     inputs, hidden = _check_pair(gate, head)
     xs, ys = stream_split(ids, n_streams)
     w, b = gate.dequantized(), _float_bias(gate)

@@ -13,6 +13,7 @@ from darbgen.format import SparseLayer
 from darbgen.pruning.masks import darb_mask
 from darbgen.sim import lstm_golden as lg
 from darbgen.sim.golden import spmv_ref
+from darbgen.sim.runner import simulate_layer, simulator_available
 
 # The engine of tests/test_engine_verilator.py: same Verilog, so the same cached build.
 SHARED = EngineConfig(lanes=4, shifts=tuple(range(8)), max_keep=32, max_row_nnz=128,
@@ -207,7 +208,8 @@ def test_bad_shapes_are_rejected(rng):
         lg.IntLSTMParams(params.bias[:6], params.mult[:6], params.shift[:6], 10)
     with pytest.raises(ValueError, match=r"^c_frac must be an integer between 7 and 14, not 15$"):
         lg.IntLSTMParams(params.bias, params.mult, params.shift, 15)
-    with pytest.raises(ValueError, match=r"^derive_params needs a calibration or an explicit c_frac$"):
+    with pytest.raises(ValueError,
+                       match=r"^derive_params needs a calibration or an explicit c_frac$"):
         lg.derive_params(layer)
     odd = SparseLayer.from_float("odd", np.ones((6, 9)), np.ones((6, 9), bool), np.ones(6, int),
                                  np.ones(6, int))
@@ -236,7 +238,8 @@ def test_corpus_is_deterministic():
     assert a.train.size + a.valid.size == len(a.decode(np.concatenate([a.train, a.valid])))
     assert abs(a.valid.size / (a.train.size + a.valid.size) - 0.1) < 1e-4
     assert a.encode("a\u2603").tolist() == [a.vocab.index("a"), 0]
-    with pytest.raises(ValueError, match=r"^validation fraction must be between 0 and 1, not 1\.5$"):
+    with pytest.raises(ValueError,
+                       match=r"^validation fraction must be between 0 and 1, not 1\.5$"):
         load_corpus(valid_fraction=1.5)
 
 
@@ -249,13 +252,19 @@ def tiny():
     from darbgen.pruning.lstm import CharLSTM, export_lstm, load_corpus, prune_lstm, train_lm
     from darbgen.pruning.methods import DARB
 
+    # One intra-op thread: a second one that waits for a busy core (other jobs share
+    # the machine) stalls each of the LSTM's many small ops.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    corpus = load_corpus()
-    model = CharLSTM(corpus.vocab_size, 16, seed=0)
-    train_lm(model, corpus.train, steps=80, batch=16, seq_len=32, lr=1e-2, seed=0)
-    method = DARB(ratio=4)
-    log = prune_lstm(model, corpus.train, corpus.valid[:3000], method, steps=1,
-                     finetune_steps=20, seed=0)
+    try:
+        corpus = load_corpus()
+        model = CharLSTM(corpus.vocab_size, 16, seed=0)
+        train_lm(model, corpus.train, steps=80, batch=16, seq_len=32, lr=1e-2, seed=0)
+        method = DARB(ratio=4)
+        log = prune_lstm(model, corpus.train, corpus.valid[:3000], method, steps=1,
+                         finetune_steps=20, seed=0)
+    finally:
+        torch.set_num_threads(threads)
     artifact = export_lstm(model, method)
     gate, head = artifact.layers
     params = lg.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8, steps=100))
@@ -277,19 +286,31 @@ def test_artifact_of_the_pruned_model(tiny, tmp_path):
     tiny["artifact"].save(path)
     loaded = Artifact.load(path)
     assert np.array_equal(loaded.layer("lstm.l0").to_dense(), gate.to_dense())
-    # The integer model tracks the float model with the same int8 weights.
+    # The integer model tracks the float64 model with the same int8 weights: over 187
+    # steps of 16 streams the states stay within 0.03 (h) and 0.06 (c) (measured 0.007
+    # and 0.015: the trained recurrence does not amplify the per-step errors), and the
+    # perplexities agree within 1% (measured 0.002%).
     ids = tiny["corpus"].valid[:3000]
+    params, (inputs, hidden) = tiny["params"], lg.lstm_shape(gate)
+    xs, _ = lg.stream_split(ids, 16)
+    h_i = c_i = np.zeros((16, hidden), np.int64)
+    h_f = c_f = np.zeros((16, hidden))
+    for t in range(xs.shape[1]):
+        x = lg.one_hot_inputs(xs[:, t], inputs)
+        c_i, h_i = lg.int_lstm_step(gate, params, x, h_i, c_i)
+        c_f, h_f = lg.float_lstm_step(gate, x / 127, h_f, c_f)
+        assert np.abs(h_i / 127 - h_f).max() <= 0.03, t
+        assert np.abs(c_i / 2.0 ** params.c_frac - c_f).max() <= 0.06, t
     ppl_q = lg.float_perplexity(gate, head, ids, n_streams=16)
-    ppl_i = lg.int_perplexity(gate, head, tiny["params"], ids, n_streams=16, check_every=1)
+    ppl_i = lg.int_perplexity(gate, head, params, ids, n_streams=16, check_every=1)
     ppl_f = perplexity(tiny["model"], ids, n_streams=16)
-    assert abs(ppl_i / ppl_q - 1) < 0.02 and abs(ppl_q / ppl_f - 1) < 0.05, (ppl_f, ppl_q, ppl_i)
+    assert abs(ppl_i / ppl_q - 1) < 0.01 and abs(ppl_q / ppl_f - 1) < 0.01, (ppl_f, ppl_q, ppl_i)
 
 
 # -- the gate matrix on the engine ----------------------------------------------------
 
-verilator = pytest.mark.skipif(
-    not __import__("darbgen.sim.runner", fromlist=["x"]).simulator_available("verilator"),
-    reason="verilator is not installed")
+verilator = pytest.mark.skipif(not simulator_available("verilator"),
+                               reason="verilator is not installed")
 
 
 @verilator
@@ -297,12 +318,10 @@ def test_lstm_steps_on_the_engine(tiny):
     """Closed loop: each step's [x_t; h_{t-1}] runs through the Verilator engine, its
     gate accumulators equal spmv_ref, and the integer step continued from the engine's
     accumulators equals the golden step; the next input uses the engine-derived h."""
-    from darbgen.sim.runner import simulate_layer
-
     gate, head, params = tiny["gate"], tiny["head"], tiny["params"]
     inputs, hidden = lg.lstm_shape(gate)
     text = tiny["corpus"].valid[:400]
-    streams = np.stack([text[0:5], text[100:105], text[200:205], text[300:305]])
+    streams = np.stack([text[0:3], text[100:103], text[200:203], text[300:303]])
     h = c = np.zeros((4, hidden), np.int64)
     for t in range(streams.shape[1]):
         x = lg.one_hot_inputs(streams[:, t], inputs)
@@ -323,7 +342,6 @@ def test_corrupted_gate_weight_is_caught(tiny):
     """One weight changed in the engine's load stream (in a column the input drives)
     makes the accumulators differ from spmv_ref, by exactly that weight's effect."""
     from darbgen.packing import load_words
-    from darbgen.sim.runner import simulate_layer
 
     gate = tiny["gate"]
     inputs, hidden = lg.lstm_shape(gate)
