@@ -66,7 +66,8 @@ __all__ = [
     "X_ONE", "Z_FRAC", "Z_MIN", "Z_MAX", "A_FRAC", "C_MIN", "C_MAX", "MULT_BITS",
     "SIGMOID_LUT", "TANH_LUT", "round_shift", "sigmoid_q", "tanh_q", "one_hot_inputs",
     "lstm_shape", "Calibration", "IntLSTMParams", "calibrate", "derive_params",
-    "gate_accumulators", "step_from_accumulators", "int_lstm_step", "float_lstm_step",
+    "gate_accumulators", "step_from_accumulators", "int_lstm_step", "int_lstm_sequence",
+    "float_lstm_step",
     "stream_split", "int_head_logits", "int_perplexity", "float_perplexity",
 ]
 
@@ -396,6 +397,47 @@ def int_lstm_step(gate: SparseLayer, params: IntLSTMParams, x, h_prev, c_prev):
         raise ValueError(f"params are for hidden = {params.hidden}, the gate layer has "
                          f"{lstm_shape(gate)[1]}")
     return step_from_accumulators(params, gate_accumulators(gate, x, h_prev), c_prev)
+
+
+def int_lstm_sequence(gate: SparseLayer, params: IntLSTMParams, x, reset):
+    """The integer step over a sequence, one vector per step, with the state carried
+    from step to step and restarted at ``h = c = 0`` where ``reset`` is set: what the
+    step on chip (:class:`darbgen.hdl.lstm.LSTMStep`) computes.
+
+    Parameters
+    ----------
+    gate : SparseLayer
+    params : IntLSTMParams
+    x : array of int, shape (steps, inputs)
+    reset : array of bool, shape (steps,)
+        ``reset[0]`` must be set.
+
+    Returns
+    -------
+    h, c : arrays of int64, shape (steps, hidden)
+        The state after every step.
+
+    Raises
+    ------
+    ValueError
+        Shapes do not match, or the first step does not reset.
+    """
+    _, hidden = lstm_shape(gate)
+    x = np.atleast_2d(np.asarray(x))
+    reset = np.asarray(reset, dtype=bool)
+    if reset.shape != (x.shape[0],):
+        raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
+    if x.shape[0] and not reset[0]:
+        raise ValueError("the first step must reset the state")
+    hs = np.zeros((x.shape[0], hidden), np.int64)
+    cs = np.zeros_like(hs)
+    h = c = np.zeros((1, hidden), np.int64)
+    for t in range(x.shape[0]):
+        if reset[t]:
+            h = c = np.zeros((1, hidden), np.int64)
+        c, h = int_lstm_step(gate, params, x[t:t + 1], h, c)
+        hs[t], cs[t] = h[0], c[0]
+    return hs, cs
 
 
 def float_lstm_step(gate: SparseLayer, x, h, c) -> tuple[np.ndarray, np.ndarray]:

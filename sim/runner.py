@@ -22,13 +22,18 @@ from .. import toolenv
 from ..config import EngineConfig
 from ..format import SparseLayer
 from ..hdl.generate import TOP_NAME, engine_verilog
+from ..lstm import LSTMConfig
+from ..lstm import input_words as lstm_input_words
+from ..lstm import load_words as lstm_load_words
+from ..lstm import unpack_outputs as lstm_unpack_outputs
 from ..network import NetworkConfig, NetworkPlan
 from ..network import load_words as network_load_words
 from ..packing import Schedule, input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .golden import INPUT_BITS, check_inputs
 
-__all__ = ["SIMULATORS", "SimulationError", "SimRun", "NetworkRun", "simulator_available",
-           "build", "build_verilog", "simulate_layer", "simulate_network"]
+__all__ = ["SIMULATORS", "SimulationError", "SimRun", "NetworkRun", "LSTMRun",
+           "simulator_available", "build", "build_verilog", "simulate_layer", "simulate_network",
+           "simulate_lstm"]
 
 SIMULATORS = ("verilator", "icarus")
 _HERE = Path(__file__).parent
@@ -207,3 +212,65 @@ def simulate_network(net: NetworkPlan, x, config: NetworkConfig | None = None, *
         raise SimulationError("output 'last' flags do not mark the end of each vector")
     return NetworkRun(fields["y"].reshape(len(x), net.classes), result["cycles"], config,
                       simulator)
+
+
+@dataclass
+class LSTMRun:
+    """Result of an LSTM step simulation: the state after every step, and cycles."""
+
+    h: np.ndarray          # (steps, hidden) int64
+    c: np.ndarray          # (steps, hidden) int64
+    cycles: int            # first x beat accepted to last output beat, inclusive
+    config: LSTMConfig
+    simulator: str
+
+
+def simulate_lstm(gate: SparseLayer, params, x, reset, config: LSTMConfig | None = None, *,
+                  lanes: int = 4, simulator: str = "verilator", idle: float = 0.0,
+                  backpressure: float = 0.0, seed: int = 0,
+                  load: list | None = None) -> LSTMRun:
+    """Run a sequence of LSTM steps on the generated step (:class:`darbgen.hdl.lstm.LSTMStep`).
+
+    Parameters
+    ----------
+    gate : SparseLayer
+        The gate layer, ``4·hidden × (inputs + hidden)``.
+    params : IntLSTMParams
+    x : array of int, shape (steps, inputs)
+        ``x_t`` of every step (one-hot: ``X_ONE``).
+    reset : array of bool, shape (steps,)
+        Steps that start a stream from ``h = c = 0`` (the first one must).
+    config : LSTMConfig, optional
+        Default: the smallest step for ``gate`` at ``lanes`` lanes.
+    load : list of int, optional
+        Load words to use instead of the layer's own (fault-injection tests).
+
+    Returns
+    -------
+    LSTMRun
+        ``h`` and ``c`` after every step, to compare with
+        :func:`darbgen.sim.lstm_golden.int_lstm_sequence`.
+
+    Raises
+    ------
+    SimulationError
+        The build failed, or the step did not produce every output beat.
+    """
+    from ..hdl.lstm import LSTMStep
+
+    config = config or LSTMConfig.for_layer(gate, lanes)
+    words = load if load is not None else lstm_load_words(gate, params, config)
+    beats = lstm_input_words(x, config, reset)
+    build_dir = build_verilog(engine_verilog(None, TOP_NAME, LSTMStep(config)), simulator)
+    steps = len(reset)
+    sched = schedule(gate, config.engine.lanes)
+    work = (config.engine.x_depth + int(sched.lane_beats.max()) + config.positions
+            + config.hidden + 64)
+    result = _run_streams(build_dir, simulator, words, beats, steps * config.hidden,
+                          idle=idle, backpressure=backpressure, seed=seed,
+                          max_cycles=int(20 * work * (steps + 2)))
+    try:
+        h, c = lstm_unpack_outputs(result["outputs"], config)
+    except ValueError as e:
+        raise SimulationError(str(e)) from None
+    return LSTMRun(h, c, result["cycles"], config, simulator)

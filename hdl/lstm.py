@@ -1,0 +1,403 @@
+"""The LSTM step on chip: the gate engine, the LSTM cell after it, ``h`` fed back.
+
+:class:`LSTMCell` runs steps 2 to 6 of :mod:`darbgen.sim.lstm_golden` on one gate
+SpMV's output beats, in two phases:
+
+* **gates** (one output position per cycle, pipelined): the table entry of the
+  position (loaded by the host, :func:`darbgen.lstm.cell_table`) names its row as
+  ``(gate, unit)`` and holds its bias, multiplier and shift;
+  ``z = clamp(round_shift((acc + bias) · mult, shift))`` indexes the lookup memory
+  (sigmoid, or tanh for gate g) and the activation is written to that gate's
+  activation memory at ``unit``. Rows without weights follow with a zero sum;
+* **units** (one hidden unit per cycle, pipelined, stalled only by the output
+  stream): reads ``i, f, g, o`` and ``c_{t-1}`` (the cell-state memory, or 0 on a
+  step that resets), computes ``c_t`` and ``h_t``, writes ``c_t`` back and emits
+  ``(h_t, c_t)``; ``h_t`` also leaves on the ``h_*`` signals for the feedback.
+
+The lookup tables are a ROM initialized from ``lstm_golden``'s ``SIGMOID_LUT`` and
+``TANH_LUT``: they are part of the integer contract, identical for every model, so
+loading them would cost 4096 load words per deployment and add a way to run with the
+wrong tables, while a ROM is block RAM initialized by the bitstream. (``luts``
+overrides them only to inject a fault in tests.)
+
+:class:`LSTMStep` is the closed loop: it takes each step's ``x_t`` from the host,
+sends ``[x_t; h_{t-1}]`` to the :class:`~darbgen.hdl.engine.SpMVEngine` (``x_t`` from
+its input buffer, ``h_{t-1}`` from the feedback memory the cell writes, zeros on a
+step that resets), and streams the cell's ``(h_t, c_t)`` out. The next ``x`` is taken
+while a step computes; the next step starts when the cell has written its last
+``h``. The stream shapes are :class:`darbgen.lstm.LSTMConfig`'s.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+from amaranth.utils import ceil_log2
+
+from ..lstm import (BIAS_BITS, C_BITS, C_FRAC_BITS, GATES, LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE,
+                    LUT_BITS, LSTMConfig, lut_init)
+from ..sim.lstm_golden import A_FRAC, C_MAX, C_MIN, MULT_BITS, X_ONE, Z_FRAC, Z_MAX, Z_MIN
+from .engine import SpMVEngine
+from .layouts import input_layout, output_layout, to_layout
+
+__all__ = ["LSTMCell", "LSTMStep"]
+
+# Flush cycles between the gates and the units phase: the last position, issued in cycle
+# n, is written at the end of n + 5 (table read, bias add, multiply, rounding add,
+# shift-clamp and lookup, write); the units phase reads it from cycle n + 2 + depth.
+_GATE_DEPTH = 4
+#: Index of the tanh gate (g) among i, f, g, o.
+_TANH_GATE = 2
+
+
+def _clamp(v, lo, hi):
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def _half(shift):
+    """``2^(shift-1)`` for ``shift >= 1``, 0 for ``shift = 0``: round_shift's rounding."""
+    return (Const(1, 1) << shift)[1:]
+
+
+class LSTMCell(wiring.Component):
+    """The LSTM cell after the gate engine (see the module docstring).
+
+    Parameters
+    ----------
+    config : LSTMConfig
+    luts : sequence of int, optional
+        The lookup memory (:func:`darbgen.lstm.lut_init`: sigmoid then tanh); only for
+        fault-injection tests.
+
+    Members
+    -------
+    load : In(stream.Signature(table_fields))
+        Table entries (always ready); ``first`` restarts the table.
+    y : In(stream.Signature(output_layout(engine)))
+        The gate engine's output beats.
+    c_frac : In(C_FRAC_BITS)
+        Fractional bits of ``c`` (7..14); static while a step runs.
+    fresh : In(1)
+        The current step starts from ``c = 0``; static while a step runs.
+    out : Out(stream.Signature(output_fields))
+        ``(h_t, c_t)`` per unit in unit order, ``last`` on the final unit.
+    h_en, h_unit, h_data : Out
+        ``h_t`` of unit ``h_unit``, as it enters ``out``.
+    done : Out(1)
+        The step's last unit entered ``out`` (one cycle).
+
+    Raises
+    ------
+    ValueError
+        ``luts`` does not have one entry per index of both tables.
+    """
+
+    def __init__(self, config: LSTMConfig, *, luts=None):
+        if not isinstance(config, LSTMConfig):
+            raise TypeError(f"config must be an LSTMConfig, not {config!r}")
+        self._config = config
+        self._luts = lut_init() if luts is None else [int(v) for v in luts]
+        if len(self._luts) != 2 * (Z_MAX - Z_MIN + 1):
+            raise ValueError(f"luts must have {2 * (Z_MAX - Z_MIN + 1)} entries, not "
+                             f"{len(self._luts)}")
+        e = config.engine
+        super().__init__({
+            "load": In(stream.Signature(to_layout(config.table_fields))),
+            "y": In(stream.Signature(output_layout(e))),
+            "c_frac": In(C_FRAC_BITS),
+            "fresh": In(1),
+            "out": Out(stream.Signature(to_layout(config.output_fields))),
+            "h_en": Out(1), "h_unit": Out(config.unit_bits),
+            "h_data": Out(signed(e.input_bits)),
+            "done": Out(1),
+        })
+
+    @property
+    def config(self) -> LSTMConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        e, hidden = c.engine, c.hidden
+        m.submodules.table = table = memory.Memory(shape=to_layout(c.table_fields),
+                                                   depth=c.positions, init=[])
+        m.submodules.lut = lut = memory.Memory(shape=signed(LUT_BITS), depth=len(self._luts),
+                                               init=self._luts)
+        acts = []
+        for g, name in enumerate("ifgo"):
+            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=hidden, init=[]))
+            m.submodules[f"act_{name}"] = acts[g]
+        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=hidden, init=[])
+        table_wr, table_rd = table.write_port(), table.read_port()
+        lut_rd = lut.read_port()
+        act_wr = [a.write_port() for a in acts]
+        act_rd = [a.read_port() for a in acts]
+        c_wr, c_rd = cstate.write_port(), cstate.read_port()
+
+        # -- the table: written in order from the load stream --------------------------
+        loaded = Signal(range(c.positions + 1))
+        at = Mux(self.load.payload.first, 0, loaded)
+        m.d.comb += [self.load.ready.eq(1), table_wr.addr.eq(at),
+                     table_wr.data.eq(self.load.payload), table_wr.en.eq(self.load.valid)]
+        with m.If(self.load.valid):
+            m.d.sync += loaded.eq(at + 1)
+
+        in_units = Signal()                 # the units phase owns the lookup memory
+        lut_gates_addr = Signal.like(lut_rd.addr)
+        lut_units_addr = Signal.like(lut_rd.addr)
+        advance = Signal()                  # the units pipeline moves
+        m.d.comb += [advance.eq(~self.out.valid | self.out.ready),
+                     lut_rd.addr.eq(Mux(in_units, lut_units_addr, lut_gates_addr)),
+                     lut_rd.en.eq(Mux(in_units, advance, 1))]
+
+        # -- gates: one table position per cycle -----------------------------------------
+        beat = Signal.like(self.y.payload)
+        lane = Signal(range(e.lanes))
+        k = Signal(range(c.positions + 1))
+        issue = Signal()
+        acc = Signal(signed(e.acc_width))
+        m.d.comb += table_rd.addr.eq(k)
+        a1_ok, a1_acc = Signal(), Signal(signed(e.acc_width))
+        m.d.sync += [a1_ok.eq(issue), a1_acc.eq(acc)]
+        entry = table_rd.data
+        v_bits = max(e.acc_width, BIAS_BITS) + 1
+        p_bits = v_bits + MULT_BITS
+        # A shift of p_bits already rounds every product to 0, as any larger one does
+        # (|p| <= 2^(p_bits-1)): saturating it keeps the rounding term inside p_bits.
+        shift_max = min(p_bits, (1 << len(entry.shift)) - 1)
+        a2_ok, a2_v = Signal(), Signal(signed(v_bits))
+        a2_mult, a2_shift = Signal.like(entry.mult), Signal(range(shift_max + 1))
+        a2_gate, a2_unit = Signal.like(entry.gate), Signal.like(entry.unit)
+        m.d.sync += [a2_ok.eq(a1_ok & entry.valid), a2_v.eq(a1_acc + entry.bias),
+                     a2_mult.eq(entry.mult),
+                     a2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
+                     a2_gate.eq(entry.gate), a2_unit.eq(entry.unit)]
+        a3_ok, a3_p, a3_half = Signal(), Signal(signed(p_bits)), Signal(p_bits)
+        a3_shift, a3_gate = Signal.like(a2_shift), Signal.like(a2_gate)
+        a3_unit = Signal.like(a2_unit)
+        m.d.sync += [a3_ok.eq(a2_ok), a3_p.eq(a2_v * a2_mult), a3_half.eq(_half(a2_shift)),
+                     a3_shift.eq(a2_shift), a3_gate.eq(a2_gate), a3_unit.eq(a2_unit)]
+        a4_ok, a4_sum = Signal(), Signal(signed(p_bits + 1))
+        a4_shift, a4_gate = Signal.like(a3_shift), Signal.like(a3_gate)
+        a4_unit = Signal.like(a3_unit)
+        m.d.sync += [a4_ok.eq(a3_ok), a4_sum.eq(a3_p + a3_half), a4_shift.eq(a3_shift),
+                     a4_gate.eq(a3_gate), a4_unit.eq(a3_unit)]
+        z = _clamp(a4_sum >> a4_shift, Z_MIN, Z_MAX)
+        index_bits = (Z_MAX - Z_MIN).bit_length()
+        m.d.comb += lut_gates_addr.eq(Cat((z - Z_MIN)[:index_bits], a4_gate == _TANH_GATE))
+        a5_ok, a5_gate, a5_unit = Signal(), Signal.like(a4_gate), Signal.like(a4_unit)
+        m.d.sync += [a5_ok.eq(a4_ok), a5_gate.eq(a4_gate), a5_unit.eq(a4_unit)]
+        for g in range(GATES):
+            m.d.comb += [act_wr[g].en.eq(a5_ok & (a5_gate == g)), act_wr[g].addr.eq(a5_unit),
+                         act_wr[g].data.eq(lut_rd.data)]
+
+        # -- units: one hidden unit per cycle ------------------------------------------
+        # Fixed per model: registered once from c_frac, out of the datapath.
+        sb = Signal(range(2 * A_FRAC + 1))          # i·g is Q2.28 → Q.c_frac
+        sc = Signal(range(A_FRAC - Z_FRAC + 1))     # c is Q.c_frac → Q3.7
+        m.d.sync += [sb.eq(2 * A_FRAC - self.c_frac), sc.eq(self.c_frac - Z_FRAC)]
+        j = Signal(range(hidden + 1))
+        issue_unit = Signal()
+        for g in range(GATES):
+            m.d.comb += [act_rd[g].addr.eq(j), act_rd[g].en.eq(advance)]
+        m.d.comb += [c_rd.addr.eq(j), c_rd.en.eq(advance)]
+        t1_ok, t1_last, t1_j = Signal(), Signal(), Signal.like(self.h_unit)
+        with m.If(advance):
+            m.d.sync += [t1_ok.eq(issue_unit), t1_last.eq(j == hidden - 1), t1_j.eq(j)]
+            with m.If(issue_unit):
+                m.d.sync += j.eq(j + 1)
+        i_, f_, g_, o_ = (a.data for a in act_rd)
+        c_prev = Mux(self.fresh, 0, c_rd.data)
+
+        def stage(*pairs):
+            """Registers that load only when the units pipeline advances."""
+            with m.If(advance):
+                m.d.sync += [dst.eq(src) for dst, src in pairs]
+
+        t2_ok, t2_last, t2_j = Signal(), Signal(), Signal.like(t1_j)
+        t2_fc, t2_ig = Signal(signed(2 * LUT_BITS)), Signal(signed(2 * LUT_BITS))
+        t2_o = Signal(signed(LUT_BITS))
+        stage((t2_ok, t1_ok), (t2_last, t1_last), (t2_j, t1_j), (t2_fc, f_ * c_prev),
+              (t2_ig, i_ * g_), (t2_o, o_))
+        t3_ok, t3_last, t3_j, t3_o = Signal(), Signal(), Signal.like(t2_j), Signal.like(t2_o)
+        t3_a, t3_b = Signal(signed(C_BITS + 2)), Signal(signed(C_BITS + 2))
+        stage((t3_ok, t2_ok), (t3_last, t2_last), (t3_j, t2_j), (t3_o, t2_o),
+              (t3_a, (t2_fc + (1 << (A_FRAC - 1))) >> A_FRAC),
+              (t3_b, (t2_ig + _half(sb)) >> sb))
+        t4_ok, t4_last, t4_j, t4_o = Signal(), Signal(), Signal.like(t3_j), Signal.like(t3_o)
+        t4_c = Signal(signed(C_BITS))
+        stage((t4_ok, t3_ok), (t4_last, t3_last), (t4_j, t3_j), (t4_o, t3_o),
+              (t4_c, _clamp(t3_a + t3_b, C_MIN, C_MAX)))
+        tz = _clamp((t4_c + _half(sc)) >> sc, Z_MIN, Z_MAX)
+        m.d.comb += [lut_units_addr.eq(Cat((tz - Z_MIN)[:index_bits], 1)),
+                     c_wr.en.eq(t4_ok & advance), c_wr.addr.eq(t4_j), c_wr.data.eq(t4_c)]
+        t5_ok, t5_last, t5_j, t5_o = Signal(), Signal(), Signal.like(t4_j), Signal.like(t4_o)
+        t5_c = Signal.like(t4_c)
+        stage((t5_ok, t4_ok), (t5_last, t4_last), (t5_j, t4_j), (t5_o, t4_o), (t5_c, t4_c))
+        t6_ok, t6_last, t6_j, t6_c = Signal(), Signal(), Signal.like(t5_j), Signal.like(t5_c)
+        t6_p = Signal(signed(2 * LUT_BITS))
+        stage((t6_ok, t5_ok), (t6_last, t5_last), (t6_j, t5_j), (t6_c, t5_c),
+              (t6_p, t5_o * lut_rd.data))
+        h = _clamp((t6_p * X_ONE + (1 << (2 * A_FRAC - 1))) >> (2 * A_FRAC), -X_ONE, X_ONE)
+        stage((self.out.valid, t6_ok), (self.out.payload.h, h), (self.out.payload.c, t6_c),
+              (self.out.payload.last, t6_last))
+        m.d.comb += [self.h_en.eq(t6_ok & advance), self.h_unit.eq(t6_j), self.h_data.eq(h),
+                     self.done.eq(t6_ok & t6_last & advance)]
+
+        flush = Signal(range(_GATE_DEPTH + 1))
+        with m.FSM():
+            with m.State("Fill"):
+                m.d.comb += self.y.ready.eq(1)
+                with m.If(self.y.valid):
+                    m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
+                    m.next = "Gates"
+            with m.State("Gates"):
+                m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
+                m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
+                with m.If(lane == e.lanes - 1):
+                    with m.If(beat.last):
+                        m.next = "Tail"
+                    with m.Else():
+                        # Take the next beat now: the engine drains one per cycle.
+                        m.d.comb += self.y.ready.eq(1)
+                        with m.If(self.y.valid):
+                            m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
+                        with m.Else():
+                            m.next = "Fill"
+            with m.State("Tail"):
+                # Rows without weights: their sum is 0.
+                m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
+                with m.If(k < loaded):
+                    m.d.sync += k.eq(k + 1)
+                with m.Else():
+                    m.d.sync += flush.eq(_GATE_DEPTH)
+                    m.next = "Flush"
+            with m.State("Flush"):
+                m.d.sync += flush.eq(flush - 1)
+                with m.If(flush == 1):
+                    m.d.sync += j.eq(0)
+                    m.next = "Units"
+            with m.State("Units"):
+                m.d.comb += [in_units.eq(1), issue_unit.eq(j < hidden)]
+                with m.If(self.done):
+                    m.d.sync += k.eq(0)
+                    m.next = "Fill"
+        return m
+
+
+class LSTMStep(wiring.Component):
+    """The LSTM step: gate engine → cell, ``h_t`` fed back as the next step's input.
+
+    Parameters
+    ----------
+    config : LSTMConfig
+    luts : sequence of int, optional
+        Passed to :class:`LSTMCell` (fault-injection tests only).
+
+    Members
+    -------
+    load : In(stream.Signature(load_fields))
+        Words of :func:`darbgen.lstm.load_words` (always ready).
+    x : In(stream.Signature(input_fields))
+        ``x_t`` per step (:func:`darbgen.lstm.input_words`); ``reset`` restarts the
+        state.
+    y : Out(stream.Signature(output_fields))
+        ``(h_t, c_t)`` per unit, ``last`` on each step's final unit.
+    """
+
+    def __init__(self, config: LSTMConfig, *, luts=None):
+        if not isinstance(config, LSTMConfig):
+            raise TypeError(f"config must be an LSTMConfig, not {config!r}")
+        self._config, self._luts = config, luts
+        super().__init__({
+            "load": In(stream.Signature(to_layout(config.load_fields))),
+            "x": In(stream.Signature(to_layout(config.input_fields))),
+            "y": Out(stream.Signature(to_layout(config.output_fields))),
+        })
+
+    @property
+    def config(self) -> LSTMConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        e = c.engine
+        m.submodules.engine = engine = SpMVEngine(e)
+        m.submodules.cell = cell = LSTMCell(c, luts=self._luts)
+        connect(m, engine.y, cell.y)
+        connect(m, cell.out, wiring.flipped(self.y))
+
+        # -- loading: registered, then routed by target --------------------------------
+        m.d.comb += self.load.ready.eq(1)
+        valid, word = Signal(), Signal.like(self.load.payload)
+        m.d.sync += [valid.eq(self.load.valid), word.eq(self.load.payload)]
+        for target, port in ((LOAD_ENGINE, engine.load), (LOAD_TABLE, cell.load)):
+            m.d.comb += [port.valid.eq(valid & (word.target == target)),
+                         port.payload.eq(word.data[:len(port.payload.as_value())])]
+        c_frac = Signal(C_FRAC_BITS)
+        with m.If(valid & (word.target == LOAD_C_FRAC)):
+            m.d.sync += c_frac.eq(word.data[:C_FRAC_BITS])
+        m.d.comb += cell.c_frac.eq(c_frac)
+
+        # -- x_t from the host, h_{t-1} from the cell: [x_t; h_{t-1}] by columns --------
+        iw, sel_bits = e.input_width, ceil_log2(e.input_width)
+        word_shape = input_layout(e)["x"].shape
+        m.submodules.xbuf = xbuf = memory.Memory(shape=word_shape, depth=c.x_words, init=[])
+        m.submodules.hbuf = hbuf = memory.Memory(shape=word_shape, depth=e.x_depth, init=[])
+        x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
+        h_wr, h_rd = hbuf.write_port(granularity=1), hbuf.read_port()
+
+        # The host's x_t: one buffer, free again once the step has sent it to the engine.
+        x_full, x_reset, reset_seen = Signal(), Signal(), Signal()
+        wx = Signal(range(c.x_words))
+        take = self.x.valid & ~x_full
+        m.d.comb += [self.x.ready.eq(~x_full), x_wr.addr.eq(wx), x_wr.data.eq(self.x.payload.x),
+                     x_wr.en.eq(take)]
+        with m.If(take):
+            with m.If(self.x.payload.last):
+                m.d.sync += [x_full.eq(1), x_reset.eq(reset_seen | self.x.payload.reset),
+                             reset_seen.eq(0), wx.eq(0)]
+            with m.Else():
+                m.d.sync += [reset_seen.eq(reset_seen | self.x.payload.reset), wx.eq(wx + 1)]
+
+        # The cell's h_t, each into its column inputs + unit.
+        col = Signal(range(e.max_cols))
+        m.d.comb += [col.eq(c.inputs + cell.h_unit), h_wr.addr.eq(col >> sel_bits),
+                     h_wr.en.eq(Mux(cell.h_en, Const(1, 1) << col[:sel_bits], 0))]
+        for el in range(iw):
+            m.d.comb += h_wr.data[el].eq(cell.h_data)
+
+        # -- feeding the engine ---------------------------------------------------------
+        fresh = Signal()                    # this step starts from h = c = 0
+        m.d.comb += cell.fresh.eq(fresh)
+        w = Signal(range(e.x_depth + 1))
+        w_d = Signal(range(e.x_depth))
+        ev = engine.x.valid
+        advance = ~ev | engine.x.ready
+        m.d.comb += [x_rd.addr.eq(w), h_rd.addr.eq(w), x_rd.en.eq(advance), h_rd.en.eq(advance),
+                     engine.x.payload.last.eq(w_d == e.x_depth - 1)]
+        for el in range(iw):
+            # Element el of word w is column w·iw + el: x_t below `inputs`, then h.
+            x_words = max(0, -(-(c.inputs - el) // iw))
+            all_words = max(0, -(-(e.max_cols - el) // iw))
+            m.d.comb += engine.x.payload.x[el].eq(
+                Mux(w_d < x_words, x_rd.data[el],
+                    Mux((w_d < all_words) & ~fresh, h_rd.data[el], 0)))
+
+        with m.FSM():
+            with m.State("Idle"):
+                with m.If(x_full):
+                    m.d.sync += [fresh.eq(x_reset), w.eq(0)]
+                    m.next = "Feed"
+            with m.State("Feed"):
+                with m.If(advance):
+                    with m.If(w < e.x_depth):
+                        m.d.sync += [ev.eq(1), w_d.eq(w), w.eq(w + 1)]
+                    with m.Else():
+                        m.d.sync += [ev.eq(0), x_full.eq(0)]
+                        m.next = "Wait"
+            with m.State("Wait"):
+                with m.If(cell.done):
+                    m.next = "Idle"
+        return m
