@@ -12,7 +12,7 @@ Structure (one :class:`Lane` per multiplier):
   ``v`` computes;
 * each lane **issues one beat per cycle** across its rows with no bubble between
   rows (the next row's header is prefetched). Its pipeline is issue → decode and x
-  read → multiply → accumulate;
+  read → select → multiply → accumulate;
 * results go to a double-buffered per-lane y memory, drained as ``y`` beats of one
   exact sum per lane (lane ``i``'s ``t``-th row in beat ``t``) while the next
   vector computes. :func:`darbgen.packing.unpack_outputs` restores row order.
@@ -30,7 +30,7 @@ from .layouts import beat_layout, header_layout, input_layout, load_layout, outp
 __all__ = ["SpMVEngine", "Lane"]
 
 # Cycles from a lane issuing its last beat to that beat's sum being in the y memory.
-_PIPELINE_DEPTH = 3
+_PIPELINE_DEPTH = 4
 
 
 class Lane(wiring.Component):
@@ -154,7 +154,7 @@ class Lane(wiring.Component):
         word = dec.col >> sel_bits
         m.d.comb += x_rd.addr.eq(Mux(b_par, c.x_depth + word, word))
 
-        # -- stage C: multiply -------------------------------------------------------------
+        # -- stage C: the x word arrives ------------------------------------------------
         c_valid, c_first, c_last, c_par = Signal(), Signal(), Signal(), Signal()
         c_slot = Signal.like(slot)
         c_value = Signal.like(beat.value)
@@ -162,14 +162,26 @@ class Lane(wiring.Component):
         m.d.sync += [c_valid.eq(b_valid), c_first.eq(b_first), c_last.eq(b_last),
                      c_par.eq(b_par), c_slot.eq(b_slot), c_value.eq(beat.value),
                      c_sel.eq(dec.col[:sel_bits] if sel_bits else 0)]
-        x = x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0]
 
-        # -- stage D: accumulate, write the row's sum -------------------------------------
+        # -- stage D: select the element, register both operands -------------------------
+        # The x memory's output and the element select stay out of the multiplier's
+        # path: in front of an ECP5 DSP they were the critical path of a 16-lane chain.
+        s_valid, s_first, s_last, s_par = Signal(), Signal(), Signal(), Signal()
+        s_slot = Signal.like(slot)
+        s_value = Signal.like(beat.value)
+        s_x = Signal(signed(c.input_bits))
+        m.d.sync += [s_valid.eq(c_valid), s_first.eq(c_first), s_last.eq(c_last),
+                     s_par.eq(c_par), s_slot.eq(c_slot), s_value.eq(c_value),
+                     s_x.eq(x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0])]
+
+        # -- stage E: multiply ----------------------------------------------------------
         d_valid, d_first, d_last, d_par = Signal(), Signal(), Signal(), Signal()
         d_slot = Signal.like(slot)
         d_prod = Signal(signed(c.weight_bits + c.input_bits))
-        m.d.sync += [d_valid.eq(c_valid), d_first.eq(c_first), d_last.eq(c_last),
-                     d_par.eq(c_par), d_slot.eq(c_slot), d_prod.eq(c_value * x)]
+        m.d.sync += [d_valid.eq(s_valid), d_first.eq(s_first), d_last.eq(s_last),
+                     d_par.eq(s_par), d_slot.eq(s_slot), d_prod.eq(s_value * s_x)]
+
+        # -- stage F: accumulate, write the row's sum -------------------------------------
         acc = Signal(signed(c.acc_width))
         total = Signal(signed(c.acc_width))
         m.d.comb += total.eq(Mux(d_first, 0, acc) + d_prod)
