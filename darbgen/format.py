@@ -51,7 +51,7 @@ import numpy as np
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ACTIVATIONS", "ArtifactError", "SparseLayer", "Artifact",
     "ceil_log2", "check_layout", "single_block_layout", "infer_layout", "quantize", "beat_dtype",
-    "pack_beats", "atomic_write",
+    "pack_beats", "atomic_write", "read_npy",
 ]
 
 FORMAT_NAME = "darbgen-artifact"
@@ -779,7 +779,7 @@ class Artifact:
                         continue
                     raise ArtifactError(f"{where}: field {f!r} is missing")
                 try:
-                    data[f] = np.load(io.BytesIO(_read_member(z, arrays[f])), allow_pickle=False)
+                    data[f] = read_npy(_read_member(z, arrays[f]))
                 except (KeyError, TypeError):
                     raise ArtifactError(f"{where}: field {f!r}: array {arrays[f]!r} is "
                                         "missing from the archive") from None
@@ -805,6 +805,39 @@ class Artifact:
         """Validate every layer (layers also validate themselves when built)."""
         for layer in self.layers:
             layer.validate()
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """The array in ``.npy`` bytes, without pickles.
+
+    Unlike :func:`numpy.load`, it checks the header's shape and dtype against the bytes
+    that follow before allocating anything: ``np.load`` first allocates what the header
+    claims, so a damaged header could ask for terabytes (a ``MemoryError``).
+
+    Raises
+    ------
+    ValueError
+        Not a ``.npy`` file, a damaged header, an object array, or a data size other
+        than the header's.
+    """
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (TypeError, SyntaxError) as e:
+        raise ValueError(f"damaged .npy header ({e})") from None
+    if not dtype.hasobject:            # object arrays: np.load refuses them below
+        need, left = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
+        if need != left:
+            raise ValueError(f"the .npy header claims shape {shape} of {dtype} ({need} bytes), "
+                             f"but {left} bytes follow it")
+    f.seek(0)
+    return np.load(f, allow_pickle=False)
 
 
 # What zipfile raises on damaged archives: bad headers and CRCs, bad deflate streams,
