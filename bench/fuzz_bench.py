@@ -1,0 +1,82 @@
+"""Fuzz bench: long runs of the artifact-loader and serial-link fuzzers, with counts.
+
+Runs :func:`darbgen.sim.fuzz.fuzz_loader` over random and mutated artifacts, then
+:func:`darbgen.sim.fuzz.fuzz_link` twice: against the protocol controller in
+Amaranth's simulator (reproducible, simulated time) and against a whole iCEBreaker
+device (UART + controller + engine, the bitstream's RTL) in Verilator behind a
+pseudo-terminal (wall-clock time, real UART framing), each followed by sessions of
+the host driver over a noisy link. Prints each report and records them under
+``"fuzz"`` in ``docs/adversarial.json`` (the mutation bench keeps its own key there).
+Exit status 1 if anything hung, crashed, was silently accepted or replied otherwise
+than the protocol model.
+
+Run: ``.venv/bin/python bench/fuzz_bench.py`` (about 30 minutes on 2 cores);
+``--loader``, ``--link``, ``--board-link`` and the session options set the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from darbgen import toolenv
+from darbgen.sim.fuzz import board_target, fuzz_link, fuzz_loader
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "adversarial.json"
+
+
+def record(key: str, value, path: Path = OUT) -> None:
+    """Set ``key`` in the JSON file at ``path``, keeping the other keys."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".adversarial.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=20261121)
+    p.add_argument("--loader", type=int, default=50_000, help="loader inputs (%(default)s)")
+    p.add_argument("--link", type=int, default=3000,
+                   help="link inputs, Amaranth-simulated controller (%(default)s)")
+    p.add_argument("--sessions", type=int, default=30,
+                   help="host-driver sessions over a noisy link, simulated (%(default)s)")
+    p.add_argument("--board-link", type=int, default=1500,
+                   help="link inputs, iCEBreaker device in Verilator (%(default)s)")
+    p.add_argument("--board-sessions", type=int, default=10, help="(%(default)s)")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    toolenv.setup()
+
+    reports = {
+        "loader": fuzz_loader(args.loader, seed=args.seed, bases=24),
+        "link_amaranth": fuzz_link(args.link, seed=args.seed, host_sessions=args.sessions),
+        "link_verilator": fuzz_link(args.board_link, seed=args.seed + 1,
+                                    host_sessions=args.board_sessions,
+                                    target=lambda layer: board_target(layer)),
+    }
+    bad = 0
+    for report in reports.values():
+        print(report)
+        for failure in report.failures:
+            print("  ", failure)
+        bad += report.bad + report.counts.get("protocol_mismatches", 0) + \
+            report.counts.get("unclear_messages", 0)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    record("fuzz", {"commit": commit, **{k: r.to_json() for k, r in reports.items()}}, args.out)
+    print(f"wrote {args.out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
