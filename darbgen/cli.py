@@ -649,8 +649,8 @@ def cmd_eval(args) -> int:
     accuracy = artifact.provenance.get("accuracy", {})
     result = {
         "accuracy_dense": accuracy.get("dense"),
-        "accuracy_int": float((golden.argmax(1) == labels).mean()),
-        "accuracy_hw": None if hw is None else float((hw.argmax(1) == labels).mean()),
+        "accuracy_int": float((net.predict(golden) == labels).mean()),
+        "accuracy_hw": None if hw is None else float((net.predict(hw) == labels).mean()),
         "hw_matches_int": None if hw is None else bool(np.array_equal(hw, golden)),
         "pruning_ratio": sum(l.rows * l.cols for l in artifact.layers)
         / sum(l.nnz for l in artifact.layers),

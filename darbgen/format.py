@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .conv import ConvGeometry, ConvSpec
+
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ACTIVATIONS", "ArtifactError", "SparseLayer", "Artifact",
     "ceil_log2", "check_layout", "single_block_layout", "infer_layout", "quantize", "beat_dtype",
@@ -156,6 +158,10 @@ class SparseLayer:
         integers (:mod:`darbgen.network`).
     activation : {"none", "relu"}
         What follows the layer in the network.
+    conv : ConvSpec, optional
+        A convolution's input size, padding, stride and the max-pool after its
+        activation (:mod:`darbgen.conv`); only for a 4-D ``shape``, needed to run the
+        layer in a whole network (im2col).
 
     Raises
     ------
@@ -181,6 +187,7 @@ class SparseLayer:
     input_columns: np.ndarray | None = None
     input_scale: float | None = None
     activation: str = "none"
+    conv: ConvSpec | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -265,6 +272,16 @@ class SparseLayer:
             raise ArtifactError(f"layer {name!r}: field 'shape' {shape} does not flatten "
                                 f"to ({self.rows}, {width})")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        if self.conv is not None:
+            if not isinstance(self.conv, ConvSpec):
+                raise TypeError(f"layer {name!r}: conv must be a ConvSpec, not {self.conv!r}")
+            if len(self.shape) != 4:
+                raise ArtifactError(f"layer {name!r}: field 'conv' needs a 4-D shape (F, C, kh, "
+                                    f"kw), not {self.shape}")
+            try:
+                ConvGeometry(self.shape, self.conv)
+            except ValueError as e:
+                raise ArtifactError(f"layer {name!r}: field 'conv': {e}") from None
 
     # -- validation -------------------------------------------------------------
 
@@ -423,6 +440,11 @@ class SparseLayer:
     def input_width(self) -> int:
         """Columns of the original weight (``cols`` unless compacted)."""
         return math.prod(self.shape[1:])
+
+    @cached_property
+    def conv_geometry(self) -> ConvGeometry | None:
+        """Every size of the convolution (``None`` unless the layer has ``conv``)."""
+        return None if self.conv is None else ConvGeometry(self.shape, self.conv)
 
     def gather(self, x) -> np.ndarray:
         """Input vectors of the original width reduced to the stored columns."""
@@ -698,6 +720,8 @@ class Artifact:
                            "activation": layer.activation, "arrays": arrays})
             if layer.input_scale is not None:
                 layers[-1]["input_scale"] = layer.input_scale
+            if layer.conv is not None:
+                layers[-1]["conv"] = layer.conv.to_json()
         return {"format": FORMAT_NAME, "format_version": self.format_version,
                 "provenance": self.provenance, "layers": layers}
 
@@ -793,6 +817,11 @@ class Artifact:
                 network["input_scale"] = _field(entry, "input_scale", (int, float), where)
             if "activation" in entry:
                 network["activation"] = _field(entry, "activation", str, where)
+            if "conv" in entry:
+                try:
+                    network["conv"] = ConvSpec.from_json(entry["conv"])
+                except (TypeError, ValueError) as e:
+                    raise ArtifactError(f"{where}: field 'conv': {e}") from None
             out.append(SparseLayer(**network,
                 name=name, rows=_field(entry, "rows", int, where),
                 cols=_field(entry, "cols", int, where),

@@ -37,7 +37,11 @@ _COUNTER_BITS = 32
 
 
 def check_link(config: EngineConfig | NetworkConfig) -> None:
-    """Raise ``ValueError`` unless RUN's request and reply fit in one frame."""
+    """Raise ``ValueError`` unless RUN's request and reply fit in one frame (and the core
+    is one IDENTIFY can describe)."""
+    if isinstance(config, NetworkConfig) and config.has_gathers:
+        raise ValueError("a convolutional network (im2col gathers) runs in simulation only "
+                         "(darbgen eval --on verilator): IDENTIFY does not describe gathers yet")
     sizes = Sizes.of(config)
     x_len = config.x_depth * sizes.x_bytes
     y_len = 1 + config.output_beats * sizes.y_bytes

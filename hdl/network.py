@@ -31,6 +31,57 @@ __all__ = ["Requantizer", "Network"]
 _PIPELINE_DEPTH = 4
 
 
+def requant_table(m: Module, load, c: NetworkConfig, i: int):
+    """Requantizer ``i``'s table, written in order from ``load`` (``first`` restarts it).
+    Returns its read port and the count of entries written."""
+    positions = c.positions(i)
+    entry_l = to_layout(c.requant_fields(i))
+    m.submodules.table = table = memory.Memory(shape=entry_l, depth=positions, init=[])
+    table_wr, table_rd = table.write_port(), table.read_port()
+    loaded = Signal(range(positions + 1))          # entries written since `first`
+    at = Mux(load.payload.first, 0, loaded)
+    m.d.comb += [load.ready.eq(1), table_wr.addr.eq(at),
+                 table_wr.data.eq(load.payload), table_wr.en.eq(load.valid)]
+    with m.If(load.valid):
+        m.d.sync += loaded.eq(at + 1)
+    return table_rd, loaded
+
+
+def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, lo: int, hi: int,
+                     base=None, skip=None):
+    """The requantization of :func:`darbgen.network.requant`, pipelined: ``entry`` is the
+    table entry read in the cycle after ``issue`` with the sum ``acc``. Returns the
+    write enable, destination and clamped result, ``_PIPELINE_DEPTH`` cycles later.
+    ``base`` (added to ``entry.dest``) and ``skip`` (drops the write) come with
+    ``entry``: an output position's offset in an activation buffer."""
+    s1_valid, s1_acc = Signal(), Signal(signed(acc_width))
+    m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
+    v_bits = max(acc_width, len(entry.bias)) + 1
+    s2_ok, s2_v = Signal(), Signal(signed(v_bits))
+    s2_mult, s2_shift = Signal.like(entry.mult), Signal.like(entry.shift)
+    s2_dest = Signal.like(entry.dest)
+    ok = s1_valid & entry.valid if skip is None else s1_valid & entry.valid & ~skip
+    m.d.sync += [s2_ok.eq(ok), s2_v.eq(s1_acc + entry.bias),
+                 s2_mult.eq(entry.mult), s2_shift.eq(entry.shift),
+                 s2_dest.eq(entry.dest if base is None else entry.dest + base)]
+    s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
+    p_bits = v_bits + (0 if final else len(entry.mult) + 1)
+    s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
+    m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
+                 s3_p.eq(s2_v if final else s2_v * s2_mult),
+                 # The rounding of darbgen.network.requant: half an LSB of the shift.
+                 s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
+    # The add and the shift-and-clamp get a stage each: together with the multiply
+    # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.
+    s4_ok, s4_shift, s4_dest = Signal(), Signal.like(s3_shift), Signal.like(s3_dest)
+    s4_sum = Signal(signed(p_bits + 1))
+    m.d.sync += [s4_ok.eq(s3_ok), s4_shift.eq(s3_shift), s4_dest.eq(s3_dest),
+                 s4_sum.eq(s3_p + s3_half)]
+    scaled = s4_sum if final else s4_sum >> s4_shift
+    result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
+    return s4_ok, s4_dest, result
+
+
 class Requantizer(wiring.Component):
     """Requantize engine ``index``'s outputs into the next engine's inputs (or logits).
 
@@ -74,19 +125,9 @@ class Requantizer(wiring.Component):
             hi = (1 << (dst.input_bits - 1)) - 1
             lo = 0 if c.relu[i] else -hi - 1
         positions = c.positions(i)
-        entry_l = to_layout(c.requant_fields(i))
-        m.submodules.table = table = memory.Memory(shape=entry_l, depth=positions, init=[])
         m.submodules.act = act = memory.Memory(shape=elem, depth=per_word * words, init=[])
-        table_wr, table_rd = table.write_port(), table.read_port()
         act_wr, act_rd = act.write_port(), act.read_port()
-
-        # -- the table: written in order from the load stream --------------------------
-        loaded = Signal(range(positions + 1))          # entries written since `first`
-        at = Mux(self.load.payload.first, 0, loaded)
-        m.d.comb += [self.load.ready.eq(1), table_wr.addr.eq(at),
-                     table_wr.data.eq(self.load.payload), table_wr.en.eq(self.load.valid)]
-        with m.If(self.load.valid):
-            m.d.sync += loaded.eq(at + 1)
+        table_rd, loaded = requant_table(m, self.load, c, i)
 
         # -- apply: one table position per cycle, pipelined ------------------------------
         beat = Signal.like(self.y.payload)
@@ -95,30 +136,8 @@ class Requantizer(wiring.Component):
         issue = Signal()
         acc = Signal(signed(src.acc_width))
         m.d.comb += table_rd.addr.eq(k)
-        s1_valid, s1_acc = Signal(), Signal(signed(src.acc_width))
-        m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
-        entry = table_rd.data
-        v_bits = max(src.acc_width, len(entry.bias)) + 1
-        s2_ok, s2_v = Signal(), Signal(signed(v_bits))
-        s2_mult, s2_shift = Signal.like(entry.mult), Signal.like(entry.shift)
-        s2_dest = Signal.like(entry.dest)
-        m.d.sync += [s2_ok.eq(s1_valid & entry.valid), s2_v.eq(s1_acc + entry.bias),
-                     s2_mult.eq(entry.mult), s2_shift.eq(entry.shift), s2_dest.eq(entry.dest)]
-        s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
-        p_bits = v_bits + (0 if final else len(entry.mult) + 1)
-        s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
-        m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
-                     s3_p.eq(s2_v if final else s2_v * s2_mult),
-                     # The rounding of darbgen.network.requant: half an LSB of the shift.
-                     s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
-        # The add and the shift-and-clamp get a stage each: together with the multiply
-        # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.
-        s4_ok, s4_shift, s4_dest = Signal(), Signal.like(s3_shift), Signal.like(s3_dest)
-        s4_sum = Signal(signed(p_bits + 1))
-        m.d.sync += [s4_ok.eq(s3_ok), s4_shift.eq(s3_shift), s4_dest.eq(s3_dest),
-                     s4_sum.eq(s3_p + s3_half)]
-        scaled = s4_sum if final else s4_sum >> s4_shift
-        result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
+        s4_ok, s4_dest, result = requant_pipeline(m, table_rd.data, issue, acc, src.acc_width,
+                                                  final, lo, hi)
         m.d.comb += [act_wr.en.eq(s4_ok), act_wr.addr.eq(s4_dest), act_wr.data.eq(result)]
 
         # -- emit: the activations in column order, `per_word` per beat ----------------
@@ -219,18 +238,29 @@ class Network(wiring.Component):
         return self._config
 
     def elaborate(self, platform):
+        from .conv import InputGather, MapRequantizer
+
         m = Module()
         c = self._config
         engines = [SpMVEngine(e) for e in c.engines]
-        requants = [Requantizer(c, i) for i in range(c.layers)]
+        requants = [MapRequantizer(c, i) if c.map_stage(i) else Requantizer(c, i)
+                    for i in range(c.layers)]
         for i, (e, r) in enumerate(zip(engines, requants)):
             m.submodules[f"engine{i}"] = e
             m.submodules[f"requant{i}"] = r
             connect(m, e.y, r.y)
-        connect(m, wiring.flipped(self.x), engines[0].x)
+        gather_loads = []
+        if c.gathers[0] is not None:
+            m.submodules.input_gather = first = InputGather(c)
+            connect(m, wiring.flipped(self.x), first.x)
+            connect(m, first.out, engines[0].x)
+            gather_loads.append(first.load)
+        else:
+            connect(m, wiring.flipped(self.x), engines[0].x)
         for r, e in zip(requants, engines[1:]):
             connect(m, r.out, e.x)
         connect(m, requants[-1].out, wiring.flipped(self.y))
+        gather_loads += [r.gather_load for r in requants if isinstance(r, MapRequantizer)]
 
         loaded = Cat(*(e.slots != 0 for e in engines)).all()
         m.d.sync += self.slots.eq(Mux(loaded, c.rows[-1], 0))
@@ -240,8 +270,13 @@ class Network(wiring.Component):
         m.d.comb += self.load.ready.eq(1)
         valid, word = Signal(), Signal.like(self.load.payload)
         m.d.sync += [valid.eq(self.load.valid), word.eq(self.load.payload)]
-        for t, target in enumerate(engines + requants):
-            port = target.load
+        ports = [target.load for target in engines + requants]
+        if c.has_gathers:           # gather j is target 2n + j (see NetworkConfig.targets)
+            feeds = iter(gather_loads)
+            ports += [None if g is None else next(feeds) for g in c.gathers]
+        for t, port in enumerate(ports):
+            if port is None:
+                continue
             m.d.comb += [port.valid.eq(valid & (word.target == t)),
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
         return m

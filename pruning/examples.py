@@ -21,13 +21,14 @@ from torch import nn
 
 from ..datasets import DIGITS_TEST_FRACTION
 from ..datasets import digits_split as _digits_split
+from ..conv import ConvSpec
 from ..format import Artifact
 from .methods import PruningMethod, export_layer, prunable_layers
 from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
            "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
-           "prune_trained"]
+           "prune_trained", "conv_spec"]
 
 
 def digits_data(seed: int = 0) -> Dataset:
@@ -208,9 +209,14 @@ def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
     is the data set's own step when it has one (digits: pixels are integers 0..16).
     """
     seen = [0.0] * len(layers)
-    hooks = [layer.module.register_forward_pre_hook(
-        lambda _m, args, i=i: seen.__setitem__(i, max(seen[i], float(args[0].abs().max()))))
-        for i, layer in enumerate(layers)]
+    sizes = [None] * len(layers)
+
+    def hook(i, args):
+        seen[i] = max(seen[i], float(args[0].abs().max()))
+        sizes[i] = tuple(args[0].shape[-2:])
+
+    hooks = [layer.module.register_forward_pre_hook(lambda _m, args, i=i: hook(i, args))
+             for i, layer in enumerate(layers)]
     saved = [layer.weight() for layer in layers]
     try:
         for layer, s in zip(layers, sparse):
@@ -229,8 +235,40 @@ def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
         scale = input_scale if i == 0 and input_scale else max(seen[i], 1e-8) / 127
         at = next((j for j, c in enumerate(children) if c is layer.module), None)
         relu = at is not None and at + 1 < len(children) and isinstance(children[at + 1], nn.ReLU)
-        out.append(replace(s, input_scale=scale, activation="relu" if relu else "none"))
+        extra = {}
+        if isinstance(layer.module, nn.Conv2d):
+            after = children[at + 1 + relu] if at is not None and at + 1 + relu < len(children) \
+                else None
+            extra["conv"] = conv_spec(layer.module, sizes[i], after)
+        out.append(replace(s, input_scale=scale, activation="relu" if relu else "none", **extra))
     return out
+
+
+def conv_spec(conv: nn.Conv2d, input_size, after: nn.Module | None = None) -> ConvSpec:
+    """The :class:`~darbgen.conv.ConvSpec` of a Conv2d that sees ``input_size`` maps,
+    with the ``MaxPool2d`` that may follow its activation.
+
+    Raises
+    ------
+    ValueError
+        A feature the integer network does not run (dilation, groups, non-zero padding
+        modes, a pool whose stride differs from its window, pool padding).
+    """
+    name = type(conv).__name__
+    if conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or \
+            isinstance(conv.padding, str):
+        raise ValueError(f"{name} with dilation {conv.dilation}, groups {conv.groups}, padding "
+                         f"{conv.padding!r} ({conv.padding_mode}) is not supported: only "
+                         "dilation 1, groups 1 and numeric zero padding")
+    pool = 1
+    if isinstance(after, nn.MaxPool2d):
+        k, stride = after.kernel_size, after.stride
+        if not isinstance(k, int) or stride not in (k, (k, k)) or after.padding not in (0, (0, 0)) \
+                or after.dilation not in (1, (1, 1)) or after.ceil_mode:
+            raise ValueError(f"{after} is not supported: only square MaxPool2d(k) windows "
+                             "with stride k, no padding, floor mode")
+        pool = k
+    return ConvSpec(input_size, conv.padding, conv.stride, pool)
 
 
 def _load_weight(layer, w2d: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import conv
 from ..format import SparseLayer
 from ..network import NetworkPlan, requant
 
@@ -21,9 +22,11 @@ __all__ = ["INPUT_BITS", "check_inputs", "spmv_ref", "network_ref", "im2col", "c
 INPUT_BITS = 8
 
 
-def check_inputs(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndarray:
+def check_inputs(layer: SparseLayer, x, input_bits: int = INPUT_BITS,
+                 cols: int | None = None) -> np.ndarray:
     """Validate input vectors for ``layer``: integers in the signed ``input_bits`` range,
     shape ``(cols,)`` or ``(n, cols)``. Returns them as an ``(n, cols)`` int64 array.
+    ``cols`` defaults to the layer's (a convolution takes its whole input map).
 
     Raises
     ------
@@ -35,8 +38,9 @@ def check_inputs(layer: SparseLayer, x, input_bits: int = INPUT_BITS) -> np.ndar
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"inputs must be integers, not {x.dtype}")
-    if x.ndim not in (1, 2) or x.shape[-1] != layer.cols:
-        raise ValueError(f"inputs must have shape ({layer.cols},) or (n, {layer.cols}) for "
+    cols = layer.cols if cols is None else cols
+    if x.ndim not in (1, 2) or x.shape[-1] != cols:
+        raise ValueError(f"inputs must have shape ({cols},) or (n, {cols}) for "
                          f"layer {layer.name!r}, not {x.shape}")
     lo, hi = -(1 << (input_bits - 1)), (1 << (input_bits - 1)) - 1
     if x.size and (x.min() < lo or x.max() > hi):
@@ -82,11 +86,21 @@ def network_ref(net: NetworkPlan, x) -> np.ndarray:
     -------
     array of int64, shape (classes,) or (n, classes)
         ``acc + bias`` of the last layer; every hidden layer requantized in between.
+        A convolution runs on the im2col patches of its input map (one product per
+        output position), then requantizes per channel, max-pools the integers and
+        flattens channel-major (:mod:`darbgen.conv`).
     """
-    h = check_inputs(net.layers[0].layer, x, net.input_bits)
+    h = check_inputs(net.layers[0].layer, x, net.input_bits, net.cols)
     for q in net.layers:
+        g = q.layer.conv_geometry
+        n = len(h)
+        if g is not None:
+            h = conv.im2col(h, g).reshape(n * g.positions, -1)
         v = spmv_ref(q.layer, h, net.input_bits) + q.bias
         h = v if q.final else requant(v, q.mult, q.shift, q.lo, q.hi)
+        if g is not None:
+            maps = h.reshape(n, *g.output_size, g.filters).transpose(0, 3, 1, 2)
+            h = conv.maxpool(maps, g.spec.pool).reshape(n, -1)
     return h[0] if np.ndim(x) == 1 else h
 
 
@@ -100,18 +114,8 @@ def im2col(x, kernel: tuple, padding: int = 0) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"feature maps must be (n, C, H, W), not shape {x.shape}")
-    kh, kw = kernel
-    if padding:
-        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     n, c, h, w = x.shape
-    ho, wo = h - kh + 1, w - kw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"kernel {kernel} does not fit feature maps of {h}×{w}")
-    cols = np.empty((n, ho * wo, c, kh, kw), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j] = x[:, :, i:i + ho, j:j + wo].reshape(n, c, ho * wo).transpose(0, 2, 1)
-    return cols.reshape(n, ho * wo, c * kh * kw)
+    return conv.im2col(x, conv.ConvGeometry((1, c, *kernel), conv.ConvSpec((h, w), padding)))
 
 
 def conv2d_ref(layer: SparseLayer, x, padding: int = 0, input_bits: int = INPUT_BITS):

@@ -26,7 +26,7 @@ from ..lstm import LSTMConfig
 from ..lstm import input_words as lstm_input_words
 from ..lstm import load_words as lstm_load_words
 from ..lstm import unpack_outputs as lstm_unpack_outputs
-from ..network import NetworkConfig, NetworkPlan
+from ..network import NetworkConfig, NetworkPlan, image_cycles
 from ..network import load_words as network_load_words
 from ..packing import Schedule, input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .golden import INPUT_BITS, check_inputs
@@ -195,14 +195,13 @@ def simulate_network(net: NetworkPlan, x, config: NetworkConfig | None = None, *
     SimulationError
         The build failed, or the chain did not produce every logit.
     """
-    x = check_inputs(net.layers[0].layer, x, net.input_bits)
+    x = check_inputs(net.layers[0].layer, x, net.input_bits, net.cols)
     config = config or NetworkConfig.for_plan(net, lanes)
     words = load if load is not None else network_load_words(net, config)
     from ..hdl.network import Network
     build_dir = build_verilog(engine_verilog(None, TOP_NAME, Network(config)), simulator)
     n_out = len(x) * net.classes
-    work = sum(schedule(q.layer, e.lanes).lane_beats.max() + q.layer.rows + e.max_cols
-               for q, e in zip(net.layers, config.engines))
+    work = image_cycles(net, config)
     result = _run_streams(build_dir, simulator, words, input_words(x, config.engines[0]), n_out,
                           idle=idle, backpressure=backpressure, seed=seed,
                           max_cycles=int(20 * (work + 64) * (len(x) + 2)))

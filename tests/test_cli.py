@@ -155,6 +155,13 @@ def test_prune_digits_cnn_conv_layers(tmp_path):
     assert summary["accuracy_dense"] - summary["accuracy_quantized"] < 0.03
     conv2 = Artifact.load(out).layer("conv2")
     assert conv2.shape == (32, 16, 3, 3) and (conv2.rows, conv2.cols) == (32, 144)
+    # The geometry im2col needs is recorded, so the whole CNN runs in integers.
+    from darbgen.conv import ConvSpec
+    assert conv2.conv == ConvSpec((8, 8), 1, 1, 2)
+    proc = run("eval", out, "--dataset", "digits")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["accuracy_dense"] - result["accuracy_int"] < 0.05
 
 
 def test_inspect_table_of_digits(digits_artifact):
