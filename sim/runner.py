@@ -1,13 +1,14 @@
 """Build the generated engine in Verilator (or Icarus) and run the cocotb testbench.
 
-Builds are cached by the hash of the Verilog text under ``$DARBGEN_CACHE`` (default
-``~/.cache/darbgen``): one build per distinct engine, reused across layers, tests
+Builds are cached by the hash of the Verilog text (and of the cocotb installation they
+link) under ``$DARBGEN_CACHE`` (default ``~/.cache/darbgen``): one build per distinct engine, reused across layers, tests
 and sessions. A build counts only once it finished (a marker file); a broken one
 is wiped and redone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -86,13 +87,28 @@ def _check_simulator(simulator: str) -> None:
 def build_verilog(text: str, simulator: str = "verilator") -> Path:
     """Build (or reuse) Verilog ``text`` whose top is ``TOP_NAME``; return its build directory."""
     _check_simulator(simulator)
-    from cocotb_tools.runner import get_runner
+    # The executable links cocotb's VPI library by absolute path, so the key names the
+    # cocotb installation too: a build made by another (since deleted) environment
+    # would fail to load.
+    from cocotb_tools.config import libs_dir
 
-    key = hashlib.sha256(f"{simulator}\n{text}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{simulator}\n{libs_dir}\n{text}".encode()).hexdigest()[:16]
     build_dir = _cache_root() / "sim" / f"{simulator}-{key}"
     marker = build_dir / "darbgen-build-ok"
-    if marker.exists():
-        return build_dir
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One build per directory at a time: parallel test sessions sharing the cache wait
+    # for each other's build instead of wiping it.
+    with open(build_dir.parent / f".{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            _build_verilog_in(build_dir, text, simulator)
+            marker.write_text(key)
+    return build_dir
+
+
+def _build_verilog_in(build_dir: Path, text: str, simulator: str) -> None:
+    from cocotb_tools.runner import get_runner
+
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True)
     source = build_dir / f"{TOP_NAME}.v"
@@ -118,8 +134,6 @@ def build_verilog(text: str, simulator: str = "verilator") -> Path:
             del os.environ["MAKEFLAGS"]
         else:
             os.environ["MAKEFLAGS"] = saved
-    marker.write_text(key)
-    return build_dir
 
 
 def simulate_layer(layer: SparseLayer, x, config: EngineConfig | None = None, *,
