@@ -146,8 +146,9 @@ def test_conv_field_survives_save_and_load_and_is_validated(rng, tmp_path):
 
 # -- a small CNN: every geometry case ---------------------------------------------------------
 
-#: (name, filters, kernel, spec): 2×9×8 images; conv1 pools 9×8 to 4×4 (a row dropped),
-#: conv2 reads that with padding (1, 0), stride (1, 2), no ReLU, and pools 4×2 to 2×1.
+#: (name, filters, kernel, spec): 3×9×8 images; conv1 (27 columns: an odd count pads the
+#: last input beat) pools 9×8 to 4×4 (a row dropped), conv2 reads that with padding
+#: (1, 0), stride (1, 2), no ReLU, and pools 4×2 to 2×1.
 CNN = [("conv1", 4, (3, 3), ConvSpec((9, 8), 1, 1, 2)),
        ("conv2", 5, (3, 2), ConvSpec((4, 4), (1, 0), (1, 2), 2))]
 
@@ -156,7 +157,7 @@ def random_cnn(rng, calibration=None) -> Artifact:
     """conv1 → conv2 → fc1 (ReLU) → fc2, random DARB-like weights with biases, an empty
     row in conv1 and fc1, calibrated on ``calibration`` (int images, flattened) by the
     float network so that no activation saturates there."""
-    layers, channels = [], 2
+    layers, channels = [], 3
     for name, f, kernel, spec in CNN:
         layer = random_layer(rng, f, channels * kernel[0] * kernel[1], [2, 4, 8], name=name)
         layers.append(replace(layer, shape=(f, channels, *kernel), conv=spec))
@@ -167,7 +168,7 @@ def random_cnn(rng, calibration=None) -> Artifact:
     for i, (layer, act) in enumerate(zip(layers, ["relu", "none", "relu", "none"])):
         layers[i] = replace(layer, activation=act,
                             bias=rng.normal(0, 2, size=layer.rows).astype(np.float32))
-    x = calibration if calibration is not None else rng.integers(0, 128, size=(32, 144))
+    x = calibration if calibration is not None else rng.integers(0, 128, size=(32, 216))
     scales = [0.05] + float_forward(layers, x * 0.05, calibrate=True)
     return Artifact([replace(l, input_scale=s) for l, s in zip(layers, scales)],
                     {"source": "random cnn"})
@@ -196,15 +197,17 @@ def float_forward(layers, x, calibrate=False):
 
 
 def test_golden_cnn_follows_the_float_network(rng):
-    x = rng.integers(0, 128, size=(64, 144))
+    x = rng.integers(0, 128, size=(64, 216))
     art = random_cnn(rng, calibration=x)
     net = plan(art)
-    assert net.cols == 144 and [q.layer.rows for q in net.layers] == [4, 5, 8, 3]
+    assert net.cols == 216 and [q.layer.rows for q in net.layers] == [4, 5, 8, 3]
     logits = network_ref(net, x)
     ref = float_forward(art.layers, x * net.input_scale)
     step = net.layers[-1].layer.scale * net.layers[-1].layer.input_scale
-    # Integers track the float network within the rounding of int8 activations.
-    assert np.abs(logits * step - ref).max() < 0.05 * np.abs(ref).max()
+    # Integers track the float network within the rounding of int8 activations (four
+    # roundings deep: 2 to 5 % of the largest logit for these seeds; a wrong patch,
+    # pool or flatten order is off by about 100 %).
+    assert np.abs(logits * step - ref).max() < 0.08 * np.abs(ref).max()
     assert (net.predict(logits) == ref.argmax(1)).mean() >= 0.9
 
 
@@ -245,10 +248,10 @@ def test_load_words_and_config_of_a_cnn(rng):
     net = plan(random_cnn(rng))
     config = NetworkConfig.for_plan(net, lanes=2)
     g0, g1, g2, g3 = config.gathers
-    assert (g0.sources, g0.positions, g0.pool_reads) == (144, 72, 1)
+    assert (g0.sources, g0.positions, g0.pool_reads) == (216, 72, 1)
     assert (g1.sources, g1.positions, g1.pool_reads) == (72, 8, 4)
     assert (g2.sources, g2.positions, g2.pool_reads) == (8, 1, 4) and g3 is None
-    assert config.max_cols == 144 and config.targets == 12
+    assert config.max_cols == 216 and config.targets == 12
     targets = load_targets(config, load_words(net, config)).tolist()
     # per layer: gather (8 + j), engine (j), requantizer (4 + j); fc2 has no gather.
     assert [t for i, t in enumerate(targets) if i == 0 or targets[i - 1] != t] == \
@@ -257,7 +260,7 @@ def test_load_words_and_config_of_a_cnn(rng):
                                           r"positions and 4 pool reads, the chain's stage 1 "
                                           r"has 72, 9 and 4$"):
         load_words(net, replace(config, gathers=(g0, replace(g1, positions=9), g2, g3)))
-    assert (g0.depth, g1.depth, g2.depth) == (220, 384, 40)
+    assert (g0.depth, g1.depth, g2.depth) == (330, 384, 40)
     with pytest.raises(ConfigError, match=r"^layer 'fc1' needs 40 buffer entries, the chain's "
                                           r"stage 2 holds 30$"):
         load_words(net, replace(config, gathers=(g0, g1, replace(g2, depth=30), g3)))
@@ -271,10 +274,10 @@ def test_load_words_and_config_of_a_cnn(rng):
 
 def test_bad_inputs_name_the_network_width(rng):
     net = plan(random_cnn(rng))
-    with pytest.raises(ValueError, match=r"^inputs must have shape \(144,\) or \(n, 144\) for "
+    with pytest.raises(ValueError, match=r"^inputs must have shape \(216,\) or \(n, 216\) for "
                                          r"layer 'conv1', not \(2, 18\)$"):
         network_ref(net, np.zeros((2, 18), int))
-    with pytest.raises(ValueError, match=r"^inputs must have shape \(144,\) or \(n, 144\) for "
+    with pytest.raises(ValueError, match=r"^inputs must have shape \(216,\) or \(n, 216\) for "
                                          r"layer 'conv1', not \(2, 18\)$"):
         simulate_network(net, np.zeros((2, 18), int))
 
