@@ -32,7 +32,8 @@ class EngineRun:
 
 def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lanes: int = 4,
                idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
-               load: list | None = None, max_cycles: int = 200_000) -> EngineRun:
+               load: list | None = None, preload: list | None = None, load_gap: int = 0,
+               x_during_load: bool = False, max_cycles: int = 200_000) -> EngineRun:
     """Load ``layer`` into a simulated engine and run input vectors ``x`` through it.
 
     Parameters
@@ -42,6 +43,14 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
         cycle (seeded by ``seed``).
     load : list of int, optional
         Load words to use instead of the layer's own (mutation tests).
+    preload : list of int, optional
+        Load words of an earlier load (another layer that fits ``config``), streamed
+        just before: the engine must hold only the second load.
+    load_gap : int
+        Idle cycles between load words (the serial controller leaves some).
+    x_during_load : bool
+        Offer the input vectors from the first cycle on, while the weights still load:
+        the engine must not start a vector before its load has settled.
     """
     config = config or EngineConfig.for_layers([layer], lanes)
     sched = schedule(layer, config.lanes)
@@ -52,15 +61,22 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
     dut = SpMVEngine(config)
     rng = np.random.default_rng(seed)
     out, marks = [], {}
+    stream = [*(preload or []), *words]
 
     async def testbench(ctx):
-        for w in words:
-            ctx.set(dut.load.valid, 1)
-            ctx.set(dut.load.payload.as_value(), w)
-            await ctx.tick()
-        ctx.set(dut.load.valid, 0)
+        if not x_during_load:
+            await load_all(ctx)
         i = cycle = 0
+        pending = list(stream) if x_during_load else []
+        gap = 0
         while len(out) < expected and cycle < max_cycles:
+            # Load words (x_during_load only): one every load_gap + 1 cycles.
+            ctx.set(dut.load.valid, bool(pending) and gap == 0)
+            if pending and gap == 0:
+                ctx.set(dut.load.payload.as_value(), pending.pop(0))
+                gap = load_gap
+            elif gap:
+                gap -= 1
             offer = i < len(beats) and rng.random() >= idle
             ctx.set(dut.x.valid, offer)
             if offer:
@@ -75,6 +91,17 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
                 i += 1
             await ctx.tick()
             cycle += 1
+
+    async def load_all(ctx):
+        for w in stream:
+            ctx.set(dut.load.valid, 1)
+            ctx.set(dut.load.payload.as_value(), w)
+            await ctx.tick()
+            if load_gap:
+                ctx.set(dut.load.valid, 0)
+                for _ in range(load_gap):
+                    await ctx.tick()
+        ctx.set(dut.load.valid, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

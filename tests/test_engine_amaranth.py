@@ -119,3 +119,65 @@ def test_layer_that_does_not_fit_is_refused(rng):
         load_words(big, config)
     with pytest.raises(ConfigError, match=r"^input_width must be a power of 2, not 3$"):
         EngineConfig.from_json({**config.to_json(), "input_width": 3})
+
+
+# -- tests that kill mutants the ones above let through (bench/mutation_bench.py) --------
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_single_beat_rows_between_other_rows(rng, lanes):
+    """Rows of one beat (one block, k = 1) between rows of other block sizes: the header
+    prefetch must already present the row after a one-beat row."""
+    sizes = np.array([2, 16, 4, 16, 8, 32, 2, 16, 16, 4, 32, 2])
+    layer = _one_per_block(rng, sizes, 16)
+    assert (layer.row_nnz == 1).sum() >= 5
+    x = rng.integers(-128, 128, size=(3, 16))
+    run = run_engine(layer, x, lanes=lanes)
+    assert np.array_equal(run.y, spmv_ref(layer, x))
+
+
+def _one_per_block(rng, sizes, cols):
+    """A layer keeping one random weight per block, block size per row from ``sizes``."""
+    mask = np.zeros((len(sizes), cols), bool)
+    for r, b in enumerate(sizes):
+        for start in range(0, cols, b):
+            mask[r, start + rng.integers(min(b, cols - start))] = True
+    w = rng.integers(-128, 128, size=mask.shape)
+    return SparseLayer.encode("one", w, mask, sizes, np.ones(len(sizes), int), 1.0)
+
+
+def test_extremes_at_the_exact_accumulator_width(rng):
+    """Rows of 16 entries of -128 times inputs of -128 sum to 2^18, which needs every bit
+    of the derived accumulator width (16 + log2 16): none of it is slack."""
+    layer = _one_per_block(rng, np.full(4, 2), 32)
+    layer = SparseLayer.encode("tight", np.full((4, 32), -128), layer.mask(), layer.block_sizes,
+                               layer.keep, 1.0)
+    config = EngineConfig.for_layers([layer], lanes=2)
+    assert config.acc_width == 20 and layer.row_nnz.max() == 16
+    run = run_engine(layer, np.full((2, 32), -128), config)
+    assert np.array_equal(run.y, spmv_ref(layer, np.full((2, 32), -128)))
+    assert run.y.max() == 1 << 18
+
+
+def test_a_second_load_replaces_the_first(rng):
+    """Load one layer, then another (back to back, as the controller restarts a load):
+    the engine must hold only the second, whatever the first left in the lanes."""
+    first = random_layer(rng, 14, 30, [2, 4], keep=2)
+    second = random_layer(rng, 5, 30, [8, 16])
+    config = EngineConfig.for_layers([first, second], lanes=4)
+    x = rng.integers(-128, 128, size=(3, 30))
+    run = run_engine(second, x, config, preload=load_words(first, config))
+    assert np.array_equal(run.y, spmv_ref(second, x))
+
+
+@pytest.mark.parametrize("lanes, gap", [(1, 1), (2, 2), (4, 0)])
+def test_vectors_offered_while_loading_wait_for_the_load(rng, lanes, gap):
+    """Input vectors offered from the first cycle, while the weights still stream in with
+    gaps between words (as from the serial controller): no vector starts before the
+    load has settled, so every output is exact."""
+    first = random_layer(rng, 9, 20, [2, 4])
+    layer = random_layer(rng, 6, 20, [2, 4, 8])
+    config = EngineConfig.for_layers([first, layer], lanes=lanes)
+    x = rng.integers(-128, 128, size=(2, 20))
+    run = run_engine(layer, x, config, preload=load_words(first, config), load_gap=gap,
+                     x_during_load=True)
+    assert np.array_equal(run.y, spmv_ref(layer, x))
