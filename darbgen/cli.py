@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .format import Artifact, ArtifactError, atomic_write
+from .format import Artifact, ArtifactError, atomic_write, read_npy
 
 __all__ = ["main", "build_parser"]
 
@@ -24,6 +27,14 @@ METHOD_NAMES = ("darb", "bmwm", "block", "nm", "irregular", "sap", "blkrew", "st
 
 class CLIError(Exception):
     """A usage problem found after parsing (e.g. an option that does not fit the method)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error shape: one line on stderr, exit status 2 (no usage
+    block: ``-h`` shows it)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _number(text):
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="show a traceback on errors")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="darbgen", parents=[verbose],
         description="Pruned neural networks to bit-exact FPGA sparse engines.")
     parser.add_argument("--version", action="version", version=f"darbgen {__version__}")
@@ -249,8 +260,15 @@ def check_method_options(args) -> dict:
     for opt in _ALL_OPTIONS:
         if getattr(args, opt) is not None and opt not in allowed:
             raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
-    return {k: (getattr(args, k) if getattr(args, k) is not None else v)
+    opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
             for k, v in allowed.items()}
+    # Ranges the methods would only meet after training (or never, for a file source).
+    for opt in ("iterations", "stride"):
+        if opt in opts and opts[opt] < 1:
+            raise CLIError(f"--{opt} must be a positive integer, not {opts[opt]}")
+    if "lam" in opts and not opts["lam"] >= 0:
+        raise CLIError(f"--lam must be a non-negative number, not {opts['lam']}")
+    return opts
 
 
 def method_from_args(args):
@@ -285,6 +303,10 @@ def cmd_prune(args) -> int:
     from .pruning.examples import EXAMPLES, run_example
     from .pruning.sources import load_source, prune_oneshot
 
+    _output_file(args.output)
+    if args.source not in EXAMPLES and not os.path.lexists(args.source):
+        raise CLIError(f"{args.source}: no such file (built-in examples: "
+                       f"{', '.join(EXAMPLES)})")
     if args.method in ("sap", "blkrew", "structured"):
         return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
                 "structured": cmd_prune_structured}[args.method](args)
@@ -449,6 +471,7 @@ def cmd_inspect(args) -> int:
 # -- dense --------------------------------------------------------------------------
 
 def cmd_dense(args) -> int:
+    _output_file(args.output)
     layer = Artifact.load(args.artifact).layer(args.layer)
     dense = layer.to_dense(expanded=True)
     atomic_write(args.output, lambda f: np.save(f, dense, allow_pickle=False))
@@ -462,9 +485,12 @@ def cmd_generate(args) -> int:
     from .config import EngineConfig
     from .hdl.generate import generate
 
+    _output_dir(args.output)
     artifact = Artifact.load(args.artifact)
     if args.board is not None:
         return _generate_board(args, artifact)
+    if args.layer is not None:
+        raise CLIError("--layer needs --board (the engine alone is sized for every layer)")
     config = EngineConfig.for_layers(artifact.layers, _lanes(args.lanes))
     info = generate(config, args.output, artifact.layers)
     print(f"wrote {args.output}/{info['top']}.v and {info['top']}.json: {config.lanes} lanes, "
@@ -473,6 +499,22 @@ def cmd_generate(args) -> int:
     print(json.dumps({"verilog": f"{args.output}/{info['top']}.v",
                       "config_digest": info["config_digest"], "lanes": config.lanes}))
     return 0
+
+
+def _output_file(path) -> None:
+    """Fail before any work when ``path`` cannot become an output file."""
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"{path}: is a directory, not an output file")
+    if not path.parent.is_dir():
+        raise CLIError(f"{path.parent}: no such directory for the output")
+
+
+def _output_dir(path) -> None:
+    """Fail before any work when ``path`` cannot become an output directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{path}: is a file, not an output directory")
 
 
 def _lanes(n: int) -> int:
@@ -517,6 +559,7 @@ def _generate_board(args, artifact) -> int:
 def cmd_build(args) -> int:
     from .boards import build
 
+    _output_dir(args.output)
     artifact = Artifact.load(args.artifact)
     board, name, dev = _board_device(args, artifact)
     report = build(dev, board, args.output, lanes=dev.config.lanes,
@@ -547,8 +590,10 @@ def cmd_serve_sim(args) -> int:
 def _load_inputs(path, layer) -> np.ndarray:
     """int8 input vectors for ``layer`` from a .npy file (full-width inputs of a
     compacted layer are gathered to its stored columns)."""
+    if Path(path).is_dir():
+        raise CLIError(f"{path}: is a directory, not a .npy file")
     try:
-        x = np.load(path, allow_pickle=False)
+        x = read_npy(Path(path).read_bytes())       # checks the header before allocating
     except FileNotFoundError:
         raise CLIError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError) as e:
@@ -568,6 +613,12 @@ def cmd_deploy(args) -> int:
 
     if (args.inputs is None) != (args.output is None):
         raise CLIError("--inputs and -o go together")
+    if args.baud < 1:
+        raise CLIError(f"--baud must be a positive integer, not {args.baud}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise CLIError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.output is not None:
+        _output_file(args.output)
     artifact = Artifact.load(args.artifact)
     target, name = _target(args, artifact)
     x = _load_inputs(args.inputs, artifact.layers[0] if args.network else target) \
@@ -603,6 +654,7 @@ def cmd_simulate(args) -> int:
     from .sim.golden import spmv_ref
     from .sim.runner import simulate_layer
 
+    _output_file(args.output)
     artifact = Artifact.load(args.artifact)
     layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
     x = _load_inputs(args.inputs, layer)

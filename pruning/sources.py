@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..format import Artifact
+from ..format import Artifact, read_npy
 from .methods import PruningMethod, encode_layer, prunable_layers
 
 __all__ = ["SourceLayer", "load_source", "prune_oneshot", "masked_artifact", "model_layers"]
@@ -27,16 +27,23 @@ def load_source(path) -> list[SourceLayer]:
         The file holds no usable weight matrix; the message says what it holds.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a .npy file or a saved torch model")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if path.suffix == ".npy":
         try:
-            w = np.load(path, allow_pickle=False)
+            # read_npy checks the header before allocating (np.load trusts it).
+            w = read_npy(path.read_bytes())
         except (ValueError, OSError, EOFError) as e:
             raise ValueError(f"{path}: not a readable .npy file ({e})") from None
         if w.dtype.kind != "f" or w.ndim != 2:
             raise ValueError(f"{path}: must hold a 2-D float matrix, not {w.dtype} of "
                              f"shape {w.shape}")
+        if w.size == 0:
+            raise ValueError(f"{path}: holds an empty matrix of shape {w.shape}")
+        if not np.isfinite(w).all():
+            raise ValueError(f"{path}: holds non-finite weights (NaN or infinity)")
         return [("layer0", w.astype(np.float64), None, w.shape)]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
