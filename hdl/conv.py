@@ -129,7 +129,7 @@ class Gather(wiring.Component):
                      self.src_skip.eq(src_rd.data[abits])]
 
         clearing = Signal()
-        clear_at = Signal(range(g.depth))
+        clear_at = Signal(range(max(g.depth, 2)))
         act_wr = act.write_port()
         with m.If(self.load.valid & word.first):
             m.d.sync += [clearing.eq(1), clear_at.eq(0)]
