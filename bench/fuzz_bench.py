@@ -45,18 +45,22 @@ def record(key: str, value, path: Path = OUT) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=20261121)
-    p.add_argument("--loader", type=int, default=50_000, help="loader inputs (%(default)s)")
+    p.add_argument("--loader", type=int, default=100_000, help="loader inputs (%(default)s)")
     p.add_argument("--link", type=int, default=3000,
                    help="link inputs, Amaranth-simulated controller (%(default)s)")
     p.add_argument("--sessions", type=int, default=30,
                    help="host-driver sessions over a noisy link, simulated (%(default)s)")
-    p.add_argument("--board-link", type=int, default=1500,
+    p.add_argument("--board-link", type=int, default=4000,
                    help="link inputs, iCEBreaker device in Verilator (%(default)s)")
-    p.add_argument("--board-sessions", type=int, default=10, help="(%(default)s)")
+    p.add_argument("--board-sessions", type=int, default=20, help="(%(default)s)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     toolenv.setup()
-
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "darbgen",
+                            "hdl", "host", "sim", "pruning", "boards"],
+                           capture_output=True, text=True).stdout.strip()
     reports = {
         "loader": fuzz_loader(args.loader, seed=args.seed, bases=24),
         "link_amaranth": fuzz_link(args.link, seed=args.seed, host_sessions=args.sessions),
@@ -71,9 +75,8 @@ def main(argv=None) -> int:
             print("  ", failure)
         bad += report.bad + report.counts.get("protocol_mismatches", 0) + \
             report.counts.get("unclear_messages", 0)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    record("fuzz", {"commit": commit, **{k: r.to_json() for k, r in reports.items()}}, args.out)
+    record("fuzz", {"commit": commit, "uncommitted_changes": bool(dirty),
+                    **{k: r.to_json() for k, r in reports.items()}}, args.out)
     print(f"wrote {args.out}")
     return 1 if bad else 0
 

@@ -723,7 +723,7 @@ def simulated_target(config: EngineConfig, byte_cycles: int = 2) -> LinkTarget:
         # A broken frame is dropped after IDLE_BYTES byte times; a valid frame's reply
         # starts at most about one buffer read (MAX_PAYLOAD cycles) after it ended.
         quiet=(IDLE_BYTES * byte_cycles + 64) / clock_hz,
-        patience=(4 * MAX_PAYLOAD * byte_cycles + 4000) / clock_hz)
+        patience=(2 * MAX_PAYLOAD * byte_cycles + 1000) / clock_hz)
 
 
 def board_target(layer: SparseLayer, board: str = "icebreaker", lanes: int = 2, *,
@@ -1008,7 +1008,7 @@ class _LinkFuzzer:
         self.report.count("host_sessions")
         recovered = False
         for _ in range(3):
-            board = Board(noisy, timeout=self.target.patience, retries=30)
+            board = Board(noisy, timeout=self.target.patience)     # 8 retries, the default
             board._seq = int(self.rng.integers(256))    # reproducible; any start is valid
             try:
                 board.identify()
@@ -1048,7 +1048,7 @@ class _LinkFuzzer:
             self.fresh_device()
 
 
-def fuzz_link(inputs: int, seed: int = 0, *, host_sessions: int = 0, noise: float = 0.15,
+def fuzz_link(inputs: int, seed: int = 0, *, host_sessions: int = 0, noise=(0.15, 0.5),
               target=None, layer: SparseLayer | None = None, chunk_words: int = 32) -> FuzzReport:
     """Attack the protocol controller; count what happened.
 
@@ -1061,8 +1061,9 @@ def fuzz_link(inputs: int, seed: int = 0, *, host_sessions: int = 0, noise: floa
         Seeds the layer, every input and the noise.
     host_sessions : int
         Runs of the host driver over a :class:`NoisyTransport` after the inputs.
-    noise : float
-        The noisy transport's ``p``.
+    noise : float or sequence of float
+        The noisy transport's ``p``, or values the sessions take in turn (at 0.5 the
+        host sometimes gives up an attempt and must start over).
     target : callable, optional
         ``target(layer)`` returns the :class:`LinkTarget` to fuzz; by default the
         controller in Amaranth's simulator with 2 lanes (:func:`simulated_target`).
@@ -1096,7 +1097,8 @@ def fuzz_link(inputs: int, seed: int = 0, *, host_sessions: int = 0, noise: floa
                         "host_attempts_failed", "host_retries", "noise_events"):
                 report.counts[key] = 0
         for n in range(host_sessions):
-            fuzzer.host_session(n, noise)
+            levels = noise if isinstance(noise, (tuple, list)) else (noise,)
+            fuzzer.host_session(n, levels[n % len(levels)])
     finally:
         fuzzer.link.close()
         if link_target.close:
