@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ConfigError, EngineConfig, layout_width
-from .conv import ConvGeometry, MapBuffer
+from .conv import MapBuffer
 from .format import Artifact, ArtifactError, SparseLayer, ceil_log2
 from .packing import Schedule, pack_fields, schedule
 from .packing import load_words as layer_load_words

@@ -211,11 +211,11 @@ def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
     seen = [0.0] * len(layers)
     sizes = [None] * len(layers)
 
-    def hook(i, args):
+    def record(i, args):
         seen[i] = max(seen[i], float(args[0].abs().max()))
         sizes[i] = tuple(args[0].shape[-2:])
 
-    hooks = [layer.module.register_forward_pre_hook(lambda _m, args, i=i: hook(i, args))
+    hooks = [layer.module.register_forward_pre_hook(lambda _m, args, i=i: record(i, args))
              for i, layer in enumerate(layers)]
     saved = [layer.weight() for layer in layers]
     try:

@@ -326,4 +326,22 @@ def test_boards_refuse_a_cnn_and_eval_names_an_unsupported_layer(rng, tmp_path, 
     Artifact([conv1, replace(conv2, conv=None), fc1, fc2]).save(tmp_path / "old.darb")
     assert main(["eval", str(tmp_path / "old.darb"), "--dataset", "digits"]) == 1
     assert capsys.readouterr().err.startswith(
-        f"darbgen eval: error: layer 'conv2' has shape (5, 4, 3, 2) but no 'conv' geometry")
+        "darbgen eval: error: layer 'conv2' has shape (5, 4, 3, 2) but no 'conv' geometry")
+
+
+def test_conv_spec_of_torch_modules():
+    from torch import nn
+
+    from darbgen.pruning.examples import conv_spec
+    assert conv_spec(nn.Conv2d(1, 2, 3, padding=(1, 0), stride=2), (8, 9), nn.MaxPool2d(2)) == \
+        ConvSpec((8, 9), (1, 0), (2, 2), 2)
+    assert conv_spec(nn.Conv2d(1, 2, 3), (8, 8), nn.ReLU()) == ConvSpec(8)
+    with pytest.raises(ValueError, match=r"^Conv2d with dilation \(2, 2\), groups 1, padding "
+                                         r"\(0, 0\) \(zeros\) is not supported: only dilation 1, "
+                                         r"groups 1 and numeric zero padding$"):
+        conv_spec(nn.Conv2d(1, 2, 3, dilation=2), (8, 8))
+    with pytest.raises(ValueError, match=r"^MaxPool2d\(kernel_size=2, stride=1, padding=0, "
+                                         r"dilation=1, ceil_mode=False\) is not supported: only "
+                                         r"square MaxPool2d\(k\) windows with stride k, no "
+                                         r"padding, floor mode$"):
+        conv_spec(nn.Conv2d(1, 2, 3), (8, 8), nn.MaxPool2d(2, stride=1))
