@@ -24,9 +24,11 @@ longer than ``time_limit``) and ``silent_corruptions`` (an acceptance that break
 the rules above).
 
 :func:`fuzz_link` attacks the protocol controller (:class:`~darbgen.hdl.device.Controller`,
-the gateware behind every board's UART) in Amaranth's simulator through
-:class:`~darbgen.sim.link_sim.SimulatedLink`, one *input* at a time, each followed
-by a clean ``STATUS`` (retried after silence) that must be answered:
+the gateware behind every board's UART): by default in Amaranth's simulator through
+:class:`~darbgen.sim.link_sim.SimulatedLink` (:func:`simulated_target`), or as a
+board's whole device in Verilator behind a pseudo-terminal (:func:`board_target`).
+It sends one *input* at a time, each followed by a clean ``STATUS`` (retried after
+silence) that must be answered:
 
 * ``chunk``: the next correct ``LOAD_WEIGHTS`` chunk of a layer;
 * ``run``: a correct ``RUN`` (outputs checked exactly while the layer is loaded);
