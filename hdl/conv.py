@@ -18,8 +18,10 @@ network and loads like the weights (:func:`darbgen.network.load_words`):
   of position ``p`` at ``dest[f] + source[p]`` (``skip``: a position no pool window
   uses); after the last position it starts its gather.
 
-Each buffer is single: a stage takes the next image once its gather has emitted the
-last one. The buffer is cleared when its table is (re)loaded, so the border is zero.
+Each buffer is double: the producer writes image ``n + 1`` into one half while the
+gather emits image ``n`` from the other, so a stage's time per image is the larger of
+the two, not their sum. The buffer is cleared when its table is (re)loaded, so the
+border is zero.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -54,11 +56,14 @@ class Gather(wiring.Component):
     src_addr, src_skip : Out
         ``source[src_index]`` one cycle later.
     w_en, w_addr, w_data : In
-        The owner's buffer writes (ignored while clearing).
+        The owner's buffer writes, into the half it fills (ignored while clearing).
     start : In(1)
-        Emit one image's vectors (every write of the image is done).
-    busy : Out(1)
-        Clearing or emitting: the owner must neither write nor start.
+        The half being filled holds a whole image: emit it, and fill the other half.
+        Only while ``ready``.
+    clearing : Out(1)
+        The buffer is being cleared: the owner must not write.
+    ready : Out(1)
+        Not clearing, and the previous image has been emitted: ``start`` is allowed.
     out : Out(stream.Signature(engine input fields))
         The engine's input beats, ``last`` on each vector's final beat.
     """
@@ -71,7 +76,7 @@ class Gather(wiring.Component):
             "src_index": In(range(max(g.sources, 2))),
             "src_addr": Out(g.addr_bits), "src_skip": Out(1),
             "w_en": In(1), "w_addr": In(g.addr_bits), "w_data": In(signed(e.input_bits)),
-            "start": In(1), "busy": Out(1),
+            "start": In(1), "clearing": Out(1), "ready": Out(1),
             "out": Out(stream.Signature(to_layout(e.input_fields))),
         })
 
@@ -83,7 +88,8 @@ class Gather(wiring.Component):
         sources, positions, cols, pool = c.gather_sections(j)
         elem = signed(e.input_bits)
 
-        m.submodules.act = act = memory.Memory(shape=elem, depth=g.depth, init=[])
+        # Two halves: `wpar` is the one the owner fills, `rpar` the one being emitted.
+        m.submodules.act = act = memory.Memory(shape=elem, depth=2 * g.depth, init=[])
         # Depths of at least 2: a one-entry memory would get a zero-width address.
         m.submodules.src = src = memory.Memory(shape=unsigned(abits + 1),
                                                depth=max(sources, 2), init=[])
@@ -128,23 +134,25 @@ class Gather(wiring.Component):
         m.d.comb += [src_rd.addr.eq(self.src_index), self.src_addr.eq(src_rd.data[:abits]),
                      self.src_skip.eq(src_rd.data[abits])]
 
-        clearing = Signal()
-        clear_at = Signal(range(max(g.depth, 2)))
+        clearing = self.clearing
+        clear_at = Signal(range(2 * g.depth))
+        wpar, rpar = Signal(), Signal()
         act_wr = act.write_port()
         with m.If(self.load.valid & word.first):
-            m.d.sync += [clearing.eq(1), clear_at.eq(0)]
+            m.d.sync += [clearing.eq(1), clear_at.eq(0), wpar.eq(0)]
         with m.Elif(clearing):
             m.d.sync += clear_at.eq(clear_at + 1)
-            with m.If(clear_at == g.depth - 1):
+            with m.If(clear_at == 2 * g.depth - 1):
                 m.d.sync += clearing.eq(0)
         m.d.comb += [act_wr.en.eq(Mux(clearing, 1, self.w_en)),
-                     act_wr.addr.eq(Mux(clearing, clear_at, self.w_addr)),
+                     act_wr.addr.eq(Mux(clearing, clear_at,
+                                        self.w_addr + Mux(wpar, g.depth, 0))),
                      act_wr.data.eq(Mux(clearing, 0, self.w_data))]
 
         # -- emit: stage 0 issues (q, w, d), 1 adds the address, 2 takes the maximum -----
         # Every stage holds while the output beat waits: `advance` enables them all.
         emitting, issued = Signal(), Signal()
-        m.d.comb += self.busy.eq(clearing | emitting | self.start)
+        m.d.comb += self.ready.eq(~clearing & ~emitting)
         advance = Signal()
         m.d.comb += advance.eq(~self.out.valid | self.out.ready)
         q = Signal(range(max(positions, 2)))
@@ -159,7 +167,8 @@ class Gather(wiring.Component):
         for port in off_rd:
             m.d.comb += [port.addr.eq(w), port.en.eq(advance)]
         with m.If(self.start):
-            m.d.sync += [emitting.eq(1), issued.eq(0), q.eq(0), w.eq(0), d.eq(0)]
+            m.d.sync += [emitting.eq(1), issued.eq(0), q.eq(0), w.eq(0), d.eq(0),
+                         rpar.eq(wpar), wpar.eq(~wpar)]
         with m.Elif(advance & issue):
             with m.If(d == pool - 1):
                 m.d.sync += d.eq(0)
@@ -184,8 +193,9 @@ class Gather(wiring.Component):
                          v2.eq(v1), first2.eq(first1), last_d2.eq(last_d1), last_w2.eq(last_w1)]
         act_rd = [act.read_port() for _ in range(per)]
         best = [Signal(elem, name=f"best{s}") for s in range(per)]
+        half = Mux(rpar, g.depth, 0)
         for s in range(per):
-            m.d.comb += [act_rd[s].addr.eq(base_rd.data + off_rd[s].data + pool_rd.data),
+            m.d.comb += [act_rd[s].addr.eq(base_rd.data + off_rd[s].data + pool_rd.data + half),
                          act_rd[s].en.eq(advance)]
             value = act_rd[s].data
             if s >= pad_from:
@@ -241,8 +251,8 @@ class InputGather(wiring.Component):
         m.d.sync += wv.eq(0)
         with m.FSM():
             with m.State("RECEIVE"):
-                m.d.comb += self.x.ready.eq(~gather.busy)
-                with m.If(self.x.valid & ~gather.busy):
+                m.d.comb += self.x.ready.eq(~gather.clearing)
+                with m.If(self.x.valid & ~gather.clearing):
                     m.d.sync += [beat.eq(self.x.payload), slot.eq(0)]
                     m.next = "WRITE"
             with m.State("WRITE"):
@@ -254,10 +264,12 @@ class InputGather(wiring.Component):
                     with m.Else():
                         m.next = "RECEIVE"
             with m.State("LAST"):
-                # The image's final element is written in this cycle.
-                m.d.comb += gather.start.eq(1)
-                m.d.sync += element.eq(0)
-                m.next = "RECEIVE"
+                # The image's final element is written in the first cycle here; hand
+                # the half over once the previous image has been emitted.
+                with m.If(gather.ready):
+                    m.d.comb += gather.start.eq(1)
+                    m.d.sync += element.eq(0)
+                    m.next = "RECEIVE"
         return m
 
 
@@ -314,8 +326,8 @@ class MapRequantizer(wiring.Component):
         flush = Signal(range(_PIPELINE_DEPTH + 1))
         with m.FSM():
             with m.State("FILL"):
-                m.d.comb += self.y.ready.eq(~gather.busy)
-                with m.If(self.y.valid & ~gather.busy):
+                m.d.comb += self.y.ready.eq(~gather.clearing)
+                with m.If(self.y.valid & ~gather.clearing):
                     m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
                     m.next = "APPLY"
             with m.State("APPLY"):
@@ -338,8 +350,11 @@ class MapRequantizer(wiring.Component):
                     m.d.sync += [p.eq(p + 1), k.eq(0)]
                     m.next = "FILL"
             with m.State("FLUSH"):
-                m.d.sync += flush.eq(flush - 1)
-                with m.If(flush == 1):
+                # The last write lands as `flush` reaches 0; then the half is handed
+                # over once the gather has emitted the previous image.
+                with m.If(flush != 0):
+                    m.d.sync += flush.eq(flush - 1)
+                with m.Elif(gather.ready):
                     m.d.comb += gather.start.eq(1)
                     m.d.sync += [p.eq(0), k.eq(0)]
                     m.next = "FILL"

@@ -287,7 +287,7 @@ def test_bad_inputs_name_the_network_width(rng):
 @needs_verilator
 def test_cnn_chain_matches_golden_model_with_stalls(rng):
     net = plan(random_cnn(rng))
-    x = rng.integers(-128, 128, size=(3, net.cols))
+    x = rng.integers(-128, 128, size=(4, net.cols))
     run = simulate_network(net, x, lanes=2, idle=0.3, backpressure=0.3, seed=5)
     np.testing.assert_array_equal(run.logits, network_ref(net, x))
 
