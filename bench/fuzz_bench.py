@@ -6,7 +6,8 @@ Amaranth's simulator (reproducible, simulated time) and against a whole iCEBreak
 device (UART + controller + engine, the bitstream's RTL) in Verilator behind a
 pseudo-terminal (wall-clock time, real UART framing), each followed by sessions of
 the host driver over a noisy link. Prints each report and records them under
-``"fuzz"`` in ``docs/adversarial.json`` (the mutation bench keeps its own key there).
+``"fuzz"`` in ``docs/adversarial.json``, each with the commit it ran at (a count of 0
+skips a run and keeps its earlier record; the mutation bench has its own key).
 Exit status 1 if anything hung, crashed, was silently accepted or replied otherwise
 than the protocol model.
 
@@ -61,13 +62,17 @@ def main(argv=None) -> int:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "darbgen",
                             "hdl", "host", "sim", "pruning", "boards"],
                            capture_output=True, text=True).stdout.strip()
-    reports = {
-        "loader": fuzz_loader(args.loader, seed=args.seed, bases=24),
-        "link_amaranth": fuzz_link(args.link, seed=args.seed, host_sessions=args.sessions),
-        "link_verilator": fuzz_link(args.board_link, seed=args.seed + 1,
-                                    host_sessions=args.board_sessions,
-                                    target=lambda layer: board_target(layer)),
+    runs = {
+        "loader": lambda: fuzz_loader(args.loader, seed=args.seed, bases=24),
+        "link_amaranth": lambda: fuzz_link(args.link, seed=args.seed,
+                                           host_sessions=args.sessions),
+        "link_verilator": lambda: fuzz_link(args.board_link, seed=args.seed + 1,
+                                            host_sessions=args.board_sessions,
+                                            target=lambda layer: board_target(layer)),
     }
+    counts = {"loader": args.loader, "link_amaranth": args.link,
+              "link_verilator": args.board_link}
+    reports = {name: run() for name, run in runs.items() if counts[name]}    # 0: skip
     bad = 0
     for report in reports.values():
         print(report)
@@ -75,8 +80,10 @@ def main(argv=None) -> int:
             print("  ", failure)
         bad += report.bad + report.counts.get("protocol_mismatches", 0) + \
             report.counts.get("unclear_messages", 0)
-    record("fuzz", {"commit": commit, "uncommitted_changes": bool(dirty),
-                    **{k: r.to_json() for k, r in reports.items()}}, args.out)
+    fuzz = json.loads(args.out.read_text()).get("fuzz", {}) if args.out.exists() else {}
+    for name, report in reports.items():
+        fuzz[name] = {"commit": commit, "uncommitted_changes": bool(dirty), **report.to_json()}
+    record("fuzz", fuzz, args.out)
     print(f"wrote {args.out}")
     return 1 if bad else 0
 

@@ -267,7 +267,7 @@ class SparseLayer:
                 raise ArtifactError(f"layer {name!r}: field 'input_columns' must be strictly "
                                     f"increasing columns of the original {width}")
             object.__setattr__(self, "input_columns", cols)
-        if (not all(_is_int(d) and d > 0 for d in shape) or shape[0] != self.rows
+        if (not shape or not all(_is_int(d) and d > 0 for d in shape) or shape[0] != self.rows
                 or math.prod(shape[1:]) != width):
             raise ArtifactError(f"layer {name!r}: field 'shape' {shape} does not flatten "
                                 f"to ({self.rows}, {width})")

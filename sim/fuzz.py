@@ -306,8 +306,8 @@ def _mutate_array(data: bytes, rng) -> tuple[bytes, str]:
             i = int(rng.integers(flat.size))
             if flat.dtype.kind in "iu":
                 info = np.iinfo(flat.dtype)
-                flat[i] = [info.min, info.max, 0, flat[i] ^ 1,
-                           int(rng.integers(info.min, info.max, endpoint=True))][int(rng.integers(5))]
+                drawn = int(rng.integers(info.min, info.max, endpoint=True))
+                flat[i] = [info.min, info.max, 0, flat[i] ^ 1, drawn][int(rng.integers(5))]
             elif flat.dtype.kind == "f":
                 flat[i] = [np.nan, np.inf, -np.inf, 0.0, -1.0, 1e300 if flat.itemsize > 4 else
                            3e38][int(rng.integers(6))]
@@ -1079,8 +1079,9 @@ def fuzz_link(inputs: int, seed: int = 0, *, host_sessions: int = 0, noise=(0.15
     FuzzReport
         Counts ``inputs``, ``bytes``, ``hangs``, ``silent_corruptions``, ``crashes``,
         ``protocol_mismatches``, ``exact_runs``, ``crc_collisions_redrawn``,
-        ``sim_cycles`` (a simulated controller's clock cycles) and, with host sessions, ``host_sessions``, ``host_recovered``, ``host_gave_up``,
-        ``host_attempts_failed``, ``host_retries``, ``noise_events``.
+        ``sim_cycles`` (a simulated controller's clock cycles) and, with host sessions,
+        ``host_sessions``, ``host_recovered``, ``host_gave_up``, ``host_attempts_failed``,
+        ``host_retries``, ``noise_events``.
     """
     rng = np.random.default_rng(seed)
     layer = layer if layer is not None else _fuzz_layer(rng)

@@ -137,3 +137,26 @@ def _npy(arr):
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
+
+
+def test_an_empty_shape_is_refused(tmp_path, rng):
+    """What the long loader fuzz found (1 input in 100,000): a manifest 'shape' of []
+    raised IndexError instead of naming the field."""
+    import json
+
+    from darbgen.format import Artifact, ArtifactError
+
+    good = tmp_path / "good.darb"
+    Artifact([random_layer(rng, 4, 16, [4], name="fc")]).save(good)
+    bad = tmp_path / "bad.darb"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "manifest.json":
+                manifest = json.loads(data)
+                manifest["layers"][0]["shape"] = []
+                data = json.dumps(manifest).encode()
+            zout.writestr(name, data)
+    with pytest.raises(ArtifactError, match=r"^.*bad\.darb: layer 'fc': field 'shape' \(\) "
+                                            r"does not flatten to \(4, 16\)$"):
+        Artifact.load(bad)
