@@ -109,7 +109,8 @@ class FuzzReport:
         Named counts; ``inputs`` is always there, and ``hangs``, ``crashes`` and
         ``silent_corruptions`` are the ones that must be 0.
     by_kind : dict
-        Inputs per mutation or event kind.
+        Inputs per mutation or event kind (and, for host sessions, ``host <error>``:
+        the errors with which attempts failed).
     failures : list of str
         The first failures, each naming its input number, kind and seed.
     seconds : float
@@ -1016,8 +1017,10 @@ class _LinkFuzzer:
                 board.identify()
                 board.load(layer)
                 y = board.run(x)
-            except LinkError:
+            except LinkError as e:
                 self.report.count("host_attempts_failed")
+                self.report.by_kind[f"host {type(e).__name__}"] = \
+                    self.report.by_kind.get(f"host {type(e).__name__}", 0) + 1
                 continue
             except _Hang as e:
                 self.report.fail("hangs", f"host session {n}: {e}")
@@ -1037,7 +1040,13 @@ class _LinkFuzzer:
         else:
             self.report.count("host_gave_up")
         self.report.count("noise_events", noisy.events)
-        if not recovered:                   # what the device holds is unknown: start over
+        if not recovered:
+            # The host gave up (a clear error): the device must still answer a clean
+            # link. What it holds is unknown, so the model starts over on a fresh one.
+            self.link.read(self.target.quiet)
+            if self.status() is None:
+                self.report.fail("hangs", f"host session {n}: no STATUS reply after the "
+                                 "host gave up")
             self.fresh_device()
             return
         # The device must hold what the host verified (it said so by CRC-32).
