@@ -1,0 +1,213 @@
+"""The formal checks as named units: what the tests and ``python -m formal`` run.
+
+Each check runs one or more sby tasks and returns an :class:`Outcome`: whether the
+check holds (for a mutant: whether the spec caught it), what kind of result it is
+(a proof by k-induction or a bounded check, with its depth) and how long sby took.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from darbgen.config import EngineConfig
+from darbgen.hdl import IndexDecoder, Lane
+from darbgen.hdl import engine as _engine
+from darbgen.packing import load_words
+
+from .decoder import DECODER_CONFIGS, DecoderSpec
+from .engine import ENGINE_LAYERS, FORMAL_ENGINE, EngineSpec, skeleton
+from .mutants import mutant, replaced
+from .sby import run_sby
+
+__all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "check_engine",
+           "engine_mutant_caught", "random_skeletons", "all_checks"]
+
+#: k-induction depth of the decoder proofs (the invariant makes it 1-inductive).
+DECODER_DEPTH = 2
+#: Cycles of the decoder's cover run (a beat in a row's third block needs 3).
+DECODER_COVER_DEPTH = 4
+
+
+@dataclass
+class Outcome:
+    """What one check found.
+
+    Parameters
+    ----------
+    holds : bool
+        The property holds (for a mutant: the spec found its counterexample).
+    kind : str
+        ``"proof"`` (k-induction: every reachable state), ``"bounded"`` or
+        ``"mutant caught"``.
+    depth : int
+        The k-induction or BMC depth in cycles.
+    results : list of SbyResult
+    """
+
+    holds: bool
+    kind: str
+    depth: int
+    results: list = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def report(self) -> str:
+        """The sby logs of the tasks, for a failure message."""
+        return "\n".join(f"--- {r.name} ({r.mode} {r.depth}): {r.status}\n{r.log[-4000:]}"
+                         for r in self.results)
+
+
+def prove_decoder(config: EngineConfig, name: str, workdir) -> Outcome:
+    """Prove :class:`~darbgen.hdl.IndexDecoder` for ``config`` (k-induction), and reach its
+    cover (the assumptions leave long rows possible: the proof is not vacuous)."""
+    proof = run_sby(DecoderSpec(config), f"decoder-{name}", workdir, mode="prove",
+                    depth=DECODER_DEPTH)
+    cover = run_sby(DecoderSpec(config), f"decoder-{name}-cover", workdir, mode="cover",
+                    depth=DECODER_COVER_DEPTH)
+    return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof", DECODER_DEPTH,
+                   [proof, cover])
+
+
+def decoder_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcome:
+    """Run the decoder proof, contract assertions only, on the mutant ``fault``: caught
+    when sby finds a counterexample from the initial state (``FAIL``)."""
+    dut = mutant(IndexDecoder, fault)(config)
+    result = run_sby(DecoderSpec(config, dut, invariants=False), f"decoder-mutant-{fault}",
+                     workdir, mode="prove", depth=DECODER_DEPTH)
+    caught = result.status == "FAIL" and bool(result.failed_properties)
+    return Outcome(caught, "mutant caught", DECODER_DEPTH, [result])
+
+
+# Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
+# mutant checks reuse the real engine's.
+_RUN_CYCLES = {}
+
+
+def _engine_depth(layer, stalls, vectors, workdir, name) -> tuple:
+    """The cycles a complete run takes: one more than the first cycle at which the cover
+    is reached (with free stalls: the run with none); and the cover runs made."""
+    stalls = "none" if stalls == "any" else stalls
+    key = (layer.name, stalls, vectors)
+    if key in _RUN_CYCLES:
+        return _RUN_CYCLES[key], []
+    spec = EngineSpec(FORMAL_ENGINE, layer, vectors=vectors, stalls=stalls)
+    cover = run_sby(spec, f"{name}-cover", workdir, mode="cover", depth=200,
+                    map_memories=True)
+    steps = cover.cover_steps
+    if cover.status != "PASS" or not steps:
+        return None, [cover]
+    _RUN_CYCLES[key] = steps[0] + 1
+    return steps[0] + 1, [cover]
+
+
+def check_engine(layer, workdir, *, stalls: str = "none", vectors: int = 2, slack: int = 0,
+                 fault: tuple | None = None, name: str | None = None) -> Outcome:
+    """Bounded check of the engine on ``layer``'s skeleton with free weights, offsets and
+    inputs, against the naive reference.
+
+    A cover run first finds the cycles a complete run takes; the bounded check then
+    covers that many cycles plus ``slack`` (with ``stalls="any"``: traces with up to
+    ``slack`` idle or back-pressured cycles come out complete within the depth).
+
+    Parameters
+    ----------
+    fault : (class, name), optional
+        Build the engine with this mutant of :class:`~darbgen.hdl.IndexDecoder` or
+        :class:`~darbgen.hdl.Lane`; the outcome then holds if the check fails.
+    """
+    name = name or f"engine-{layer.name}-{stalls}-{vectors}v"
+    depth, covers = _engine_depth(layer, stalls, vectors, workdir, name)
+    if depth is None:
+        return Outcome(False, "bounded", 0, covers)
+    depth += slack
+    spec_args = dict(vectors=vectors, stalls=stalls,
+                     depth=None if stalls == "any" else depth)
+    if fault is None:
+        result = run_sby(EngineSpec(FORMAL_ENGINE, layer, **spec_args), name, workdir,
+                         mode="bmc", depth=depth, map_memories=True)
+        return Outcome(result.status == "PASS", "bounded", depth, [*covers, result])
+    cls, fault_name = fault
+    with replaced(_engine, cls.__name__, mutant(cls, fault_name)):
+        result = run_sby(EngineSpec(FORMAL_ENGINE, layer, **spec_args),
+                         f"{name}-mutant-{fault_name}", workdir, mode="bmc", depth=depth,
+                         map_memories=True)
+    caught = result.status == "FAIL" and bool(result.failed_properties)
+    return Outcome(caught, "mutant caught", depth, [*covers, result])
+
+
+def engine_mutant_caught(cls, fault: str, workdir, layer_name: str = "two-full-lanes"):
+    """The engine check on a layer, with one decoder or lane fault: caught when it FAILs."""
+    return check_engine(ENGINE_LAYERS[layer_name], workdir, fault=(cls, fault))
+
+
+def random_skeletons(count: int, seed: int) -> list:
+    """``count`` random layer skeletons that fit :data:`~formal.engine.FORMAL_ENGINE`
+    (seeded; 1 to 4 rows, b in {2, 4}, k in 0..2, 1 to 6 columns)."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        cols = rng.randint(1, FORMAL_ENGINE.max_cols)
+        rows = [(rng.choice([2, 4]), rng.randint(0, 2)) for _ in range(rng.randint(1, 4))]
+        try:
+            layer = skeleton(f"random{seed}-{len(out)}", cols, rows)
+            load_words(layer, FORMAL_ENGINE)               # fits the engine?
+        except ValueError:       # ArtifactError (no weight) or ConfigError (too long)
+            continue
+        out.append(layer)
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check: ``run(workdir) -> Outcome``; ``slow`` ones stay out of the
+    default test suite."""
+
+    name: str
+    what: str
+    run: object
+    slow: bool = False
+
+
+def all_checks() -> list:
+    """Every check, in the order of docs/formal.md."""
+    checks = []
+    for name, config in DECODER_CONFIGS.items():
+        checks.append(Check(f"decoder/{name}", f"decoder columns, shifts {config.shifts}, "
+                            f"k <= {config.max_keep}, {config.max_cols} columns",
+                            lambda w, c=config, n=name: prove_decoder(c, n, w)))
+    base = DECODER_CONFIGS["darb-1to8-k4-45cols"]
+    for fault in ("shift-off-by-one", "offset-msb-dropped", "block-wraps-early",
+                  "no-row-restart"):
+        checks.append(Check(f"decoder-mutant/{fault}", f"decoder with fault {fault}",
+                            lambda w, f=fault: decoder_mutant_caught(base, f, w)))
+    for layer_name, stalls, vectors, slack, slow in (
+            ("two-full-lanes", "none", 2, 0, False),
+            ("partial-blocks", "periodic", 2, 0, False),
+            ("one-row", "any", 1, 10, False),
+            ("two-full-lanes", "periodic", 2, 0, True),
+            ("partial-blocks", "none", 2, 0, True),
+            ("one-row", "any", 2, 12, True)):
+        layer = ENGINE_LAYERS[layer_name]
+        checks.append(Check(
+            f"engine/{layer_name}/{stalls}/{vectors}v",
+            f"engine vs reference, {layer_name}, stalls {stalls}, {vectors} vectors"
+            + (f", {slack} cycles of slack" if slack else ""),
+            lambda w, lay=layer, s=stalls, v=vectors, sl=slack:
+                check_engine(lay, w, stalls=s, vectors=v, slack=sl),
+            slow))
+    for cls, fault, slow in ((IndexDecoder, "shift-off-by-one", False),
+                             (Lane, "first-beat-twice", False),
+                             (IndexDecoder, "no-row-restart", True),
+                             (Lane, "row-drops-last-beat", True)):
+        checks.append(Check(f"engine-mutant/{fault}", f"engine with {cls.__name__} fault {fault}",
+                            lambda w, c=cls, f=fault: engine_mutant_caught(c, f, w), slow))
+    for i, layer in enumerate(random_skeletons(12, seed=7)):
+        for stalls in ("none", "periodic"):
+            checks.append(Check(f"engine-random/{i}/{stalls}",
+                                f"engine vs reference, random skeleton {i} (seed 7), {stalls}",
+                                lambda w, lay=layer, s=stalls: check_engine(lay, w, stalls=s),
+                                slow=True))
+    return checks

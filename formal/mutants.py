@@ -1,0 +1,78 @@
+"""Deliberately broken hardware, made from the real source with one edit each.
+
+A mutant's ``elaborate`` is the real class's ``elaborate`` source with one piece of
+text replaced, compiled in the real module's namespace; it follows the hardware as the
+hardware changes, and :func:`mutant` refuses to build it once the text is gone.
+:func:`replaced` puts a mutant where the engine looks its parts up, so the whole-engine
+check can be run against a broken decoder or lane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import textwrap
+
+from darbgen.hdl import IndexDecoder, Lane
+
+__all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "mutant", "replaced"]
+
+#: Faults in :class:`~darbgen.hdl.IndexDecoder`: name → (text, replacement).
+DECODER_MUTANTS = {
+    # the block index shifted one place too far: every block after the first is wrong
+    "shift-off-by-one": ("(current << s)", "(current << (s + 1))"),
+    # the offset's top bit lost
+    "offset-msb-dropped": ("| self.offset)", "| self.offset[:-1])"),
+    # the next block starts one entry early (k - 1 entries per block)
+    "block-wraps-early": ("count == self.keep", "count + 1 == self.keep"),
+    # a new row carries on from the previous row's block
+    "no-row-restart": ("Mux(self.first, 0, Mux(wrap, block + 1, block))",
+                       "Mux(wrap, block + 1, block)"),
+}
+
+#: Faults in the scheduler of :class:`~darbgen.hdl.Lane`: name → (text, replacement).
+LANE_MUTANTS = {
+    # a row ends one beat early: its last weight is never multiplied
+    "row-drops-last-beat": ("last.eq(remaining == 1)", "last.eq(remaining <= 2)"),
+    # the beat pointer stalls after a row's first beat: that weight is multiplied twice
+    "first-beat-twice": ("m.d.sync += ptr.eq(ptr + 1)", "m.d.sync += ptr.eq(ptr + ~row_first)"),
+}
+
+_KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}
+
+
+def mutant(cls: type, name: str) -> type:
+    """A subclass of ``cls`` (:class:`~darbgen.hdl.IndexDecoder` or
+    :class:`~darbgen.hdl.Lane`) with the fault ``name``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a fault of ``cls``, or its text no longer occurs exactly once
+        in ``cls.elaborate``.
+    """
+    faults = _KINDS.get(cls, {})
+    if name not in faults:
+        raise ValueError(f"{cls.__name__} has no mutant {name!r}; known: "
+                         f"{', '.join(faults) or 'none'}")
+    find, replace = faults[name]
+    source = textwrap.dedent(inspect.getsource(cls.elaborate))
+    if source.count(find) != 1:
+        raise ValueError(f"mutant {name!r}: {find!r} occurs {source.count(find)} times in "
+                         f"{cls.__name__}.elaborate, not once")
+    namespace = dict(vars(sys.modules[cls.__module__]))
+    exec(compile(source.replace(find, replace), f"<mutant {name}>", "exec"), namespace)
+    return type(f"{cls.__name__}Mutant_{name.replace('-', '_')}", (cls,),
+                {"elaborate": namespace["elaborate"], "__module__": __name__})
+
+
+@contextlib.contextmanager
+def replaced(module, attr: str, value):
+    """Temporarily set ``module.attr`` to ``value`` (fault injection while elaborating)."""
+    saved = getattr(module, attr)
+    setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        setattr(module, attr, saved)
