@@ -206,8 +206,10 @@ def all_checks() -> list:
                             lambda w, c=cls, f=fault: engine_mutant_caught(c, f, w), slow))
     for i, layer in enumerate(random_skeletons(12, seed=7)):
         for stalls in ("none", "periodic"):
+            rows = ", ".join(f"{b}/{k}" for b, k in zip(layer.block_sizes, layer.keep))
             checks.append(Check(f"engine-random/{i}/{stalls}",
-                                f"engine vs reference, random skeleton {i} (seed 7), {stalls}",
+                                f"engine vs reference, random skeleton (seed 7): "
+                                f"{layer.cols} columns, rows b/k {rows}; stalls {stalls}",
                                 lambda w, lay=layer, s=stalls: check_engine(lay, w, stalls=s),
                                 slow=True))
     return checks

@@ -149,7 +149,7 @@ def run_sby(spec, name: str, workdir, *, mode: str = "prove", depth: int = 2,
     if not isinstance(spec, FormalSpec):
         raise TypeError(f"spec must be a FormalSpec, not {spec!r}")
     toolenv.setup()
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()      # sby runs in it: paths must not be relative
     workdir.mkdir(parents=True, exist_ok=True)
     task = workdir / name
     if task.exists():
