@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.asserts import AnyConst, AnySeq, Initial
-from amaranth.hdl import Array, Assert, Assume, Cat, Const, Cover, Mux, Signal
+from amaranth.hdl import Array, Assert, Assume, Cat, Const, Cover, Signal
 
 from darbgen.config import EngineConfig, layout_width
 from darbgen.format import SparseLayer
@@ -140,13 +140,14 @@ class EngineSpec(FormalSpec):
         assert len(beat_words) == len(order), "load_words and the schedule disagree"
         width = layout_width(c.load_fields)
         data_width = c.load_fields[0][1][1]
+        # Cat below builds the beat LSB first, in the config's field order.
+        assert [name for name, _ in c.beat_fields] == ["value", "offset"]
         entry_of = dict(zip(beat_words.tolist(), order))
         words = []
         for n, word in enumerate(self.words):
             if n in entry_of:
                 i = entry_of[n]
                 head = word & ~((1 << data_width) - 1)   # lane, header, first as packed
-                # the beat layout, LSB first: value, then offset
                 words.append(Const(head, width) | Cat(value[i], offset[i]).as_unsigned())
             else:
                 words.append(Const(word, width))
