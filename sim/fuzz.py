@@ -1030,12 +1030,19 @@ class _LinkFuzzer:
                 break
             finally:
                 self.report.count("host_retries", board.retried)
-            if np.array_equal(y, spmv_ref(layer, x)):
+            golden = spmv_ref(layer, x)
+            if np.array_equal(y, golden):
                 self.report.count("host_recovered")
                 recovered = True
             else:
+                # A stale reply (another vector's outputs) points at a replayed RUN whose
+                # seq matched the one awaited: replies carry no other tie to a request.
+                stale = [(i, j) for i in range(len(x)) for j in range(len(x))
+                         if i != j and not np.array_equal(y[i], golden[i])
+                         and np.array_equal(y[i], golden[j])]
                 self.report.fail("silent_corruptions", f"host session {n}: outputs differ "
-                                 "from the golden model")
+                                 "from the golden model" + "".join(
+                                     f"; vector {i} got vector {j}'s outputs" for i, j in stale))
             break
         else:
             self.report.count("host_gave_up")

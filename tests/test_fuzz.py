@@ -161,3 +161,27 @@ def test_an_empty_shape_is_refused(tmp_path, rng):
     with pytest.raises(ArtifactError, match=r"^.*bad\.darb: layer 'fc': field 'shape' \(\) "
                                             r"does not flatten to \(4, 16\)$"):
         Artifact.load(bad)
+
+
+@pytest.mark.xfail(strict=True, reason="protocol v3: a reply is tied to its request only by "
+                                       "an 8-bit seq (docs/adversarial.md, open finding)")
+def test_a_replayed_run_with_the_awaited_seq_is_not_taken_for_the_reply(rng):
+    """What the link fuzz found (1 of 20 noisy host sessions on the Verilator board): an
+    earlier RUN frame, replayed on the line with the same seq as the RUN the host now
+    awaits, is answered first, and the host takes that answer for its own."""
+    from darbgen.host.framing import encode_frame
+    from darbgen.packing import input_words
+    from darbgen.hdl.protocol import Sizes, words_to_bytes
+
+    layer = random_layer(rng, 6, 16, [2, 4])
+    config = EngineConfig.for_layers([layer], 2)
+    link = SimulatedLink(config)
+    board = Board(link, timeout=link.seconds(5000))
+    board.load(layer)
+    x = rng.integers(-128, 128, size=(2, layer.cols))
+    seq = (board._seq + 1) & 0xFF                   # the seq of the next request
+    old = encode_frame(Command.RUN, seq, words_to_bytes(
+        input_words(np.pad(x[0], (0, config.max_cols - layer.cols)), config, last=False),
+        Sizes.of(config).x_bits))
+    link.write(old)                                 # the replay reaches the device first
+    assert np.array_equal(board.run(x[1:]), spmv_ref(layer, x[1:]))
