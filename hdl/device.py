@@ -12,11 +12,12 @@ A frame is received whole into a buffer and executed only after its CRC matched:
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
   far, then streams the words into the engine's ``load`` port (one per cycle; it is
   always ready) while a CRC-32 of their bytes accumulates;
-* ``RUN`` feeds the payload's input beats into the engine (marking the last one) and
-  streams the output beats straight into the reply.
+* ``RUN`` checks that its guard names the weights the device holds (word count and
+  CRC-32), then feeds the payload's input beats into the engine (marking the last
+  one) and streams the output beats straight into the reply.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
@@ -26,8 +27,9 @@ from ..network import NetworkConfig
 from .engine import SpMVEngine
 from .network import Network
 from .link import FrameReceiver, FrameTransmitter
-from .protocol import (IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, STATUS_FIELDS, WEIGHTS_CRC,
-                       Command, Sizes, Status, identity_bytes)
+from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, REPLY,
+                       REPLY_HEAD_BYTES, STATUS_FIELDS, WEIGHTS_CRC, Command, Sizes, Status,
+                       identity_bytes)
 from .uart import UARTRx, UARTTx
 
 
@@ -43,8 +45,8 @@ def check_link(config: EngineConfig | NetworkConfig) -> None:
         raise ValueError("a convolutional network (im2col gathers) runs in simulation only "
                          "(darbgen eval --on verilator): IDENTIFY does not describe gathers yet")
     sizes = Sizes.of(config)
-    x_len = config.x_depth * sizes.x_bytes
-    y_len = 1 + config.output_beats * sizes.y_bytes
+    x_len = GUARD_BYTES + config.x_depth * sizes.x_bytes
+    y_len = REPLY_HEAD_BYTES + config.output_beats * sizes.y_bytes
     if x_len > MAX_PAYLOAD or y_len > MAX_PAYLOAD:
         raise ValueError(f"a RUN frame needs {max(x_len, y_len)} payload bytes (input "
                          f"{x_len}, output {y_len}); the link carries at most {MAX_PAYLOAD}: "
@@ -117,22 +119,22 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.sync += unit.eq(unit + 1)
 
-        # -- reply: a status byte, then the body of the current command -----------------
-        status = Signal(Status)
-        body = Signal(range(4))                # which body source follows the status
+        # -- reply: the head (status, the request's CRC), then the command's body -------
+        head = Signal(8 * REPLY_HEAD_BYTES)
+        head_left = Signal(range(REPLY_HEAD_BYTES + 1))
+        body = Signal(range(4))                # which body source follows the head
         BODY_NONE, BODY_IDENTITY, BODY_STATUS, BODY_Y = range(4)
-        status_sent = Signal()
-        m.d.comb += [xmt.command.eq(rcv.command), xmt.seq.eq(rcv.seq)]
+        m.d.comb += [xmt.command.eq(rcv.command | REPLY), xmt.seq.eq(rcv.seq)]
         index = Signal(range(max(len(self._identity), 1) + 1))
         snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
         y_shift = Signal(8 * sizes.y_bytes)
         y_left = Signal(range(sizes.y_bytes + 1))
         sent = Signal()
         m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
-        with m.If(~status_sent):
-            m.d.comb += [xmt.payload.valid.eq(xmt.busy), xmt.payload.payload.eq(status.as_value())]
+        with m.If(head_left != 0):
+            m.d.comb += [xmt.payload.valid.eq(xmt.busy), xmt.payload.payload.eq(head[:8])]
             with m.If(sent):
-                m.d.sync += status_sent.eq(1)
+                m.d.sync += [head.eq(head >> 8), head_left.eq(head_left - 1)]
         with m.Elif(body == BODY_IDENTITY):
             with m.Switch(index):
                 for i, byte in enumerate(self._identity):
@@ -161,10 +163,13 @@ class Controller(wiring.Component):
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
-        def reply(code, length=1, source=BODY_NONE, then="REPLY"):
-            """Start the reply frame; its body streams while the FSM is in ``then``."""
-            m.d.sync += [start_reply.eq(1), reply_length.eq(length), status.eq(code),
-                         body.eq(source), status_sent.eq(0), index.eq(0)]
+        def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE, then="REPLY"):
+            """Start the reply frame; its body streams while the FSM is in ``then``.
+            The receiver is disabled from the frame's end until here, so its fields are
+            still the request's."""
+            m.d.sync += [start_reply.eq(1), reply_length.eq(length),
+                         head.eq(Cat(Const(code.value, 8), rcv.check)),
+                         head_left.eq(REPLY_HEAD_BYTES), body.eq(source), index.eq(0)]
             m.next = then
 
         # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
@@ -182,10 +187,13 @@ class Controller(wiring.Component):
                     m.d.sync += ptr.eq(ptr + 1)
             return pending & ~hold
 
-        offset = Signal(_COUNTER_BITS)
-        restart, extend, repeat = Signal(), Signal(), Signal()
+        # The payload's fixed head: a load chunk's first-word index, or a RUN's guard.
+        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES))
+        offset = prefix[:8 * OFFSET_BYTES]
+        restart, extend, repeat, guard_ok = Signal(), Signal(), Signal(), Signal()
         word = Signal(8 * sizes.load_bytes)
-        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes) + 1))
+        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, OFFSET_BYTES,
+                                 GUARD_BYTES) + 1))
         beat = Signal(8 * sizes.x_bytes)
         beat_full = Signal()
         beats_left = Signal(range(c.x_depth + 1))
@@ -208,9 +216,9 @@ class Controller(wiring.Component):
         m.d.sync += [
             *(flag.eq(rcv.command == Command[name]) for name, flag in verdict.items()),
             load_short.eq((rcv.length < OFFSET_BYTES + sizes.load_bytes) | (unit != 0)),
-            run_length_bad.eq(rcv.length != c.x_depth * sizes.x_bytes),
+            run_length_bad.eq(rcv.length != GUARD_BYTES + c.x_depth * sizes.x_bytes),
             no_weights.eq(engine.slots == 0),
-            run_reply_length.eq(1 + engine.slots * sizes.y_bytes),
+            run_reply_length.eq(REPLY_HEAD_BYTES + engine.slots * sizes.y_bytes),
         ]
 
         with m.FSM() as fsm:
@@ -226,44 +234,50 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.sync += frames.eq(frames + 1)
                     with m.If(verdict["IDENTIFY"]):
-                        reply(Status.OK, 1 + len(self._identity), BODY_IDENTITY)
+                        reply(Status.OK, REPLY_HEAD_BYTES + len(self._identity), BODY_IDENTITY)
                     with m.Elif(verdict["STATUS"]):
                         m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
                                                     refused, cycles))
-                        reply(Status.OK, 1 + len(snapshot) // 8, BODY_STATUS)
+                        reply(Status.OK, REPLY_HEAD_BYTES + len(snapshot) // 8, BODY_STATUS)
                     with m.Elif(verdict["LOAD_WEIGHTS"]):
                         with m.If(load_short):
                             reply(Status.NAK_LENGTH)
                         with m.Else():
                             m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
                                          nbyte.eq(0)]
-                            m.next = "OFFSET"
+                            m.next = "PREFIX"
                     with m.Elif(verdict["RUN"]):
                         with m.If(run_length_bad):
                             reply(Status.NAK_LENGTH)
                         with m.Elif(no_weights):
                             reply(Status.NO_WEIGHTS)
                         with m.Else():
-                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(rcv.length),
-                                         nbyte.eq(0), beat_full.eq(0),
-                                         beats_left.eq(c.x_depth), y_left.eq(0)]
-                            reply(Status.OK, run_reply_length, BODY_Y, then="RUN")
+                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(GUARD_BYTES),
+                                         nbyte.eq(0)]
+                            m.next = "PREFIX"
                     with m.Else():
                         reply(Status.NAK_COMMAND)
 
-            with m.State("OFFSET"):
+            with m.State("PREFIX"):
                 with m.If(read_bytes()):
-                    m.d.sync += [offset.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
+                    m.d.sync += [prefix.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
                 with m.If(~pending & (ptr == end)):
                     m.next = "COMPARE"
             with m.State("COMPARE"):
-                # Registered: 32-bit compares in front of the reply logic cost timing.
+                # Registered: wide compares in front of the reply logic cost timing.
                 m.d.sync += [restart.eq(offset == 0), extend.eq(offset == words),
-                             repeat.eq(offset + chunk_words == words)]
+                             repeat.eq(offset + chunk_words == words),
+                             guard_ok.eq(prefix[:8 * GUARD_BYTES] == Cat(words, wcrc.crc))]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
-                with m.If(restart):
+                with m.If(verdict["RUN"]):
+                    with m.If(guard_ok):
+                        m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0)]
+                        reply(Status.OK, run_reply_length, BODY_Y, then="RUN")
+                    with m.Else():
+                        reply(Status.NAK_WEIGHTS)
+                with m.Elif(restart):
                     m.d.sync += words.eq(0)
                     m.d.comb += wcrc.start.eq(1)
                     m.next = "APPLY"
@@ -293,7 +307,7 @@ class Controller(wiring.Component):
                     reply(Status.OK)
 
             with m.State("RUN"):
-                # Input beats from the buffer (the reply's status byte goes out meanwhile).
+                # Input beats from the buffer (the reply's head goes out meanwhile).
                 m.d.comb += [hold.eq(beat_full & ~engine.x.ready),
                              engine.x.valid.eq(beat_full),
                              engine.x.payload.x.as_value().eq(beat),

@@ -39,6 +39,9 @@ class FrameReceiver(wiring.Component):
         Payload buffer write port.
     command, seq, length : Out
         Fields of the current frame (``command`` is valid from its second byte on).
+    check : Out(16)
+        The CRC-16 field of the frame that ended last, as received (0 for a frame refused
+        at its header): what the reply to it echoes.
     done : Out(1)
         One-cycle strobe: a frame ended. ``length_ok`` and ``crc_ok`` give the verdict
         (a frame with a bad length ends at its header).
@@ -53,7 +56,7 @@ class FrameReceiver(wiring.Component):
         super().__init__({
             "data": In(stream.Signature(8)), "enable": In(1),
             "wr_addr": Out(range(MAX_PAYLOAD)), "wr_data": Out(8), "wr_en": Out(1),
-            "command": Out(8), "seq": Out(8), "length": Out(16),
+            "command": Out(8), "seq": Out(8), "length": Out(16), "check": Out(16),
             "done": Out(1), "length_ok": Out(1), "crc_ok": Out(1), "dropped": Out(1),
         })
 
@@ -108,7 +111,8 @@ class FrameReceiver(wiring.Component):
                     m.d.sync += [self.length[8:].eq(byte), count.eq(0), left.eq(length)]
                     with m.If(length > MAX_PAYLOAD):
                         # Refuse at the header: never wait for a payload this long.
-                        m.d.sync += [self.done.eq(1), self.length_ok.eq(0), self.crc_ok.eq(0)]
+                        m.d.sync += [self.done.eq(1), self.length_ok.eq(0), self.crc_ok.eq(0),
+                                     self.check.eq(0)]
                         m.next = "HUNT"
                     with m.Elif(length == 0):
                         m.next = "CHECK_LO"
@@ -126,7 +130,7 @@ class FrameReceiver(wiring.Component):
                     m.next = "CHECK_HI"
             with frame_state("CHECK_HI"):
                 with m.If(got):
-                    m.d.sync += [self.done.eq(1), self.length_ok.eq(1),
+                    m.d.sync += [self.done.eq(1), self.length_ok.eq(1), self.check.eq(Cat(check_lo, byte)),
                                  self.crc_ok.eq(Cat(check_lo, byte) == crc.crc)]
                     m.next = "HUNT"
 

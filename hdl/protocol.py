@@ -12,6 +12,13 @@ answers ``Status.NAK_*`` and the host retries with the same ``seq``. The device 
 half-received frame after ``IDLE_BYTES`` byte times of silence, so random bytes on the
 line (even a corrupted length) cannot wedge it.
 
+A reply is tied to its request by more than the 8-bit ``seq``: its command byte is the
+request's with :data:`REPLY` set (a request looped back is never taken for a reply), and
+its payload starts with the :class:`Status` byte and the CRC-16 field of the request it
+answers (:data:`REPLY_HEAD_BYTES`). A request frame replayed on the line with the seq
+the host awaits is answered too, but that answer echoes another CRC and the host drops
+it; only a replay identical to the awaited request matches, and it gets the same answer.
+
 Every command is idempotent, so a retry after a lost reply is always safe:
 
 * ``IDENTIFY`` and ``STATUS`` only read;
@@ -21,6 +28,10 @@ Every command is idempotent, so a retry after a lost reply is always safe:
   with ``NAK_OFFSET``;
 * ``RUN`` carries one input vector and returns its output beats: it leaves no state
   behind, so a repeat recomputes the same result instead of needing a replay buffer.
+  It first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
+  count and CRC-32, as STATUS reports them) and is refused with ``NAK_WEIGHTS`` if
+  the device holds others: a load chunk replayed on the line after the host verified
+  the weights (index 0 restarts a load) cannot make later outputs silently wrong.
 
 Payload layouts are the :data:`IDENTIFY_FIELDS`, :data:`ENGINE_FIELDS` and
 :data:`STATUS_FIELDS` byte lists here and the stream layouts of the device's core, an
@@ -43,12 +54,12 @@ from ..config import ConfigError, EngineConfig, layout_width
 from ..network import NetworkConfig
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
-           "IDLE_BYTES", "CRC", "WEIGHTS_CRC", "Command", "Status", "crc16", "weights_crc",
+           "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "CRC", "WEIGHTS_CRC", "Command", "Status", "crc16", "weights_crc",
            "word_bytes", "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS",
-           "ENGINE_FIELDS", "STATUS_FIELDS", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
+           "ENGINE_FIELDS", "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
            "parse_identity", "parse_status"]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 SOF = 0xA5
 #: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
@@ -56,6 +67,11 @@ MAX_PAYLOAD = 1024
 HEADER_BYTES = 5
 #: Bytes after the payload: the CRC.
 TRAILER_BYTES = 2
+#: Set in a reply's command byte (requests are all below it).
+REPLY = 0x80
+#: Bytes before a reply's body: the :class:`Status`, then the CRC-16 field (little-endian)
+#: of the request frame it answers, as received (0 for a frame refused at its header).
+REPLY_HEAD_BYTES = 3
 #: Silence, in byte times, after which the device drops a half-received frame.
 IDLE_BYTES = 64
 #: Bytes of a LOAD_WEIGHTS chunk's first-word index, before its words.
@@ -67,17 +83,17 @@ WEIGHTS_CRC = crc.catalog.CRC32_ISO_HDLC
 
 
 class Command(enum.Enum, shape=8):
-    """Requests from the host. A reply carries the request's command and seq; its
-    payload starts with a :class:`Status` byte."""
+    """Requests from the host. A reply carries the request's command with :data:`REPLY`
+    set and the request's seq; its payload starts with :data:`REPLY_HEAD_BYTES`."""
 
     IDENTIFY = 0x01       #: → IDENTIFY_FIELDS: build ID, protocol version, the config
     LOAD_WEIGHTS = 0x02   #: first-word index (4 bytes) + load words → nothing
-    RUN = 0x04            #: one vector's input beats → its output beats
+    RUN = 0x04            #: RUN_GUARD_FIELDS + one vector's input beats → its output beats
     STATUS = 0x06         #: → STATUS_FIELDS: words loaded, their CRC-32, counters
 
 
 class Status(enum.Enum, shape=8):
-    """First payload byte of every reply."""
+    """First payload byte of every reply (then the request's CRC-16)."""
 
     OK = 0x00
     NAK_CRC = 0x01        #: the frame's CRC was wrong: nothing was done
@@ -85,6 +101,7 @@ class Status(enum.Enum, shape=8):
     NAK_COMMAND = 0x03    #: unknown command
     NAK_OFFSET = 0x05     #: a LOAD_WEIGHTS chunk that does not continue the load
     NO_WEIGHTS = 0x06     #: RUN before any weights were loaded
+    NAK_WEIGHTS = 0x07    #: RUN names other weights than the device holds: nothing ran
 
 
 def crc16(data: bytes) -> int:
@@ -157,7 +174,7 @@ class Sizes:
         return (MAX_PAYLOAD - OFFSET_BYTES) // self.load_bytes
 
 
-# -- IDENTIFY and STATUS payloads (after the status byte) ------------------------------
+# -- IDENTIFY and STATUS payloads (after the reply head) ------------------------------
 
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 
@@ -173,6 +190,16 @@ ENGINE_FIELDS = [(name, 4) for name in _CONFIG_FIELDS] + [("rows", 4), ("relu", 
 #: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
 STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
                  ("cycles", 4)]
+
+#: The head of a RUN request: the weights it is meant for, as STATUS reports them.
+RUN_GUARD_FIELDS = STATUS_FIELDS[:2]
+#: Bytes of :data:`RUN_GUARD_FIELDS`.
+GUARD_BYTES = sum(n for _, n in RUN_GUARD_FIELDS)
+
+
+def run_guard(words: int, crc: int) -> bytes:
+    """The head of a RUN request meant for ``words`` load words whose CRC-32 is ``crc``."""
+    return _pack(RUN_GUARD_FIELDS, {"words": words, "weights_crc": crc})
 
 
 @dataclass(frozen=True)
@@ -203,7 +230,7 @@ def _pack(fields, values: dict) -> bytes:
 
 
 def identity_bytes(config: EngineConfig | NetworkConfig, clock_hz: int, baud: int) -> bytes:
-    """The IDENTIFY reply payload after the status byte (a ROM in the gateware)."""
+    """The IDENTIFY reply body after the reply head (a ROM in the gateware)."""
     network = isinstance(config, NetworkConfig)
     engines = config.engines if network else (config,)
     out = _pack(IDENTIFY_FIELDS, {"version": PROTOCOL_VERSION, "clock_hz": clock_hz,
@@ -230,7 +257,7 @@ def _split(payload: bytes, fields, what: str) -> dict:
 
 
 def parse_identity(payload: bytes) -> Identity:
-    """Decode an IDENTIFY reply payload (after the status byte).
+    """Decode an IDENTIFY reply payload (after the reply head).
 
     Raises
     ------
@@ -266,6 +293,6 @@ def parse_identity(payload: bytes) -> Identity:
 
 
 def parse_status(payload: bytes) -> dict:
-    """Decode a STATUS reply payload (after the status byte) into named integers."""
+    """Decode a STATUS reply payload (after the reply head) into named integers."""
     return {k: int.from_bytes(v, "little")
             for k, v in _split(payload, STATUS_FIELDS, "STATUS").items()}

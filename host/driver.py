@@ -20,11 +20,11 @@ from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
 from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
                             Sizes, Status, bytes_to_words, parse_identity, parse_status,
-                            weights_crc, words_to_bytes)
+                            run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
 from ..network import load_words as network_load_words
 from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
-from .framing import FrameParser, encode_frame
+from .framing import Frame, FrameParser, Reply, encode_frame
 from .transport import LinkError, Transport
 
 __all__ = ["Board", "LinkTimeout", "NakError", "BuildMismatch", "WeightsMismatch",
@@ -38,7 +38,17 @@ class LinkTimeout(LinkError):
 
 
 class NakError(LinkError):
-    """The board refused a request, even after retries."""
+    """The board refused a request, even after retries.
+
+    Members
+    -------
+    status : int or None
+        The :class:`~darbgen.hdl.protocol.Status` of the last refusal.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class BuildMismatch(LinkError):
@@ -81,10 +91,17 @@ class Board:
         Attempts per request before giving up.
     progress : bool
         Show a progress bar while weights stream.
+    chunk_words : int, optional
+        Load words per LOAD_WEIGHTS frame (default: as many as fit in one); on a
+        noisy line, a smaller frame loses less to each resend.
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 8,
-                 progress: bool = False):
+                 progress: bool = False, chunk_words: int | None = None):
+        if chunk_words is not None and (isinstance(chunk_words, bool) or
+                                        not isinstance(chunk_words, int) or chunk_words < 1):
+            raise ValueError(f"chunk_words must be a positive integer, not {chunk_words!r}")
+        self.chunk_words = chunk_words
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
@@ -93,51 +110,62 @@ class Board:
         self.retried = 0                    # requests sent again (NAK or timeout)
         self._parser = FrameParser()
         self._seq = random.Random().randrange(256)  # a fresh session never repeats the last seq
-        self._target = self._schedule = None
+        self._target = self._schedule = self._guard = None
 
     # -- requests --------------------------------------------------------------------
 
     def request(self, command: Command, payload: bytes = b"") -> bytes:
-        """Send one request; return its reply payload after the OK status byte.
+        """Send one request; return its reply's body (after an OK status).
 
         Raises
         ------
         LinkTimeout, NakError
         """
         self._seq = (self._seq + 1) & 0xFF
-        frame = encode_frame(command, self._seq, payload)
+        request = Frame(command.value, self._seq, bytes(payload))
+        frame = encode_frame(request.command, request.seq, request.payload)
         last = None
         for attempt in range(self.retries):
             if attempt:
                 self.retried += 1
             self.transport.write(frame)
-            reply = self._await(command, self._seq)
+            reply = self._await(request)
             if reply is None:
                 last = "no reply"
                 continue
-            status = reply.payload[0] if reply.payload else None
-            if status == Status.OK.value:
-                return reply.payload[1:]
-            if status in _RETRY_STATUS:
-                last = Status(status).name
+            if reply.status == Status.OK.value:
+                return reply.body
+            if reply.status in _RETRY_STATUS:
+                last = Status(reply.status).name
                 continue
-            name = Status(status).name if status in {s.value for s in Status} else status
-            raise NakError(f"the board refused {command.name}: {name}")
+            name = Status(reply.status).name if reply.status in {s.value for s in Status} \
+                else reply.status
+            raise NakError(f"the board refused {command.name}: {name}", reply.status)
         if last == "no reply":
             raise LinkTimeout(f"no reply to {command.name} after {self.retries} attempts "
                               f"({self.timeout} s of silence each)")
-        raise NakError(f"the board refused {command.name} {self.retries} times ({last})")
+        raise NakError(f"the board refused {command.name} {self.retries} times ({last})",
+                       Status[last].value)
 
-    def _await(self, command: Command, seq: int):
-        """The reply to ``(command, seq)``, or ``None`` after ``timeout`` s of silence."""
+    def _await(self, request: Frame) -> Reply | None:
+        """The reply to ``request``, or ``None`` after ``timeout`` s of silence.
+
+        A reply must echo the request's CRC: the answer to an older request replayed
+        on the line with the same seq echoes another and is dropped. A NAK_CRC or
+        NAK_LENGTH for the awaited command and seq is taken whatever it echoes (the
+        device echoes the CRC field as received, which may be the damaged part): all
+        it causes is a resend, which is always safe.
+        """
         while True:
             data = self.transport.read(self.timeout)
             if not data:
                 return None
             for frame in self._parser.feed(data):
-                if frame.command == command.value and frame.seq == seq and frame.payload:
-                    return frame
-            # Anything else (a stale reply, a NAK for line garbage) is ignored.
+                reply = frame.reply
+                if reply is None or (reply.command, reply.seq) != (request.command, request.seq):
+                    continue        # a request looped back, a stale reply, a NAK for garbage
+                if reply.answers(request) or reply.status in _RETRY_STATUS:
+                    return reply
 
     # -- operations ------------------------------------------------------------------
 
@@ -215,13 +243,25 @@ class Board:
             name, sched = target.name, schedule(target, config.lanes)
             words = load_words(target, config, sched)
         data = words_to_bytes(words, sizes.load_bits)
-        step = sizes.chunk_words
+        step = min(self.chunk_words or sizes.chunk_words, sizes.chunk_words)
         before = self.status()["cycles"]
         bar = _progress(len(data), self.progress, f"weights {name}")
-        for at in range(0, len(words), step):
+        at = restarts = 0
+        while at < len(words):
             chunk = words_to_bytes(words[at:at + step], sizes.load_bits)
-            self.request(Command.LOAD_WEIGHTS, at.to_bytes(OFFSET_BYTES, "little") + chunk)
+            try:
+                self.request(Command.LOAD_WEIGHTS, at.to_bytes(OFFSET_BYTES, "little") + chunk)
+            except NakError as e:
+                # The load on the board no longer ends where this one does (a first chunk
+                # replayed on the line restarted it): start again from the first chunk.
+                if e.status != Status.NAK_OFFSET.value or restarts == self.retries:
+                    raise
+                restarts += 1
+                bar.update(-at * sizes.load_bytes)
+                at = 0
+                continue
             bar.update(len(chunk))
+            at += step
         bar.close()
         after = self.status()
         seconds = ((after["cycles"] - before) % (1 << 32)) / self.identity.clock_hz
@@ -233,11 +273,22 @@ class Board:
                 f"{after['weights_crc']:08x}; {name} has {len(words)} words "
                 f"with CRC-32 {weights_crc(data):08x}")
         self._target, self._schedule = target, sched
+        self._guard = run_guard(len(words), weights_crc(data))
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
     def run(self, x) -> np.ndarray:
         """Run input vectors ``x`` (``(n, cols)`` or ``(cols,)`` integers) on what was
-        loaded; return ``(n, rows)`` int64: a layer's exact sums, or a network's logits."""
+        loaded; return ``(n, rows)`` int64: a layer's exact sums, or a network's logits.
+
+        Each RUN names the weights :meth:`load` verified; if the board holds others by
+        then (a load chunk replayed on the line, another host, a reset), it refuses
+        the RUN, and the weights are loaded again once before the vector is retried.
+
+        Raises
+        ------
+        WeightsMismatch
+            The board still holds other weights after loading them again.
+        """
         if self._target is None:
             raise LinkError("load a layer or a network before running vectors")
         config, sizes = self.config, Sizes.of(self.config)
@@ -253,14 +304,28 @@ class Board:
         first = config.engines[0] if network else config
         out = []
         for vector in padded:
-            payload = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)
-            assert len(payload) <= MAX_PAYLOAD
-            beats = bytes_to_words(self.request(Command.RUN, payload), sizes.y_bits)
+            x_bytes = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)
+            beats = bytes_to_words(self._run_one(x_bytes), sizes.y_bits)
             if network:
                 out.append(unpack_fields(config.output_fields, beats)["y"])
             else:
                 out.append(unpack_outputs(beats, config, self._schedule)[0])
         return np.stack(out)
+
+    def _run_one(self, x_bytes: bytes) -> bytes:
+        """RUN one vector's input bytes on the verified weights; its output bytes."""
+        for reload in (False, True):
+            if reload:
+                self.load(self._target)
+            payload = self._guard + x_bytes
+            assert len(payload) <= MAX_PAYLOAD
+            try:
+                return self.request(Command.RUN, payload)
+            except NakError as e:
+                if e.status != Status.NAK_WEIGHTS.value:
+                    raise
+        raise WeightsMismatch("the board ran no vector on the verified weights, even after "
+                              "loading them again")
 
 
 class _NoBar:

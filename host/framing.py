@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hdl.protocol import HEADER_BYTES, MAX_PAYLOAD, SOF, crc16
+from ..hdl.protocol import HEADER_BYTES, MAX_PAYLOAD, REPLY, REPLY_HEAD_BYTES, SOF, crc16
 
-__all__ = ["Frame", "FrameError", "encode_frame", "FrameParser"]
+__all__ = ["Frame", "Reply", "FrameError", "encode_frame", "FrameParser"]
 
 
 class FrameError(ValueError):
@@ -26,6 +26,50 @@ class Frame:
     command: int
     seq: int
     payload: bytes
+
+    @property
+    def check(self) -> int:
+        """The frame's CRC-16 field (what a reply to it echoes)."""
+        return crc16(bytes([self.command, self.seq]) + len(self.payload).to_bytes(2, "little")
+                     + self.payload)
+
+    @property
+    def reply(self) -> "Reply | None":
+        """The frame read as a device's reply, or ``None`` if it is none (a request, or
+        a payload shorter than the reply head)."""
+        if not self.command & REPLY or len(self.payload) < REPLY_HEAD_BYTES:
+            return None
+        return Reply(self.command & ~REPLY, self.seq, self.payload[0],
+                     int.from_bytes(self.payload[1:REPLY_HEAD_BYTES], "little"),
+                     self.payload[REPLY_HEAD_BYTES:])
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A device's reply, split into its head and body.
+
+    Members
+    -------
+    command : int
+        The request's command (without the :data:`~darbgen.hdl.protocol.REPLY` bit).
+    seq : int
+    status : int
+        A :class:`~darbgen.hdl.protocol.Status` value.
+    check : int
+        The CRC-16 field of the request it answers.
+    body : bytes
+    """
+
+    command: int
+    seq: int
+    status: int
+    check: int
+    body: bytes
+
+    def answers(self, request: Frame) -> bool:
+        """It is the reply to ``request`` (command, seq and the request's CRC)."""
+        return (self.command, self.seq, self.check) == \
+            (request.command & ~REPLY, request.seq, request.check)
 
 
 def encode_frame(command: int, seq: int, payload: bytes = b"") -> bytes:

@@ -79,11 +79,11 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..format import Artifact, ArtifactError, SparseLayer
-from ..hdl.protocol import (HEADER_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, SOF,
-                            Command, Sizes, Status, bytes_to_words, crc16, identity_bytes,
-                            parse_status, weights_crc, words_to_bytes)
+from ..hdl.protocol import (GUARD_BYTES, HEADER_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES,
+                            REPLY, SOF, STATUS_FIELDS, Command, Sizes, Status, bytes_to_words,
+                            crc16, identity_bytes, run_guard, weights_crc, words_to_bytes)
 from ..host.driver import Board
-from ..host.framing import Frame, FrameParser, encode_frame
+from ..host.framing import Frame, FrameParser, Reply, encode_frame
 from ..host.transport import LinkError, Transport
 from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .golden import spmv_ref
@@ -550,6 +550,11 @@ def valid_frames_in(data: bytes) -> list:
     return found
 
 
+def guard_of(words: list[int], sizes: Sizes) -> bytes:
+    """The RUN guard of ``words`` (load words of a core with stream ``sizes``)."""
+    return run_guard(len(words), weights_crc(words_to_bytes(words, sizes.load_bits)))
+
+
 def _raw_frame(command: int, seq: int, payload: bytes, length: int | None = None) -> bytes:
     """A frame with a valid CRC; ``length`` may lie (past MAX_PAYLOAD: header only)."""
     length = len(payload) if length is None else length
@@ -594,17 +599,17 @@ class ProtocolModel:
         return max(rows)
 
     def predict(self, frame: Frame) -> tuple[int, int | None]:
-        """Apply one valid frame; return its reply status and reply length (``None``
-        when the length is not predicted)."""
+        """Apply one valid frame; return its reply status and the length of the reply's
+        body (``None`` when the length is not predicted)."""
         cmd, payload = frame.command, frame.payload
         if cmd == Command.IDENTIFY.value:
-            return Status.OK.value, 1 + len(self.identity)
+            return Status.OK.value, len(self.identity)
         if cmd == Command.STATUS.value:
             return Status.OK.value, None
         if cmd == Command.LOAD_WEIGHTS.value:
             n, ragged = divmod(len(payload) - OFFSET_BYTES, self.sizes.load_bytes)
             if len(payload) < OFFSET_BYTES + self.sizes.load_bytes or ragged:
-                return Status.NAK_LENGTH.value, 1
+                return Status.NAK_LENGTH.value, 0
             offset = int.from_bytes(payload[:OFFSET_BYTES], "little")
             chunk = bytes_to_words(payload[OFFSET_BYTES:], self.sizes.load_bits)
             if offset == 0:
@@ -612,22 +617,28 @@ class ProtocolModel:
             elif offset == len(self.words):
                 self.words = self.words + chunk
             elif offset + n != len(self.words):
-                return Status.NAK_OFFSET.value, 1
-            return Status.OK.value, 1
+                return Status.NAK_OFFSET.value, 0
+            return Status.OK.value, 0
         if cmd == Command.RUN.value:
-            if len(payload) != self.config.x_depth * self.sizes.x_bytes:
-                return Status.NAK_LENGTH.value, 1
+            if len(payload) != GUARD_BYTES + self.config.x_depth * self.sizes.x_bytes:
+                return Status.NAK_LENGTH.value, 0
             slots = self.slots
             if slots == 0:
-                return Status.NO_WEIGHTS.value, 1
-            return Status.OK.value, 1 + slots * self.sizes.y_bytes
-        return Status.NAK_COMMAND.value, 1
+                return Status.NO_WEIGHTS.value, 0
+            if payload[:GUARD_BYTES] != self.guard:
+                return Status.NAK_WEIGHTS.value, 0
+            return Status.OK.value, slots * self.sizes.y_bytes
+        return Status.NAK_COMMAND.value, 0
 
-    def status_matches(self, reply_payload: bytes) -> bool:
+    @property
+    def guard(self) -> bytes:
+        """The RUN guard that names the weights held."""
+        return guard_of(self.words, self.sizes)
+
+    def status_matches(self, reply: Reply) -> bool:
         """A STATUS reply's word count and weights CRC-32 are the model's."""
-        fields = parse_status(reply_payload[1:])
-        data = words_to_bytes(self.words, self.sizes.load_bits)
-        return fields["words"] == len(self.words) and fields["weights_crc"] == weights_crc(data)
+        return len(reply.body) == sum(n for _, n in STATUS_FIELDS) and \
+            reply.body[:GUARD_BYTES] == self.guard      # the guard is STATUS's head
 
 
 class _Hang(Exception):
@@ -638,9 +649,11 @@ class NoisyTransport(Transport):
     """A damaged link in front of another transport.
 
     Per write: with probability ``p`` random bytes go first, a bit flips; with
-    ``p / 2`` an earlier frame is replayed first, the frame is truncated, dropped or
-    sent twice. Per byte read, ``p / 300`` flips a bit. After ``budget`` reads the
-    next one raises (a host that never stops reading is hung).
+    ``p / 2`` an earlier frame is replayed first, an earlier frame goes first restamped
+    with this one's seq (its CRC made valid again: what a 1-in-256 replay looks like),
+    the frame is truncated, dropped or sent twice. Per byte read, ``p / 300`` flips a
+    bit. After ``budget`` reads the next one raises (a host that never stops reading
+    is hung).
     """
 
     def __init__(self, inner: Transport, rng, p: float = 0.15, budget: int = 5000):
@@ -660,6 +673,9 @@ class NoisyTransport(Transport):
         data = bytearray(data)
         if self._history and self._chance(self.p / 2):
             self.inner.write(self._history[int(self.rng.integers(len(self._history)))])
+        if self._history and self._chance(self.p / 2):
+            old = self._history[int(self.rng.integers(len(self._history)))]
+            self.inner.write(encode_frame(old[1], data[2], old[HEADER_BYTES:-2]))
         self._history = (self._history + [bytes(data)])[-32:]
         if self._chance(self.p):
             self.inner.write(self.rng.bytes(int(self.rng.integers(1, 24))))
@@ -818,10 +834,11 @@ class _LinkFuzzer:
 
     # -- exchanges -----------------------------------------------------------------
 
-    def send(self, data: bytes, wait_for=None, patience=None) -> list:
-        """Send ``data``; collect reply frames until ``wait_for`` ((command, seq))
+    def send(self, data: bytes, wait_for=None, patience=None) -> list[Reply]:
+        """Send ``data``; collect replies until one to ``wait_for`` ((command, seq))
         has arrived and the line is quiet, or until it is quiet for ``patience``
-        (waiting for a reply) or ``quiet`` seconds."""
+        (waiting for a reply) or ``quiet`` seconds. A frame from the device that is no
+        reply is a protocol mismatch."""
         parser = FrameParser()
         self.link.write(data)
         frames = []
@@ -835,7 +852,12 @@ class _LinkFuzzer:
             got = self.link.read(timeout)
             if not got:
                 return frames
-            frames += parser.feed(got)
+            for frame in parser.feed(got):
+                if frame.reply is None:
+                    self.report.fail("protocol_mismatches", f"the device sent a frame that "
+                                     f"is no reply: {frame}")
+                else:
+                    frames.append(frame.reply)
 
     def status(self, attempts: int = 4):
         """A clean STATUS, retried; its reply frame or ``None``. A retry waits for
@@ -843,12 +865,12 @@ class _LinkFuzzer:
         for i in range(attempts):
             if i:
                 self.link.read(self.target.quiet)
-            seq = self.next_seq()
+            request = Frame(Command.STATUS.value, self.next_seq(), b"")
             # STATUS is answered at once: waiting 2 * quiet for it is plenty.
-            for f in self.send(encode_frame(Command.STATUS, seq), (Command.STATUS.value, seq),
-                               patience=2 * self.target.quiet):
-                if (f.command, f.seq) == (Command.STATUS.value, seq) and f.payload[:1] == b"\0":
-                    return f
+            for r in self.send(encode_frame(request.command, request.seq),
+                               (request.command, request.seq), patience=2 * self.target.quiet):
+                if r.answers(request) and r.status == Status.OK.value:
+                    return r
         return None
 
     # -- inputs --------------------------------------------------------------------
@@ -868,8 +890,10 @@ class _LinkFuzzer:
         return encode_frame(Command.LOAD_WEIGHTS, self.next_seq(), payload)
 
     def run_frame(self, x):
+        """RUN ``x``, meant for the layer's weights or (as often) for those held."""
+        guard = guard_of(self.words, self.sizes) if self.rng.random() < 0.5 else self.model.guard
         payload = words_to_bytes(input_words(x, self.config, last=False), self.sizes.x_bits)
-        return encode_frame(Command.RUN, self.next_seq(), payload)
+        return encode_frame(Command.RUN, self.next_seq(), guard + payload)
 
     def clean_frame(self):
         """A correct frame of any command (for flips and truncations)."""
@@ -893,9 +917,13 @@ class _LinkFuzzer:
             size = min(n * self.sizes.load_bytes + ragged, MAX_PAYLOAD - OFFSET_BYTES)
             return _raw_frame(Command.LOAD_WEIGHTS.value, seq,
                               at.to_bytes(OFFSET_BYTES, "little") + rng.bytes(max(0, size)))
-        if pick == 1:                           # RUN, right or wrong length
-            n = self.config.x_depth * self.sizes.x_bytes + [0, 0, 1, -1][int(rng.integers(4))]
-            return _raw_frame(Command.RUN.value, seq, rng.bytes(max(0, n)))
+        if pick == 1:                           # RUN, right or wrong length and guard
+            n = GUARD_BYTES + self.config.x_depth * self.sizes.x_bytes + \
+                [0, 0, 1, -1][int(rng.integers(4))]
+            payload = rng.bytes(max(0, n))
+            if rng.random() < 0.5:
+                payload = (self.model.guard + payload[GUARD_BYTES:])[:len(payload)]
+            return _raw_frame(Command.RUN.value, seq, payload)
         if pick == 2:                           # a length past MAX_PAYLOAD: header only
             length = int(rng.integers(MAX_PAYLOAD + 1, 1 << 16))
             return _raw_frame(int(rng.integers(256)), seq, b"", length)[:HEADER_BYTES]
@@ -961,7 +989,7 @@ class _LinkFuzzer:
             self.report.fail("hangs", f"{where}: no STATUS reply after 4 attempts "
                              f"(input {data[:24].hex()}...)")
             self.fresh_device()
-        elif not self.model.status_matches(reply.payload):
+        elif not self.model.status_matches(reply):
             self.report.fail("silent_corruptions", f"{where}: the device holds other weights "
                              f"than the model after {data[:24].hex()}...")
             self.fresh_device()
@@ -969,33 +997,38 @@ class _LinkFuzzer:
     def _check_corrupted(self, data, where):
         long_header = len(data) == HEADER_BYTES and data[0] == SOF and \
             int.from_bytes(data[3:5], "little") > MAX_PAYLOAD
-        replies = self.send(data, (data[1], data[2]) if long_header else None)
+        replies = self.send(data, (data[1] & ~REPLY, data[2]) if long_header else None)
         for r in replies:
-            if r.payload[:1] == bytes([Status.OK.value]):
+            if r.status == Status.OK.value:
                 self.report.fail("silent_corruptions", f"{where}: a corrupted input was "
                                  f"answered OK: {data.hex()}")
-        if long_header and not any(r.payload == bytes([Status.NAK_LENGTH.value])
+        # A frame refused at its header has no CRC field: its NAK echoes 0.
+        if long_header and not any((r.status, r.check, r.body) == (Status.NAK_LENGTH.value, 0, b"")
                                    for r in replies):
             self.report.fail("protocol_mismatches", f"{where}: no NAK_LENGTH for a length "
                              f"past MAX_PAYLOAD: {data.hex()}")
 
     def _check_valid(self, data, frame, x, where):
         status, length = self.model.predict(frame)
-        replies = [r for r in self.send(data, (frame.command, frame.seq))
-                   if (r.command, r.seq) == (frame.command, frame.seq)]
+        key = (frame.command & ~REPLY, frame.seq)      # a reply's command has REPLY cleared
+        replies = [r for r in self.send(data, key) if (r.command, r.seq) == key]
         if len(replies) != 1:
             self.report.fail("protocol_mismatches", f"{where}: {len(replies)} replies to a "
                              f"valid frame {data[:16].hex()}...")
             return
-        reply = replies[0].payload
-        if reply[:1] != bytes([status]) or (length is not None and len(reply) != length):
+        reply = replies[0]
+        if not reply.answers(frame):
+            self.report.fail("protocol_mismatches", f"{where}: the reply echoes CRC "
+                             f"{reply.check:04x}, the request's is {frame.check:04x}")
+        elif reply.status != status or (length is not None and len(reply.body) != length):
             self.report.fail("protocol_mismatches",
-                             f"{where}: reply {reply[:8].hex()} ({len(reply)} bytes), "
-                             f"the model says status {status} ({length} bytes)")
-        elif frame.command == Command.IDENTIFY.value and reply[1:] != self.model.identity:
+                             f"{where}: reply status {reply.status}, body {reply.body[:8].hex()} "
+                             f"({len(reply.body)} bytes); the model says status {status} "
+                             f"({length} bytes)")
+        elif frame.command == Command.IDENTIFY.value and reply.body != self.model.identity:
             self.report.fail("protocol_mismatches", f"{where}: wrong IDENTIFY reply")
         elif x is not None and status == Status.OK.value and self.model.words == self.words:
-            beats = bytes_to_words(reply[1:], self.sizes.y_bits)
+            beats = bytes_to_words(reply.body, self.sizes.y_bits)
             y = unpack_outputs(beats, self.config, self.sched)[0]
             if np.array_equal(y, spmv_ref(self.layer, x)):
                 self.report.count("exact_runs")
@@ -1011,7 +1044,9 @@ class _LinkFuzzer:
         self.report.count("host_sessions")
         recovered = False
         for _ in range(3):
-            board = Board(noisy, timeout=self.target.patience)     # 8 retries, the default
+            # 8 retries, the default; small chunks, so that a replayed first chunk
+            # can restart a load that took several
+            board = Board(noisy, timeout=self.target.patience, chunk_words=self.chunk_words)
             board._seq = int(self.rng.integers(256))    # reproducible; any start is valid
             try:
                 board.identify()
@@ -1035,8 +1070,8 @@ class _LinkFuzzer:
                 self.report.count("host_recovered")
                 recovered = True
             else:
-                # A stale reply (another vector's outputs) points at a replayed RUN whose
-                # seq matched the one awaited: replies carry no other tie to a request.
+                # A stale reply (another vector's outputs) would mean the host took the
+                # answer to a replayed RUN for its own: protocol v3's open finding.
                 stale = [(i, j) for i in range(len(x)) for j in range(len(x))
                          if i != j and not np.array_equal(y[i], golden[i])
                          and np.array_equal(y[i], golden[j])]
@@ -1060,7 +1095,7 @@ class _LinkFuzzer:
         self.link.read(self.target.quiet)   # let the noise's leftovers be dropped
         self.model.words = load_words(layer, self.config, schedule(layer, self.config.lanes))
         reply = self.status()
-        if reply is None or not self.model.status_matches(reply.payload):
+        if reply is None or not self.model.status_matches(reply):
             self.report.fail("silent_corruptions", f"host session {n}: the device holds "
                              "other weights than the host verified")
             self.fresh_device()

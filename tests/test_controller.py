@@ -12,14 +12,16 @@ from darbgen.hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, Command, Sizes, Sta
                                   weights_crc, words_to_bytes)
 from darbgen.host.framing import FrameParser, encode_frame
 from darbgen.packing import input_words, load_words, schedule, unpack_outputs
+from darbgen.sim.fuzz import guard_of
 from darbgen.sim.golden import spmv_ref
 
 CLOCK_HZ, BAUD = 12_000_000, 1_000_000
 
 
 def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_000):
-    """Send each request's bytes, then collect bytes until one reply frame parses
-    (or ``None`` if the request was ``(bytes, False)``: no reply expected)."""
+    """Send each request's bytes, then collect bytes until one frame parses; return
+    it as a :class:`~darbgen.host.framing.Reply` (``None`` if the request was
+    ``(bytes, False)``: no reply expected)."""
     rng = np.random.default_rng(seed)
     replies = []
 
@@ -48,13 +50,20 @@ def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_0
                     quiet += 1
                 await ctx.tick()
                 cycle += 1
-            replies.append(got[0] if got else None)
+            if got:
+                assert got[0].reply is not None, f"not a reply: {got[0]}"
+            replies.append(got[0].reply if got else None)
 
     sim = Simulator(ctl)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
     return replies
+
+
+def parse_one(raw):
+    (frame,) = FrameParser().feed(raw)
+    return frame
 
 
 def small_config(layer, lanes=2):
@@ -77,28 +86,31 @@ def load_frames(layer, config, chunk_words=None, seq0=1):
     return words, frames
 
 
-def run_frame(x, config, seq):
+def run_frame(x, config, seq, weights=()):
+    """RUN ``x``, meant for the load words ``weights``."""
     words = input_words(x, config, last=False)
-    return encode_frame(Command.RUN, seq, words_to_bytes(words, Sizes.of(config).x_bits))
+    return encode_frame(Command.RUN, seq, guard_of(weights, Sizes.of(config)) +
+                        words_to_bytes(words, Sizes.of(config).x_bits))
 
 
 def decode_y(reply, config, sched):
-    assert reply.payload[0] == Status.OK.value, reply
-    words = bytes_to_words(reply.payload[1:], Sizes.of(config).y_bits)
+    assert reply.status == Status.OK.value, reply
+    words = bytes_to_words(reply.body, Sizes.of(config).y_bits)
     return unpack_outputs(words, config, sched)
 
 
 def test_identify_and_status(rng):
     layer = random_layer(rng, 6, 16, [2, 4])
     config = small_config(layer)
-    ident, stat = exchange(make(config), [encode_frame(Command.IDENTIFY, 9),
-                                          encode_frame(Command.STATUS, 10)])
-    assert (ident.command, ident.seq, ident.payload[0]) == (Command.IDENTIFY.value, 9, 0)
-    identity = parse_identity(ident.payload[1:])
+    requests = [encode_frame(Command.IDENTIFY, 9), encode_frame(Command.STATUS, 10)]
+    ident, stat = exchange(make(config), requests)
+    assert (ident.command, ident.seq, ident.status) == (Command.IDENTIFY.value, 9, 0)
+    assert [ident.check, stat.check] == [int.from_bytes(r[-2:], "little") for r in requests]
+    identity = parse_identity(ident.body)
     assert identity.config == config
     assert identity.build_id == build_id(config, CLOCK_HZ, BAUD) == identity.expected_build_id
     assert (identity.clock_hz, identity.baud) == (CLOCK_HZ, BAUD)
-    fields = parse_status(stat.payload[1:])
+    fields = parse_status(stat.body)
     assert fields["frames"] == 2 and fields["words"] == 0 and fields["refused"] == 0
 
 
@@ -109,11 +121,12 @@ def test_load_and_run_exact(rng):
     words, frames = load_frames(layer, config, chunk_words=5)
     x = rng.integers(-128, 128, size=(2, layer.cols))
     replies = exchange(make(config), frames + [encode_frame(Command.STATUS, 50),
-                                               run_frame(x[0], config, 51),
-                                               run_frame(x[1], config, 52)],
+                                               run_frame(x[0], config, 51, words),
+                                               run_frame(x[1], config, 52, words)],
                        backpressure=0.3, seed=3)
-    assert all(r.payload == bytes([0]) for r in replies[:len(frames)])
-    fields = parse_status(replies[len(frames)].payload[1:])
+    assert all((r.status, r.body) == (0, b"") and r.answers(parse_one(f))
+               for r, f in zip(replies, frames))
+    fields = parse_status(replies[len(frames)].body)
     sizes = Sizes.of(config)
     assert fields["words"] == len(words)
     assert fields["weights_crc"] == weights_crc(words_to_bytes(words, sizes.load_bits))
@@ -132,7 +145,7 @@ def test_one_corrupted_weight_is_seen(rng):
     payload[sizes.load_bytes * 3] ^= 0x01
     bad = encode_frame(Command.LOAD_WEIGHTS, 1, bytes(OFFSET_BYTES) + bytes(payload))
     _, stat = exchange(make(config), [bad, encode_frame(Command.STATUS, 2)])
-    assert parse_status(stat.payload[1:])["weights_crc"] != \
+    assert parse_status(stat.body)["weights_crc"] != \
         weights_crc(words_to_bytes(words, sizes.load_bits))
 
 
@@ -152,20 +165,39 @@ def test_refusals_never_touch_state(rng):
         encode_frame(0x7F, 4),                               # unknown command
         encode_frame(Command.RUN, 5, b"\x00"),               # wrong RUN length
         encode_frame(Command.STATUS, 6)])
-    status = [r.payload[0] if r else None for r in replies]
+    status = [r.status if r else None for r in replies]
     assert status[:5] == [0, Status.NAK_CRC.value, Status.NAK_OFFSET.value, 0, None]
     assert status[5:10] == [0, 0, Status.NAK_LENGTH.value, Status.NAK_COMMAND.value,
                             Status.NAK_LENGTH.value]
-    fields = parse_status(replies[-1].payload[1:])
+    # A NAK_CRC echoes the CRC field as received; a frame refused at its header has none.
+    assert replies[1].check == int.from_bytes(flipped[-2:], "little")
+    assert replies[7].check == 0
+    fields = parse_status(replies[-1].body)
     assert fields["words"] == 8                              # chunks 0 and 1, once each
     assert fields["refused"] == 3                            # CRC, truncated, length
+
+
+def test_a_run_meant_for_other_weights_is_refused(rng):
+    """RUN names the weights it is meant for; the device refuses it if it holds others
+    (here: a load whose last word differs), runs nothing and keeps its weights."""
+    layer = random_layer(rng, 6, 16, [2, 4])
+    config = small_config(layer)
+    sched = schedule(layer, config.lanes)
+    words, frames = load_frames(layer, config)
+    other = words[:-1] + [words[-1] ^ 1]
+    x = rng.integers(-128, 128, size=layer.cols)
+    replies = exchange(make(config), frames + [run_frame(x, config, 40, other),
+                                               run_frame(x, config, 41, words[:-1]),
+                                               run_frame(x, config, 42, words)])
+    assert [(r.status, r.body) for r in replies[-3:-1]] == [(Status.NAK_WEIGHTS.value, b"")] * 2
+    assert np.array_equal(decode_y(replies[-1], config, sched)[0], spmv_ref(layer, x))
 
 
 def test_run_before_load_is_refused(rng):
     layer = random_layer(rng, 4, 8, [2])
     config = small_config(layer)
     (reply,) = exchange(make(config), [run_frame(np.zeros(8, int), config, 1)])
-    assert reply.payload == bytes([Status.NO_WEIGHTS.value])
+    assert (reply.status, reply.body) == (Status.NO_WEIGHTS.value, b"")
 
 
 def test_link_limits_are_checked():

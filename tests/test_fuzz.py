@@ -2,6 +2,7 @@
 ones are bench/fuzz_bench.py). Each fuzzer is also shown to find a planted fault."""
 
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -163,15 +164,21 @@ def test_an_empty_shape_is_refused(tmp_path, rng):
         Artifact.load(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="protocol v3: a reply is tied to its request only by "
-                                       "an 8-bit seq (docs/adversarial.md, open finding)")
-def test_a_replayed_run_with_the_awaited_seq_is_not_taken_for_the_reply(rng):
-    """What the link fuzz found (1 of 20 noisy host sessions on the Verilator board): an
-    earlier RUN frame, replayed on the line with the same seq as the RUN the host now
-    awaits, is answered first, and the host takes that answer for its own."""
-    from darbgen.host.framing import encode_frame
-    from darbgen.packing import input_words
+@pytest.mark.parametrize("echo_checked", [True, False], ids=["v4", "seq-only"])
+def test_a_replayed_run_with_the_awaited_seq_is_not_taken_for_the_reply(rng, monkeypatch,
+                                                                        echo_checked):
+    """What the link fuzz found (1 of 20 noisy host sessions on the Verilator board,
+    protocol v3): an earlier RUN frame, replayed on the line with the same seq as the
+    RUN the host now awaits, is answered first, and the host took that answer for its
+    own. Since v4 a reply echoes its request's CRC, and the host drops the stale one;
+    a host that ties replies by command and seq alone still gets the old outputs."""
+    from darbgen.host.framing import Reply
+
+    if not echo_checked:
+        monkeypatch.setattr(Reply, "answers", lambda self, request:
+                            (self.command, self.seq) == (request.command, request.seq))
     from darbgen.hdl.protocol import Sizes, words_to_bytes
+    from darbgen.packing import input_words
 
     layer = random_layer(rng, 6, 16, [2, 4])
     config = EngineConfig.for_layers([layer], 2)
@@ -180,8 +187,106 @@ def test_a_replayed_run_with_the_awaited_seq_is_not_taken_for_the_reply(rng):
     board.load(layer)
     x = rng.integers(-128, 128, size=(2, layer.cols))
     seq = (board._seq + 1) & 0xFF                   # the seq of the next request
-    old = encode_frame(Command.RUN, seq, words_to_bytes(
+    old = encode_frame(Command.RUN, seq, board._guard + words_to_bytes(
         input_words(np.pad(x[0], (0, config.max_cols - layer.cols)), config, last=False),
         Sizes.of(config).x_bits))
     link.write(old)                                 # the replay reaches the device first
-    assert np.array_equal(board.run(x[1:]), spmv_ref(layer, x[1:]))
+    y = board.run(x[1:])
+    assert np.array_equal(y, spmv_ref(layer, x[1 if echo_checked else 0:][:1]))
+
+
+class _Loopback:
+    """A line that echoes everything the host writes back to it (before the device's
+    bytes), as a half-duplex adapter or a shorted pair would."""
+
+    def __init__(self, inner):
+        self.inner, self.baud, self._echo = inner, inner.baud, b""
+
+    def write(self, data):
+        self._echo += bytes(data)
+        self.inner.write(data)
+
+    def read(self, timeout):
+        echo, self._echo = self._echo, b""
+        return echo + self.inner.read(timeout)
+
+
+def test_a_request_looped_back_is_not_taken_for_its_reply(rng):
+    """A RUN request whose first payload byte is 0 (OK) reads like its own reply if
+    only command and seq tie them; the REPLY bit and the CRC echo both refuse it."""
+    layer = random_layer(rng, 6, 16, [2, 4])
+    config = EngineConfig.for_layers([layer], 2)
+    link = SimulatedLink(config)
+    board = Board(_Loopback(link), timeout=link.seconds(5000))
+    board.load(layer)
+    x = rng.integers(-128, 128, size=(3, layer.cols))
+    x[:, 0] = 0                                     # the request's payload starts with 0
+    assert np.array_equal(board.run(x), spmv_ref(layer, x))
+    assert board.retried == 0
+
+
+def test_a_load_chunk_replayed_after_verification_is_caught_and_repaired(rng):
+    """A replayed first chunk restarts the load (index 0), leaving the device with a
+    truncated load after the host verified it: RUN names the verified weights, the
+    device refuses it, and the driver loads again before running. Protocol v3 returned
+    the truncated load's outputs without an error."""
+    from darbgen.hdl.protocol import OFFSET_BYTES, Sizes, words_to_bytes
+    from darbgen.packing import load_words, schedule
+
+    layer = random_layer(rng, 32, 64, [2])
+    config = EngineConfig.for_layers([layer], 2)
+    link = SimulatedLink(config)
+    board = Board(link, timeout=link.seconds(5000))
+    report = board.load(layer)
+    sizes = Sizes.of(config)
+    words = load_words(layer, config, schedule(layer, config.lanes))
+    assert len(words) > sizes.chunk_words, "the layer must take several chunks"
+    first = encode_frame(Command.LOAD_WEIGHTS, 3, bytes(OFFSET_BYTES) +
+                         words_to_bytes(words[:sizes.chunk_words], sizes.load_bits))
+    link.write(first)                               # replayed after the verification
+    x = rng.integers(-128, 128, size=(2, layer.cols))
+    assert np.array_equal(board.run(x), spmv_ref(layer, x))
+    assert board.status()["words"] == report.words == len(words)
+
+
+
+class _ReplaysFirstWrite:
+    """A line that delivers the first frame written once more, before write ``at``."""
+
+    def __init__(self, inner, at):
+        self.inner, self.baud, self.at, self.writes = inner, inner.baud, at, []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        if len(self.writes) == self.at + 1:
+            self.inner.write(self.writes[1])        # writes[0] is STATUS; [1] chunk 0
+        self.inner.write(data)
+
+    def read(self, timeout):
+        return self.inner.read(timeout)
+
+
+def test_a_load_restarted_by_a_replayed_first_chunk_is_loaded_again(rng):
+    """Chunk 0 replayed in the middle of a load restarts it on the device; the next
+    chunk is refused (NAK_OFFSET), and the driver starts over from chunk 0."""
+    layer = random_layer(rng, 16, 32, [2, 4])
+    link = SimulatedLink(EngineConfig.for_layers([layer], 2))
+    line = _ReplaysFirstWrite(link, at=3)
+    board = Board(line, timeout=link.seconds(5000), chunk_words=8)
+    board.identify()
+    line.writes.clear()
+    assert board.load(layer).verified
+    starts = [int.from_bytes(w[5:9], "little") for w in line.writes
+              if w[1] == Command.LOAD_WEIGHTS.value]
+    # (16 may go twice: the device drops bytes that arrive while it applies a frame)
+    assert starts[:3] == [0, 8, 16] and 0 in starts[3:], starts
+    assert starts[starts.index(0, 1):][:3] == [0, 8, 16], starts
+    x = rng.integers(-128, 128, size=(2, layer.cols))
+    assert np.array_equal(board.run(x), spmv_ref(layer, x))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_board_checks_chunk_words(bad):
+    with pytest.raises(ValueError, match=rf"^chunk_words must be a positive integer, not "
+                                         rf"{re.escape(repr(bad))}$"):
+        Board(None, chunk_words=bad)
