@@ -18,7 +18,7 @@ from ..format import SparseLayer
 from ..hdl import SpMVEngine
 from ..packing import Schedule, input_words, load_words, schedule, unpack_outputs
 
-__all__ = ["EngineRun", "run_engine"]
+__all__ = ["EngineRun", "run_engine", "StreamRun", "drive_streams"]
 
 
 @dataclass
@@ -56,18 +56,40 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
     sched = schedule(layer, config.lanes)
     x = np.atleast_2d(x)
     words = load if load is not None else load_words(layer, config, sched)
-    beats = input_words(x, config)
-    expected = len(x) * sched.slots
-    dut = SpMVEngine(config)
+    run = drive_streams(SpMVEngine(config), [*(preload or []), *words], input_words(x, config),
+                        len(x) * sched.slots, idle=idle, backpressure=backpressure, seed=seed,
+                        load_gap=load_gap, x_during_load=x_during_load, max_cycles=max_cycles)
+    if len(run.beats) < run.expected:
+        raise TimeoutError(f"engine produced {len(run.beats)} of {run.expected} output beats "
+                           f"in {max_cycles} cycles")
+    return EngineRun(unpack_outputs(run.beats, config, sched), run.cycles, sched)
+
+
+@dataclass
+class StreamRun:
+    """What :func:`drive_streams` collected."""
+
+    beats: list            # output beats, as integers
+    expected: int
+    cycles: int            # first input accepted to last output produced, inclusive
+
+
+def drive_streams(dut, load: list, beats: list, expected: int, *, idle: float = 0.0,
+                  backpressure: float = 0.0, seed: int = 0, load_gap: int = 0,
+                  x_during_load: bool = False, max_cycles: int = 200_000) -> StreamRun:
+    """Drive a core with ``load``, ``x`` and ``y`` streams (an engine, a network, an
+    LSTM step) in Amaranth's simulator: the load words, then (or, with
+    ``x_during_load``, meanwhile) the input beats with random idle cycles, while the
+    output is taken with random back-pressure until ``expected`` beats came out or
+    ``max_cycles`` passed. Parameters as in :func:`run_engine`."""
     rng = np.random.default_rng(seed)
     out, marks = [], {}
-    stream = [*(preload or []), *words]
 
     async def testbench(ctx):
         if not x_during_load:
             await load_all(ctx)
         i = cycle = 0
-        pending = list(stream) if x_during_load else []
+        pending = list(load) if x_during_load else []
         gap = 0
         while len(out) < expected and cycle < max_cycles:
             # Load words (x_during_load only): one every load_gap + 1 cycles.
@@ -93,7 +115,7 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
             cycle += 1
 
     async def load_all(ctx):
-        for w in stream:
+        for w in load:
             ctx.set(dut.load.valid, 1)
             ctx.set(dut.load.payload.as_value(), w)
             await ctx.tick()
@@ -107,8 +129,5 @@ def run_engine(layer: SparseLayer, x, config: EngineConfig | None = None, *, lan
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
     sim.run()
-    if len(out) < expected:
-        raise TimeoutError(f"engine produced {len(out)} of {expected} output beats in "
-                           f"{max_cycles} cycles")
-    return EngineRun(unpack_outputs(out, config, sched),
-                     marks["last"] - marks["first"] + 1, sched)
+    cycles = marks["last"] - marks["first"] + 1 if "last" in marks else 0
+    return StreamRun(out, expected, cycles)

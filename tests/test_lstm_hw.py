@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from darbgen.config import ConfigError
 from darbgen.format import SparseLayer
@@ -17,6 +16,7 @@ from darbgen.lstm import (LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE, LSTMConfig, cell
 from darbgen.packing import unpack_fields
 from darbgen.pruning.masks import darb_mask
 from darbgen.sim import lstm_golden as lg
+from darbgen.sim.amaranth_tb import drive_streams
 from darbgen.sim.golden import spmv_ref
 from darbgen.sim.runner import simulate_lstm, simulator_available
 
@@ -53,39 +53,11 @@ def run_amaranth(config, words, x, reset, *, luts=None, idle=0.0, backpressure=0
                  max_cycles=100_000):
     """The step in Amaranth's simulator: load, then the x beats with random idle cycles
     and the outputs with random back-pressure; returns ``(h, c)``."""
-    dut = LSTMStep(config, luts=luts)
-    beats = input_words(x, config, reset)
-    expected = len(reset) * config.hidden
-    rng = np.random.default_rng(seed)
-    out = []
-
-    async def testbench(ctx):
-        for w in words:
-            ctx.set(dut.load.valid, 1)
-            ctx.set(dut.load.payload.as_value(), w)
-            await ctx.tick()
-        ctx.set(dut.load.valid, 0)
-        i = cycle = 0
-        while len(out) < expected and cycle < max_cycles:
-            offer = i < len(beats) and rng.random() >= idle
-            ctx.set(dut.x.valid, offer)
-            if offer:
-                ctx.set(dut.x.payload.as_value(), beats[i])
-            ctx.set(dut.y.ready, rng.random() >= backpressure)
-            await ctx.delay(1e-9)                    # settle combinational ready/valid
-            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
-                out.append(ctx.get(dut.y.payload.as_value()))
-            if offer and ctx.get(dut.x.ready):
-                i += 1
-            await ctx.tick()
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
-    sim.run()
-    assert len(out) == expected, f"{len(out)} of {expected} output beats"
-    return unpack_outputs(out, config)
+    run = drive_streams(LSTMStep(config, luts=luts), words, input_words(x, config, reset),
+                        len(reset) * config.hidden, idle=idle, backpressure=backpressure,
+                        seed=seed, max_cycles=max_cycles)
+    assert len(run.beats) == run.expected, f"{len(run.beats)} of {run.expected} output beats"
+    return unpack_outputs(run.beats, config)
 
 
 def assert_steps_equal(h, c, h_gold, c_gold):
