@@ -31,7 +31,7 @@ from amaranth.utils import ceil_log2
 
 from ..network import NetworkConfig
 from .layouts import output_layout, to_layout
-from .network import _PIPELINE_DEPTH, requant_pipeline, requant_table
+from .network import _PIPELINE_DEPTH, requant_pipeline, requant_states, requant_table
 
 __all__ = ["Gather", "InputGather", "MapRequantizer"]
 
@@ -324,31 +324,19 @@ class MapRequantizer(wiring.Component):
         m.d.comb += [gather.w_en.eq(ok), gather.w_addr.eq(dest), gather.w_data.eq(result)]
 
         flush = Signal(range(_PIPELINE_DEPTH + 1))
+
+        def tail_done():
+            """A position's table is done: the next position, or after the last the flush."""
+            with m.Elif(p == vectors - 1):
+                m.d.sync += flush.eq(_PIPELINE_DEPTH)
+                m.next = "FLUSH"
+            with m.Else():
+                m.d.sync += [p.eq(p + 1), k.eq(0)]
+                m.next = "FILL"
+
         with m.FSM():
-            with m.State("FILL"):
-                m.d.comb += self.y.ready.eq(~gather.clearing)
-                with m.If(self.y.valid & ~gather.clearing):
-                    m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
-                    m.next = "APPLY"
-            with m.State("APPLY"):
-                m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
-                m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
-                with m.If(lane == src.lanes - 1):
-                    with m.If(beat.last):
-                        m.next = "TAIL"
-                    with m.Else():
-                        m.next = "FILL"
-            with m.State("TAIL"):
-                # Rows without weights: their sum is 0.
-                m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
-                with m.If(k < loaded):
-                    m.d.sync += k.eq(k + 1)
-                with m.Elif(p == vectors - 1):
-                    m.d.sync += flush.eq(_PIPELINE_DEPTH)
-                    m.next = "FLUSH"
-                with m.Else():
-                    m.d.sync += [p.eq(p + 1), k.eq(0)]
-                    m.next = "FILL"
+            requant_states(m, self.y, beat, lane, k, issue, acc, src.lanes, loaded, tail_done,
+                           can_take=~gather.clearing)
             with m.State("FLUSH"):
                 # The last write lands as `flush` reaches 0; then the half is handed
                 # over once the gather has emitted the previous image.

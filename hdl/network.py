@@ -82,6 +82,43 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     return s4_ok, s4_dest, result
 
 
+def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,
+                   can_take=None):
+    """The FILL, APPLY and TAIL states of a requantizer's FSM (inside ``with m.FSM()``).
+
+    FILL takes an engine output beat from ``y`` (when ``can_take``, if given), APPLY
+    issues its ``lanes`` sums to the pipeline, one table position ``k`` per cycle, and
+    after a vector's last beat TAIL issues sum 0 for the positions up to ``loaded``
+    (rows without weights). ``tail_done()`` then adds the branches that end TAIL: it
+    is called right after TAIL's ``with m.If(k < loaded)``, so it continues that chain
+    with ``m.Elif``/``m.Else``.
+    """
+    with m.State("FILL"):
+        if can_take is None:
+            m.d.comb += y.ready.eq(1)
+            take = y.valid
+        else:
+            m.d.comb += y.ready.eq(can_take)
+            take = y.valid & can_take
+        with m.If(take):
+            m.d.sync += [beat.eq(y.payload), lane.eq(0)]
+            m.next = "APPLY"
+    with m.State("APPLY"):
+        m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
+        m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
+        with m.If(lane == lanes - 1):
+            with m.If(beat.last):
+                m.next = "TAIL"
+            with m.Else():
+                m.next = "FILL"
+    with m.State("TAIL"):
+        # Rows without weights: their sum is 0.
+        m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
+        with m.If(k < loaded):
+            m.d.sync += k.eq(k + 1)
+        tail_done()
+
+
 class Requantizer(wiring.Component):
     """Requantize engine ``index``'s outputs into the next engine's inputs (or logits).
 
@@ -158,28 +195,14 @@ class Requantizer(wiring.Component):
                          self.out.payload.last.eq(last_word)]
 
         flush = Signal(range(_PIPELINE_DEPTH + 1))
+
+        def tail_done():
+            with m.Else():
+                m.d.sync += flush.eq(_PIPELINE_DEPTH)
+                m.next = "FLUSH"
+
         with m.FSM():
-            with m.State("FILL"):
-                m.d.comb += self.y.ready.eq(1)
-                with m.If(self.y.valid):
-                    m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
-                    m.next = "APPLY"
-            with m.State("APPLY"):
-                m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
-                m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
-                with m.If(lane == src.lanes - 1):
-                    with m.If(beat.last):
-                        m.next = "TAIL"
-                    with m.Else():
-                        m.next = "FILL"
-            with m.State("TAIL"):
-                # Rows without weights: their sum is 0.
-                m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
-                with m.If(k < loaded):
-                    m.d.sync += k.eq(k + 1)
-                with m.Else():
-                    m.d.sync += flush.eq(_PIPELINE_DEPTH)
-                    m.next = "FLUSH"
+            requant_states(m, self.y, beat, lane, k, issue, acc, src.lanes, loaded, tail_done)
             with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
                 with m.If(flush == 1):
