@@ -19,28 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from _record import ROOT, commit, record, uncommitted_changes
 from darbgen import toolenv
 from darbgen.sim.fuzz import board_target, fuzz_link, fuzz_loader
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "adversarial.json"
-
-
-def record(key: str, value, path: Path = OUT) -> None:
-    """Set ``key`` in the JSON file at ``path``, keeping the other keys."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".adversarial.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -57,11 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     toolenv.setup()
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "darbgen",
-                            "hdl", "host", "sim", "pruning", "boards"],
-                           capture_output=True, text=True).stdout.strip()
+    at, dirty = commit(), uncommitted_changes()
     runs = {
         "loader": lambda: fuzz_loader(args.loader, seed=args.seed, bases=24),
         "link_amaranth": lambda: fuzz_link(args.link, seed=args.seed,
@@ -82,7 +64,7 @@ def main(argv=None) -> int:
             report.counts.get("unclear_messages", 0)
     fuzz = json.loads(args.out.read_text()).get("fuzz", {}) if args.out.exists() else {}
     for name, report in reports.items():
-        fuzz[name] = {"commit": commit, "uncommitted_changes": bool(dirty), **report.to_json()}
+        fuzz[name] = {"commit": at, "uncommitted_changes": dirty, **report.to_json()}
     record("fuzz", fuzz, args.out)
     print(f"wrote {args.out}")
     return 1 if bad else 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import shutil
@@ -38,6 +37,8 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from _record import commit, record
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "adversarial.json"
@@ -234,17 +235,6 @@ def check(tree: Path, cache: Path, timeout: float, stages=STAGES) -> dict:
     return {"status": "survived", "stage": None, "test": None, "seconds": round(total, 1)}
 
 
-def record(key: str, value, path: Path = OUT) -> None:
-    """Set ``key`` in the JSON file at ``path``, keeping the other keys."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".adversarial.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default="HEAD", help="commit to mutate (default %(default)s)")
@@ -265,8 +255,7 @@ def main(argv=None) -> int:
         for m in MUTANTS:
             print(f"{m.name:24} {m.path:15} {m.kind:10} {m.what}")
         return 0 if args.list else 2
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.ref],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    at = commit(args.ref)
     rows = []
     with tempfile.TemporaryDirectory(prefix="darbgen-mutants-") as tmp:
         tree = Path(tmp) / "tree"
@@ -275,7 +264,7 @@ def main(argv=None) -> int:
             shutil.copy(ROOT / path, tree / path)
         for m in mutants:                   # every pattern first: fail before the long part
             (tree / m.path).write_text(apply(tree, m))
-        print(f"mutating {commit}: baseline ...", flush=True)
+        print(f"mutating {at}: baseline ...", flush=True)
         base = check(tree, Path(tmp) / "cache-baseline", args.timeout, stages)
         if base["status"] != "survived":
             print(f"the unmutated tree fails {base['test']}: fix that first", file=sys.stderr)
@@ -302,7 +291,7 @@ def main(argv=None) -> int:
           + (f"; {len(equivalent)} equivalent: " + ", ".join(
               f"{r['name']} ({r['status']})" for r in equivalent) if equivalent else ""))
     if not (args.no_record or args.only or args.quick or args.overlay):
-        record("mutation", {"commit": commit, "stages": [s for s, _ in STAGES],
+        record("mutation", {"commit": at, "stages": [s for s, _ in STAGES],
                             "killed": killed, "mutants": len(counted),
                             "kill_rate": round(rate, 4), "equivalent": len(equivalent),
                             "baseline_seconds": base["seconds"], "results": rows}, args.out)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))        # as when run as a script: its helpers
 _spec = importlib.util.spec_from_file_location("mutation_bench",
                                                ROOT / "bench" / "mutation_bench.py")
 bench = importlib.util.module_from_spec(_spec)
