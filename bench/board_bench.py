@@ -5,7 +5,10 @@ the layer (nextpnr's fmax and utilisation), then, on the simulated board, the li
 efficiency while the weights stream and an exact run of input vectors.
 
     python bench/board_bench.py ARTIFACT [--layer fc1] [--boards icebreaker,ulx3s]
-                                [--inputs X.npy] [-o docs/boards.json]
+                                [--inputs X.npy] [-o docs/boards.json] [--reports docs]
+
+With ``--reports DIR`` each build's ``report.json`` is kept as
+``DIR/report-BOARD-ARTIFACT-LAYER.json``.
 
 ECP5 builds at 16 lanes take minutes; this is not part of the test suite.
 """
@@ -29,7 +32,7 @@ from darbgen.sim.board_sim import BoardSim
 from darbgen.sim.golden import spmv_ref
 
 
-def measure(board_name, layer, x, outdir):
+def measure(board_name, layer, x, outdir, keep_report=None):
     board = get_board(board_name)
     dev = device(board, layer)
     row = {"board": board.name, "lanes": dev.config.lanes, "layer": layer.name}
@@ -42,6 +45,8 @@ def measure(board_name, layer, x, outdir):
         row["met_timing"] = False
     row.update({k: report[k] for k in ("device", "target_mhz", "fmax_mhz", "resources",
                                        "build_seconds")})
+    if keep_report:
+        Path(keep_report).write_text((Path(outdir) / "report.json").read_text())
     with BoardSim(device_verilog(dev), DEVICE_TOP, dev.divisor) as sim:
         host = Board(SerialTransport(sim.port, board.baud))
         host.identify()
@@ -60,6 +65,7 @@ def main(argv=None):
     p.add_argument("--boards", default="icebreaker,ulx3s")
     p.add_argument("--inputs", help="int8 vectors (default: 16 seeded random vectors)")
     p.add_argument("-o", "--output", default="docs/boards.json")
+    p.add_argument("--reports", type=Path, help="keep each build's report.json here")
     args = p.parse_args(argv)
     toolenv.setup()
     artifact = Artifact.load(args.artifact)
@@ -71,7 +77,9 @@ def main(argv=None):
     rows = []
     for name in args.boards.split(","):
         with tempfile.TemporaryDirectory(prefix=f"darbgen-{name}-") as tmp:
-            row = measure(name, layer, x, tmp)
+            keep = args.reports and args.reports / \
+                f"report-{name}-{Path(args.artifact).stem}-{layer.name}.json"
+            row = measure(name, layer, x, tmp, keep)
         rows.append(row)
         r = row["resources"]
         print(f"{name}: {row['lanes']} lanes, fmax {row['fmax_mhz']} MHz "
