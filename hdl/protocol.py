@@ -54,10 +54,11 @@ from ..config import ConfigError, EngineConfig, layout_width
 from ..network import NetworkConfig
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
-           "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "CRC", "WEIGHTS_CRC", "Command", "Status", "crc16", "weights_crc",
-           "word_bytes", "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS",
-           "ENGINE_FIELDS", "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard", "OFFSET_BYTES", "Identity", "build_id", "identity_bytes",
-           "parse_identity", "parse_status"]
+           "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "OFFSET_BYTES", "CRC", "WEIGHTS_CRC",
+           "Command", "Status", "byte_table_crc", "crc16", "weights_crc", "word_bytes",
+           "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS", "ENGINE_FIELDS",
+           "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard", "Identity",
+           "build_id", "identity_bytes", "parse_identity", "parse_status"]
 
 PROTOCOL_VERSION = 4
 SOF = 0xA5
@@ -104,14 +105,49 @@ class Status(enum.Enum, shape=8):
     NAK_WEIGHTS = 0x07    #: RUN names other weights than the device holds: nothing ran
 
 
-def crc16(data: bytes) -> int:
-    """The frame check of ``data`` (command through payload)."""
-    return CRC().compute(data)
+def byte_table_crc(algorithm: crc.Algorithm):
+    """``algorithm``'s CRC of a byte string, computed a byte at a time from a 256-entry
+    table: the values of ``algorithm().compute`` (the gateware's definition; the tests
+    compare them), about 30 times faster. At 1 Mbaud the bitwise form took a millisecond
+    per full frame, a tenth of the frame's line time, spent while the link idles."""
+    width, poly = algorithm.crc_width, algorithm.polynomial
+    if algorithm.reflect_input != algorithm.reflect_output or width < 8:
+        raise ValueError(f"no byte table for {algorithm!r}")
+    mask, reflected = (1 << width) - 1, algorithm.reflect_input
+
+    def mirror(value, bits):
+        return int(f"{value:0{bits}b}"[::-1], 2)
+
+    table = []
+    for i in range(256):
+        if reflected:                       # the register holds the CRC bit-reversed
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ mirror(poly, width) if c & 1 else c >> 1
+        else:
+            c = i << (width - 8)
+            for _ in range(8):
+                c = ((c << 1) ^ poly) & mask if c >> (width - 1) & 1 else (c << 1) & mask
+        table.append(c)
+    init = mirror(algorithm.initial_crc, width) if reflected else algorithm.initial_crc
+
+    def compute(data: bytes) -> int:
+        c = init
+        if reflected:
+            for byte in data:
+                c = (c >> 8) ^ table[(c ^ byte) & 0xFF]
+        else:
+            for byte in data:
+                c = ((c << 8) & mask) ^ table[(c >> (width - 8)) ^ byte]
+        return c ^ algorithm.xor_output
+
+    return compute
 
 
-def weights_crc(data: bytes) -> int:
-    """The weight check of the load-word bytes ``data``, as STATUS reports it."""
-    return WEIGHTS_CRC().compute(data)
+#: The frame check of ``data`` (command through payload).
+crc16 = byte_table_crc(CRC)
+#: The weight check of the load-word bytes ``data``, as STATUS reports it.
+weights_crc = byte_table_crc(WEIGHTS_CRC)
 
 
 # -- words on the wire ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command
 from ..network import NetworkConfig, NetworkPlan
 from ..network import load_words as network_load_words
 from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
-from .framing import Frame, FrameParser, Reply, encode_frame
+from .framing import Frame, FrameParser, Reply
 from .transport import LinkError, Transport
 
 __all__ = ["Board", "LinkTimeout", "NakError", "BuildMismatch", "WeightsMismatch",
@@ -123,7 +123,7 @@ class Board:
         """
         self._seq = (self._seq + 1) & 0xFF
         request = Frame(command.value, self._seq, bytes(payload))
-        frame = encode_frame(request.command, request.seq, request.payload)
+        frame = request.encode()                        # its CRC is kept for the replies
         last = None
         for attempt in range(self.retries):
             if attempt:

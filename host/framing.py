@@ -9,6 +9,7 @@ header).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..hdl.protocol import HEADER_BYTES, MAX_PAYLOAD, REPLY, REPLY_HEAD_BYTES, SOF, crc16
 
@@ -27,11 +28,31 @@ class Frame:
     seq: int
     payload: bytes
 
-    @property
+    @cached_property
+    def _body(self) -> bytes:
+        return bytes([self.command, self.seq]) + len(self.payload).to_bytes(2, "little") + \
+            self.payload
+
+    @cached_property
     def check(self) -> int:
         """The frame's CRC-16 field (what a reply to it echoes)."""
-        return crc16(bytes([self.command, self.seq]) + len(self.payload).to_bytes(2, "little")
-                     + self.payload)
+        return crc16(self._body)
+
+    def encode(self) -> bytes:
+        """The frame's bytes on the line.
+
+        Raises
+        ------
+        FrameError
+            ``command`` or ``seq`` is not a byte, or the payload exceeds ``MAX_PAYLOAD``.
+        """
+        for name, v in (("command", self.command), ("seq", self.seq)):
+            if not 0 <= v <= 0xFF:
+                raise FrameError(f"{name} must fit in a byte, not {v}")
+        if len(self.payload) > MAX_PAYLOAD:
+            raise FrameError(f"payload of {len(self.payload)} bytes exceeds the maximum "
+                             f"{MAX_PAYLOAD}")
+        return bytes([SOF]) + self._body + self.check.to_bytes(2, "little")
 
     @property
     def reply(self) -> "Reply | None":
@@ -73,21 +94,9 @@ class Reply:
 
 
 def encode_frame(command: int, seq: int, payload: bytes = b"") -> bytes:
-    """The bytes of one frame.
-
-    Raises
-    ------
-    FrameError
-        ``command`` or ``seq`` is not a byte, or the payload exceeds ``MAX_PAYLOAD``.
-    """
-    command = int(getattr(command, "value", command))
-    for name, v in (("command", command), ("seq", seq)):
-        if not 0 <= v <= 0xFF:
-            raise FrameError(f"{name} must fit in a byte, not {v}")
-    if len(payload) > MAX_PAYLOAD:
-        raise FrameError(f"payload of {len(payload)} bytes exceeds the maximum {MAX_PAYLOAD}")
-    body = bytes([command, seq]) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes([SOF]) + body + crc16(body).to_bytes(2, "little")
+    """The bytes of one frame (:meth:`Frame.encode`); ``command`` may be a
+    :class:`~darbgen.hdl.protocol.Command`."""
+    return Frame(int(getattr(command, "value", command)), seq, bytes(payload)).encode()
 
 
 class FrameParser:

@@ -4,7 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from darbgen.hdl.protocol import MAX_PAYLOAD, SOF, Command, crc16
+from amaranth.lib import crc
+
+from darbgen.hdl.protocol import (CRC, MAX_PAYLOAD, SOF, WEIGHTS_CRC, Command, byte_table_crc,
+                                  crc16, weights_crc)
 from darbgen.host.framing import Frame, FrameError, FrameParser, encode_frame
 
 # After the last frame, idle bytes long enough to complete any bogus header a garbage
@@ -17,6 +20,25 @@ frames = st.builds(Frame, st.integers(0, 255), st.integers(0, 255),
 
 def test_crc_check_value():
     assert crc16(b"123456789") == 0x29B1          # CRC-16/IBM-3740 (CCITT-FALSE)
+    assert weights_crc(b"123456789") == 0xCBF43926     # CRC-32/ISO-HDLC (zlib's)
+
+
+_ALGORITHMS = [CRC, WEIGHTS_CRC, crc.catalog.CRC16_ARC, crc.catalog.CRC8_SMBUS,
+               crc.catalog.CRC32_BZIP2]
+_TABLES = [byte_table_crc(a) for a in _ALGORITHMS]
+
+
+@given(st.binary(max_size=300))
+def test_byte_table_crcs_are_the_gateware_definition(data):
+    """The host's table-driven CRCs give the values of amaranth.lib.crc, which the
+    gateware is built from (reflected and plain algorithms alike)."""
+    for algorithm, table in zip(_ALGORITHMS, _TABLES):
+        assert table(data) == algorithm().compute(data), algorithm
+
+
+def test_byte_table_crc_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match=r"^no byte table for "):
+        byte_table_crc(crc.catalog.CRC5_USB)
 
 
 def test_layout():
