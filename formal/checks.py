@@ -17,16 +17,22 @@ from darbgen.packing import load_words
 
 from .decoder import DECODER_CONFIGS, DecoderSpec
 from .engine import ENGINE_LAYERS, FORMAL_ENGINE, EngineSpec, skeleton
-from .mutants import mutant, replaced
+from .mutants import LANE_MUTANTS, mutant, replaced
 from .sby import run_sby
+from .scheduler import SCHEDULER_CONFIGS, SchedulerSpec
 
-__all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "check_engine",
+__all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "prove_scheduler",
+           "scheduler_mutant_caught", "check_engine",
            "engine_mutant_caught", "random_skeletons", "all_checks"]
 
 #: k-induction depth of the decoder proofs (the invariant makes it 1-inductive).
 DECODER_DEPTH = 2
 #: Cycles of the decoder's cover run (a beat in a row's third block needs 3).
 DECODER_COVER_DEPTH = 4
+#: k-induction depth of the scheduler proofs (a row's header address is 2 cycles old).
+SCHEDULER_DEPTH = 4
+#: Cycles of the scheduler's cover run (a start, then the third row's second beat).
+SCHEDULER_COVER_DEPTH = 12
 
 
 @dataclass
@@ -79,6 +85,28 @@ def decoder_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcome:
                      workdir, mode="prove", depth=DECODER_DEPTH)
     caught = result.status == "FAIL" and bool(result.failed_properties)
     return Outcome(caught, "mutant caught", DECODER_DEPTH, [result])
+
+
+def prove_scheduler(config: EngineConfig, name: str, workdir) -> Outcome:
+    """Prove a :class:`~darbgen.hdl.Lane`'s issue scheduler for ``config``'s lane sizes
+    (k-induction), and reach its cover (the proof is not vacuous)."""
+    proof = run_sby(SchedulerSpec(config), f"scheduler-{name}", workdir, mode="prove",
+                    depth=SCHEDULER_DEPTH)
+    cover = run_sby(SchedulerSpec(config), f"scheduler-{name}-cover", workdir, mode="cover",
+                    depth=SCHEDULER_COVER_DEPTH)
+    return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof",
+                   SCHEDULER_DEPTH, [proof, cover])
+
+
+def scheduler_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcome:
+    """The scheduler spec on the lane mutant ``fault``, bounded from the initial state
+    (a load, a start and a few rows fit in the cover's depth): caught when sby finds a
+    counterexample (``FAIL``), which an induction step alone could not show."""
+    dut = mutant(Lane, fault)(config)
+    result = run_sby(SchedulerSpec(config, dut), f"scheduler-mutant-{fault}", workdir,
+                     mode="bmc", depth=SCHEDULER_COVER_DEPTH)
+    caught = result.status == "FAIL" and bool(result.failed_properties)
+    return Outcome(caught, "mutant caught", SCHEDULER_COVER_DEPTH, [result])
 
 
 # Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
@@ -183,6 +211,14 @@ def all_checks() -> list:
                   "no-row-restart"):
         checks.append(Check(f"decoder-mutant/{fault}", f"decoder with fault {fault}",
                             lambda w, f=fault: decoder_mutant_caught(base, f, w)))
+    for name, config in SCHEDULER_CONFIGS.items():
+        checks.append(Check(f"scheduler/{name}", f"lane issue order, {config.lane_rows} rows, "
+                            f"{config.lane_depth} beats, nnz <= {config.max_row_nnz}",
+                            lambda w, c=config, n=name: prove_scheduler(c, n, w)))
+    for fault in LANE_MUTANTS:
+        checks.append(Check(f"scheduler-mutant/{fault}", f"lane scheduler with fault {fault}",
+                            lambda w, f=fault: scheduler_mutant_caught(
+                                SCHEDULER_CONFIGS["rows4-depth16-nnz8"], f, w)))
     for layer_name, stalls, vectors, slack, slow in (
             ("two-full-lanes", "none", 2, 0, False),
             ("partial-blocks", "periodic", 2, 0, False),

@@ -37,6 +37,11 @@ LANE_MUTANTS = {
     "row-drops-last-beat": ("last.eq(remaining == 1)", "last.eq(remaining <= 2)"),
     # the beat pointer stalls after a row's first beat: that weight is multiplied twice
     "first-beat-twice": ("m.d.sync += ptr.eq(ptr + 1)", "m.d.sync += ptr.eq(ptr + ~row_first)"),
+    # on a row's last beat the header prefetch asks for the next row again instead of
+    # the one after it: the row after next runs with the next row's header
+    "prefetch-off-by-one": ("Mux(last, slot + 2, slot + 1)", "Mux(last, slot + 1, slot + 1)"),
+    # a row is skipped: its weights are never multiplied
+    "skips-a-row": ("m.d.sync += [slot.eq(slot + 1),", "m.d.sync += [slot.eq(slot + 2),"),
 }
 
 _KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}

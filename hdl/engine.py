@@ -59,6 +59,15 @@ class Lane(wiring.Component):
     def __init__(self, config: EngineConfig):
         self._config = c = config
         self._row_bits = ceil_log2(c.lane_rows + 1)
+        # The issue stage's state and its header read address, created here (not in
+        # elaborate) so that the formal proof of the scheduler (formal/scheduler.py)
+        # can name them; the names are those they would get in elaborate.
+        self._slot = Signal(self._row_bits, name="slot")
+        self._remaining = Signal(range(c.max_row_nnz + 1), name="remaining")
+        self._ptr = Signal(range(c.lane_depth + 1), name="ptr")
+        self._row_first = Signal(name="row_first")
+        self._cur = Signal(header_layout(c), name="cur")
+        self._header_addr = Signal(range(max(c.lane_rows, 2)), name="header_addr")
         super().__init__({
             "wr_first": In(1), "wr_beat": In(1), "wr_header": In(1),
             "wr_data": In(max(layout_width(c.beat_fields), layout_width(c.header_fields))),
@@ -105,12 +114,9 @@ class Lane(wiring.Component):
         m.d.comb += [x_wr.addr.eq(self.x_addr), x_wr.data.eq(self.x_data), x_wr.en.eq(self.x_we)]
 
         # -- stage A: issue one beat per cycle -----------------------------------------
-        slot = Signal(self._row_bits)
-        remaining = Signal(range(c.max_row_nnz + 1))
-        ptr = Signal(range(c.lane_depth + 1))
+        slot, remaining, ptr = self._slot, self._remaining, self._ptr
+        row_first, cur = self._row_first, self._cur
         par = Signal()
-        row_first = Signal()
-        cur = Signal(header_l)
         last = Signal()
         done = Signal()
         go = Signal()
@@ -122,8 +128,9 @@ class Lane(wiring.Component):
             # Prefetch: while a row issues, the header memory presents the next row's
             # header (read latency 1), so a row change costs no cycle. Idle, it presents
             # row 0, which a start loads; the start cycle itself asks for row 1.
-            header_rd.addr.eq(Mux(go, 1, Mux(~self.active | done, 0,
-                                             Mux(last, slot + 2, slot + 1)))),
+            self._header_addr.eq(Mux(go, 1, Mux(~self.active | done, 0,
+                                                Mux(last, slot + 2, slot + 1)))),
+            header_rd.addr.eq(self._header_addr),
         ]
         with m.If(go):
             m.d.sync += [self.active.eq(1), slot.eq(0), ptr.eq(0), par.eq(self.par),

@@ -1,5 +1,6 @@
-"""Formal checks (formal/): the decoder proven by k-induction, the engine checked against
-a naive reference with free weights, offsets and inputs, and broken hardware caught."""
+"""Formal checks (formal/): the decoder and a lane's issue scheduler proven by
+k-induction, the engine checked against a naive reference with free weights, offsets and
+inputs, and broken hardware caught."""
 
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ def test_formal_check(check, tmp_path):
 
 def test_every_kind_of_check_is_in_the_default_suite():
     fast = [c.name.split("/")[0] for c in CHECKS if not c.slow]
-    assert {"decoder", "decoder-mutant", "engine", "engine-mutant"} <= set(fast)
+    assert {"decoder", "decoder-mutant", "scheduler", "scheduler-mutant", "engine",
+            "engine-mutant"} <= set(fast)
 
 
 def test_decoder_proven_for_a_layers_block_size_table(rng, tmp_path):
@@ -55,7 +57,8 @@ def test_a_mutant_follows_the_real_source():
                                          r"shift-off-by-one, .*$"):
         mutant(IndexDecoder, "nope")
     with pytest.raises(ValueError, match=r"^Lane has no mutant 'shift-off-by-one'; known: "
-                                         r"row-drops-last-beat, first-beat-twice$"):
+                                         r"row-drops-last-beat, first-beat-twice, "
+                                         r"prefetch-off-by-one, skips-a-row$"):
         mutant(Lane, "shift-off-by-one")
 
 
