@@ -66,36 +66,42 @@ class Outcome:
                          for r in self.results)
 
 
+def _proved(spec_of, name: str, workdir, depth: int, cover_depth: int) -> Outcome:
+    """k-induction of ``spec_of()`` at ``depth``, and its cover reached from the initial
+    state within ``cover_depth`` (the assumptions leave real behaviour: not vacuous)."""
+    proof = run_sby(spec_of(), name, workdir, mode="prove", depth=depth)
+    cover = run_sby(spec_of(), f"{name}-cover", workdir, mode="cover", depth=cover_depth)
+    return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof", depth,
+                   [proof, cover])
+
+
+def _caught(result, covers=()) -> Outcome:
+    """A mutant's check: caught when sby found a counterexample (``FAIL``)."""
+    caught = result.status == "FAIL" and bool(result.failed_properties)
+    return Outcome(caught, "mutant caught", result.depth, [*covers, result])
+
+
 def prove_decoder(config: EngineConfig, name: str, workdir) -> Outcome:
     """Prove :class:`~darbgen.hdl.IndexDecoder` for ``config`` (k-induction), and reach its
     cover (the assumptions leave long rows possible: the proof is not vacuous)."""
-    proof = run_sby(DecoderSpec(config), f"decoder-{name}", workdir, mode="prove",
-                    depth=DECODER_DEPTH)
-    cover = run_sby(DecoderSpec(config), f"decoder-{name}-cover", workdir, mode="cover",
-                    depth=DECODER_COVER_DEPTH)
-    return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof", DECODER_DEPTH,
-                   [proof, cover])
+    return _proved(lambda: DecoderSpec(config), f"decoder-{name}", workdir, DECODER_DEPTH,
+                   DECODER_COVER_DEPTH)
 
 
 def decoder_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcome:
     """Run the decoder proof, contract assertions only, on the mutant ``fault``: caught
     when sby finds a counterexample from the initial state (``FAIL``)."""
     dut = mutant(IndexDecoder, fault)(config)
-    result = run_sby(DecoderSpec(config, dut, invariants=False), f"decoder-mutant-{fault}",
-                     workdir, mode="prove", depth=DECODER_DEPTH)
-    caught = result.status == "FAIL" and bool(result.failed_properties)
-    return Outcome(caught, "mutant caught", DECODER_DEPTH, [result])
+    return _caught(run_sby(DecoderSpec(config, dut, invariants=False),
+                           f"decoder-mutant-{fault}", workdir, mode="prove",
+                           depth=DECODER_DEPTH))
 
 
 def prove_scheduler(config: EngineConfig, name: str, workdir) -> Outcome:
     """Prove a :class:`~darbgen.hdl.Lane`'s issue scheduler for ``config``'s lane sizes
     (k-induction), and reach its cover (the proof is not vacuous)."""
-    proof = run_sby(SchedulerSpec(config), f"scheduler-{name}", workdir, mode="prove",
-                    depth=SCHEDULER_DEPTH)
-    cover = run_sby(SchedulerSpec(config), f"scheduler-{name}-cover", workdir, mode="cover",
-                    depth=SCHEDULER_COVER_DEPTH)
-    return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof",
-                   SCHEDULER_DEPTH, [proof, cover])
+    return _proved(lambda: SchedulerSpec(config), f"scheduler-{name}", workdir,
+                   SCHEDULER_DEPTH, SCHEDULER_COVER_DEPTH)
 
 
 def scheduler_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcome:
@@ -103,10 +109,8 @@ def scheduler_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcom
     (a load, a start and a few rows fit in the cover's depth): caught when sby finds a
     counterexample (``FAIL``), which an induction step alone could not show."""
     dut = mutant(Lane, fault)(config)
-    result = run_sby(SchedulerSpec(config, dut), f"scheduler-mutant-{fault}", workdir,
-                     mode="bmc", depth=SCHEDULER_COVER_DEPTH)
-    caught = result.status == "FAIL" and bool(result.failed_properties)
-    return Outcome(caught, "mutant caught", SCHEDULER_COVER_DEPTH, [result])
+    return _caught(run_sby(SchedulerSpec(config, dut), f"scheduler-mutant-{fault}", workdir,
+                           mode="bmc", depth=SCHEDULER_COVER_DEPTH))
 
 
 # Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
@@ -162,8 +166,7 @@ def check_engine(layer, workdir, *, stalls: str = "none", vectors: int = 2, slac
         result = run_sby(EngineSpec(FORMAL_ENGINE, layer, **spec_args),
                          f"{name}-mutant-{fault_name}", workdir, mode="bmc", depth=depth,
                          map_memories=True)
-    caught = result.status == "FAIL" and bool(result.failed_properties)
-    return Outcome(caught, "mutant caught", depth, [*covers, result])
+    return _caught(result, covers)
 
 
 def engine_mutant_caught(cls, fault: str, workdir, layer_name: str = "two-full-lanes"):

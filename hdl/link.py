@@ -129,9 +129,10 @@ class FrameReceiver(wiring.Component):
                     m.d.sync += check_lo.eq(byte)
                     m.next = "CHECK_HI"
             with frame_state("CHECK_HI"):
+                received = Cat(check_lo, byte)
                 with m.If(got):
-                    m.d.sync += [self.done.eq(1), self.length_ok.eq(1), self.check.eq(Cat(check_lo, byte)),
-                                 self.crc_ok.eq(Cat(check_lo, byte) == crc.crc)]
+                    m.d.sync += [self.done.eq(1), self.length_ok.eq(1), self.check.eq(received),
+                                 self.crc_ok.eq(received == crc.crc)]
                     m.next = "HUNT"
 
         # Silence inside a frame: drop it and hunt again.

@@ -108,7 +108,7 @@ class Status(enum.Enum, shape=8):
 def byte_table_crc(algorithm: crc.Algorithm):
     """``algorithm``'s CRC of a byte string, computed a byte at a time from a 256-entry
     table: the values of ``algorithm().compute`` (the gateware's definition; the tests
-    compare them), about 30 times faster. At 1 Mbaud the bitwise form took a millisecond
+    compare them), about 12 times faster (0.09 ms instead of 1.05 ms for 1031 bytes). At 1 Mbaud the bitwise form took a millisecond
     per full frame, a tenth of the frame's line time, spent while the link idles."""
     width, poly = algorithm.crc_width, algorithm.polynomial
     if algorithm.reflect_input != algorithm.reflect_output or width < 8:
@@ -118,12 +118,13 @@ def byte_table_crc(algorithm: crc.Algorithm):
     def mirror(value, bits):
         return int(f"{value:0{bits}b}"[::-1], 2)
 
+    rpoly = mirror(poly, width)             # a reflected register shifts right
     table = []
     for i in range(256):
         if reflected:                       # the register holds the CRC bit-reversed
             c = i
             for _ in range(8):
-                c = (c >> 1) ^ mirror(poly, width) if c & 1 else c >> 1
+                c = (c >> 1) ^ rpoly if c & 1 else c >> 1
         else:
             c = i << (width - 8)
             for _ in range(8):

@@ -266,14 +266,16 @@ class Board:
         after = self.status()
         seconds = ((after["cycles"] - before) % (1 << 32)) / self.identity.clock_hz
         efficiency = len(data) / seconds / (self.identity.baud / 10) if seconds else 0.0
-        verified = after["words"] == len(words) and after["weights_crc"] == weights_crc(data)
+        crc = weights_crc(data)
+        guard = run_guard(len(words), crc)
+        # STATUS starts with the RUN guard's fields: the board holds what a RUN names.
+        verified = run_guard(after["words"], after["weights_crc"]) == guard
         if not verified:
             raise WeightsMismatch(
                 f"the board holds {after['words']} words with CRC-32 "
                 f"{after['weights_crc']:08x}; {name} has {len(words)} words "
-                f"with CRC-32 {weights_crc(data):08x}")
-        self._target, self._schedule = target, sched
-        self._guard = run_guard(len(words), weights_crc(data))
+                f"with CRC-32 {crc:08x}")
+        self._target, self._schedule, self._guard = target, sched, guard
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
     def run(self, x) -> np.ndarray:

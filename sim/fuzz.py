@@ -867,8 +867,8 @@ class _LinkFuzzer:
                 self.link.read(self.target.quiet)
             request = Frame(Command.STATUS.value, self.next_seq(), b"")
             # STATUS is answered at once: waiting 2 * quiet for it is plenty.
-            for r in self.send(encode_frame(request.command, request.seq),
-                               (request.command, request.seq), patience=2 * self.target.quiet):
+            for r in self.send(request.encode(), (request.command, request.seq),
+                               patience=2 * self.target.quiet):
                 if r.answers(request) and r.status == Status.OK.value:
                     return r
         return None
