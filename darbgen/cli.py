@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .format import Artifact, ArtifactError, atomic_write, read_npy
+from .files import atomic_write, check_output, read_input
+from .format import JSON_NAMES, Artifact, ArtifactError, read_npy
 
 __all__ = ["main", "build_parser"]
 
@@ -205,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="program this bitstream first (openFPGALoader; the board is read "
                         "from report.json next to it)")
     p.add_argument("--timeout", type=float, default=1.0, metavar="S",
-                   help="seconds of silence before a request is retried (default %(default)s)")
+                   help="seconds a request waits for its reply before it is sent again "
+                        "(default %(default)s)")
+    p.add_argument("--deadline", type=float, default=600.0, metavar="S",
+                   help="seconds after which the whole deploy gives up, however busy the "
+                        "line (default %(default)s)")
 
     p = sub.add_parser("eval", parents=[verbose],
                        help="accuracy of a whole network: float, integer model, hardware",
@@ -303,7 +308,7 @@ def cmd_prune(args) -> int:
     from .pruning.examples import EXAMPLES, run_example
     from .pruning.sources import load_source, prune_oneshot
 
-    _output_file(args.output)
+    _output_file(args.output, args.source)
     if args.source not in EXAMPLES and not os.path.lexists(args.source):
         raise CLIError(f"{args.source}: no such file (built-in examples: "
                        f"{', '.join(EXAMPLES)})")
@@ -432,18 +437,33 @@ def _histogram(values) -> str:
     return " ".join(f"{s}:{c}" for s, c in zip(sizes, counts))
 
 
+def printable(value) -> str:
+    """``value`` as text that is safe on a terminal: names from a file may hold escape
+    sequences, which are shown escaped, never sent raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
+def _figure(value) -> str:
+    """A provenance figure: a number to 4 places, anything else as printable text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.4f}"
+    return printable(value)
+
+
 def format_table(artifact: Artifact, path: str) -> str:
     """The human-readable ``inspect`` table."""
     prov = artifact.provenance
     lines = [f"{path}: darbgen artifact, format {artifact.format_version}, "
-             f"source {prov.get('source', '?')!s}, method {prov.get('method', '?')}"]
+             f"source {printable(prov.get('source', '?'))}, "
+             f"method {printable(prov.get('method', '?'))}"]
     head = ("layer", "rows", "cols", "method", "nnz", "ratio", "bits", "idx bits/nnz",
             "acc bits", "block sizes (size:rows)")
     rows = [head]
     for layer in artifact.layers:
         cols = str(layer.cols) if layer.input_columns is None else \
             f"{layer.cols}/{layer.input_width}"
-        rows.append((layer.name, str(layer.rows), cols, layer.method, str(layer.nnz),
+        rows.append((printable(layer.name), str(layer.rows), cols, printable(layer.method),
+                     str(layer.nnz),
                      f"{layer.pruning_ratio:.2f}x", str(layer.weight_bits),
                      f"{layer.index_bits_per_nnz:.2f}", str(layer.accumulator_width()),
                      _histogram(layer.block_sizes)))
@@ -454,8 +474,11 @@ def format_table(artifact: Artifact, path: str) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     acc = prov.get("accuracy")
-    if acc:
-        lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+    if isinstance(acc, dict) and acc:
+        lines.append("accuracy: " + ", ".join(f"{printable(k)} {_figure(v)}"
+                                              for k, v in acc.items()))
+    elif acc:
+        lines.append(f"accuracy: {_figure(acc)}")
     return "\n".join(lines)
 
 
@@ -471,7 +494,7 @@ def cmd_inspect(args) -> int:
 # -- dense --------------------------------------------------------------------------
 
 def cmd_dense(args) -> int:
-    _output_file(args.output)
+    _output_file(args.output, args.artifact)
     layer = Artifact.load(args.artifact).layer(args.layer)
     dense = layer.to_dense(expanded=True)
     atomic_write(args.output, lambda f: np.save(f, dense, allow_pickle=False))
@@ -501,13 +524,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _output_file(path) -> None:
-    """Fail before any work when ``path`` cannot become an output file."""
-    path = Path(path)
-    if path.is_dir():
-        raise CLIError(f"{path}: is a directory, not an output file")
-    if not path.parent.is_dir():
-        raise CLIError(f"{path.parent}: no such directory for the output")
+def _output_file(path, *inputs) -> None:
+    """Fail before any work when ``path`` cannot become an output file, or would replace
+    one of the command's ``inputs``."""
+    try:
+        check_output(path, inputs)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def _output_dir(path) -> None:
@@ -590,13 +613,10 @@ def cmd_serve_sim(args) -> int:
 def _load_inputs(path, layer) -> np.ndarray:
     """int8 input vectors for ``layer`` from a .npy file (full-width inputs of a
     compacted layer are gathered to its stored columns)."""
-    if Path(path).is_dir():
-        raise CLIError(f"{path}: is a directory, not a .npy file")
+    data = read_input(path, what="a .npy file")
     try:
-        x = read_npy(Path(path).read_bytes())       # checks the header before allocating
-    except FileNotFoundError:
-        raise CLIError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as e:
+        x = read_npy(data)                          # checks the header before allocating
+    except (ValueError, EOFError) as e:
         raise CLIError(f"{path}: not a readable .npy file ({e})") from None
     if x.dtype != np.int8:
         raise CLIError(f"{path}: inputs must be int8, not {x.dtype}")
@@ -610,15 +630,18 @@ def _load_inputs(path, layer) -> np.ndarray:
 
 def cmd_deploy(args) -> int:
     from .host import Board, SerialTransport, program
+    from .host.transport import MAX_BAUD
 
     if (args.inputs is None) != (args.output is None):
         raise CLIError("--inputs and -o go together")
-    if args.baud < 1:
-        raise CLIError(f"--baud must be a positive integer, not {args.baud}")
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise CLIError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if not 1 <= args.baud <= MAX_BAUD:
+        raise CLIError(f"--baud must be between 1 and {MAX_BAUD}, not {args.baud}")
+    for opt in ("timeout", "deadline"):
+        value = getattr(args, opt)
+        if not (math.isfinite(value) and value > 0):
+            raise CLIError(f"--{opt} must be a positive number of seconds, not {value}")
     if args.output is not None:
-        _output_file(args.output)
+        _output_file(args.output, args.artifact, args.inputs, args.program)
     artifact = Artifact.load(args.artifact)
     target, name = _target(args, artifact)
     x = _load_inputs(args.inputs, artifact.layers[0] if args.network else target) \
@@ -626,7 +649,8 @@ def cmd_deploy(args) -> int:
     if args.program:
         program(args.program)
     with SerialTransport(args.port, args.baud) as link:
-        board = Board(link, timeout=args.timeout, progress=sys.stderr.isatty())
+        board = Board(link, timeout=args.timeout, deadline=args.deadline,
+                      progress=sys.stderr.isatty())
         identity = board.identify()
         print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
               f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud")
@@ -654,11 +678,19 @@ def cmd_simulate(args) -> int:
     from .sim.golden import spmv_ref
     from .sim.runner import simulate_layer
 
-    _output_file(args.output)
+    _output_file(args.output, args.artifact, args.inputs)
     artifact = Artifact.load(args.artifact)
     layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
     x = _load_inputs(args.inputs, layer)
-    run = simulate_layer(layer, x, lanes=_lanes(args.lanes), simulator=args.simulator)
+    lanes = _lanes(args.lanes)
+    if not len(x):                          # an empty batch: an empty result, no simulator
+        atomic_write(args.output, lambda f: np.save(f, np.zeros((0, layer.rows), np.int64),
+                                                    allow_pickle=False))
+        print(f"{layer.name}: no input vectors; wrote an empty {args.output}")
+        print(json.dumps({"cycles": 0, "nnz": layer.nnz, "lanes": lanes,
+                          "utilization": None, "simulator": args.simulator, "exact": True}))
+        return 0
+    run = simulate_layer(layer, x, lanes=lanes, simulator=args.simulator)
     y = run.y
     atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
     exact = bool(np.array_equal(y, spmv_ref(layer, x)))
@@ -680,8 +712,8 @@ def cmd_eval(args) -> int:
         raise CLIError(f"--limit must be a positive integer, not {args.limit}")
     artifact = Artifact.load(args.artifact)
     net = plan(artifact)
-    training = artifact.provenance.get("training", {})
-    x, labels = test_split(args.dataset, int(training.get("split_seed", 0)))
+    split_seed = _provenance(args.artifact, artifact, ("training", "split_seed"), int, 0)
+    x, labels = test_split(args.dataset, split_seed)
     if x.shape[1] != net.cols:
         raise CLIError(f"dataset {args.dataset!r} has {x.shape[1]} inputs, the network "
                        f"takes {net.cols}")
@@ -698,9 +730,9 @@ def cmd_eval(args) -> int:
     elif args.on != "golden":
         raise CLIError("whole-network runs on a serial port are not implemented yet: "
                        "use --on golden or --on verilator")
-    accuracy = artifact.provenance.get("accuracy", {})
     result = {
-        "accuracy_dense": accuracy.get("dense"),
+        "accuracy_dense": _provenance(args.artifact, artifact, ("accuracy", "dense"),
+                                      (int, float), None),
         "accuracy_int": float((net.predict(golden) == labels).mean()),
         "accuracy_hw": None if hw is None else float((net.predict(hw) == labels).mean()),
         "hw_matches_int": None if hw is None else bool(np.array_equal(hw, golden)),
@@ -710,6 +742,29 @@ def cmd_eval(args) -> int:
     }
     print(json.dumps(result))
     return 3 if result["hw_matches_int"] is False else 0
+
+
+def _provenance(path, artifact: Artifact, keys: tuple, kind, default):
+    """The provenance value at ``keys`` (a path through nested objects), or ``default``
+    when it is absent.
+
+    Raises
+    ------
+    CLIError
+        A value on the way is not of the type darbgen writes there.
+    """
+    value = artifact.provenance
+    for i, key in enumerate(keys):
+        value = value.get(key, default)
+        if value is default:
+            return default
+        want = kind if i == len(keys) - 1 else dict
+        if not isinstance(value, want) or isinstance(value, bool):
+            names = " or ".join(JSON_NAMES[k] for k in (want if isinstance(want, tuple) else
+                                                         (want,)))
+            raise CLIError(f"{path}: provenance field {'.'.join(keys[:i + 1])!r} must be "
+                           f"{names}, not {JSON_NAMES[type(value)]}")
+    return value
 
 
 COMMANDS = {"prune": cmd_prune, "eval": cmd_eval, "inspect": cmd_inspect, "dense": cmd_dense,

@@ -16,6 +16,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .format import SparseLayer, ceil_log2
 
 __all__ = ["EngineConfig", "ConfigError", "shape_width", "layout_width"]
@@ -85,7 +87,11 @@ class EngineConfig:
     input_width: int = 8
 
     def __post_init__(self):
-        object.__setattr__(self, "shifts", tuple(int(s) for s in self.shifts))
+        shifts = self.shifts
+        if not isinstance(shifts, (tuple, list)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shifts):
+            raise ConfigError(f"shifts must be a tuple of integers, not {shifts!r}")
+        object.__setattr__(self, "shifts", tuple(int(s) for s in shifts))
         for name in ("lanes", "max_keep", "max_row_nnz", "max_cols", "lane_depth",
                      "lane_rows", "input_width"):
             v = getattr(self, name)

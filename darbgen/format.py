@@ -38,8 +38,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -49,11 +47,13 @@ from pathlib import Path
 import numpy as np
 
 from .conv import ConvGeometry, ConvSpec
+from .files import MAX_INPUT_BYTES, atomic_write, open_input
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ACTIVATIONS", "ArtifactError", "SparseLayer", "Artifact",
     "ceil_log2", "check_layout", "single_block_layout", "infer_layout", "quantize", "beat_dtype",
-    "pack_beats", "atomic_write", "read_npy",
+    "pack_beats", "atomic_write", "read_npy", "MAX_ROWS", "MAX_COLS", "MAX_WEIGHTS",
+    "MAX_ENTRIES", "MAX_BLOCK_SIZE", "MAX_MEMBER_BYTES", "MAX_ARTIFACT_BYTES",
 ]
 
 FORMAT_NAME = "darbgen-artifact"
@@ -64,6 +64,26 @@ ACTIVATIONS = ("none", "relu")
 
 # Widest accumulator the numpy golden model computes exactly in int64.
 MAX_ACCUMULATOR_WIDTH = 64
+
+# Limits on every size a layer may declare (docs/format.md). They are checked before
+# anything derived from them is allocated, and they keep all size arithmetic far inside
+# int64: a row keeps at most ``cols`` entries, so nnz <= rows * cols <= 2^26.
+#: Most rows (outputs) of a layer.
+MAX_ROWS = 1 << 20
+#: Most columns (inputs) of a layer, at its original width too.
+MAX_COLS = 1 << 20
+#: Largest dense view of a layer, rows × original columns: what ``to_dense`` and
+#: ``mask`` allocate.
+MAX_WEIGHTS = 1 << 26
+#: Most kept entries of a layer.
+MAX_ENTRIES = 1 << 24
+#: Largest block size: one block spans the widest row.
+MAX_BLOCK_SIZE = MAX_COLS
+#: Largest inflated member of an artifact (the offsets of MAX_ENTRIES entries as uint32,
+#: plus the .npy header).
+MAX_MEMBER_BYTES = 4 * MAX_ENTRIES + 4096
+#: Largest artifact: the file on disk, and all its members inflated.
+MAX_ARTIFACT_BYTES = MAX_INPUT_BYTES
 
 
 class ArtifactError(ValueError):
@@ -91,6 +111,9 @@ def _int_array(name, field_name, data, ndim):
     if arr.ndim != ndim:
         raise ArtifactError(f"layer {name!r}: field {field_name!r} must have {ndim} "
                             f"dimension(s), not shape {arr.shape}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ArtifactError(f"layer {name!r}: field {field_name!r} holds {arr.max()}, "
+                            "beyond any size or value a layer can have")
     out = arr.astype(np.int64)
     out.flags.writeable = False
     return out
@@ -193,12 +216,13 @@ class SparseLayer:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"layer name must be a non-empty string, not {self.name!r}")
         name = self.name
-        for dim in ("rows", "cols"):
+        for dim, most in (("rows", MAX_ROWS), ("cols", MAX_COLS)):
             v = getattr(self, dim)
             if not _is_int(v):
                 raise TypeError(f"layer {name!r}: {dim} must be an integer, not {v!r}")
-            if v < 1:
-                raise ArtifactError(f"layer {name!r}: {dim} must be positive, not {v}")
+            if not 1 <= v <= most:
+                raise ArtifactError(f"layer {name!r}: {dim} must be between 1 and {most}, "
+                                    f"not {v}")
             object.__setattr__(self, dim, int(v))
         if not _is_int(self.weight_bits):
             raise TypeError(f"layer {name!r}: weight_bits must be an integer, "
@@ -252,8 +276,11 @@ class SparseLayer:
             if bias.dtype.kind != "f" or bias.shape != (self.rows,):
                 raise ArtifactError(f"layer {name!r}: field 'bias' must be {self.rows} floats, "
                                     f"not {bias.dtype} of shape {bias.shape}")
-            if not np.isfinite(bias).all():
-                raise ArtifactError(f"layer {name!r}: field 'bias' must be finite")
+            # Stored as float32: a float64 bias beyond its range would become infinite.
+            if not (np.isfinite(bias).all() and
+                    (np.abs(bias) <= np.finfo(np.float32).max).all()):
+                raise ArtifactError(f"layer {name!r}: field 'bias' must be finite float32 "
+                                    "numbers")
             object.__setattr__(self, "bias", _readonly(bias.astype(np.float32)))
         shape = (self.rows, self.cols) if self.shape is None else tuple(self.shape)
         width = self.cols
@@ -271,6 +298,10 @@ class SparseLayer:
                 or math.prod(shape[1:]) != width):
             raise ArtifactError(f"layer {name!r}: field 'shape' {shape} does not flatten "
                                 f"to ({self.rows}, {width})")
+        if width > MAX_COLS or self.rows * width > MAX_WEIGHTS:
+            raise ArtifactError(f"layer {name!r}: {self.rows} × {width} weights, more than "
+                                f"the {MAX_WEIGHTS} (at most {MAX_COLS} columns) a layer "
+                                "may have")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
         if self.conv is not None:
             if not isinstance(self.conv, ConvSpec):
@@ -308,6 +339,9 @@ class SparseLayer:
         nnz = int(self.row_nnz.sum())
         if nnz == 0:
             raise ArtifactError(f"layer {name!r}: keeps no weights")
+        if nnz > MAX_ENTRIES:
+            raise ArtifactError(f"layer {name!r}: keeps {nnz} weights, more than the "
+                                f"{MAX_ENTRIES} a layer may have")
         for f in ("offsets", "values"):
             n = getattr(self, f).shape[0]
             if n != nnz:
@@ -518,12 +552,17 @@ class SparseLayer:
 
 
 def _check_block_sizes(name: str, b: np.ndarray) -> None:
-    """Raise :class:`ArtifactError` naming the first row whose block size is no power of 2."""
+    """Raise :class:`ArtifactError` naming the first row whose block size is no power of 2
+    up to :data:`MAX_BLOCK_SIZE`."""
     bad = (b < 1) | (b & (b - 1) != 0)
     if bad.any():
         r = int(np.argmax(bad))
         raise ArtifactError(f"layer {name!r}: row {r}: block size must be a power of 2, "
                             f"not {b[r]}")
+    if b.size and b.max() > MAX_BLOCK_SIZE:
+        r = int(np.argmax(b))
+        raise ArtifactError(f"layer {name!r}: row {r}: block size must be at most "
+                            f"{MAX_BLOCK_SIZE}, not {b[r]}")
 
 
 def check_layout(name, mask, block_sizes, keep) -> None:
@@ -540,9 +579,12 @@ def check_layout(name, mask, block_sizes, keep) -> None:
     for size in np.unique(b):
         sel = np.nonzero(b == size)[0]
         nb = -(-cols // size)
-        padded = np.zeros((sel.size, nb * size), dtype=np.int64)
-        padded[:, :cols] = mask[sel]
-        counts = padded.reshape(sel.size, nb, size).sum(axis=2)
+        if nb == 1:                    # one block (of any size) covers the row
+            counts = mask[sel].sum(axis=1, keepdims=True)
+        else:                          # nb * size < 2 * cols
+            padded = np.zeros((sel.size, nb * size), dtype=np.int64)
+            padded[:, :cols] = mask[sel]
+            counts = padded.reshape(sel.size, nb, size).sum(axis=2)
         width = np.minimum(size, cols - np.arange(nb) * size)
         need = np.minimum(k[sel][:, None], width[None, :])
         bad = counts != need
@@ -651,21 +693,9 @@ _ARRAYS = ("block_sizes", "keep", "offsets", "values", "scale", "bias", "input_c
 _OPTIONAL_ARRAYS = ("bias", "input_columns")
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it into
-    place: a failure never leaves a half-written ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _members(i: int, layer: SparseLayer) -> dict:
+    """Field name -> archive member of layer ``i``'s arrays."""
+    return {f: f"layers/{i}/{f}.npy" for f in _ARRAYS if getattr(layer, f) is not None}
 
 
 @dataclass(eq=False)
@@ -712,7 +742,7 @@ class Artifact:
         """The JSON manifest: everything but the arrays."""
         layers = []
         for i, layer in enumerate(self.layers):
-            arrays = {f: f"layers/{i}/{f}.npy" for f in _ARRAYS if getattr(layer, f) is not None}
+            arrays = _members(i, layer)
             layers.append({"name": layer.name, "rows": layer.rows, "cols": layer.cols,
                            "shape": list(layer.shape), "method": layer.method,
                            "params": layer.params, "weight_bits": layer.weight_bits,
@@ -726,26 +756,48 @@ class Artifact:
                 "provenance": self.provenance, "layers": layers}
 
     def save(self, path) -> None:
-        """Write the artifact to ``path`` atomically (a zip of JSON and ``.npy``)."""
-        manifest = self.manifest()
+        """Write the artifact to ``path`` atomically (a zip of JSON and ``.npy``).
 
-        def write(f):
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
-                z.writestr("manifest.json", json.dumps(manifest, indent=1))
-                for layer, entry in zip(self.layers, manifest["layers"]):
-                    stored = {"values": layer.values.astype(_value_dtype(layer.weight_bits)),
-                              "offsets": layer.offsets.astype(
-                                  _offset_dtype(int(layer.block_sizes.max()))),
-                              "block_sizes": layer.block_sizes.astype(np.uint32),
-                              "keep": layer.keep.astype(np.uint32),
-                              "scale": layer.scale, "bias": layer.bias,
-                              "input_columns": None if layer.input_columns is None else
-                              layer.input_columns.astype(np.uint32)}
-                    for f, member in entry["arrays"].items():
-                        buf = io.BytesIO()
-                        np.save(buf, stored[f], allow_pickle=False)
-                        z.writestr(member, buf.getvalue())
-        atomic_write(path, write)
+        The bytes are read back with the loader's own checks before they are written:
+        what :meth:`load` would refuse is never saved.
+
+        Raises
+        ------
+        ArtifactError
+            The artifact would not load back (e.g. provenance that is no JSON, or a
+            file beyond the loader's limits); nothing is written.
+        """
+        try:
+            manifest_json = json.dumps(self.manifest(), indent=1, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"the manifest (provenance, params) must be plain JSON: "
+                                f"{e}") from None
+        buf = io.BytesIO()
+        self._write_zip(buf, manifest_json)
+        data = buf.getvalue()
+        if len(data) > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(f"the artifact would be {len(data)} bytes, more than the "
+                                f"{MAX_ARTIFACT_BYTES} an artifact may have")
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            self._read(z)
+        atomic_write(path, lambda f: f.write(data))
+
+    def _write_zip(self, file, manifest_json: str) -> None:
+        with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("manifest.json", manifest_json)
+            for i, layer in enumerate(self.layers):
+                stored = {"values": layer.values.astype(_value_dtype(layer.weight_bits)),
+                          "offsets": layer.offsets.astype(
+                              _offset_dtype(int(layer.block_sizes.max()))),
+                          "block_sizes": layer.block_sizes.astype(np.uint32),
+                          "keep": layer.keep.astype(np.uint32),
+                          "scale": layer.scale, "bias": layer.bias,
+                          "input_columns": None if layer.input_columns is None else
+                          layer.input_columns.astype(np.uint32)}
+                for f, member in _members(i, layer).items():
+                    buf = io.BytesIO()
+                    np.save(buf, stored[f], allow_pickle=False)
+                    z.writestr(member, buf.getvalue())
 
     @classmethod
     def load(cls, path) -> "Artifact":
@@ -759,24 +811,30 @@ class Artifact:
         """
         path = Path(path)
         try:
-            with zipfile.ZipFile(path) as z:
-                return cls._read(z)
+            with open_input(path, max_bytes=MAX_ARTIFACT_BYTES, what="an artifact") as f:
+                _check_directory(f)
+                with zipfile.ZipFile(f) as z:
+                    return cls._read(z)
         except ArtifactError as e:
             raise ArtifactError(f"{path}: {e}") from None
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ArtifactError(f"{path}: is a directory, not an artifact") from None
         except _ZIP_ERRORS as e:
             raise ArtifactError(f"{path}: not a readable darbgen artifact "
                                 f"(corrupt or truncated zip: {e})") from None
-        except TypeError as e:
-            raise ArtifactError(f"{path}: {e}") from None
+        except (TypeError, ValueError) as e:   # open_input's messages name the path
+            raise ArtifactError(e if str(e).startswith(str(path)) else f"{path}: {e}") \
+                from None
+        except RecursionError:
+            raise ArtifactError(f"{path}: manifest.json nests too deeply") from None
 
     @classmethod
     def _read(cls, z: zipfile.ZipFile) -> "Artifact":
+        inflated = sum(info.file_size for info in z.infolist())
+        if inflated > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(f"the members inflate to {inflated} bytes, more than the "
+                                f"{MAX_ARTIFACT_BYTES} an artifact may have")
         try:
-            manifest = json.loads(_read_member(z, "manifest.json"))
+            manifest = json.loads(_read_member(z, "manifest.json"),
+                                  parse_constant=_no_constants)
         except KeyError:
             raise ArtifactError("not a darbgen artifact (no manifest.json)") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -875,13 +933,55 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplemented
                RuntimeError, UnicodeDecodeError)
 
 
+#: Largest zip central directory: zipfile parses all of it when it opens the file.
+MAX_DIRECTORY_BYTES = 1 << 20
+#: Largest manifest.json.
+MAX_MANIFEST_BYTES = 4 << 20
+_END_OF_DIRECTORY = b"PK\x05\x06"
+
+
+def _check_directory(f) -> None:
+    """Refuse a zip whose central directory is beyond :data:`MAX_DIRECTORY_BYTES` (or
+    zip64, which darbgen never writes) before :mod:`zipfile` parses it."""
+    size = f.seek(0, io.SEEK_END)
+    tail_start = max(0, size - (22 + 0xFFFF))     # the end record and the longest comment
+    f.seek(tail_start)
+    tail = f.read()
+    f.seek(0)
+    at = tail.rfind(_END_OF_DIRECTORY)
+    if at < 0 or len(tail) - at < 22:
+        return                                     # zipfile names what is wrong
+    entries, directory_bytes = int.from_bytes(tail[at + 10:at + 12], "little"), \
+        int.from_bytes(tail[at + 12:at + 16], "little")
+    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF or \
+            directory_bytes > MAX_DIRECTORY_BYTES:
+        raise ArtifactError(f"not a darbgen artifact (a zip directory of {entries} members "
+                            f"in {directory_bytes} bytes; at most {MAX_DIRECTORY_BYTES})")
+
+
 def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
+    limit = MAX_MANIFEST_BYTES if name == "manifest.json" else MAX_MEMBER_BYTES
+    size = z.getinfo(name).file_size               # zipfile never inflates past it
+    if size > limit:
+        raise ArtifactError(f"member {name!r} inflates to {size} bytes, more than the "
+                            f"{limit} it may have")
     try:
         return z.read(name)
     except KeyError:
         raise
     except _ZIP_ERRORS as e:
         raise ArtifactError(f"member {name!r} is corrupt ({e})") from None
+
+
+def _no_constants(name: str):
+    """``json.loads`` takes NaN and Infinity, which JSON does not have (and which
+    :meth:`Artifact.save` never writes)."""
+    raise ArtifactError(f"manifest.json is not valid JSON ({name} is no JSON number)")
+
+
+#: JSON names of the Python types json.loads makes (for messages about manifest fields).
+JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false", type(None): "null"}
 
 
 def _field(obj: dict, key: str, kind, where: str):
@@ -891,6 +991,6 @@ def _field(obj: dict, key: str, kind, where: str):
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         raise ArtifactError(f"{where}: field {key!r} must be "
-                            f"{' or '.join(k.__name__ for k in kinds)}, "
-                            f"not {type(value).__name__}")
+                            f"{' or '.join(JSON_NAMES[k] for k in kinds)}, "
+                            f"not {JSON_NAMES[type(value)]}")
     return value

@@ -163,17 +163,23 @@ def _check_link(layer: SparseLayer, nxt: SparseLayer) -> None:
 
 def _fixed_point(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-row ``mult / 2**shift ≈ ratio`` with ``mult`` in ``[2**(MULT_BITS-1), 2**MULT_BITS)``."""
+    def refuse(bad):
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ArtifactError(f"{where}: row {row} rescales by {ratio[row]:.3g}, outside "
+                                f"what a {MULT_BITS}-bit multiplier and a {SHIFT_BITS}-bit "
+                                "shift express")
+
+    # Before log2 and the casts, so no infinity reaches them and nothing wraps.
+    refuse(~(np.isfinite(ratio) & (ratio > 2.0 ** -(1 << SHIFT_BITS))
+             & (ratio < 2.0 ** MULT_BITS)))
     exp = np.floor(np.log2(ratio)).astype(np.int64)
     shift = (MULT_BITS - 1) - exp
     mult = np.round(ratio * np.exp2(shift.astype(np.float64))).astype(np.int64)
     over = mult >= 1 << MULT_BITS              # rounding carried into a new top bit
     mult[over] >>= 1
     shift[over] -= 1
-    bad = (shift < 1) | (shift >= 1 << SHIFT_BITS)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ArtifactError(f"{where}: row {row} rescales by {ratio[row]:.3g}, outside what a "
-                            f"{MULT_BITS}-bit multiplier and a {SHIFT_BITS}-bit shift express")
+    refuse((shift < 1) | (shift >= 1 << SHIFT_BITS))
     return mult, shift
 
 
@@ -213,10 +219,13 @@ def plan(artifact: Artifact, input_bits: int = 8) -> NetworkPlan:
             _check_link(layer, layers[i + 1])
         step = np.broadcast_to(layer.scale, (layer.rows,)) * layer.input_scale
         bias_f = np.zeros(layer.rows) if layer.bias is None else layer.bias.astype(np.float64)
-        bias = np.round(bias_f / step).astype(np.int64)
+        with np.errstate(all="ignore"):         # an infinite quotient is refused below
+            bias_q = np.round(bias_f / step)
         acc_max = (1 << (layer.accumulator_width(input_bits) - 1))
-        if np.abs(bias).max(initial=0) + acc_max >= 1 << (BIAS_BITS - 1):
+        # Checked as floats, before the cast: a cast of 1e30 to int64 wraps silently.
+        if not (np.abs(bias_q) < (1 << (BIAS_BITS - 1)) - acc_max).all():
             raise ArtifactError(f"{where}: bias plus accumulator exceeds {BIAS_BITS} bits")
+        bias = bias_q.astype(np.int64)
         if final:
             mult = shift = np.zeros(layer.rows, dtype=np.int64)
             lo, hi = -(1 << (OUTPUT_BITS - 1)), (1 << (OUTPUT_BITS - 1)) - 1

@@ -85,8 +85,12 @@ class Lane(wiring.Component):
         beat_l, header_l = beat_layout(c), header_layout(c)
         xword_l = input_layout(c)["x"].shape
 
-        m.submodules.beats = beats = memory.Memory(shape=beat_l, depth=c.lane_depth, init=[])
-        m.submodules.headers = headers = memory.Memory(shape=header_l, depth=c.lane_rows, init=[])
+        # At least 2 words: a 1-word memory has a 0-bit address, which Amaranth emits as
+        # `wire [-1:0]` and Verilator refuses (a lane of one row or one beat).
+        m.submodules.beats = beats = memory.Memory(shape=beat_l, depth=max(c.lane_depth, 2),
+                                                   init=[])
+        m.submodules.headers = headers = memory.Memory(shape=header_l,
+                                                       depth=max(c.lane_rows, 2), init=[])
         m.submodules.xbuf = xbuf = memory.Memory(shape=xword_l, depth=2 * c.x_depth, init=[])
         m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width, depth=2 * c.lane_rows,
                                                   init=[])

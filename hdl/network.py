@@ -36,7 +36,9 @@ def requant_table(m: Module, load, c: NetworkConfig, i: int):
     Returns its read port and the count of entries written."""
     positions = c.positions(i)
     entry_l = to_layout(c.requant_fields(i))
-    m.submodules.table = table = memory.Memory(shape=entry_l, depth=positions, init=[])
+    # At least 2 words: a 1-word memory's 0-bit address is `wire [-1:0]` in Verilog.
+    m.submodules.table = table = memory.Memory(shape=entry_l, depth=max(positions, 2),
+                                               init=[])
     table_wr, table_rd = table.write_port(), table.read_port()
     loaded = Signal(range(positions + 1))          # entries written since `first`
     at = Mux(load.payload.first, 0, loaded)

@@ -11,6 +11,7 @@ always safe. Everything that travels is derived from the device's core config, a
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -86,7 +87,9 @@ class Board:
     ----------
     transport : Transport
     timeout : float
-        Seconds of silence after which a request is retried.
+        Seconds an attempt waits for its reply before the request is sent again. Other
+        traffic on the line does not extend it, so a request gives up after
+        ``retries × timeout`` seconds however busy the line.
     retries : int
         Attempts per request before giving up.
     progress : bool
@@ -94,14 +97,25 @@ class Board:
     chunk_words : int, optional
         Load words per LOAD_WEIGHTS frame (default: as many as fit in one); on a
         noisy line, a smaller frame loses less to each resend.
+    deadline : float, optional
+        Seconds from now after which every request fails with :class:`LinkTimeout`:
+        a bound on the whole session, however many requests it makes.
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 8,
-                 progress: bool = False, chunk_words: int | None = None):
+                 progress: bool = False, chunk_words: int | None = None,
+                 deadline: float | None = None):
         if chunk_words is not None and (isinstance(chunk_words, bool) or
                                         not isinstance(chunk_words, int) or chunk_words < 1):
             raise ValueError(f"chunk_words must be a positive integer, not {chunk_words!r}")
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if value is not None and (isinstance(value, bool) or
+                                      not isinstance(value, (int, float)) or
+                                      not (math.isfinite(value) and value > 0)):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self.chunk_words = chunk_words
+        self._session_end = None if deadline is None else transport.clock() + deadline
+        self.deadline = deadline
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
@@ -128,8 +142,15 @@ class Board:
         for attempt in range(self.retries):
             if attempt:
                 self.retried += 1
+            now = self.transport.clock()
+            attempt_end = now + self.timeout
+            if self._session_end is not None:
+                if now >= self._session_end:
+                    raise LinkTimeout(f"{command.name}: the session's deadline of "
+                                      f"{self.deadline} s has passed")
+                attempt_end = min(attempt_end, self._session_end)
             self.transport.write(frame)
-            reply = self._await(request)
+            reply = self._await(request, attempt_end)
             if reply is None:
                 last = "no reply"
                 continue
@@ -143,12 +164,13 @@ class Board:
             raise NakError(f"the board refused {command.name}: {name}", reply.status)
         if last == "no reply":
             raise LinkTimeout(f"no reply to {command.name} after {self.retries} attempts "
-                              f"({self.timeout} s of silence each)")
+                              f"({self.timeout} s each)")
         raise NakError(f"the board refused {command.name} {self.retries} times ({last})",
                        Status[last].value)
 
-    def _await(self, request: Frame) -> Reply | None:
-        """The reply to ``request``, or ``None`` after ``timeout`` s of silence.
+    def _await(self, request: Frame, deadline: float) -> Reply | None:
+        """The reply to ``request``, or ``None`` when none came by ``deadline`` (on the
+        transport's clock), whatever else arrived.
 
         A reply must echo the request's CRC: the answer to an older request replayed
         on the line with the same seq echoes another and is dropped. A NAK_CRC or
@@ -156,16 +178,15 @@ class Board:
         device echoes the CRC field as received, which may be the damaged part): all
         it causes is a resend, which is always safe.
         """
-        while True:
-            data = self.transport.read(self.timeout)
-            if not data:
-                return None
+        while (left := deadline - self.transport.clock()) > 0:
+            data = self.transport.read(left)
             for frame in self._parser.feed(data):
                 reply = frame.reply
                 if reply is None or (reply.command, reply.seq) != (request.command, request.seq):
                     continue        # a request looped back, a stale reply, a NAK for garbage
                 if reply.answers(request) or reply.status in _RETRY_STATUS:
                     return reply
+        return None
 
     # -- operations ------------------------------------------------------------------
 
@@ -297,13 +318,22 @@ class Board:
         network = isinstance(self._target, NetworkPlan)
         cols = self._target.cols
         x = np.atleast_2d(np.asarray(x))
+        what = "the network" if network else f"layer {self._target.name!r}"
         if x.ndim != 2 or x.shape[1] != cols:
-            what = "the network" if network else f"layer {self._target.name!r}"
             raise ValueError(f"inputs must have {cols} columns for {what}, not shape {x.shape}")
+        first = config.engines[0] if network else config
+        if x.dtype.kind not in "iu":       # a float would be truncated on the way to the link
+            raise TypeError(f"inputs must be integers, not {x.dtype}")
+        lo, hi = -(1 << (first.input_bits - 1)), (1 << (first.input_bits - 1)) - 1
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"inputs for {what} must be between {lo} and {hi} "
+                             f"({first.input_bits}-bit), not {x.min()}..{x.max()}")
+        if not len(x):                     # an empty batch: nothing to send
+            return np.zeros((0, self._target.classes if network else self._target.rows),
+                            dtype=np.int64)
         # The device takes whole vectors of the core's width: pad with zeros.
         padded = np.zeros((len(x), config.max_cols), dtype=np.int64)
         padded[:, :x.shape[1]] = x
-        first = config.engines[0] if network else config
         out = []
         for vector in padded:
             x_bytes = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Transport", "SerialTransport", "LinkError"]
+__all__ = ["Transport", "SerialTransport", "LinkError", "MAX_BAUD"]
+
+#: Fastest line rate a serial port is opened at (termios takes a C int; no UART bridge
+#: on a supported board comes near it).
+MAX_BAUD = 100_000_000
 
 
 class LinkError(RuntimeError):
@@ -35,6 +39,11 @@ class Transport:
         """Bytes that arrive within ``timeout`` seconds (``b""`` if none); returns as
         soon as some are available."""
         raise NotImplementedError
+
+    def clock(self) -> float:
+        """Seconds on the link's own clock, in which the driver measures its timeouts and
+        deadline: monotonic time, or a simulated link's simulated time."""
+        return time.monotonic()
 
     def close(self) -> None:
         pass
@@ -65,8 +74,10 @@ class SerialTransport(Transport):
     def __init__(self, url: str, baud: int = 1_000_000):
         import serial
 
-        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
-            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        if isinstance(baud, bool) or not isinstance(baud, int):
+            raise TypeError(f"baud must be an integer, not {baud!r}")
+        if not 1 <= baud <= MAX_BAUD:
+            raise ValueError(f"baud must be between 1 and {MAX_BAUD}, not {baud}")
         self.baud = baud
         try:
             self._port = serial.serial_for_url(url, baudrate=baud, timeout=0,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..format import MAX_BLOCK_SIZE
+
 __all__ = [
     "DEFAULT_BLOCK_SIZES", "irregular_mask", "block_mask", "nm_mask", "bmwm_mask",
     "darb_block_sizes", "darb_mask", "nearest_density_rule", "kept_per_row",
@@ -51,6 +53,8 @@ def _check_power_of_two(what: str, n) -> int:
         raise TypeError(f"{what} must be an integer, not {n!r}")
     if n < 1 or n & (n - 1):
         raise ValueError(f"{what} must be a power of 2, not {n}")
+    if n > MAX_BLOCK_SIZE:
+        raise ValueError(f"{what} must be at most {MAX_BLOCK_SIZE}, not {n}")
     return int(n)
 
 
@@ -89,6 +93,7 @@ def block_mask(weight, ratio: float, block_shape=(4, 4)) -> np.ndarray:
     w = _matrix(weight)
     bh, bw = _check_block_shape(block_shape)
     rows, cols = w.shape
+    bh, bw = min(bh, rows), min(bw, cols)       # a block past the edge is the whole edge
     nbr, nbc = -(-rows // bh), -(-cols // bw)
     padded = np.zeros((nbr * bh, nbc * bw))
     padded[:rows, :cols] = w
@@ -109,8 +114,11 @@ def _check_block_shape(block_shape) -> tuple[int, int]:
         raise TypeError(f"block shape must be an integer or a pair (bh, bw), "
                         f"not {block_shape!r}") from None
     for d in (bh, bw):
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-            raise ValueError(f"block shape must be positive integers, not {block_shape!r}")
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"block shape must be integers, not {block_shape!r}")
+        if not 1 <= d <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block shape must be integers between 1 and {MAX_BLOCK_SIZE}, "
+                             f"not {block_shape!r}")
     return int(bh), int(bw)
 
 
@@ -143,13 +151,14 @@ def bmwm_mask(weight, block_size, keep: int = 1) -> np.ndarray:
     for b in np.unique(sizes):
         sel = np.nonzero(sizes == b)[0]
         nb = -(-cols // b)
-        padded = np.full((sel.size, nb * b), -1.0)  # below any |w|: padding is never kept
+        span = b if nb > 1 else cols                # one block past the edge is the row
+        padded = np.full((sel.size, nb * span), -1.0)  # below any |w|: never kept
         padded[:, :cols] = w[sel]
-        blocks = padded.reshape(sel.size, nb, b)
+        blocks = padded.reshape(sel.size, nb, span)
         top = np.argsort(-blocks, axis=2, kind="stable")[:, :, :keep]
         chosen = np.zeros_like(blocks, dtype=bool)
         np.put_along_axis(chosen, top, True, axis=2)
-        mask[sel] = chosen.reshape(sel.size, nb * b)[:, :cols]
+        mask[sel] = chosen.reshape(sel.size, nb * span)[:, :cols]
     return mask
 
 

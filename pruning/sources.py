@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import read_input
 from ..format import Artifact, read_npy
 from .methods import PruningMethod, encode_layer, prunable_layers
 
@@ -27,14 +29,12 @@ def load_source(path) -> list[SourceLayer]:
         The file holds no usable weight matrix; the message says what it holds.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, not a .npy file or a saved torch model")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    # Regular files of a bounded size only: a FIFO or /dev/zero must not hang or fill memory.
+    data = read_input(path, what="a .npy file or a saved torch model")
     if path.suffix == ".npy":
         try:
             # read_npy checks the header before allocating (np.load trusts it).
-            w = read_npy(path.read_bytes())
+            w = read_npy(data)
         except (ValueError, OSError, EOFError) as e:
             raise ValueError(f"{path}: not a readable .npy file ({e})") from None
         if w.dtype.kind != "f" or w.ndim != 2:
@@ -46,10 +46,10 @@ def load_source(path) -> list[SourceLayer]:
             raise ValueError(f"{path}: holds non-finite weights (NaN or infinity)")
         return [("layer0", w.astype(np.float64), None, w.shape)]
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a pickled Module needs the full unpickler
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model"
             raise ValueError(f"{path}: not a .npy file or a saved torch model ({e})") from None
     if isinstance(obj, nn.Module):

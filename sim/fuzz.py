@@ -699,6 +699,9 @@ class NoisyTransport(Transport):
                 data[i] ^= 1 << int(self.rng.integers(8))
         return bytes(data)
 
+    def clock(self):
+        return self.inner.clock()
+
 
 @dataclass
 class LinkTarget:

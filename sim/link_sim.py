@@ -95,6 +95,10 @@ class SimulatedLink(Transport):
             await ctx.tick()
             self.cycles += 1
 
+    def clock(self) -> float:
+        """Simulated seconds since the link began: the driver's timeouts count these."""
+        return self.cycles / self.clock_hz
+
     def seconds(self, cycles: int) -> float:
         """Simulated seconds of ``cycles`` clock cycles (for driver timeouts)."""
         return cycles / self.clock_hz

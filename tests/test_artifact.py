@@ -123,7 +123,7 @@ def edit_layer(i, **kv):
     (dict(members={"manifest.json": b"{not json"}), r"manifest.json is not valid JSON"),
     (dict(manifest=edit_layer(1, rows=4)),
      r"layer 'fc2': field 'scale' must be a scalar or have shape \(4,\), not \(5,\)$"),
-    (dict(manifest=edit_layer(0, rows="12")), r"layer 'fc1': field 'rows' must be int, not str$"),
+    (dict(manifest=edit_layer(0, rows="12")), r"layer 'fc1': field 'rows' must be an integer, not a string$"),
     (dict(manifest=edit_layer(0, weight_bits=4)), r"layer 'fc1': row \d+: value -?\d+ does not "
                                                   r"fit in 4 bits$"),
     (dict(drop=("layers/1/offsets.npy",)),

@@ -57,7 +57,44 @@ def files(tmp_path_factory):
         {"descr": "|i1", "fortran_order": False, "shape": (1 << 40, 40)}, b"\0" * 40))
     torch.manual_seed(0)
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten()), d / "cnn.pt")
+    # Hostile files (issue 16): a FIFO, and artifacts that claim what their bytes do not hold.
+    os.mkfifo(d / "fifo")
+    np.save(d / "x_empty.npy", np.zeros((0, 40), np.int8))
+    craft_artifact(d / "dense-1gib.darb", rows=1 << 15, cols=1 << 15,
+                   block_sizes=np.full(1 << 15, 1 << 15, np.uint32),
+                   keep=np.r_[np.zeros((1 << 15) - 1, np.uint32), 1], offsets=[0], values=[1])
+    craft_artifact(d / "cols-2e63.darb", cols=1 << 63)
+    craft_artifact(d / "bomb.darb", values=np.zeros(80_000_000, np.int8))
+    craft_artifact(d / "uint64.darb", values=np.array([2**64 - 1, 1, 1], np.uint64))
+    craft_artifact(d / "bad-provenance.darb", provenance={"training": "x", "accuracy": [1]},
+                   input_scale=0.0625)
     return d
+
+
+def craft_artifact(path, provenance=None, **fields):
+    """A one-layer artifact (3 × 4, dense) written by hand, with ``fields`` replacing its
+    manifest entries or arrays: what darbgen would never write."""
+    import io
+    import json
+    import zipfile
+    layer = {"name": "fc", "rows": 3, "cols": 4, "shape": [3, 4], "method": "x", "params": {},
+             "weight_bits": 8, "scale_per": "layer", "activation": "none", "arrays": {}}
+    arrays = {"block_sizes": np.ones(3, np.uint32), "keep": np.ones(3, np.uint32),
+              "offsets": np.zeros(12, np.uint8), "values": np.ones(12, np.int8),
+              "scale": np.float64(1.0)}
+    for key, value in fields.items():
+        (arrays if key in arrays else layer)[key] = value
+    if "cols" in fields:
+        layer["shape"] = [layer["rows"], layer["cols"]]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, value in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(value))
+            layer["arrays"][name] = f"layers/0/{name}.npy"
+            z.writestr(layer["arrays"][name], buf.getvalue())
+        z.writestr("manifest.json", json.dumps({
+            "format": "darbgen-artifact", "format_version": 1,
+            "provenance": provenance or {}, "layers": [layer]}))
 
 
 def snapshot(*dirs):
@@ -286,7 +323,52 @@ CASES = [
     ("deploy-no-such-port", "deploy {in}/a.darb --port {in}/no-tty --inputs {in}/x.npy "
      "-o {out}/y.npy", 1, r"cannot open .*no-tty: .*"),
     ("deploy-baud-0", "deploy {in}/a.darb --port /dev/null --baud 0", 1,
-     r"--baud must be a positive integer, not 0"),
+     r"--baud must be between 1 and 100000000, not 0"),
+    ("deploy-baud-huge", "deploy {in}/a.darb --port /dev/null --baud 1" + "0" * 30, 1,
+     r"--baud must be between 1 and 100000000, not 1" + "0" * 30),
+    ("deploy-deadline-0", "deploy {in}/a.darb --port /dev/null --deadline 0", 1,
+     r"--deadline must be a positive number of seconds, not 0\.0"),
+    ("deploy-output-is-inputs", "deploy {in}/a.darb --port /dev/null --inputs {in}/x.npy "
+     "-o {in}/x.npy", 1, r".*x\.npy: is the command's input .*x\.npy; write the output to "
+     r"another file"),
+    # -- hostile files (issue 16) ---------------------------------------------------------
+    ("prune-output-is-source", "prune {in}/w.npy --method darb -o {in}/w.npy", 1,
+     r".*w\.npy: is the command's input .*w\.npy; write the output to another file"),
+    ("prune-output-dev-null", "prune {in}/w.npy --method darb -o /dev/null", 1,
+     r"/dev/null: is a character device, not an output file"),
+    ("prune-output-fifo", "prune {in}/w.npy --method darb -o {in}/fifo", 1,
+     r".*fifo: is a FIFO, not an output file"),
+    ("prune-output-unwritable", "prune {in}/w.npy --method darb -o /proc/p.darb", 1,
+     r"/proc: cannot write the output there \(.*\)"),
+    ("prune-huge-block-size", "prune {in}/w.npy --method bmwm --block-size 1099511627776 "
+     "-o {out}/p.darb", 1, r"block size must be at most 1048576, not 1099511627776"),
+    ("prune-huge-block-shape", "prune {in}/w.npy --method block --block-size 4x1099511627776 "
+     "-o {out}/p.darb", 1, r"block shape must be integers between 1 and 1048576, "
+                           r"not \(4, 1099511627776\)"),
+    ("inspect-fifo", "inspect {in}/fifo", 1, r".*fifo: is a FIFO, not an artifact"),
+    ("inspect-dev-zero", "inspect /dev/zero", 1,
+     r"/dev/zero: is a character device, not an artifact"),
+    ("inspect-dev-urandom", "inspect /dev/urandom", 1,
+     r"/dev/urandom: is a character device, not an artifact"),
+    ("inspect-zip-bomb", "inspect {in}/bomb.darb", 1,
+     r".*bomb\.darb: layer 'fc': field 'values': unreadable array \(member "
+     r"'layers/0/values\.npy' inflates to 80000128 bytes, more than the 67112960 it may "
+     r"have\)"),
+    ("dense-1gib", "dense {in}/dense-1gib.darb --layer fc -o {out}/w.npy", 1,
+     r".*dense-1gib\.darb: layer 'fc': 32768 × 32768 weights, more than the 67108864 "
+     r"\(at most 1048576 columns\) a layer may have"),
+    ("inspect-cols-2e63", "inspect {in}/cols-2e63.darb", 1,
+     r".*cols-2e63\.darb: layer 'fc': cols must be between 1 and 1048576, "
+     r"not 9223372036854775808"),
+    ("inspect-uint64-value", "inspect {in}/uint64.darb", 1,
+     r".*uint64\.darb: layer 'fc': field 'values' holds 18446744073709551615, beyond any "
+     r"size or value a layer can have"),
+    ("eval-provenance-type", "eval {in}/bad-provenance.darb --dataset digits", 1,
+     r".*bad-provenance\.darb: provenance field 'training' must be an object, not a string"),
+    ("simulate-fifo-inputs", "simulate {in}/a.darb --inputs {in}/fifo -o {out}/y.npy", 1,
+     r".*fifo: is a FIFO, not a \.npy file"),
+    ("simulate-output-is-artifact", "simulate {in}/a.darb --inputs {in}/x.npy -o {in}/a.darb",
+     1, r".*a\.darb: is the command's input .*a\.darb; write the output to another file"),
     ("deploy-timeout-0", "deploy {in}/a.darb --port /dev/null --timeout 0", 1,
      r"--timeout must be a positive number of seconds, not 0\.0"),
     ("deploy-timeout-nan", "deploy {in}/a.darb --port /dev/null --timeout nan", 1,

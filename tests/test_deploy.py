@@ -139,6 +139,19 @@ def test_noisy_link_loses_nothing(served, base):
     clean.transport.close()
 
 
+def test_run_refuses_inputs_it_would_change(served, base):
+    """Board.run once truncated float inputs and wrapped out-of-range ones on their way
+    to the link (issue 16): both are refused before anything is sent."""
+    board = connect(served)
+    board.load(base)
+    with pytest.raises(TypeError, match=r"^inputs must be integers, not float64$"):
+        board.run(np.full((1, base.cols), 0.7))
+    with pytest.raises(ValueError, match=r"^inputs for layer 'base' must be between -128 and "
+                                         r"127 \(8-bit\), not -3\.\.200$"):
+        board.run(np.r_[[-3], np.full(base.cols - 1, 200)][None])
+    board.transport.close()
+
+
 def test_layer_that_does_not_fit_is_refused(served):
     wide = random_layer(np.random.default_rng(SEED), 8, 96, [4], name="wide")
     board = connect(served)

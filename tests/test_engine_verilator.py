@@ -114,3 +114,14 @@ def test_icarus_agrees(rng):
     x = rng.integers(-128, 128, size=(2, 20))
     run = simulate_layer(layer, x, config, simulator="icarus", backpressure=0.3)
     assert np.array_equal(run.y, spmv_ref(layer, x))
+
+
+@pytest.mark.parametrize("rows, lanes", [(3, 8)])      # lanes of one row and of none
+def test_one_row_per_lane(rows, lanes):
+    """A layer sized to at most one row per lane once made Amaranth emit a 1-word memory
+    with a `wire [-1:0]` address, which Verilator refused (issue 16)."""
+    rng = np.random.default_rng(rows * 100 + lanes)
+    layer = random_layer(rng, rows, 16, [2, 4])
+    x = rng.integers(-128, 128, size=(2, 16))
+    run = simulate_layer(layer, x, lanes=lanes)
+    assert np.array_equal(run.y, spmv_ref(layer, x)), f"seed {rows * 100 + lanes}"

@@ -92,7 +92,21 @@ def test_accumulator_width_covers_extremes():
      r"^layer 'fc': field 'scale' must be a scalar or have shape \(2,\), not \(3,\)$"),
     ({"weight_bits": 17}, ArtifactError,
      r"^layer 'fc': weight_bits must be between 2 and 16, not 17$"),
-    ({"rows": 0}, ArtifactError, r"^layer 'fc': rows must be positive, not 0$"),
+    ({"rows": 0}, ArtifactError, r"^layer 'fc': rows must be between 1 and 1048576, not 0$"),
+    # Hostile sizes (issue 16): each once overflowed int64 arithmetic or allocated
+    # gigabytes before any check; now the contract's limits refuse them first.
+    ({"cols": 1 << 63}, ArtifactError,
+     r"^layer 'fc': cols must be between 1 and 1048576, not 9223372036854775808$"),
+    ({"rows": 1 << 15, "cols": 1 << 15, "block_sizes": [1 << 15] * (1 << 15),
+      "keep": [0] * ((1 << 15) - 1) + [1], "offsets": [0], "values": [1], "scale": 1.0},
+     ArtifactError, r"^layer 'fc': 32768 × 32768 weights, more than the 67108864 \(at most "
+                    r"1048576 columns\) a layer may have$"),
+    ({"block_sizes": [4, 1 << 62], "keep": [1, 1 << 62]}, ArtifactError,
+     r"^layer 'fc': row 1: block size must be at most 1048576, not 4611686018427387904$"),
+    ({"values": np.array([1, 2, 3, 4, 5, 6, 2**64 - 1], dtype=np.uint64)}, ArtifactError,
+     r"^layer 'fc': field 'values' holds 18446744073709551615, beyond any size or value"),
+    ({"bias": np.array([0.0, 1e300])}, ArtifactError,
+     r"^layer 'fc': field 'bias' must be finite float32 numbers$"),
     ({"cols": 2.5}, TypeError, r"^layer 'fc': cols must be an integer, not 2.5$"),
     ({"name": ""}, TypeError, r"^layer name must be a non-empty string, not ''$"),
     ({"keep": [0, 0], "offsets": [], "values": []}, ArtifactError,

@@ -14,7 +14,7 @@ import darbgen.sim.link_sim
 from darbgen.config import EngineConfig
 from darbgen.hdl.link import FrameReceiver
 from darbgen.hdl.protocol import Command
-from darbgen.host import Board
+from darbgen.host import Board, Transport
 from darbgen.host.framing import encode_frame
 from darbgen.sim.fuzz import fuzz_link, fuzz_loader, valid_frames_in
 from darbgen.sim.golden import spmv_ref
@@ -195,12 +195,29 @@ def test_a_replayed_run_with_the_awaited_seq_is_not_taken_for_the_reply(rng, mon
     assert np.array_equal(y, spmv_ref(layer, x[1 if echo_checked else 0:][:1]))
 
 
-class _Loopback:
+class _Line(Transport):
+    """A line in front of another transport, on that transport's clock."""
+
+    def __init__(self, inner):
+        self.inner, self.baud = inner, inner.baud
+
+    def write(self, data):
+        self.inner.write(data)
+
+    def read(self, timeout):
+        return self.inner.read(timeout)
+
+    def clock(self):
+        return self.inner.clock()
+
+
+class _Loopback(_Line):
     """A line that echoes everything the host writes back to it (before the device's
     bytes), as a half-duplex adapter or a shorted pair would."""
 
     def __init__(self, inner):
-        self.inner, self.baud, self._echo = inner, inner.baud, b""
+        super().__init__(inner)
+        self._echo = b""
 
     def write(self, data):
         self._echo += bytes(data)
@@ -250,20 +267,18 @@ def test_a_load_chunk_replayed_after_verification_is_caught_and_repaired(rng):
 
 
 
-class _ReplaysFirstWrite:
+class _ReplaysFirstWrite(_Line):
     """A line that delivers the first frame written once more, before write ``at``."""
 
     def __init__(self, inner, at):
-        self.inner, self.baud, self.at, self.writes = inner, inner.baud, at, []
+        super().__init__(inner)
+        self.at, self.writes = at, []
 
     def write(self, data):
         self.writes.append(bytes(data))
         if len(self.writes) == self.at + 1:
             self.inner.write(self.writes[1])        # writes[0] is STATUS; [1] chunk 0
         self.inner.write(data)
-
-    def read(self, timeout):
-        return self.inner.read(timeout)
 
 
 def test_a_load_restarted_by_a_replayed_first_chunk_is_loaded_again(rng):

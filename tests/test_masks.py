@@ -153,7 +153,10 @@ def test_kept_per_row():
     (lambda: nm_mask(np.ones((2, 8)), 2, 3), ValueError, r"^M must be a power of 2, not 3$"),
     (lambda: nm_mask(np.ones((2, 8)), 5, 4), ValueError, r"^N must be an integer between 1 and M=4, not 5$"),
     (lambda: block_mask(np.ones((2, 8)), 2, (0, 4)), ValueError,
-     r"^block shape must be positive integers, not \(0, 4\)$"),
+     r"^block shape must be integers between 1 and 1048576, not \(0, 4\)$"),
+    # Once allocated 2^40 floats before any check (issue 16).
+    (lambda: bmwm_mask(np.ones((2, 8)), 1 << 40), ValueError,
+     r"^block size must be at most 1048576, not 1099511627776$"),
     (lambda: irregular_mask(np.ones((0, 8)), 2), ValueError, r"^weight must not be empty, not shape \(0, 8\)$"),
 ])
 def test_mask_errors(call, error, message):
