@@ -7,7 +7,7 @@ device (UART + controller + engine, the bitstream's RTL) in Verilator behind a
 pseudo-terminal (wall-clock time, real UART framing), each followed by sessions of
 the host driver over a noisy link; then the structure-aware hostile-input fuzzers
 (:mod:`darbgen.sim.hostile`: artifacts built field by field through the loader and the
-CLI, and hostile input and output paths). Prints each report and records them under
+CLI, hostile values through the Python API, hostile input and output paths). Prints each report and records them under
 ``"fuzz"`` in ``docs/adversarial.json``, each with the commit it ran at (a count of 0
 skips a run and keeps its earlier record; the mutation bench has its own key).
 Exit status 1 if anything hung, crashed, was silently accepted or replied otherwise
@@ -15,7 +15,7 @@ than the protocol model, or a hostile input found a security hole, a traceback, 
 warning or an unclear message.
 
 Run: ``.venv/bin/python bench/fuzz_bench.py`` (about 30 minutes on 2 cores);
-``--loader``, ``--link``, ``--board-link``, ``--hostile``, ``--paths`` and the session
+``--loader``, ``--link``, ``--board-link``, ``--hostile``, ``--api``, ``--paths`` and the session
 options set the counts.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from _record import ROOT, commit, record, uncommitted_changes
 from darbgen import toolenv
 from darbgen.sim.fuzz import board_target, fuzz_link, fuzz_loader
-from darbgen.sim.hostile import FAILURE_KEYS, fuzz_artifacts, fuzz_paths
+from darbgen.sim.hostile import FAILURE_KEYS, fuzz_api, fuzz_artifacts, fuzz_paths
 
 OUT = ROOT / "docs" / "adversarial.json"
 
@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--board-sessions", type=int, default=20, help="(%(default)s)")
     p.add_argument("--hostile", type=int, default=20_000,
                    help="hostile artifacts through loader and CLI (%(default)s)")
+    p.add_argument("--api", type=int, default=5000,
+                   help="hostile values through the Python API; ~2,200 is all (%(default)s)")
     p.add_argument("--paths", type=int, default=96,
                    help="hostile input/output paths through the CLI; 96 is all (%(default)s)")
     p.add_argument("--out", type=Path, default=OUT)
@@ -61,11 +63,12 @@ def main(argv=None) -> int:
                                             host_sessions=args.board_sessions,
                                             target=lambda layer: board_target(layer)),
         "hostile_artifacts": lambda: fuzz_artifacts(args.hostile, seed=args.seed),
+        "hostile_api": lambda: fuzz_api(args.api, seed=args.seed),
         "hostile_paths": lambda: fuzz_paths(args.paths, seed=args.seed),
     }
     counts = {"loader": args.loader, "link_amaranth": args.link,
               "link_verilator": args.board_link, "hostile_artifacts": args.hostile,
-              "hostile_paths": args.paths}
+              "hostile_api": args.api, "hostile_paths": args.paths}
     reports = {name: run() for name, run in runs.items() if counts[name]}    # 0: skip
     bad = 0
     for report in reports.values():

@@ -541,8 +541,12 @@ def _output_dir(path) -> None:
 
 
 def _lanes(n: int) -> int:
+    from .config import MAX_LANES
+
     if n < 1:
         raise CLIError(f"--lanes must be a positive integer, not {n}")
+    if n > MAX_LANES:
+        raise CLIError(f"--lanes must be at most {MAX_LANES}, not {n}")
     return n
 
 

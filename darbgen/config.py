@@ -23,6 +23,11 @@ from .format import SparseLayer, ceil_log2
 __all__ = ["EngineConfig", "ConfigError", "shape_width", "layout_width"]
 
 
+#: Most lanes an engine has (a thousand multipliers is past every supported part; a
+#: bound keeps per-lane tables from allocating without limit).
+MAX_LANES = 1024
+
+
 class ConfigError(ValueError):
     """An engine configuration is invalid, or a layer does not fit it."""
 
@@ -97,6 +102,8 @@ class EngineConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if self.lanes > MAX_LANES:
+            raise ConfigError(f"lanes must be at most {MAX_LANES}, not {self.lanes}")
         for name in ("weight_bits", "input_bits"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 16:

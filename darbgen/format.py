@@ -282,6 +282,9 @@ class SparseLayer:
                 raise ArtifactError(f"layer {name!r}: field 'bias' must be finite float32 "
                                     "numbers")
             object.__setattr__(self, "bias", _readonly(bias.astype(np.float32)))
+        if self.shape is not None and not isinstance(self.shape, (tuple, list)):
+            raise TypeError(f"layer {name!r}: shape must be a tuple of integers, "
+                            f"not {self.shape!r}")
         shape = (self.rows, self.cols) if self.shape is None else tuple(self.shape)
         width = self.cols
         if self.input_columns is not None:
@@ -716,6 +719,11 @@ class Artifact:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
+        if not isinstance(self.layers, (list, tuple)) or not all(
+                isinstance(layer, SparseLayer) for layer in self.layers):
+            raise TypeError(f"layers must be a list of SparseLayer, not {self.layers!r:.80}")
+        if not isinstance(self.provenance, dict):
+            raise TypeError(f"provenance must be a dict, not {self.provenance!r:.80}")
         self.layers = list(self.layers)
         if not self.layers:
             raise ArtifactError("an artifact needs at least one layer")

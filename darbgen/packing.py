@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import EngineConfig, shape_width
+from .config import MAX_LANES, EngineConfig, shape_width
 from .format import SparseLayer, pack_beats
 
 __all__ = ["Schedule", "schedule", "pack_fields", "unpack_fields", "load_words",
@@ -78,6 +78,8 @@ def schedule(layer: SparseLayer, lanes: int) -> Schedule:
     """
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+    if lanes > MAX_LANES:
+        raise ValueError(f"lanes must be at most {MAX_LANES}, not {lanes}")
     nnz = layer.row_nnz
     order = np.argsort(-nnz, kind="stable")
     heap = [(0, lane) for lane in range(lanes)]

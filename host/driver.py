@@ -108,11 +108,15 @@ class Board:
         if chunk_words is not None and (isinstance(chunk_words, bool) or
                                         not isinstance(chunk_words, int) or chunk_words < 1):
             raise ValueError(f"chunk_words must be a positive integer, not {chunk_words!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"retries must be a positive integer, not {retries!r}")
         for name, value in (("timeout", timeout), ("deadline", deadline)):
             if value is not None and (isinstance(value, bool) or
                                       not isinstance(value, (int, float)) or
                                       not (math.isfinite(value) and value > 0)):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not isinstance(transport, Transport):
+            raise TypeError(f"transport must be a Transport, not {transport!r}")
         self.chunk_words = chunk_words
         self._session_end = None if deadline is None else transport.clock() + deadline
         self.deadline = deadline

@@ -74,6 +74,9 @@ class SerialTransport(Transport):
     def __init__(self, url: str, baud: int = 1_000_000):
         import serial
 
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a string (a device path or a pyserial URL), "
+                            f"not {url!r}")
         if isinstance(baud, bool) or not isinstance(baud, int):
             raise TypeError(f"baud must be an integer, not {baud!r}")
         if not 1 <= baud <= MAX_BAUD:

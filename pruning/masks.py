@@ -11,7 +11,8 @@ Ties in ``|w|`` go to the lower column, so every mask is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def _matrix(weight) -> np.ndarray:
 def _check_ratio(ratio) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)):
         raise TypeError(f"pruning ratio must be a number, not {ratio!r}")
-    if not (np.isfinite(ratio) and ratio >= 1):
+    if not (math.isfinite(min(ratio, math.inf)) and ratio >= 1):  # min: ints past float
         raise ValueError(f"pruning ratio must be at least 1 (dense size / kept weights), "
                          f"not {ratio}")
     return float(ratio)
@@ -56,6 +57,25 @@ def _check_power_of_two(what: str, n) -> int:
     if n > MAX_BLOCK_SIZE:
         raise ValueError(f"{what} must be at most {MAX_BLOCK_SIZE}, not {n}")
     return int(n)
+
+
+def check_block_sizes(block_sizes) -> tuple:
+    """The allowed DARB block sizes, sorted and distinct.
+
+    Raises
+    ------
+    TypeError
+        Not a sequence of integers.
+    ValueError
+        Empty, or a size that is not a power of 2 up to the largest block size.
+    """
+    if isinstance(block_sizes, (str, bytes, dict)) or not isinstance(block_sizes, Iterable):
+        raise TypeError(f"allowed block sizes must be a sequence of integers, "
+                        f"not {block_sizes!r}")
+    sizes = tuple(sorted({_check_power_of_two("block size", b) for b in block_sizes}))
+    if not sizes:
+        raise ValueError("allowed block sizes must not be empty")
+    return sizes
 
 
 def _check_keep(keep, smallest_block: int) -> int:
@@ -141,7 +161,11 @@ def bmwm_mask(weight, block_size, keep: int = 1) -> np.ndarray:
     """
     w = np.abs(_matrix(weight))
     rows, cols = w.shape
-    sizes = np.broadcast_to(np.asarray(block_size), (rows,))
+    sizes = np.asarray(block_size)
+    if sizes.ndim > 1 or sizes.ndim == 1 and sizes.shape != (rows,):
+        raise ValueError(f"block size must be one integer or one per row ({rows}), "
+                         f"not shape {sizes.shape}")
+    sizes = np.broadcast_to(sizes, (rows,))
     if sizes.dtype.kind not in "iu":
         raise TypeError(f"block size must be an integer, not {sizes.dtype}")
     for b in np.unique(sizes):
@@ -217,11 +241,10 @@ def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_
     """
     w = _matrix(weight)
     ratio = _check_ratio(ratio)
-    sizes = np.array(sorted({_check_power_of_two("block size", b) for b in block_sizes}),
-                     dtype=np.int64)
-    if sizes.size == 0:
-        raise ValueError("allowed block sizes must not be empty")
+    sizes = np.array(check_block_sizes(block_sizes), dtype=np.int64)
     keep = _check_keep(keep, int(sizes[0]))
+    if not callable(rule):
+        raise TypeError(f"block-size rule must be callable, not {rule!r}")
     rows, cols = w.shape
     if counts is None:
         counts = irregular_mask(w, ratio).sum(axis=1)

@@ -169,11 +169,10 @@ class DARB(PruningMethod):
     def __init__(self, ratio: float = 16.0, block_sizes=masks.DEFAULT_BLOCK_SIZES,
                  keep: int = 1, rule=masks.nearest_density_rule):
         self.ratio = masks._check_ratio(ratio)
-        self.block_sizes = tuple(sorted({masks._check_power_of_two("block size", b)
-                                         for b in block_sizes}))
-        if not self.block_sizes:
-            raise ValueError("allowed block sizes must not be empty")
+        self.block_sizes = masks.check_block_sizes(block_sizes)
         self.keep = masks._check_keep(keep, self.block_sizes[0])
+        if not callable(rule):
+            raise TypeError(f"block-size rule must be callable, not {rule!r}")
         self.rule = rule
 
     def mask_2d(self, weight):

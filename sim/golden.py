@@ -35,6 +35,10 @@ def check_inputs(layer: SparseLayer, x, input_bits: int = INPUT_BITS,
     ValueError
         Wrong shape, or a value outside the input range.
     """
+    if isinstance(input_bits, bool) or not isinstance(input_bits, (int, np.integer)) or \
+            not 2 <= input_bits <= 16:
+        raise ValueError(f"input bits must be an integer between 2 and 16, "
+                         f"not {input_bits!r}")
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"inputs must be integers, not {x.dtype}")

@@ -18,6 +18,9 @@
 
 Each artifact goes through :meth:`Artifact.load <darbgen.format.Artifact.load>` and
 through the CLI (``inspect``, ``inspect --json``, ``dense``, ``eval``), in process.
+:func:`fuzz_api` puts hostile values (the pools above, bytes, arrays of the wrong
+dtype or rank, ``object()``) into every argument of every public entry point that takes
+user values, one at a time: the cross product is about 2,200 calls.
 :func:`fuzz_paths` hands the CLI hostile *paths*: special files (FIFO, ``/dev/zero``,
 ``/dev/urandom``, a directory, a symlink to a FIFO, a sparse file past the size
 limit) as inputs, and as outputs the command's own input (by name, a symlink or a hard
@@ -36,6 +39,7 @@ or in a library's own words).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -54,7 +58,7 @@ from ..format import MAX_ARTIFACT_BYTES, Artifact, ArtifactError
 from .fuzz import (FuzzReport, _artifact_bytes, _json_paths, _members, _npy, _npy_with_header,
                    _time_limit, _Timeout, _usable, _zip, random_artifact)
 
-__all__ = ["fuzz_artifacts", "fuzz_paths", "FAILURE_KEYS"]
+__all__ = ["fuzz_artifacts", "fuzz_api", "fuzz_paths", "FAILURE_KEYS"]
 
 #: The counts that must be 0.
 FAILURE_KEYS = ("security_holes", "crashes", "hangs", "silent_wrongs", "tracebacks",
@@ -71,7 +75,8 @@ _NAMES = ["\x1b[2J\x1b[31mred", "tab\there", "new\nline", "bell\x07", "x" * 100_
 _INTERNAL = re.compile(r"object has no attribute|not subscriptable|unhashable|invalid literal|"
                        r"unsupported operand|NoneType|positional argument|cannot convert|"
                        r"Python int too large|index \d+ is out of bounds|object is not "
-                       r"iterable|list index|Traceback")
+                       r"iterable|list index|ufunc|safely coerced|could not be broadcast|"
+                       r"truth value of an array|Traceback")
 
 
 class _Payload:
@@ -120,8 +125,8 @@ def _artifact_case(draw, marker: str):
             paths = [p for p in _json_paths(manifest) if p]
             path = draw(st.sampled_from(paths))
             pool = _OTHERS + _INTS[:4] if kind == "type" else _FLOATS + _INTS
-            value = draw(st.sampled_from(pool))
-            parent = manifest
+            value = copy.deepcopy(draw(st.sampled_from(pool)))   # later edits must not
+            parent = manifest                                     # change the pool
             for key in path[:-1]:
                 parent = parent[key]
             parent[path[-1]] = value
@@ -307,6 +312,108 @@ def fuzz_artifacts(examples: int, seed: int = 0, *, budget: float | None = None,
         _run(_artifact_case(str(marker)),
              lambda case: _check_artifact(report, *case, tmp, marker, time_limit, rng),
              examples, seed, budget)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+# -- the Python API ----------------------------------------------------------------------
+
+_VALUES = _INTS + _FLOATS + _OTHERS + [b"x", (5,), (4, 2, 2), (0, 4), np.array([[1]]),
+                                       np.array(["a"]), np.array([2**64 - 1], np.uint64),
+                                       object()]
+
+
+def _api_calls():
+    """(name, call(value)) for every public entry point that takes user values; each
+    call puts the value in one argument and valid values in the others."""
+    from ..config import EngineConfig
+    from ..format import SparseLayer, quantize
+    from ..host import Board, SerialTransport
+    from ..packing import schedule
+    from ..pruning import masks
+    from .golden import spmv_ref
+
+    rng = np.random.default_rng(0)
+    layer = random_artifact(rng).layers[0]
+    w = rng.normal(size=(6, 16))
+    fields = {f: getattr(layer, f) for f in (
+        "name", "rows", "cols", "block_sizes", "keep", "offsets", "values", "scale",
+        "weight_bits", "method", "params", "bias", "shape", "input_columns", "input_scale",
+        "activation", "conv")}
+    engine = dict(lanes=2, shifts=(1,), max_keep=1, max_row_nnz=8, max_cols=16,
+                  lane_depth=8, lane_rows=4)
+    calls = [(f"SparseLayer({f}=)", lambda v, f=f: SparseLayer(**{**fields, f: v}))
+             for f in fields]
+    calls += [(f"EngineConfig({f}=)", lambda v, f=f: EngineConfig(**{**engine, f: v}))
+              for f in list(engine) + ["weight_bits", "input_bits", "input_width"]]
+    calls += [
+        ("Artifact(layers=)", lambda v: Artifact(v)),
+        ("Artifact(provenance=)", lambda v: Artifact([layer], v)),
+        ("Artifact.layer()", lambda v: Artifact([layer]).layer(v)),
+        ("EngineConfig.for_layers(lanes=)", lambda v: EngineConfig.for_layers([layer], v)),
+        ("schedule(lanes=)", lambda v: schedule(layer, v)),
+        ("accumulator_width()", lambda v: layer.accumulator_width(v)),
+        ("quantize(bits=)", lambda v: quantize(w, w > 0, v)),
+        ("spmv_ref(x=)", lambda v: spmv_ref(layer, v)),
+        ("spmv_ref(input_bits=)", lambda v: spmv_ref(layer, np.zeros((1, layer.cols), int),
+                                                    v)),
+        ("irregular_mask(ratio=)", lambda v: masks.irregular_mask(w, v)),
+        ("darb_mask(ratio=)", lambda v: masks.darb_mask(w, v)),
+        ("darb_mask(block_sizes=)", lambda v: masks.darb_mask(w, 4, v)),
+        ("darb_mask(keep=)", lambda v: masks.darb_mask(w, 4, keep=v)),
+        ("darb_mask(rule=)", lambda v: masks.darb_mask(w, 4, rule=v)),
+        ("darb_mask(weight=)", lambda v: masks.darb_mask(v, 4)),
+        ("bmwm_mask(block_size=)", lambda v: masks.bmwm_mask(w, v)),
+        ("block_mask(block_shape=)", lambda v: masks.block_mask(w, 2, v)),
+        ("nm_mask(n=)", lambda v: masks.nm_mask(w, v, 4)),
+        ("nm_mask(m=)", lambda v: masks.nm_mask(w, 2, v)),
+        ("Board(timeout=)", lambda v: Board(SerialTransport("loop://"), timeout=v)),
+        ("Board(retries=)", lambda v: Board(SerialTransport("loop://"), retries=v)),
+        ("Board(chunk_words=)", lambda v: Board(SerialTransport("loop://"), chunk_words=v)),
+        ("Board(deadline=)", lambda v: Board(SerialTransport("loop://"), deadline=v)),
+        ("Board(transport=)", lambda v: Board(v)),
+        ("SerialTransport(url=)", lambda v: SerialTransport(v).close()),
+        ("SerialTransport(baud=)", lambda v: SerialTransport("loop://", v).close()),
+    ]
+    return calls
+
+
+def _check_api(report: FuzzReport, call, value, time_limit: float) -> None:
+    from ..host import LinkError
+
+    name, fn = call
+    where = f"case {report.counts['cases']} ({name} {value!r:.40})"
+    report.count("cases")
+    try:
+        with _time_limit(time_limit), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fn(value)
+    except (ValueError, TypeError, LinkError) as e:   # the documented errors
+        report.count("rejected")
+        if _INTERNAL.search(str(e)) or "\n" in str(e):
+            report.fail("unclear_messages", f"{where}: {type(e).__name__}: {str(e)[:200]}")
+    except _Timeout:
+        report.fail("hangs", f"{where}: over {time_limit} s")
+    except Warning as w:
+        report.fail("warnings", f"{where}: {type(w).__name__}: {w}")
+    except Exception as e:                  # noqa: BLE001 - the finding
+        report.fail("crashes", f"{where}: {type(e).__name__}: {str(e)[:200]}")
+    else:
+        report.count("accepted")
+
+
+def fuzz_api(examples: int, seed: int = 0, *, budget: float | None = None,
+             time_limit: float = 10.0) -> FuzzReport:
+    """Hostile values through every public entry point that takes them (constructors,
+    mask functions, the golden model, the driver and the transport): each call must
+    return or raise ``ValueError``, ``TypeError`` or a domain error in words of its
+    own, never ``MemoryError``, ``OverflowError``, ``KeyError``, ``AttributeError`` or
+    a warning."""
+    report = _new_report("hostile API values", seed)
+    start = time.monotonic()
+    calls = _api_calls()
+    cases = st.tuples(st.sampled_from(calls), st.sampled_from(_VALUES))
+    _run(cases, lambda case: _check_api(report, *case, time_limit), examples, seed, budget)
     report.seconds = time.monotonic() - start
     return report
 

@@ -5,7 +5,8 @@ import numpy as np
 
 import darbgen.cli
 import darbgen.format
-from darbgen.sim.hostile import FAILURE_KEYS, fuzz_artifacts, fuzz_paths
+import darbgen.pruning.masks
+from darbgen.sim.hostile import FAILURE_KEYS, fuzz_api, fuzz_artifacts, fuzz_paths
 
 SEED = 20261207
 
@@ -27,6 +28,26 @@ def test_hostile_paths():
     report = fuzz_paths(200, seed=SEED, budget=30)
     assert not failures(report), report.failures
     assert report.counts["cases"] == 96, report.counts
+
+
+def test_hostile_api_values():
+    """Every public entry point that takes user values, with every hostile value: the
+    whole cross product (about 2,200 calls)."""
+    report = fuzz_api(5000, seed=SEED, budget=30)
+    assert not failures(report), report.failures
+    assert report.counts["cases"] > 2000, report.counts
+
+
+def test_finds_a_ratio_check_in_numpy_words(monkeypatch):
+    """The check can fail: the ratio check as it was, whose np.isfinite chokes on ints
+    past int64 with a message about ufuncs and casting rules."""
+    def old(ratio):
+        if not (np.isfinite(ratio) and ratio >= 1):
+            raise ValueError(f"pruning ratio must be at least 1, not {ratio}")
+        return float(ratio)
+    monkeypatch.setattr(darbgen.pruning.masks, "_check_ratio", old)
+    report = fuzz_api(5000, seed=SEED)
+    assert report.counts["unclear_messages"] > 0, report.counts
 
 
 def test_finds_a_loader_that_unpickles(monkeypatch):
