@@ -454,6 +454,7 @@ def _save(out: Path, result: dict) -> None:
     """Write a finished task under ``out/<key>/``: its files, then ``result.json`` (so
     a task is finished exactly when its result record exists)."""
     folder = out / result["key"]
+    folder.mkdir(exist_ok=True)
     for name, data in result["files"].items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -520,16 +521,19 @@ def run_sweep(spec: Spec, out, *, client=None, scheduler: str | None = None,
     point_tasks = [_tasks(spec, p) for p in grid]
     unique = {t["key"]: t for tasks in point_tasks for t in tasks}
 
-    own = client is None
+    results, errors, futures = {}, {}, {}
+    for key in unique:
+        cached = _cached(out, key)
+        if cached is not None:
+            results[key] = dict(cached, cached=True)
+    # No cluster when every task is cached.
+    own = client is None and len(results) < len(unique)
     cluster = None
     if own:
         client, cluster = _client(scheduler, workers)
-    results, errors, futures = {}, {}, {}
     try:
         for key, t in unique.items():          # upstream tasks come first in each point
-            cached = _cached(out, key)
-            if cached is not None:
-                results[key] = dict(cached, cached=True)
+            if key in results:
                 continue
             if t["after"] is None:
                 upstream = (spec.source, spec.source_bytes)
@@ -540,7 +544,7 @@ def run_sweep(spec: Spec, out, *, client=None, scheduler: str | None = None,
             futures[key] = client.submit(task, t, upstream, key=f"darbgen-{t['step']}-{key}",
                                          pure=False, retries=spec.retries)
         bar = tqdm(total=len(futures), desc="sweep", unit="task", disable=not progress)
-        for future in as_completed(list(futures.values())):
+        for future in as_completed(list(futures.values())) if futures else ():
             key = future.key.rsplit("-", 1)[1]
             if future.status == "finished":
                 result = future.result()
@@ -623,43 +627,52 @@ def _accuracy(row: dict):
     return None, None
 
 
-# The plots: file, x, y, axis labels, whether larger x is better for the Pareto front.
+_LABELS = {"accuracy_hw": "test accuracy on the simulated hardware",
+           "accuracy_int": "test accuracy of the integer model",
+           "accuracy_quantized": "test accuracy, int8 weights",
+           "accuracy_pruned": "test accuracy, pruned float model",
+           "useful_macs_per_s": "useful MAC/s (kept weights)", "fmax_mhz": "fmax (MHz)"}
+
+# The plots: file, x, y, x label, whether larger x is better on the Pareto front (``None``:
+# no front), and the field whose values get one colour each.
 _PLOTS = (
     ("pareto-accuracy-ratio.png", "pruning_ratio", _accuracy, "pruning ratio (dense / kept)",
-     True),
-    ("pareto-macs-luts.png", "luts", "useful_macs_per_s", "LUTs", False),
-    ("fmax-lanes.png", "lanes", "fmax_mhz", "lanes", None),
-    ("macs-per-cycle-lanes.png", "lanes", "useful_macs_per_cycle", "lanes", None),
+     True, "method"),
+    ("pareto-accuracy-cycles.png", "cycles_per_vector", _accuracy,
+     "simulated cycles per input vector (one layer)", False, "lanes"),
+    ("pareto-macs-luts.png", "luts", "useful_macs_per_s", "LUTs", False, "method"),
+    ("fmax-lanes.png", "lanes", "fmax_mhz", "lanes", None, "board"),
 )
 
 
 def plot_results(rows: list[dict], out) -> list[Path]:
-    """Draw the plots whose figures the rows have (PNG under ``out``): accuracy vs ratio
-    and useful MAC/s vs LUTs with their Pareto fronts, fmax and useful MACs per cycle vs
-    lanes; a point per row, coloured by method."""
+    """Draw the plots whose figures the rows have (PNG under ``out``): accuracy vs ratio,
+    accuracy vs simulated cycles and useful MAC/s vs LUTs with their Pareto fronts, and
+    fmax vs lanes; a point per row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     drawn = []
-    for name, xk, yk, xlabel, larger_x in _PLOTS:
+    for name, xk, yk, xlabel, larger_x, group in _PLOTS:
         data = []
         for row in rows:
             label, y = yk(row) if callable(yk) else (yk, row.get(yk))
             if row.get(xk) is not None and y is not None:
-                data.append((row.get("method") or "artifact", row[xk], y, label))
+                data.append((row.get(group), row[xk], y, label))
         if not data:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for method in dict.fromkeys(d[0] for d in data):
-            xs, ys = zip(*[(d[1], d[2]) for d in data if d[0] == method])
-            ax.scatter(xs, ys, label=method)
+        for value in dict.fromkeys(d[0] for d in data):
+            xs, ys = zip(*[(d[1], d[2]) for d in data if d[0] == value])
+            ax.scatter(xs, ys, label=(value or "artifact") if group == "method"
+                       else f"{group} {value}")
         if larger_x is not None:
             front = _pareto([(d[1], d[2]) for d in data], larger_x)
             ax.plot(*zip(*front), "k--", linewidth=1, label="Pareto front")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(data[0][3].replace("_", " "))
-        if xk in ("pruning_ratio", "luts"):
+        ax.set_ylabel(_LABELS.get(data[0][3], data[0][3]))
+        if larger_x is not None:
             ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3)
         ax.legend()

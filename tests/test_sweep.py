@@ -165,7 +165,53 @@ def test_prune_and_simulate(client, source, tmp_path):
         y = np.load(tmp_path / "out" / row["simulate_key"] / "y.npy")
         assert y.shape == (3, 16)
     assert rows[1]["cycles"] < rows[0]["cycles"]
-    assert [Path(p).name for p in summary["plots"]] == ["macs-per-cycle-lanes.png"]
+    assert summary["plots"] == []            # a file source has no accuracy to plot
+
+
+def test_eval_on_an_artifact_source(client, tmp_path):
+    """A .darb source skips prune: each point's eval (the integer model on the digits test
+    split) starts from the artifact as it is."""
+    from dataclasses import replace
+
+    from darbgen.format import Artifact
+
+    w = np.random.default_rng(SEED).standard_normal((10, 64)).astype(np.float32)
+    np.save(tmp_path / "w.npy", w)
+    assert main(["prune", str(tmp_path / "w.npy"), "--method", "irregular", "--ratio", "2",
+                 "-o", str(tmp_path / "m.darb")]) == 0
+    # A file source is not calibrated; eval needs the input step (the digits' 1/16).
+    art = Artifact.load(tmp_path / "m.darb")
+    Artifact([replace(art.layers[0], input_scale=1 / 16)], art.provenance).save(
+        tmp_path / "m.darb")
+    spec = write_spec(tmp_path / "s.toml", tmp_path / "m.darb",
+                      'steps = ["eval"]\n[eval]\ndataset = "digits"\nlimit = 50\n')
+    summary = run_sweep(spec, tmp_path / "out", client=client, progress=False)
+    assert (summary["points"], summary["fresh"], summary["failed"]) == (1, 1, 0)
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert row["samples"] == 50 and 0 <= row["accuracy_int"] <= 1
+    assert row["pruning_ratio"] == pytest.approx(2) and row["accuracy_hw"] is None
+    assert [Path(p).name for p in summary["plots"]] == ["pareto-accuracy-ratio.png"]
+    assert (tmp_path / "out" / "pareto-accuracy-ratio.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_prune_simulate_build(client, source, tmp_path):
+    """One point through a real iCEBreaker build: fmax, LUTs and useful MAC/s in the row,
+    and the plots that need a build."""
+    spec = write_spec(tmp_path / "s.toml", source,
+                      'steps = ["prune", "simulate", "build"]\nmethod = ["darb"]\n'
+                      'ratio = [4]\nlanes = [2]\nboard = ["icebreaker"]\n')
+    summary = run_sweep(spec, tmp_path / "out", client=client, progress=False)
+    assert (summary["points"], summary["tasks"], summary["failed"]) == (1, 3, 0), summary
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert row["fmax_mhz"] > 0 and row["luts"] > 0 and row["build_seconds"] > 0
+    assert row["useful_macs_per_s"] == pytest.approx(
+        row["useful_macs_per_cycle"] * row["fmax_mhz"] * 1e6)
+    report = json.loads((tmp_path / "out" / row["build_key"] / "build" / "report.json")
+                        .read_text())
+    assert report["fmax_mhz"] == row["fmax_mhz"] and report["lanes"] == 2
+    assert {Path(p).name for p in summary["plots"]} == {
+        "pareto-macs-luts.png", "fmax-lanes.png"}
 
 
 def test_sweep_cli(source, tmp_path, capsys):
@@ -219,6 +265,10 @@ BAD_SPECS = [
      r"^sweep spec: 'retries' must be a non-negative integer, not -1$"),
     ('source = "digits-mlp"\nsteps = "prune"\n',
      r"^sweep spec: 'steps' must be a non-empty list of .*, not 'prune'$"),
+    ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\n[simulate]\ninputs = 0\n',
+     r"^sweep spec: 'simulate.inputs' must be a positive integer, not 0$"),
+    ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\nprune = 3\n',
+     r"^sweep spec: \[prune\] must be a table, not 3$"),
     ("source = [1]\n", r"^sweep spec: 'source' must be a built-in example \(digits-mlp.*\) "
                        r"or a file, not \[1\]$"),
 ]
@@ -254,3 +304,21 @@ def test_example_spec_parses():
     assert len(points(spec)) == 12 and spec.steps == ("prune", "simulate")
     assert parse_spec({"source": "digits-mlp", "steps": ["prune"], "method": ["nm"]}).grid[
         "ratio"] == (None,)
+
+
+def test_spec_errors_that_need_a_file(source, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(f'source = "{source}"\nsteps = ["prune", "eval"]\nmethod = ["darb"]\n')
+    with pytest.raises(ValueError, match=r"^sweep spec: \[eval\] needs a 'dataset' for "
+                                         r"source 'w.npy'$"):
+        load_spec(path)
+    (tmp_path / "m.darb").write_bytes(b"not checked before a task loads it")
+    path.write_text('source = "m.darb"\nsteps = ["simulate"]\nratio = [4]\n')
+    with pytest.raises(ValueError, match=r"^sweep spec: 'method', 'ratio' and 'block_sizes' "
+                                         r"need the 'prune' step$"):
+        load_spec(path)
+    path.write_text('source = "m.darb"\nsteps = ["prune"]\nmethod = ["darb"]\n')
+    with pytest.raises(ValueError, match=r"^sweep spec: 'steps' must include 'prune' unless "
+                                         r"the source is a \.darb artifact, and cannot "
+                                         r"include it when it is one$"):
+        load_spec(path)
