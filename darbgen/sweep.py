@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import tomllib
@@ -531,6 +532,9 @@ def run_sweep(spec: Spec, out, *, client=None, scheduler: str | None = None,
     cluster = None
     if own:
         client, cluster = _client(scheduler, workers)
+        if progress:
+            print(f"sweep: {len(unique) - len(results)} task(s) to run, Dask dashboard at "
+                  f"{client.dashboard_link}", file=sys.stderr)
     try:
         for key, t in unique.items():          # upstream tasks come first in each point
             if key in results:
