@@ -770,9 +770,10 @@ def cmd_sweep(args) -> int:
     from .sweep import load_spec, run_sweep
 
     _output_dir(args.output)
-    if args.workers is not None and (args.scheduler is not None or args.workers < 1):
-        raise CLIError(f"--workers must be a positive integer without --scheduler, "
-                       f"not {args.workers}")
+    if args.workers is not None and args.scheduler is not None:
+        raise CLIError("--workers sizes a local cluster: drop it with --scheduler")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be a positive integer, not {args.workers}")
     summary = run_sweep(load_spec(args.spec), args.output, scheduler=args.scheduler,
                         workers=args.workers, progress=sys.stderr.isatty())
     print(f"{summary['points']} point(s), {summary['tasks']} task(s): {summary['fresh']} run, "

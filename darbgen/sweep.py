@@ -214,6 +214,11 @@ def parse_spec(data: dict, base_dir=".") -> Spec:
                       f"{', '.join(allowed)}")
             _check(f"{step}.{key}", value, allowed[key])
         options[step] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in table.items()}
+    for step, name, choices in (("eval", "on", ("golden", "verilator")),
+                                ("simulate", "simulator", ("verilator", "icarus"))):
+        if options[step].get(name, choices[0]) not in choices:
+            _fail(f"'{step}.{name}' must be one of {', '.join(choices)}, not "
+                  f"{options[step][name]!r}")
     if options["simulate"].get("inputs", 1) < 1:
         _fail(f"'simulate.inputs' must be a positive integer, not {options['simulate']['inputs']}")
     if "eval" in steps and "dataset" not in options["eval"] and source not in _EXAMPLE_DATASETS:
@@ -278,9 +283,6 @@ def _tasks(spec: Spec, point: dict) -> list[dict]:
                     "source": spec.source})
         if step == "prune":
             upstream = key
-    if upstream is None:          # no prune: every task starts from the source artifact
-        for task in out:
-            task["after"] = None
     return out
 
 
@@ -471,8 +473,12 @@ def _cached(out: Path, key: str) -> dict | None:
     folder = out / key
     try:
         record = json.loads((folder / _RESULT).read_text())
-        record["files"] = {name: (folder / name).read_bytes() for name in record["files"]}
-    except (OSError, ValueError, KeyError):
+        names = record["files"]
+        # Only files inside the task's folder (the record is a file like any other).
+        if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
+            return None
+        record["files"] = {name: (folder / name).read_bytes() for name in names}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return record
 

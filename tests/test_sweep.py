@@ -83,6 +83,25 @@ def test_grid_then_all_cache_hits(client, source, tmp_path):
     assert len(csv) == 6 and csv[0].startswith("method,ratio,block_sizes,lanes,board,")
 
 
+def test_only_a_result_record_makes_a_task_finished(client, source, tmp_path):
+    """A task folder without result.json (a sweep killed while writing) or with a record
+    naming a file outside its folder is not finished: the task runs again."""
+    spec = write_spec(tmp_path / "s.toml", source,
+                      'steps = ["prune"]\nmethod = ["irregular"]\nratio = [2, 4, 8]\n')
+    out = tmp_path / "out"
+    run_sweep(spec, out, client=client, progress=False)
+    a, b, c = json.loads((out / "results.json").read_text())
+    (out / a["prune_key"] / "result.json").unlink()
+    record = json.loads((out / b["prune_key"] / "result.json").read_text())
+    record["files"] = ["../" + c["prune_key"] + "/model.darb"]
+    (out / b["prune_key"] / "result.json").write_text(json.dumps(record))
+    again = run_sweep(spec, out, client=client, progress=False)
+    assert (again["fresh"], again["cached"]) == (2, 1)
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["prune_cached"] for r in rows] == [False, False, True]
+    assert [r["nnz"] for r in rows] == [a["nnz"], b["nnz"], c["nnz"]]
+
+
 def test_failing_task_keeps_its_error(client, source, tmp_path):
     """A ratio below 1 fails its prune task; the sweep goes on and that row keeps the
     error (failures are not cached)."""
@@ -269,6 +288,11 @@ BAD_SPECS = [
      r"^sweep spec: 'simulate.inputs' must be a positive integer, not 0$"),
     ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\nprune = 3\n',
      r"^sweep spec: \[prune\] must be a table, not 3$"),
+    ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\n[eval]\non = "fpga"\n',
+     r"^sweep spec: 'eval.on' must be one of golden, verilator, not 'fpga'$"),
+    ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\n[simulate]\n'
+     'simulator = "vcs"\n',
+     r"^sweep spec: 'simulate.simulator' must be one of verilator, icarus, not 'vcs'$"),
     ("source = [1]\n", r"^sweep spec: 'source' must be a built-in example \(digits-mlp.*\) "
                        r"or a file, not \[1\]$"),
 ]
@@ -293,7 +317,10 @@ def test_spec_file_errors(tmp_path, capsys):
     assert main(["sweep", str(path), "-o", str(tmp_path / "out")]) == 1
     assert "darbgen sweep: error: sweep spec: " in capsys.readouterr().err
     assert main(["sweep", str(path), "-o", str(tmp_path / "o2"), "--workers", "0"]) == 1
-    assert "--workers must be a positive integer without --scheduler, not 0" in \
+    assert "--workers must be a positive integer, not 0" in capsys.readouterr().err
+    assert main(["sweep", str(path), "-o", str(tmp_path / "o2"), "--workers", "2",
+                 "--scheduler", "tcp://127.0.0.1:1"]) == 1
+    assert "--workers sizes a local cluster: drop it with --scheduler" in \
         capsys.readouterr().err
 
 
