@@ -4,6 +4,7 @@ Caching (a second run runs nothing), a worker killed mid-task, a failing task an
 spec errors. One cluster serves the module (starting one costs seconds).
 """
 
+import functools
 import json
 import logging
 import os
@@ -117,10 +118,10 @@ def test_failing_task_keeps_its_error(client, source, tmp_path):
     assert good["error"] is None and good["pruning_ratio"] == pytest.approx(2)
 
 
-def _task_killed_once(task, source):
-    """:func:`run_task`, but its first attempt writes the worker's pid to a marker file
-    and sleeps until the test kills that worker process."""
-    marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"darbgen-sweep-kill-{task['key']}"
+def _task_killed_once(task, source, *, marker):
+    """:func:`run_task`, but the first attempt at ratio 8 writes its worker's pid to
+    ``marker`` and sleeps until the test kills that worker process."""
+    marker = Path(marker)
     if task["options"].get("ratio") == 8 and not marker.exists():
         marker.write_text(str(os.getpid()))
         time.sleep(120)
@@ -133,11 +134,7 @@ def test_worker_killed_mid_task(client, source, tmp_path):
                       'steps = ["prune"]\nmethod = ["irregular"]\nratio = [4, 8]\n'
                       "retries = 0\n")
     # Retries are off: only Dask's rescheduling after a worker's death can finish the task.
-    from darbgen.sweep import _tasks, points
-
-    key = next(t["key"] for p in points(spec) for t in _tasks(spec, p) if p["ratio"] == 8)
-    marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"darbgen-sweep-kill-{key}"
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "pid"
     killed = []
 
     def killer():
@@ -154,10 +151,9 @@ def test_worker_killed_mid_task(client, source, tmp_path):
     thread.start()
     try:
         summary = run_sweep(spec, tmp_path / "out", client=client, progress=False,
-                            task=_task_killed_once)
+                            task=functools.partial(_task_killed_once, marker=str(marker)))
     finally:
         thread.join()
-        marker.unlink(missing_ok=True)
     assert len(killed) == 1
     assert killed[0] not in client.run(os.getpid).values()
     assert (summary["points"], summary["fresh"], summary["failed"]) == (2, 2, 0)
