@@ -288,19 +288,8 @@ def _tasks(spec: Spec, point: dict) -> list[dict]:
 
 # -- the steps (run on a worker) ----------------------------------------------------
 
-def _namespace(parser_args: list, **values) -> argparse.Namespace:
-    """A subcommand's parsed options with its defaults, then ``values``: the steps reuse
-    the CLI's option semantics and checks exactly."""
-    from .cli import build_parser
-
-    args = build_parser().parse_args(parser_args)
-    for k, v in values.items():
-        setattr(args, k, v)
-    return args
-
-
-def _step_prune(task: dict, source: Path, work: Path):
-    from .cli import method_takes, prune_artifact
+def _step_prune(task: dict, source: Path | str, work: Path):
+    from .cli import build_parser, method_takes, prune_artifact
 
     opts = dict(task["options"])
     block = opts.pop("block_sizes")
@@ -312,8 +301,12 @@ def _step_prune(task: dict, source: Path, work: Path):
         opts["block_size"] = block
     if opts.get("pq") is not None:
         opts["pq"] = tuple(opts["pq"])
-    args = _namespace(["prune", str(source), "--method", opts["method"], "-o", "unused"],
-                      **opts)
+    # `prune`'s own defaults, then the task's options: the same semantics and checks as
+    # the CLI. (-o is required by the parser; prune_artifact writes nothing.)
+    args = build_parser().parse_args(["prune", str(source), "--method", opts["method"],
+                                      "-o", "unused"])
+    for name, value in opts.items():
+        setattr(args, name, value)
     artifact = prune_artifact(args)
     artifact.provenance["source"] = task["source"]
     artifact.save(work / _ARTIFACT)
