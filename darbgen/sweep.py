@@ -643,7 +643,7 @@ _PLOTS = (
      True, "method"),
     ("pareto-accuracy-cycles.png", "cycles_per_vector", _accuracy,
      "simulated cycles per input vector (one layer)", False, "lanes"),
-    ("pareto-macs-luts.png", "luts", "useful_macs_per_s", "LUTs", False, "method"),
+    ("pareto-macs-luts.png", "luts", "useful_macs_per_s", "LUTs (or LCs)", False, "board"),
     ("fmax-lanes.png", "lanes", "fmax_mhz", "lanes", None, "board"),
 )
 
