@@ -399,6 +399,7 @@ def _step_build(task: dict, artifact_path: Path, work: Path):
     luts = next((resources[c]["used"] for c in _LUT_CELLS if c in resources), None)
     files = sorted(str(p.relative_to(work)) for p in out.iterdir() if p.is_file())
     return {"fmax_mhz": report["fmax_mhz"], "target_mhz": report["target_mhz"],
+            "clock_mhz": report["clock_mhz"],
             "timing_met": timing_met, "luts": luts, "resources": resources,
             "build_seconds": report["build_seconds"], "build_lanes": report["lanes"]}, files
 
@@ -586,9 +587,10 @@ def _row(point: dict, tasks: list, results: dict, errors: dict) -> dict:
             row.update(r["figures"])
         else:
             problems.append(f"{t['step']}: {errors.get(t['key'], 'not run')}")
-    if "cycles" in row and row.get("fmax_mhz"):
+    # At the clock the bitstream runs at (the board's), not at fmax.
+    if "cycles" in row and row.get("timing_met"):
         row["useful_macs_per_s"] = row["layer_nnz"] * row["vectors"] / row["cycles"] \
-            * row["fmax_mhz"] * 1e6
+            * row["clock_mhz"] * 1e6
     if "cycles" in row:
         row["useful_macs_per_cycle"] = row["layer_nnz"] * row["vectors"] / row["cycles"]
     row["error"] = "; ".join(problems) or None
@@ -634,17 +636,19 @@ _LABELS = {"accuracy_hw": "test accuracy on the simulated hardware",
            "accuracy_int": "test accuracy of the integer model",
            "accuracy_quantized": "test accuracy, int8 weights",
            "accuracy_pruned": "test accuracy, pruned float model",
-           "useful_macs_per_s": "useful MAC/s (kept weights)", "fmax_mhz": "fmax (MHz)"}
+           "useful_macs_per_s": "useful MAC/s (kept weights, at the board clock)",
+           "fmax_mhz": "fmax (MHz)"}
 
 # The plots: file, x, y, x label, whether larger x is better on the Pareto front (``None``:
-# no front), and the field whose values get one colour each.
+# no front), the field whose values get one colour each, and a log2 x axis.
 _PLOTS = (
     ("pareto-accuracy-ratio.png", "pruning_ratio", _accuracy, "pruning ratio (dense / kept)",
-     True, "method"),
+     True, "method", True),
     ("pareto-accuracy-cycles.png", "cycles_per_vector", _accuracy,
-     "simulated cycles per input vector (one layer)", False, "lanes"),
-    ("pareto-macs-luts.png", "luts", "useful_macs_per_s", "LUTs (or LCs)", False, "board"),
-    ("fmax-lanes.png", "lanes", "fmax_mhz", "lanes", None, "board"),
+     "simulated cycles per input vector (one layer)", False, "lanes", True),
+    ("pareto-macs-luts.png", "luts", "useful_macs_per_s",
+     "LUTs (iCE40 logic cells, ECP5 LUT4s)", False, "board", False),
+    ("fmax-lanes.png", "lanes", "fmax_mhz", "lanes", None, "board", False),
 )
 
 
@@ -657,7 +661,7 @@ def plot_results(rows: list[dict], out) -> list[Path]:
     import matplotlib.pyplot as plt
 
     drawn = []
-    for name, xk, yk, xlabel, larger_x, group in _PLOTS:
+    for name, xk, yk, xlabel, larger_x, group, log_x in _PLOTS:
         data = []
         for row in rows:
             label, y = yk(row) if callable(yk) else (yk, row.get(yk))
@@ -675,7 +679,7 @@ def plot_results(rows: list[dict], out) -> list[Path]:
             ax.plot(*zip(*front), "k--", linewidth=1, label="Pareto front")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(_LABELS.get(data[0][3], data[0][3]))
-        if larger_x is not None:
+        if log_x:
             ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3)
         ax.legend()
