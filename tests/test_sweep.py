@@ -245,6 +245,18 @@ def test_sweep_cli(source, tmp_path, capsys):
     assert (summary["points"], summary["fresh"], summary["failed"]) == (2, 1, 1)
 
 
+
+def test_sweep_cli_on_a_running_scheduler(client, source, tmp_path, capsys):
+    """--scheduler ADDRESS: the tasks run on that cluster's workers."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'source = "{source}"\nsteps = ["prune"]\nmethod = ["irregular"]\n'
+                    "ratio = [2, 3]\n")
+    address = client.scheduler.address
+    assert main(["sweep", str(spec), "-o", str(tmp_path / "out"), "--scheduler", address]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["points"], summary["fresh"], summary["failed"]) == (2, 2, 0)
+
+
 BAD_SPECS = [
     ('source = "digits-mlp"\nsteps = ["prune"]\nmethod = ["darb"]\nratio = ["x"]\n',
      r"^sweep spec: 'ratio' must be a non-empty list of numbers, not 'x'$"),
