@@ -227,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
 
+    p = sub.add_parser("sweep", parents=[verbose],
+                       help="run a grid of design points on Dask (see docs/sweep.md)",
+                       description="Expand SPEC.toml's lists (method, ratio, block_sizes, "
+                                   "lanes, board) into points, run their steps (prune, eval, "
+                                   "simulate, build) as Dask tasks cached by content hash under "
+                                   "DIR, and write DIR/results.csv, results.json and plots.")
+    p.add_argument("spec", metavar="SPEC.toml")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="an existing Dask scheduler (e.g. tcp://host:8786); default: a "
+                        "LocalCluster on this machine")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="LocalCluster worker processes (default: this machine's cores)")
+
     p = sub.add_parser("dense", parents=[verbose],
                        help="write a layer's masked, quantized integer matrix")
     p.add_argument("artifact", metavar="ARTIFACT")
@@ -251,6 +265,11 @@ _METHOD_OPTIONS = {
                    "stride": 2},
 }
 _ALL_OPTIONS = tuple(dict.fromkeys(k for opts in _METHOD_OPTIONS.values() for k in opts))
+
+
+def method_takes(method: str) -> frozenset:
+    """The option names (``ratio``, ``block_size``, ...) ``prune --method METHOD`` takes."""
+    return frozenset(_METHOD_OPTIONS[method])
 
 
 def check_method_options(args) -> dict:
@@ -305,10 +324,22 @@ def method_from_args(args):
 
 
 def cmd_prune(args) -> int:
+    _output_file(args.output, args.source)
+    return _report_pruned(args, prune_artifact(args))
+
+
+def prune_artifact(args) -> Artifact:
+    """The artifact ``prune``'s options (a parsed namespace) describe; ``darbgen sweep``
+    calls it too.
+
+    Raises
+    ------
+    CLIError
+        No such source, or an option that does not apply to the method.
+    """
     from .pruning.examples import EXAMPLES, run_example
     from .pruning.sources import load_source, prune_oneshot
 
-    _output_file(args.output, args.source)
     if args.source not in EXAMPLES and not os.path.lexists(args.source):
         raise CLIError(f"{args.source}: no such file (built-in examples: "
                        f"{', '.join(EXAMPLES)})")
@@ -326,10 +357,10 @@ def cmd_prune(args) -> int:
     else:
         artifact = prune_oneshot(load_source(args.source), method, weight_bits=args.weight_bits,
                                  source=str(args.source))
-    return _report_pruned(args, artifact)
+    return artifact
 
 
-def cmd_prune_sap(args) -> int:
+def cmd_prune_sap(args) -> Artifact:
     from .pruning.sap import sap, sap_artifact, sap_oneshot_masks
 
     o = check_method_options(args)
@@ -363,7 +394,7 @@ def cmd_prune_sap(args) -> int:
         artifact = sap_artifact(layers, masks, params, row_block_sizes=sizes,
                                 weight_bits=args.weight_bits,
                                 provenance={"source": str(args.source), "fine_tuned": False})
-    return _report_pruned(args, artifact)
+    return artifact
 
 
 def _source(args):
@@ -374,7 +405,7 @@ def _source(args):
     return args.source if args.source in EXAMPLES else load_source(args.source)
 
 
-def cmd_prune_blkrew(args) -> int:
+def cmd_prune_blkrew(args) -> Artifact:
     from .pruning.blkrew import blkrew_artifact
 
     o = check_method_options(args)
@@ -383,10 +414,10 @@ def cmd_prune_blkrew(args) -> int:
                                kind=o["penalty"], lam=o["lam"], weight_bits=args.weight_bits,
                                seed=args.seed, progress=sys.stderr.isatty())
     artifact.provenance.setdefault("source", str(args.source))
-    return _report_pruned(args, artifact)
+    return artifact
 
 
-def cmd_prune_structured(args) -> int:
+def cmd_prune_structured(args) -> Artifact:
     from .pruning.structured import structured_artifact
 
     o = check_method_options(args)
@@ -397,7 +428,7 @@ def cmd_prune_structured(args) -> int:
                                    weight_bits=args.weight_bits, seed=args.seed,
                                    progress=sys.stderr.isatty())
     artifact.provenance.setdefault("source", str(args.source))
-    return _report_pruned(args, artifact)
+    return artifact
 
 
 def _report_pruned(args, artifact) -> int:
@@ -584,17 +615,22 @@ def _generate_board(args, artifact) -> int:
 
 
 def cmd_build(args) -> int:
-    from .boards import build
-
     _output_dir(args.output)
-    artifact = Artifact.load(args.artifact)
-    board, name, dev = _board_device(args, artifact)
-    report = build(dev, board, args.output, lanes=dev.config.lanes,
-                   extra_report={"layer": name, "config": dev.config.to_json()})
-    print(f"{board.name}: {name!r}, {dev.config.lanes} lanes, "
+    report = build_board(args, Artifact.load(args.artifact), args.output)
+    print(f"{report['board']}: {report['layer']!r}, {report['lanes']} lanes, "
           f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']} MHz)")
     print(json.dumps(report))
     return 0
+
+
+def build_board(args, artifact: Artifact, output) -> dict:
+    """Build the bitstream the board options (``board``, ``layer``, ``lanes``, ``network``)
+    describe into ``output``; the build's report (see :func:`darbgen.boards.build`)."""
+    from .boards import build
+
+    board, name, dev = _board_device(args, artifact)
+    return build(dev, board, output, lanes=dev.config.lanes,
+                 extra_report={"layer": name, "config": dev.config.to_json()})
 
 
 def cmd_serve_sim(args) -> int:
@@ -678,65 +714,68 @@ def cmd_deploy(args) -> int:
     return 3 if exact is False else 0
 
 
-def cmd_simulate(args) -> int:
+def simulate(layer, x, *, lanes: int = 8, simulator: str = "verilator"):
+    """Run int8 vectors ``x`` through the engine for ``layer`` in ``simulator``: the outputs
+    and ``simulate``'s summary (cycles, nnz, lanes, utilization, simulator, exact)."""
     from .sim.golden import spmv_ref
     from .sim.runner import simulate_layer
 
+    if not len(x):                          # an empty batch: an empty result, no simulator
+        return np.zeros((0, layer.rows), np.int64), {
+            "cycles": 0, "nnz": layer.nnz, "lanes": _lanes(lanes), "utilization": None,
+            "simulator": simulator, "exact": True}
+    run = simulate_layer(layer, x, lanes=_lanes(lanes), simulator=simulator)
+    exact = bool(np.array_equal(run.y, spmv_ref(layer, x)))
+    utilization = layer.nnz * len(x) / (run.schedule.lanes * run.cycles)
+    return run.y, {"cycles": run.cycles, "nnz": layer.nnz, "lanes": run.schedule.lanes,
+                   "utilization": utilization, "simulator": simulator, "exact": exact}
+
+
+def cmd_simulate(args) -> int:
     _output_file(args.output, args.artifact, args.inputs)
     artifact = Artifact.load(args.artifact)
     layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
     x = _load_inputs(args.inputs, layer)
-    lanes = _lanes(args.lanes)
-    if not len(x):                          # an empty batch: an empty result, no simulator
-        atomic_write(args.output, lambda f: np.save(f, np.zeros((0, layer.rows), np.int64),
-                                                    allow_pickle=False))
-        print(f"{layer.name}: no input vectors; wrote an empty {args.output}")
-        print(json.dumps({"cycles": 0, "nnz": layer.nnz, "lanes": lanes,
-                          "utilization": None, "simulator": args.simulator, "exact": True}))
-        return 0
-    run = simulate_layer(layer, x, lanes=lanes, simulator=args.simulator)
-    y = run.y
+    y, summary = simulate(layer, x, lanes=args.lanes, simulator=args.simulator)
     atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
-    exact = bool(np.array_equal(y, spmv_ref(layer, x)))
-    utilization = layer.nnz * len(x) / (run.schedule.lanes * run.cycles)
-    print(f"{layer.name}: {len(x)} vector(s) in {run.cycles} cycles on {args.simulator}, "
+    exact = summary["exact"]
+    print(f"{layer.name}: {len(x)} vector(s) in {summary['cycles']} cycles on {args.simulator}, "
           f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
-    print(json.dumps({"cycles": run.cycles, "nnz": layer.nnz, "lanes": run.schedule.lanes,
-                      "utilization": utilization, "simulator": args.simulator,
-                      "exact": exact}))
+    print(json.dumps(summary))
     return 0 if exact else 3
 
 
-def cmd_eval(args) -> int:
+def evaluate(artifact: Artifact, dataset: str, *, on: str = "golden", limit: int | None = None,
+             lanes: int = 4, name: str = "the artifact"):
+    """The accuracies ``eval`` prints (a dict) and, with ``on="verilator"``, the chain's
+    cycles for the whole test split (else ``None``). ``name`` names the artifact in
+    messages."""
     from .datasets import test_split
     from .network import plan
     from .sim.golden import network_ref
 
-    if args.limit is not None and args.limit < 1:
-        raise CLIError(f"--limit must be a positive integer, not {args.limit}")
-    artifact = Artifact.load(args.artifact)
-    net = plan(artifact)
-    split_seed = _provenance(args.artifact, artifact, ("training", "split_seed"), int, 0)
-    x, labels = test_split(args.dataset, split_seed)
-    if x.shape[1] != net.cols:
-        raise CLIError(f"dataset {args.dataset!r} has {x.shape[1]} inputs, the network "
-                       f"takes {net.cols}")
-    x, labels = x[:args.limit], labels[:args.limit]
-    xq = net.quantize_input(x)
-    golden = network_ref(net, xq)
-    hw = None
-    if args.on == "verilator":
-        from .sim.runner import simulate_network
-        run = simulate_network(net, xq, lanes=_lanes(args.lanes))
-        hw = run.logits
-        print(f"{len(x)} samples through the chain of {len(net.layers)} engines in "
-              f"{run.cycles} cycles ({run.cycles / len(x):.0f} per inference, pipelined)")
-    elif args.on != "golden":
+    if limit is not None and limit < 1:
+        raise CLIError(f"--limit must be a positive integer, not {limit}")
+    if on not in ("golden", "verilator"):
         raise CLIError("whole-network runs on a serial port are not implemented yet: "
                        "use --on golden or --on verilator")
+    net = plan(artifact)
+    split_seed = _provenance(name, artifact, ("training", "split_seed"), int, 0)
+    x, labels = test_split(dataset, split_seed)
+    if x.shape[1] != net.cols:
+        raise CLIError(f"dataset {dataset!r} has {x.shape[1]} inputs, the network "
+                       f"takes {net.cols}")
+    x, labels = x[:limit], labels[:limit]
+    xq = net.quantize_input(x)
+    golden = network_ref(net, xq)
+    hw = cycles = None
+    if on == "verilator":
+        from .sim.runner import simulate_network
+        run = simulate_network(net, xq, lanes=_lanes(lanes))
+        hw, cycles = run.logits, run.cycles
     result = {
-        "accuracy_dense": _provenance(args.artifact, artifact, ("accuracy", "dense"),
-                                      (int, float), None),
+        "accuracy_dense": _provenance(name, artifact, ("accuracy", "dense"), (int, float),
+                                      None),
         "accuracy_int": float((net.predict(golden) == labels).mean()),
         "accuracy_hw": None if hw is None else float((net.predict(hw) == labels).mean()),
         "hw_matches_int": None if hw is None else bool(np.array_equal(hw, golden)),
@@ -744,6 +783,18 @@ def cmd_eval(args) -> int:
         / sum(l.nnz for l in artifact.layers),
         "samples": len(x),
     }
+    return result, cycles
+
+
+def cmd_eval(args) -> int:
+    artifact = Artifact.load(args.artifact)
+    result, cycles = evaluate(artifact, args.dataset, on=args.on, limit=args.limit,
+                              lanes=args.lanes, name=args.artifact)
+    if cycles is not None:
+        from .network import plan
+        n = result["samples"]
+        print(f"{n} samples through the chain of {len(plan(artifact).layers)} engines in "
+              f"{cycles} cycles ({cycles / n:.0f} per inference, pipelined)")
     print(json.dumps(result))
     return 3 if result["hw_matches_int"] is False else 0
 
@@ -771,9 +822,26 @@ def _provenance(path, artifact: Artifact, keys: tuple, kind, default):
     return value
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import load_spec, run_sweep
+
+    _output_dir(args.output)
+    if args.workers is not None and args.scheduler is not None:
+        raise CLIError("--workers sizes a local cluster: drop it with --scheduler")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be a positive integer, not {args.workers}")
+    summary = run_sweep(load_spec(args.spec), args.output, scheduler=args.scheduler,
+                        workers=args.workers, progress=sys.stderr.isatty())
+    print(f"{summary['points']} point(s), {summary['tasks']} task(s): {summary['fresh']} run, "
+          f"{summary['cached']} cached, {summary['failed']} failed; wrote "
+          f"{summary['results_csv']}")
+    print(json.dumps(summary))
+    return 3 if summary["failed"] else 0
+
+
 COMMANDS = {"prune": cmd_prune, "eval": cmd_eval, "inspect": cmd_inspect, "dense": cmd_dense,
             "generate": cmd_generate, "simulate": cmd_simulate, "build": cmd_build,
-            "serve-sim": cmd_serve_sim, "deploy": cmd_deploy}
+            "serve-sim": cmd_serve_sim, "deploy": cmd_deploy, "sweep": cmd_sweep}
 
 
 def main(argv=None) -> int:
