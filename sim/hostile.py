@@ -28,7 +28,7 @@ link), ``/dev/null``, a FIFO, a directory or a missing directory.
 
 Counted as failures, all of which must stay 0: ``security_holes`` (the command of a
 pickle ran), ``crashes`` (an exception other than the documented errors escaped the
-loader), ``hangs`` (past the time limit), ``silent_wrongs`` (an accepted artifact that
+loader), ``hangs`` (past the time limit), ``silent_corruptions`` (an accepted artifact that
 does not round-trip or whose golden model disagrees with its dense matrix; an input
 or special file that changed), ``tracebacks`` (the CLI raised instead of printing one
 line), ``warnings`` (a Python warning, e.g. numpy's ``RuntimeWarning``, reached the
@@ -61,7 +61,7 @@ from .fuzz import (FuzzReport, _artifact_bytes, _json_paths, _members, _npy, _np
 __all__ = ["fuzz_artifacts", "fuzz_api", "fuzz_paths", "FAILURE_KEYS"]
 
 #: The counts that must be 0.
-FAILURE_KEYS = ("security_holes", "crashes", "hangs", "silent_wrongs", "tracebacks",
+FAILURE_KEYS = ("security_holes", "crashes", "hangs", "silent_corruptions", "tracebacks",
                 "warnings", "unclear_messages")
 
 _INTS = [0, -1, 2, 255, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**62, 2**63 - 1, 2**63,
@@ -218,8 +218,8 @@ def _check_artifact(report: FuzzReport, data: bytes, what: str, tmp: Path, marke
                     time_limit: float, rng) -> None:
     path = tmp / "input.darb"
     path.write_bytes(data)
-    where = f"case {report.counts.get('cases', 0)} ({what})"
-    report.count("cases")
+    where = f"case {report.counts.get('inputs', 0)} ({what})"
+    report.count("inputs")
     loaded = None
     with _time_limit(time_limit), warnings.catch_warnings():
         warnings.simplefilter("error")        # a warning is a finding, not noise
@@ -241,7 +241,7 @@ def _check_artifact(report: FuzzReport, data: bytes, what: str, tmp: Path, marke
         if loaded is not None:
             why = _usable(loaded, rng)
             if why is not None:
-                report.fail("silent_wrongs", f"{where}: accepted, but {why}")
+                report.fail("silent_corruptions", f"{where}: accepted, but {why}")
     try:
         with _time_limit(time_limit), warnings.catch_warnings():
             warnings.simplefilter("always")   # printed on stderr: _check_cli sees them
@@ -277,7 +277,7 @@ def _run(strategy, check, examples: int, seed: int, budget: float | None):
 
 def _new_report(name: str, seed: int) -> FuzzReport:
     report = FuzzReport(name, seed)
-    for key in ("cases",) + FAILURE_KEYS:
+    for key in ("inputs",) + FAILURE_KEYS:
         report.counts[key] = 0
     return report
 
@@ -301,7 +301,7 @@ def fuzz_artifacts(examples: int, seed: int = 0, *, budget: float | None = None,
     Returns
     -------
     FuzzReport
-        ``cases``, ``accepted``, ``rejected`` and the :data:`FAILURE_KEYS` counts.
+        ``inputs``, ``accepted``, ``rejected`` and the :data:`FAILURE_KEYS` counts.
     """
     report = _new_report("hostile artifacts", seed)
     start = time.monotonic()
@@ -382,8 +382,8 @@ def _check_api(report: FuzzReport, call, value, time_limit: float) -> None:
     from ..host import LinkError
 
     name, fn = call
-    where = f"case {report.counts['cases']} ({name} {value!r:.40})"
-    report.count("cases")
+    where = f"case {report.counts['inputs']} ({name} {value!r:.40})"
+    report.count("inputs")
     try:
         with _time_limit(time_limit), warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -496,13 +496,13 @@ def _snapshot(path: Path):
 
 def _check_path(report: FuzzReport, case, time_limit: float) -> None:
     role, kind, command = case
-    where = f"case {report.counts['cases']} ({command}: {role} {kind})"
-    report.count("cases")
+    where = f"case {report.counts['inputs']} ({command}: {role} {kind})"
+    report.count("inputs")
     with tempfile.TemporaryDirectory(prefix="darbgen-paths-") as d:
         tmp = Path(d)
         valid = {"npy": tmp / "w.npy", "artifact": tmp / "a.darb", "x": tmp / "x.npy",
                  "out": tmp / "result"}
-        rng = np.random.default_rng(report.counts["cases"])
+        rng = np.random.default_rng(report.counts["inputs"])
         np.save(valid["npy"], rng.normal(size=(6, 16)))
         random_artifact(rng).save(valid["artifact"])
         np.save(valid["x"], np.zeros((1, 3), np.int8))
@@ -521,20 +521,20 @@ def _check_path(report: FuzzReport, case, time_limit: float) -> None:
             report.fail("hangs", f"{where}: darbgen {command} took over {time_limit} s")
             return
         if status == 0:
-            report.fail("silent_wrongs", f"{where}: darbgen {command} accepted it")
+            report.fail("silent_corruptions", f"{where}: darbgen {command} accepted it")
         for p, snap in before.items():
             if p.exists() or p.is_symlink():
                 if _snapshot(p) != snap:
-                    report.fail("silent_wrongs", f"{where}: {p.name} changed")
+                    report.fail("silent_corruptions", f"{where}: {p.name} changed")
             else:
-                report.fail("silent_wrongs", f"{where}: {p.name} disappeared")
+                report.fail("silent_corruptions", f"{where}: {p.name} disappeared")
         if protected is not None and _snapshot(protected) != before.get(protected):
-            report.fail("silent_wrongs", f"{where}: the input {protected.name} changed")
+            report.fail("silent_corruptions", f"{where}: the input {protected.name} changed")
         if any(_snapshot(p)[:2] != devices[p] for p in special):
-            report.fail("silent_wrongs", f"{where}: /dev/null was replaced")
+            report.fail("silent_corruptions", f"{where}: /dev/null was replaced")
         extra = {p for p in tmp.rglob("*")} - set(before)
         if extra:
-            report.fail("silent_wrongs", f"{where}: left {sorted(p.name for p in extra)}")
+            report.fail("silent_corruptions", f"{where}: left {sorted(p.name for p in extra)}")
 
 
 def fuzz_paths(examples: int, seed: int = 0, *, budget: float | None = None,

@@ -18,7 +18,7 @@ def failures(report):
 def test_hostile_artifacts():
     report = fuzz_artifacts(400, seed=SEED, budget=40)
     assert not failures(report), report.failures
-    assert report.counts["cases"] >= 100, report.counts
+    assert report.counts["inputs"] >= 100, report.counts
     assert report.counts["rejected"] > report.counts["accepted"] > 0, report.counts
 
 
@@ -27,7 +27,7 @@ def test_hostile_paths():
     96 cases, the whole space."""
     report = fuzz_paths(200, seed=SEED, budget=30)
     assert not failures(report), report.failures
-    assert report.counts["cases"] == 96, report.counts
+    assert report.counts["inputs"] == 96, report.counts
 
 
 def test_hostile_api_values():
@@ -35,7 +35,7 @@ def test_hostile_api_values():
     whole cross product (about 2,200 calls)."""
     report = fuzz_api(5000, seed=SEED, budget=30)
     assert not failures(report), report.failures
-    assert report.counts["cases"] > 2000, report.counts
+    assert report.counts["inputs"] > 2000, report.counts
 
 
 def test_finds_a_ratio_check_in_numpy_words(monkeypatch):
@@ -67,4 +67,4 @@ def test_finds_raw_names_on_the_terminal(monkeypatch):
 def test_finds_an_output_that_replaces_its_input(monkeypatch):
     monkeypatch.setattr(darbgen.cli, "check_output", lambda path, inputs: None)
     report = fuzz_paths(200, seed=SEED)
-    assert report.counts["silent_wrongs"] > 0, report.counts
+    assert report.counts["silent_corruptions"] > 0, report.counts
