@@ -173,6 +173,38 @@ def _artifact_case(draw, marker: str):
     return zipped, "; ".join(done) or "unchanged"
 
 
+def _clear(message: str) -> bool:
+    """One line, in words of our own."""
+    return "\n" not in message and not _INTERNAL.search(message)
+
+
+def _judge(report: FuzzReport, where: str, call, documented, time_limit: float, *,
+           clear=_clear):
+    """``call()``'s result, counted ``accepted``; or ``None`` after a ``documented``
+    error (counted ``rejected``, its message checked by ``clear``), a hang, a warning
+    (raised as an error: a warning is a finding, not noise) or any other exception."""
+    try:
+        with _time_limit(time_limit), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = call()
+    except documented as e:
+        report.count("rejected")
+        if not clear(str(e)):
+            report.fail("unclear_messages", f"{where}: {type(e).__name__}: {str(e)[:300]!r}")
+        return None
+    except _Timeout:
+        report.fail("hangs", f"{where}: over {time_limit} s")
+        return None
+    except Warning as w:
+        report.fail("warnings", f"{where}: {type(w).__name__}: {w}")
+        return None
+    except Exception as e:                  # noqa: BLE001 - the finding
+        report.fail("crashes", f"{where}: {type(e).__name__}: {str(e)[:200]}")
+        return None
+    report.count("accepted")
+    return result
+
+
 def _cli(argv: list) -> tuple[int | None, str, str, BaseException | None]:
     """``darbgen argv`` in process: (status, stdout, stderr, exception that escaped)."""
     from ..cli import main
@@ -206,7 +238,7 @@ def _check_cli(report: FuzzReport, argv: list, where: str, *, names=()) -> int |
     elif status not in (0, 1, 2):
         report.fail("tracebacks", f"{where}: darbgen {command} exited {status}")
     elif status != 0 and (len(lines) != 1 or not lines[0].startswith(f"darbgen {command}: ")
-                          or _INTERNAL.search(lines[0])):
+                          or not _clear(lines[0])):
         report.fail("unclear_messages", f"{where}: darbgen {command}: {err[:300]!r}")
     if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out + err):
         report.fail("unclear_messages", f"{where}: darbgen {command} printed a control "
@@ -220,28 +252,15 @@ def _check_artifact(report: FuzzReport, data: bytes, what: str, tmp: Path, marke
     path.write_bytes(data)
     where = f"case {report.counts.get('inputs', 0)} ({what})"
     report.count("inputs")
-    loaded = None
-    with _time_limit(time_limit), warnings.catch_warnings():
-        warnings.simplefilter("error")        # a warning is a finding, not noise
-        try:
-            loaded = Artifact.load(path)
-            report.count("accepted")
-        except ArtifactError as e:
-            report.count("rejected")
-            message = str(e)
-            if not message.startswith(f"{path}: ") or "\n" in message or \
-                    _INTERNAL.search(message):
-                report.fail("unclear_messages", f"{where}: {message[:300]!r}")
-        except _Timeout:
-            report.fail("hangs", f"{where}: load took over {time_limit} s")
-        except Warning as w:
-            report.fail("warnings", f"{where}: {type(w).__name__}: {w}")
-        except Exception as e:                # noqa: BLE001 - the finding
-            report.fail("crashes", f"{where}: {type(e).__name__}: {str(e)[:200]}")
-        if loaded is not None:
-            why = _usable(loaded, rng)
-            if why is not None:
-                report.fail("silent_corruptions", f"{where}: accepted, but {why}")
+    def load_and_use():
+        loaded = Artifact.load(path)
+        return loaded, _usable(loaded, rng)
+
+    result = _judge(report, where, load_and_use, ArtifactError, time_limit,
+                    clear=lambda m: m.startswith(f"{path}: ") and _clear(m))
+    loaded = None if result is None else result[0]
+    if result is not None and result[1] is not None:
+        report.fail("silent_corruptions", f"{where}: accepted, but {result[1]}")
     try:
         with _time_limit(time_limit), warnings.catch_warnings():
             warnings.simplefilter("always")   # printed on stderr: _check_cli sees them
@@ -384,22 +403,7 @@ def _check_api(report: FuzzReport, call, value, time_limit: float) -> None:
     name, fn = call
     where = f"case {report.counts['inputs']} ({name} {value!r:.40})"
     report.count("inputs")
-    try:
-        with _time_limit(time_limit), warnings.catch_warnings():
-            warnings.simplefilter("error")
-            fn(value)
-    except (ValueError, TypeError, LinkError) as e:   # the documented errors
-        report.count("rejected")
-        if _INTERNAL.search(str(e)) or "\n" in str(e):
-            report.fail("unclear_messages", f"{where}: {type(e).__name__}: {str(e)[:200]}")
-    except _Timeout:
-        report.fail("hangs", f"{where}: over {time_limit} s")
-    except Warning as w:
-        report.fail("warnings", f"{where}: {type(w).__name__}: {w}")
-    except Exception as e:                  # noqa: BLE001 - the finding
-        report.fail("crashes", f"{where}: {type(e).__name__}: {str(e)[:200]}")
-    else:
-        report.count("accepted")
+    _judge(report, where, lambda: fn(value), (ValueError, TypeError, LinkError), time_limit)
 
 
 def fuzz_api(examples: int, seed: int = 0, *, budget: float | None = None,
