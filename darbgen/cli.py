@@ -87,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(one-shot) or a built-in example (trained and "
                                    "fine-tuned) into a .darb artifact.")
     p.add_argument("source", metavar="SOURCE",
-                   help="a .npy float matrix, a saved torch model, or a built-in example "
-                        "(digits-mlp)")
+                   help="a .npy float matrix, a torch.save state dict, an ONNX model, or a "
+                        "built-in example (digits-mlp)")
+    p.add_argument("--data", metavar="DATA.npz",
+                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX "
+                        "SOURCE: prune progressively with masked fine-tuning, calibrate, "
+                        "report dense, pruned and integer accuracy")
+    p.add_argument("--epochs", type=int, metavar="E",
+                   help="with --data: fine-tuning epochs per pruning step (default 5)")
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument("--ratio", type=_number, metavar="R",
                    help="target pruning ratio, dense size / kept weights (darb, block, "
@@ -215,7 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    '{"accuracy_dense", "accuracy_int", "accuracy_hw", '
                                    '"hw_matches_int", "pruning_ratio", "samples"}.')
     p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="digits")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", metavar="NAME", help="a built-in data set: digits")
+    data.add_argument("--data", metavar="DATA.npz",
+                      help="the user's data: its x_test and y_test")
     p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
                    help="where the hardware result comes from (default %(default)s: none)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
@@ -310,7 +319,15 @@ def cmd_prune(args) -> int:
     if args.method in ("sap", "blkrew", "structured"):
         return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
                 "structured": cmd_prune_structured}[args.method](args)
+    user = args.data is not None or Path(args.source).suffix in (".onnx", ".pt2")
+    if args.epochs is not None and args.data is None:
+        raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
+    if user and args.method in ("sap", "blkrew", "structured"):
+        raise CLIError(f"--method {args.method} does not take --data or an ONNX source; use "
+                       "darb, bmwm, block, nm or irregular")
     method = method_from_args(args)
+    if user:
+        return _prune_user(args, method)
     if args.source in EXAMPLES:
         result = run_example(args.source, method, weight_bits=args.weight_bits, seed=args.seed,
                              progress=sys.stderr.isatty())
@@ -321,6 +338,24 @@ def cmd_prune(args) -> int:
     else:
         artifact = prune_oneshot(load_source(args.source), method, weight_bits=args.weight_bits,
                                  source=str(args.source))
+    return _report_pruned(args, artifact)
+
+
+def _prune_user(args, method) -> int:
+    """``prune`` of the user's model (an ONNX graph, or weights) with the user's data."""
+    from .pruning.user import prune_source
+
+    if args.epochs is not None and args.epochs < 0:
+        raise CLIError(f"--epochs must be a non-negative integer, not {args.epochs}")
+    artifact = prune_source(args.source, method, data=args.data,
+                            epochs=5 if args.epochs is None else args.epochs,
+                            weight_bits=args.weight_bits, seed=args.seed)
+    acc = artifact.provenance.get("accuracy")
+    if acc:
+        print(f"{args.source}: dense accuracy {acc['dense']:.4f}, pruned {acc['pruned']:.4f}, "
+              f"int{args.weight_bits} weights {acc['quantized']:.4f}, integer network "
+              f"{acc['int']:.4f} on the {artifact.provenance['training']['test_samples']} "
+              f"test samples of {args.data}")
     return _report_pruned(args, artifact)
 
 
@@ -405,6 +440,10 @@ def _report_pruned(args, artifact) -> int:
                     artifact.provenance.get("accuracy", {}).items()})
     print(f"wrote {args.output}: {len(artifact.layers)} layer(s), {kept} weights kept, "
           f"{total / kept:.2f}x")
+    if len(artifact.layers) > 1 and any(l.input_scale is None for l in artifact.layers):
+        print(f"note: {args.source} was pruned one-shot: no fine-tuning and no calibration "
+              "(no input scales), so `darbgen eval` and the whole-network hardware cannot run "
+              "it; an ONNX model with --data DATA.npz gets both")
     print(json.dumps(summary))
     return 0
 
@@ -681,10 +720,15 @@ def cmd_eval(args) -> int:
     artifact = Artifact.load(args.artifact)
     net = plan(artifact)
     training = artifact.provenance.get("training", {})
-    x, labels = test_split(args.dataset, int(training.get("split_seed", 0)))
+    if args.data is not None:
+        from .datasets import load_data
+        arrays = load_data(args.data, test_only=True)
+        x, labels = arrays["x_test"].reshape(len(arrays["x_test"]), -1), arrays["y_test"]
+    else:
+        x, labels = test_split(args.dataset, int(training.get("split_seed", 0)))
     if x.shape[1] != net.cols:
-        raise CLIError(f"dataset {args.dataset!r} has {x.shape[1]} inputs, the network "
-                       f"takes {net.cols}")
+        raise CLIError(f"{args.data or f'dataset {args.dataset!r}'} has {x.shape[1]} inputs, "
+                       f"the network takes {net.cols}")
     x, labels = x[:args.limit], labels[:args.limit]
     xq = net.quantize_input(x)
     golden = network_ref(net, xq)

@@ -28,7 +28,7 @@ from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
            "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
-           "prune_trained", "conv_spec"]
+           "prune_trained", "prune_model", "conv_spec", "USER_STEPS"]
 
 
 def digits_data(seed: int = 0) -> Dataset:
@@ -163,6 +163,52 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     }
     return ExampleResult(Artifact(sparse, provenance), model, acc_dense, acc_pruned, acc_quant,
                          log, time.monotonic() - start)
+
+
+#: Progressive pruning steps for a user's model (``darbgen prune SOURCE --data``).
+USER_STEPS = 4
+
+
+def prune_model(model, data: Dataset, method: PruningMethod, *, epochs: int,
+                steps: int = USER_STEPS, weight_bits: int = 8, seed: int = 0,
+                progress: bool = False, source: str = "") -> ExampleResult:
+    """Prune a user's trained ``model`` on the user's ``data``: the built-in examples'
+    path without the dense training. ``steps`` rounds of pruning, each followed by
+    ``epochs`` of masked fine-tuning; then quantization, calibration of every layer's
+    input scale on ``data.x_train``, and the accuracy of the integer network (the golden
+    model) on the test split.
+
+    Returns
+    -------
+    ExampleResult
+        Its artifact's provenance holds ``accuracy``: ``dense``, ``pruned``,
+        ``quantized`` (int weights, float activations) and ``int`` (the integer network).
+    """
+    from ..network import plan
+    from ..sim.golden import network_ref
+
+    start = time.monotonic()
+    torch.manual_seed(seed)
+    acc_dense = accuracy(model, data.x_test, data.y_test)
+    pruned = prune_trained(model, data, method, weight_bits=weight_bits, seed=seed,
+                           finetune_epochs=epochs, steps=steps, progress=progress)
+    provenance = {
+        "source": source, "method": method.name, "parameters": method.params(),
+        "weight_bits": weight_bits, "quantization": "symmetric, per-row scale",
+        "training": {"seed": seed, "finetune_epochs": epochs, "steps": steps,
+                     "dataset": "user data", "train_samples": len(data.x_train),
+                     "test_samples": len(data.x_test)},
+        "accuracy": {"dense": acc_dense, "pruned": pruned["accuracy_pruned"],
+                     "quantized": pruned["accuracy_quantized"]},
+        "schedule": pruned["log"],
+    }
+    artifact = Artifact(pruned["layers"], provenance)
+    net = plan(artifact)
+    x = data.x_test.reshape(len(data.x_test), -1).double().numpy()
+    logits = network_ref(net, net.quantize_input(x))
+    provenance["accuracy"]["int"] = float((net.predict(logits) == data.y_test.numpy()).mean())
+    return ExampleResult(artifact, model, acc_dense, pruned["accuracy_pruned"],
+                         pruned["accuracy_quantized"], pruned["log"], time.monotonic() - start)
 
 
 def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, seed: int = 0,

@@ -1,0 +1,340 @@
+"""A user's network as a chain of steps the integer network runs, read from ONNX.
+
+The integer network (:mod:`darbgen.network`) runs a chain: Linear layers and
+convolutions, each optionally followed by a ReLU, a convolution's ReLU optionally by a
+square max-pool, with flattening between maps and vectors. :class:`Chain` is that
+chain with float weights, read from a graph (:func:`read_onnx` here, the torch graphs
+in :mod:`darbgen.pruning.graphs`); everything downstream (pruning, fine-tuning,
+calibration, export) starts from it. A step is what one layer of ``torch.nn``
+would do, so the chain becomes an ``nn.Sequential`` one to one.
+
+Reading is strict. BatchNormalization is folded into the Gemm or Conv before it
+(:func:`fold_batchnorm`); inference no-ops (Identity, Dropout) vanish; every other op
+the integer network cannot run is refused by name (``node 'gelu_3' (Gelu) has no
+integer form``), never dropped. A graph that branches is refused too.
+
+Only numpy (and the ``onnx`` package's protobuf reader): no torch. Nothing in an ONNX
+file is executed: it is a protobuf of tensors and op names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
+           "MAX_ONNX_BYTES", "integer_chain"]
+
+#: What a step does: ``linear`` and ``conv`` carry weights; ``relu``; ``maxpool`` (a
+#: square window with stride equal to it); ``flatten`` (maps to vectors, channel-major);
+#: ``unflatten`` (vectors to ``shape`` maps); ``batchnorm`` only until folded.
+STEP_KINDS = ("linear", "conv", "relu", "maxpool", "flatten", "unflatten", "batchnorm")
+#: Largest ONNX file read (protobuf itself stops at 2 GiB).
+MAX_ONNX_BYTES = 1 << 30
+
+
+class GraphError(ValueError):
+    """A graph the integer network cannot run; the message names the node."""
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One step of a :class:`Chain`.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`STEP_KINDS`.
+    name : str
+        The node's name, usable as a module name (no dots).
+    weight, bias : ndarray, optional
+        ``linear``: ``rows × cols``; ``conv``: ``F × C × kh × kw``. ``batchnorm``:
+        ``weight`` is ``(scale, shift, mean, var)`` stacked and ``bias`` ``[epsilon]``.
+    padding, stride : (int, int)
+        ``conv`` only.
+    window : int
+        ``maxpool`` only.
+    shape : tuple of int
+        ``unflatten`` only: ``(C, H, W)``.
+    """
+
+    kind: str
+    name: str
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    padding: tuple = (0, 0)
+    stride: tuple = (1, 1)
+    window: int = 1
+    shape: tuple = ()
+
+    def __post_init__(self):
+        if self.kind not in STEP_KINDS:
+            raise ValueError(f"step kind must be one of {', '.join(STEP_KINDS)}, "
+                             f"not {self.kind!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Chain:
+    """A network as a chain of :class:`Step`, with the shape of one input sample."""
+
+    steps: tuple
+    input_shape: tuple = field(default=())
+
+    @property
+    def layers(self) -> list:
+        """The steps with weights (``linear``, ``conv``), in order."""
+        return [s for s in self.steps if s.kind in ("linear", "conv")]
+
+
+def _clean_name(name: str, fallback: str) -> str:
+    """A node name as a module name: ``'/0/Gemm'`` → ``'0_Gemm'``."""
+    clean = re.sub(r"\W+", "_", name).strip("_")
+    return clean or fallback
+
+
+def fold_batchnorm(chain: Chain) -> Chain:
+    """``chain`` with each BatchNorm folded into the Linear or Conv right before it:
+    ``W' = W · g``, ``b' = (b − mean) · g + shift`` with ``g = scale / sqrt(var + eps)``
+    per output channel.
+
+    Raises
+    ------
+    GraphError
+        A BatchNorm that follows no Linear or Conv (the node is named).
+    """
+    out = []
+    for s in chain.steps:
+        if s.kind != "batchnorm":
+            out.append(s)
+            continue
+        prev = out[-1] if out else None
+        if prev is None or prev.kind not in ("linear", "conv"):
+            raise GraphError(f"node {s.name!r} (BatchNormalization) follows no Gemm, MatMul or "
+                             "Conv to fold into")
+        scale, shift, mean, var = s.weight
+        if len(scale) != prev.weight.shape[0]:
+            raise GraphError(f"node {s.name!r} (BatchNormalization) normalizes {len(scale)} "
+                             f"channels, node {prev.name!r} produces {prev.weight.shape[0]}")
+        g = scale / np.sqrt(var + s.bias[0])
+        w = prev.weight * g.reshape((-1,) + (1,) * (prev.weight.ndim - 1))
+        b = np.zeros(len(g)) if prev.bias is None else prev.bias
+        out[-1] = replace(prev, weight=w, bias=(b - mean) * g + shift)
+    return replace(chain, steps=tuple(out))
+
+
+# -- ONNX ------------------------------------------------------------------------------
+
+#: What a refused op would need, where darbgen can say more than "no integer form".
+_HINTS = {
+    "Shape": "flatten with torch.flatten(x, 1) or nn.Flatten rather than x.view(x.size(0), -1)",
+    "LSTM": "prune an LSTM from its state dict (darbgen prune STATE_DICT.pt)",
+}
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _refuse(node, why: str = "has no integer form") -> GraphError:
+    hint = _HINTS.get(node.op_type)
+    return GraphError(f"node {node.name!r} ({node.op_type}) {why}" + (f": {hint}" if hint else ""))
+
+
+def read_onnx(path) -> Chain:
+    """The chain of an ONNX model: Gemm, MatMul (+ Add), Conv, Relu, MaxPool, Flatten,
+    Reshape, BatchNormalization (folded), Identity, Dropout.
+
+    Raises
+    ------
+    GraphError
+        An op without integer form, an attribute the integer network does not run
+        (dilation, groups, asymmetric padding, a pool whose stride differs from its
+        window, ...), or a graph that is not a chain; the message names the node.
+    ValueError
+        Not a readable ONNX file, or one with external data (darbgen reads one file).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if path.stat().st_size > MAX_ONNX_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than the "
+                         f"{MAX_ONNX_BYTES} an ONNX file of darbgen's may hold")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ValueError(f"{path}: not a readable ONNX file ({e})") from None
+    g = model.graph
+    consts = {}
+    for t in g.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ValueError(f"{path}: initializer {t.name!r} is stored in an external file; "
+                             "darbgen reads self-contained ONNX files only")
+        consts[t.name] = numpy_helper.to_array(t).astype(np.float64, copy=False) \
+            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                               onnx.TensorProto.FLOAT16) else numpy_helper.to_array(t)
+    inputs = [i for i in g.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise GraphError(f"{path}: the graph has {len(inputs)} inputs; darbgen runs networks "
+                         "with one")
+    dims = inputs[0].type.tensor_type.shape.dim
+    input_shape = tuple(d.dim_value for d in dims[1:])
+    current = inputs[0].name           # the one activation tensor the chain carries
+    steps = []
+    for i, node in enumerate(g.node):
+        op = node.op_type
+        name = _clean_name(node.name, f"{op.lower()}{i}")
+        a = _attrs(node)
+        if op == "Constant":
+            if "value" not in a:
+                raise _refuse(node, "holds no tensor 'value'")
+            consts[node.output[0]] = numpy_helper.to_array(a["value"])
+            continue
+        if op in ("Identity", "Dropout") and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]
+            continue
+        ins = list(node.input)
+        if current not in ins:
+            raise _refuse(node, "does not take the chain's activation (the graph branches "
+                                "or computes on constants)")
+        others = [x for x in ins if x != current and x]
+        missing = [x for x in others if x not in consts]
+        if missing:
+            raise _refuse(node, f"joins a second activation {missing[0]!r}; darbgen runs chains")
+        step = _onnx_step(node, name, a, [consts[x] for x in others], steps, ins.index(current))
+        if step is not None:
+            steps.append(step)
+        current = node.output[0]
+    if g.output[0].name != current:
+        raise GraphError(f"{path}: the graph's output {g.output[0].name!r} is not the end "
+                         "of its chain")
+    return integer_chain(fold_batchnorm(Chain(tuple(steps), input_shape)))
+
+
+def integer_chain(chain: Chain) -> Chain:
+    """``chain`` in the order the integer network runs it, or a :class:`GraphError`.
+
+    A layer may be followed by a ReLU, a convolution (after its ReLU, if any) by one
+    max-pool; a pool before a ReLU is moved after it (they commute). Flattening a
+    vector is dropped. The chain ends in a Linear layer: its outputs are the logits.
+
+    Raises
+    ------
+    GraphError
+        A step where the integer network has none (a ReLU that follows no layer, a pool
+        after a Linear layer, a Linear layer on maps, ...); the message names the node.
+    """
+    steps = list(chain.steps)
+    for i in range(len(steps) - 1):             # maxpool, relu -> relu, maxpool
+        if steps[i].kind == "maxpool" and steps[i + 1].kind == "relu":
+            steps[i], steps[i + 1] = steps[i + 1], steps[i]
+    maps = len(chain.input_shape) == 3
+    out = []
+    for s in steps:
+        prev = out[-1].kind if out else None
+        before = out[-2].kind if len(out) > 1 else None
+        if s.kind == "flatten":
+            if maps:
+                out.append(s)
+            maps = False
+            continue
+        if s.kind == "unflatten" and (maps or out):
+            raise GraphError(f"node {s.name!r} reshapes to maps after the first layer; "
+                             "darbgen unflattens the network's input only")
+        if s.kind == "conv" and not maps:
+            raise GraphError(f"node {s.name!r} (Conv) takes vectors; give the network image "
+                             "inputs (N, C, H, W) or unflatten them first")
+        if s.kind == "linear" and maps:
+            raise GraphError(f"node {s.name!r} (Gemm/MatMul) takes maps; flatten them first")
+        if s.kind == "relu" and prev not in ("linear", "conv"):
+            raise GraphError(f"node {s.name!r} (Relu) follows no Gemm, MatMul or Conv; "
+                             "the integer network applies a ReLU right after a layer")
+        if s.kind == "maxpool" and not (prev == "conv" or (prev == "relu" and before == "conv")):
+            raise GraphError(f"node {s.name!r} (MaxPool) follows no Conv (or Conv and Relu); "
+                             "the integer network pools a convolution's output once")
+        if s.kind == "unflatten":
+            maps = True
+        out.append(s)
+    layers = [s for s in out if s.kind in ("linear", "conv")]
+    if not layers:
+        raise GraphError("the graph has no Gemm, MatMul or Conv layer")
+    if out[-1].kind != "linear":
+        raise GraphError(f"the graph ends in node {out[-1].name!r} ({out[-1].kind}), not a "
+                         "Linear layer: the integer network's logits are a Linear layer's "
+                         "outputs")
+    return replace(chain, steps=tuple(out))
+
+
+def _onnx_step(node, name, a, args, steps, position):
+    """The step of one ONNX node (``None``: it changed an earlier step or nothing)."""
+    op = node.op_type
+    if op in ("Identity", "Dropout"):
+        return None
+    if op == "Relu":
+        return Step("relu", name)
+    if op == "Gemm":
+        if a.get("transA", 0) or position != 0:
+            raise _refuse(node, "multiplies from the left (transA); darbgen runs x · Wᵀ")
+        w = args[0] if a.get("transB", 0) else args[0].T
+        bias = a.get("beta", 1.0) * np.broadcast_to(np.asarray(args[1], np.float64).reshape(-1),
+                                                    w.shape[:1]) if len(args) > 1 else None
+        return Step("linear", name, np.asarray(w, np.float64) * a.get("alpha", 1.0), bias)
+    if op == "MatMul":
+        if position != 0 or args[0].ndim != 2:
+            raise _refuse(node, "is not activation × a 2-D weight")
+        return Step("linear", name, np.asarray(args[0].T, np.float64))
+    if op == "Add":
+        prev = steps[-1] if steps else None
+        if prev is None or prev.kind not in ("linear", "conv") or prev.bias is not None:
+            raise _refuse(node, "adds a constant that is no Gemm, MatMul or Conv bias")
+        rows = prev.weight.shape[0]
+        c = np.asarray(args[0], np.float64)
+        if c.size != rows or (prev.kind == "conv" and c.ndim == 1):
+            raise _refuse(node, f"adds {c.shape}, not one bias per output of {prev.name!r}")
+        steps[-1] = replace(prev, bias=c.reshape(rows))
+        return None
+    if op == "Conv":
+        w = np.asarray(args[0], np.float64)
+        if w.ndim != 4:
+            raise _refuse(node, f"is a {w.ndim - 2}-D convolution; darbgen runs 2-D ones")
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or \
+                tuple(a.get("dilations", (1, 1))) != (1, 1) or a.get("group", 1) != 1 or \
+                pads[:2] != pads[2:]:
+            raise _refuse(node, f"has pads {pads}, dilations {tuple(a.get('dilations', (1, 1)))}"
+                                f", group {a.get('group', 1)}: darbgen runs symmetric padding, "
+                                "dilation 1, group 1")
+        return Step("conv", name, w, None if len(args) < 2 else np.asarray(args[1], np.float64),
+                    padding=pads[:2], stride=tuple(a.get("strides", (1, 1))))
+    if op == "MaxPool":
+        k = tuple(a.get("kernel_shape", ()))
+        if len(k) != 2 or k[0] != k[1] or tuple(a.get("strides", (1, 1))) != k or \
+                any(a.get("pads", (0,))) or a.get("ceil_mode", 0) or \
+                any(d != 1 for d in a.get("dilations", (1, 1))) or len(node.output) > 1:
+            raise _refuse(node, f"has kernel {k}, strides {tuple(a.get('strides', (1, 1)))}: "
+                                "darbgen pools square windows with stride equal to the window, "
+                                "no padding, floor mode")
+        return Step("maxpool", name, window=k[0])
+    if op == "Flatten":
+        if a.get("axis", 1) != 1:
+            raise _refuse(node, f"flattens from axis {a.get('axis')}; darbgen flattens from 1")
+        return Step("flatten", name)
+    if op == "Reshape":
+        shape = tuple(int(v) for v in np.asarray(args[0]).reshape(-1))
+        if len(shape) == 2 and shape[0] in (0, -1, 1) and shape[1] != 0:
+            return Step("flatten", name)
+        if len(shape) == 4 and shape[0] in (0, -1, 1) and min(shape[1:]) > 0:
+            return Step("unflatten", name, shape=shape[1:])
+        raise _refuse(node, f"reshapes to {shape}; darbgen flattens to (N, -1) or unflattens "
+                            "vectors to (N, C, H, W)")
+    if op == "BatchNormalization":
+        if a.get("training_mode", 0):
+            raise _refuse(node, "is in training mode; export the model in eval mode")
+        scale, shift, mean, var = (np.asarray(x, np.float64) for x in args[:4])
+        return Step("batchnorm", name, np.stack([scale, shift, mean, var]),
+                    np.array([a.get("epsilon", 1e-5)]))
+    raise _refuse(node)

@@ -1,0 +1,228 @@
+"""Bring your own model: ONNX graphs and torch modules in, the user's data for
+fine-tuning, calibration and evaluation, the hardware equal to the integer model."""
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from darbgen.cli import main
+from darbgen.datasets import digits_split
+from darbgen.format import Artifact
+from darbgen.graph import GraphError, read_onnx
+from darbgen.network import plan
+from darbgen.pruning.graphs import chain_module, from_module, load_graph, trace_module
+from darbgen.sim.golden import network_ref
+
+SEED = 15
+
+
+def export_onnx(model, x, path):
+    """``torch.onnx.export`` (the TorchScript exporter: the dynamo one needs onnxscript)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def randomize_bn(model, seed=SEED):
+    """BatchNorm statistics and affine parameters far from the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen))
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=gen))
+            m.bias.data.copy_(torch.randn(n, generator=gen))
+    return model.eval()
+
+
+def mlp_bn():
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def cnn_pool():
+    """Conv, BatchNorm, then the pool before the ReLU (they commute; darbgen swaps them)."""
+    torch.manual_seed(SEED)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.MaxPool2d(2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(96, 10))
+
+
+class FunctionalNet(nn.Module):
+    """ReLUs through ``F.relu``: no module says they are there."""
+
+    def __init__(self, act=F.relu):
+        super().__init__()
+        torch.manual_seed(SEED)
+        self.fc1, self.fc2, self.act = nn.Linear(64, 32), nn.Linear(32, 10), act
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@pytest.mark.parametrize("make, shape", [(mlp_bn, (64,)), (cnn_pool, (1, 8, 8))],
+                         ids=["mlp-batchnorm", "cnn-pool"])
+def test_onnx_equals_float_model(tmp_path, make, shape):
+    model = randomize_bn(make())
+    x = torch.randn((16, *shape), generator=torch.Generator().manual_seed(SEED))
+    seq, chain = load_graph(export_onnx(model, x, tmp_path / "m.onnx"))
+    assert "batchnorm" not in [s.kind for s in chain.steps]            # folded
+    assert chain.input_shape == shape
+    with torch.no_grad():
+        assert torch.allclose(seq(x), model(x), atol=1e-5)
+        # the check can fail: without the BatchNorm the outputs differ
+        assert not torch.allclose(seq(x), nn.Sequential(*[m for m in model if not isinstance(
+            m, nn.modules.batchnorm._BatchNorm)])(x), atol=1e-2)
+
+
+def test_torch_export_captures_functional_relu():
+    model = FunctionalNet()
+    chain = trace_module(model, torch.zeros(2, 64))
+    assert [(s.kind, s.name) for s in chain.steps] == [("linear", "fc1"), ("relu", "relu"),
+                                                       ("linear", "fc2")]
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        assert torch.equal(chain_module(chain)(x), model(x))
+
+
+def test_torch_export_batchnorm_and_pool():
+    model = randomize_bn(cnn_pool())
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        assert torch.allclose(from_module(model, x)(x), model(x), atol=1e-5)
+
+
+def test_torch_export_refuses_gelu():
+    with pytest.raises(GraphError, match=r"^node 'gelu' \(aten\.gelu\) has no integer form$"):
+        trace_module(FunctionalNet(F.gelu), torch.zeros(2, 64))
+
+
+# -- ONNX refusals, on graphs built node by node ------------------------------------------
+
+def graph(nodes, inits, in_shape=(1, 4), out="y"):
+    rng = np.random.default_rng(SEED)
+    tensors = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), name)
+               for name, s in inits.items()]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     list(in_shape))],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], tensors)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def gemm(name, x, y, w="w", b="b"):
+    return helper.make_node("Gemm", [x, w, b], [y], name=name, transB=1)
+
+
+def save(tmp_path, model):
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    return tmp_path / "m.onnx"
+
+
+W = {"w": (3, 4), "b": (3,)}
+REFUSALS = [
+    ("gelu", [gemm("fc", "x", "h"), helper.make_node("Gelu", ["h"], ["y"], name="gelu_3")], W,
+     r"^node 'gelu_3' \(Gelu\) has no integer form$"),
+    ("branch", [gemm("fc", "x", "h"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                helper.make_node("Add", ["h", "r"], ["y"], name="residual")], W,
+     r"^node 'residual' \(Add\) joins a second activation 'h'; darbgen runs chains$"),
+    ("dilation", [helper.make_node("Conv", ["x", "k"], ["c"], name="conv", dilations=[2, 2]),
+                  helper.make_node("Flatten", ["c"], ["f"], name="flat"), gemm("fc", "f", "y")],
+     {"k": (2, 1, 3, 3), "w": (3, 8), "b": (3,)},
+     r"^node 'conv' \(Conv\) has pads \(0, 0, 0, 0\), dilations \(2, 2\), group 1: darbgen "
+     r"runs symmetric padding, dilation 1, group 1$"),
+    ("pool-stride", [helper.make_node("Conv", ["x", "k"], ["c"], name="conv"),
+                     helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2]),
+                     helper.make_node("Flatten", ["p"], ["f"], name="flat"), gemm("fc", "f", "y")],
+     {"k": (2, 1, 3, 3), "w": (3, 8), "b": (3,)},
+     r"^node 'pool' \(MaxPool\) has kernel \(2, 2\), strides \(1, 1\): darbgen pools square "
+     r"windows with stride equal to the window, no padding, floor mode$"),
+    ("bn-first", [helper.make_node("BatchNormalization", ["x", "s", "t", "m", "v"], ["n"],
+                                   name="bn"), gemm("fc", "n", "y")],
+     {"s": (4,), "t": (4,), "m": (4,), "v": (4,), **W},
+     r"^node 'bn' \(BatchNormalization\) follows no Gemm, MatMul or Conv to fold into$"),
+    ("final-relu", [gemm("fc", "x", "h"), helper.make_node("Relu", ["h"], ["y"], name="out")], W,
+     r"^the graph ends in node 'out' \(relu\), not a Linear layer"),
+    ("shape", [helper.make_node("Shape", ["x"], ["y"], name="size")], {},
+     r"^node 'size' \(Shape\) has no integer form: flatten with torch\.flatten\(x, 1\)"),
+]
+
+
+@pytest.mark.parametrize("nodes, inits, message", [r[1:] for r in REFUSALS],
+                         ids=[r[0] for r in REFUSALS])
+def test_onnx_refusals(tmp_path, nodes, inits, message):
+    shape = (1, 1, 4, 4) if "k" in inits else (1, 4)
+    with pytest.raises(GraphError, match=message):
+        read_onnx(save(tmp_path, graph(nodes, inits, shape)))
+
+
+def test_onnx_matmul_add_and_file_refusals(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "wt"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b"], ["y"], name="add")]
+    chain = read_onnx(save(tmp_path, graph(nodes, {"wt": (4, 3), "b": (3,)})))
+    assert [s.kind for s in chain.steps] == ["linear"] and chain.steps[0].bias.shape == (3,)
+    (tmp_path / "junk.onnx").write_bytes(b"\xff\xff junk")
+    with pytest.raises(ValueError, match=r"junk\.onnx: not a readable ONNX file"):
+        read_onnx(tmp_path / "junk.onnx")
+    (tmp_path / "m.pt2").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"m\.pt2: torch\.export\.load unpickles a \.pt2 file's "
+                                         r"weights with torch\.load\(weights_only=False\)"):
+        load_graph(tmp_path / "m.pt2")
+
+
+# -- the whole path: prune with the user's data, evaluate on the golden model and in
+#    Verilator -------------------------------------------------------------------------
+
+def digits(images=False):
+    xtr, xte, ytr, yte = digits_split(0)
+    xtr, xte = (xtr / 16).astype(np.float32), (xte / 16).astype(np.float32)
+    if images:
+        xtr, xte = xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8)
+    return xtr, ytr, xte, yte
+
+
+def trained(model, xtr, ytr, epochs=80):
+    """``model`` trained full-batch (seeded): a user's own trained model."""
+    torch.manual_seed(SEED)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x, y = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
+    model.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def run_json(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("make, images", [(mlp_bn, False), (cnn_pool, True)],
+                         ids=["onnx-mlp-batchnorm", "onnx-cnn-pool"])
+def test_onnx_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images):
+    xtr, ytr, xte, yte = digits(images)
+    np.savez(tmp_path / "data.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    src = export_onnx(trained(make(), xtr, ytr), torch.from_numpy(xte[:2]), tmp_path / "m.onnx")
+    out = tmp_path / "m.darb"
+    pruned = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
+                               "--data", str(tmp_path / "data.npz"), "--epochs", "2",
+                               "-o", str(out)])
+    assert pruned["accuracy_dense"] > 0.9 and pruned["pruning_ratio"] == pytest.approx(4, 0.05)
+    for key in ("accuracy_pruned", "accuracy_quantized", "accuracy_int"):
+        assert 0.5 < pruned[key] <= 1, (key, pruned)
+    golden = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz")])
+    assert golden["accuracy_int"] == pytest.approx(pruned["accuracy_int"])
+    assert golden["samples"] == len(yte)
+    hw = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz"), "--on",
+                           "verilator", "--limit", "12"])
+    assert hw["hw_matches_int"] is True and hw["accuracy_hw"] == hw["accuracy_int"]
