@@ -316,15 +316,15 @@ def cmd_prune(args) -> int:
     if args.source not in EXAMPLES and not os.path.lexists(args.source):
         raise CLIError(f"{args.source}: no such file (built-in examples: "
                        f"{', '.join(EXAMPLES)})")
-    if args.method in ("sap", "blkrew", "structured"):
-        return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
-                "structured": cmd_prune_structured}[args.method](args)
     user = args.data is not None or Path(args.source).suffix in (".onnx", ".pt2")
     if args.epochs is not None and args.data is None:
         raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
     if user and args.method in ("sap", "blkrew", "structured"):
         raise CLIError(f"--method {args.method} does not take --data or an ONNX source; use "
                        "darb, bmwm, block, nm or irregular")
+    if args.method in ("sap", "blkrew", "structured"):
+        return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
+                "structured": cmd_prune_structured}[args.method](args)
     method = method_from_args(args)
     if user:
         return _prune_user(args, method)

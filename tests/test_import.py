@@ -226,3 +226,80 @@ def test_onnx_prune_with_data_golden_and_verilator(tmp_path, capsys, make, image
     hw = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz"), "--on",
                            "verilator", "--limit", "12"])
     assert hw["hw_matches_int"] is True and hw["accuracy_hw"] == hw["accuracy_int"]
+
+
+# -- refusals of the data and of the options -------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(SEED)
+    np.savez(d / "data.npz", x_train=rng.random((20, 64), np.float32), y_train=np.arange(20) % 10,
+             x_test=rng.random((8, 64), np.float32), y_test=np.arange(8))
+    torch.manual_seed(SEED)
+    export_onnx(nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)),
+                torch.zeros(2, 64), d / "m.onnx")
+    torch.save({"fc.weight": torch.zeros(3, 64)}, d / "sd.pt")
+    arrays = dict(np.load(d / "data.npz"))
+    for name, change in {"no-y-test": {"y_test": None}, "int-x": {"x_train": np.zeros((20, 64),
+                                                                                       np.int64)},
+                         "shape": {"x_train": np.zeros((20, 63), np.float32),
+                                   "x_test": np.zeros((8, 63), np.float32)},
+                         "label": {"y_train": np.full(20, 10)},
+                         "float-y": {"y_test": np.zeros(8)},
+                         "lengths": {"y_train": np.zeros(19, np.int64)}}.items():
+        a = {k: v for k, v in {**arrays, **change}.items() if v is not None}
+        np.savez(d / f"{name}.npz", **a)
+    return d
+
+
+@pytest.mark.parametrize("argv, message", [
+    ("prune {d}/m.onnx --method darb --data {d}/no-y-test.npz",
+     r"no-y-test\.npz: has no 'y_test' array \(a DATA\.npz holds x_train, y_train, x_test, "
+     r"y_test\)$"),
+    ("prune {d}/m.onnx --method darb --data {d}/int-x.npz",
+     r"int-x\.npz: 'x_train' must hold float inputs, not int64$"),
+    ("prune {d}/m.onnx --method darb --data {d}/shape.npz",
+     r"shape\.npz: 'x_train' has samples of shape \(63,\), the model takes \(64,\)$"),
+    ("prune {d}/m.onnx --method darb --data {d}/label.npz",
+     r"label\.npz: 'y_train' has label 10, the model has 10 outputs$"),
+    ("prune {d}/m.onnx --method darb --data {d}/float-y.npz",
+     r"float-y\.npz: 'y_test' must be a 1-D array of integer labels, not float64 of shape "
+     r"\(8,\)$"),
+    ("prune {d}/m.onnx --method darb --data {d}/lengths.npz",
+     r"lengths\.npz: 'x_train' has 20 samples, 'y_train' 19$"),
+    ("prune {d}/m.onnx --method darb --data {d}/m.onnx",
+     r"m\.onnx: not a \.npz file"),
+    ("prune {d}/sd.pt --method darb --data {d}/data.npz",
+     r"sd\.pt: --data needs a model with its graph \(ONNX\): weights alone say nothing of the "
+     r"activations to calibrate"),
+    ("prune {d}/m.onnx --method darb --epochs 3",
+     r"--epochs needs --data \(fine-tuning runs on the user's data\)$"),
+    ("prune {d}/m.onnx --method darb --data {d}/data.npz --epochs -1",
+     r"--epochs must be a non-negative integer, not -1$"),
+    ("prune {d}/m.onnx --method sap --data {d}/data.npz",
+     r"--method sap does not take --data or an ONNX source; use darb, bmwm, block, nm or "
+     r"irregular$"),
+    ("eval {d}/m.darb --data {d}/shape.npz",
+     r"shape\.npz has 63 inputs, the network takes 64$"),
+])
+def test_data_refusals(small_onnx, capsys, argv, message):
+    import re
+    if argv.startswith("eval") and not (small_onnx / "m.darb").exists():
+        assert main(["prune", str(small_onnx / "m.onnx"), "--method", "darb", "--ratio", "2",
+                     "--data", str(small_onnx / "data.npz"), "--epochs", "0", "-o",
+                     str(small_onnx / "m.darb")]) == 0
+    out = small_onnx / "out.darb"
+    code = main(argv.format(d=small_onnx).split() + ["-o", str(out)] * argv.startswith("prune"))
+    err = capsys.readouterr().err
+    assert code == 1 and re.search(message, err.strip()), err
+    assert not out.exists()
+
+
+def test_oneshot_says_no_calibration(small_onnx, capsys):
+    out = small_onnx / "oneshot.darb"
+    assert main(["prune", str(small_onnx / "m.onnx"), "--method", "darb", "--ratio", "2",
+                 "-o", str(out)]) == 0
+    assert "was pruned one-shot: no fine-tuning and no calibration" in capsys.readouterr().out
+    assert main(["eval", str(out), "--data", str(small_onnx / "data.npz")]) == 1
+    assert "has no input_scale" in capsys.readouterr().err
