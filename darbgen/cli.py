@@ -241,20 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- prune --------------------------------------------------------------------------
 
-# Which options each method takes, and its defaults.
-_METHOD_OPTIONS = {
-    "darb": {"ratio": 16.0, "block_sizes": None, "keep": 1},
-    "bmwm": {"block_size": (16,), "keep": 1},
-    "block": {"ratio": 16.0, "block_size": (4, 4)},
-    "nm": {"block_size": (4,), "keep": 2},
-    "irregular": {"ratio": 16.0},
+# The options of the drivers that are not mask methods (they train, regularize or search);
+# the mask methods declare theirs (PruningMethod.OPTIONS in darbgen.pruning.methods).
+_DRIVER_OPTIONS = {
     "sap": {"block_sizes": None, "pq": (0.5, 1.0), "eta_r": 0.0, "gamma": 1.0, "beta": 0.9,
             "scope": "neuron", "iterations": 10},
     "blkrew": {"ratio": 8.0, "block_size": (4, 4), "penalty": "reweighted", "lam": 1e-5},
     "structured": {"granularity": "kernel", "selector": None, "keep_fraction": 0.5,
                    "stride": 2},
 }
-_ALL_OPTIONS = tuple(dict.fromkeys(k for opts in _METHOD_OPTIONS.values() for k in opts))
+
+
+def method_options() -> dict:
+    """Method name → its options and their defaults: the pruning registry's methods,
+    then the drivers."""
+    from .pruning.methods import METHODS
+
+    return {**{name: cls.OPTIONS for name, cls in METHODS.items()}, **_DRIVER_OPTIONS}
 
 
 def check_method_options(args) -> dict:
@@ -265,8 +268,9 @@ def check_method_options(args) -> dict:
     CLIError
         An option was given that does not apply to the method.
     """
-    allowed = _METHOD_OPTIONS[args.method]
-    for opt in _ALL_OPTIONS:
+    options = method_options()
+    allowed = options[args.method]
+    for opt in dict.fromkeys(k for opts in options.values() for k in opts):
         if getattr(args, opt) is not None and opt not in allowed:
             raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
     opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
@@ -288,24 +292,9 @@ def method_from_args(args):
     CLIError
         An option that does not apply to the method.
     """
-    from .pruning.methods import make_method
+    from .pruning.methods import METHODS
 
-    opts = check_method_options(args)
-    if args.method == "darb":
-        kw = {"ratio": opts["ratio"], "keep": opts["keep"]}
-        if opts["block_sizes"] is not None:
-            kw["block_sizes"] = opts["block_sizes"]
-        return make_method("darb", **kw)
-    if args.method == "block":
-        shape = opts["block_size"] * 2 if len(opts["block_size"]) == 1 else opts["block_size"]
-        return make_method("block", ratio=opts["ratio"], block_shape=shape)
-    if len(opts.get("block_size", (0,))) != 1:
-        raise CLIError(f"--block-size must be a single integer for --method {args.method}")
-    if args.method == "bmwm":
-        return make_method("bmwm", block_size=opts["block_size"][0], keep=opts["keep"])
-    if args.method == "nm":
-        return make_method("nm", n=opts["keep"], m=opts["block_size"][0])
-    return make_method("irregular", ratio=opts["ratio"])
+    return METHODS[args.method].from_options(**check_method_options(args))
 
 
 def cmd_prune(args) -> int:

@@ -237,7 +237,7 @@ CASES = [
      r".*layer 'fc1' has no input_scale.*"),
     ("eval-missing", "eval {in}/nope.darb --dataset digits", 1, r".*nope\.darb: no such file"),
     ("eval-no-dataset", "eval {in}/net.darb", 2,
-     r"the following arguments are required: --dataset"),
+     r"one of the arguments --dataset --data is required"),
     # -- build / serve-sim ----------------------------------------------------------------------
     ("build-unknown-board", "build {in}/a.darb --board nexys -o {out}/b", 1,
      r"unknown board 'nexys'; choose from icebreaker, ulx3s, arty-a7"),

@@ -303,3 +303,21 @@ def test_oneshot_says_no_calibration(small_onnx, capsys):
     assert "was pruned one-shot: no fine-tuning and no calibration" in capsys.readouterr().out
     assert main(["eval", str(out), "--data", str(small_onnx / "data.npz")]) == 1
     assert "has no input_scale" in capsys.readouterr().err
+
+
+# -- the registry drives the CLI ----------------------------------------------------------
+
+def test_cli_methods_are_the_registry():
+    from darbgen.cli import METHOD_NAMES, _DRIVER_OPTIONS
+    from darbgen.pruning.methods import METHODS
+    assert set(METHOD_NAMES) == set(METHODS) | set(_DRIVER_OPTIONS)
+    for name, cls in METHODS.items():              # every declared default builds the method
+        assert cls.from_options(**cls.OPTIONS).name == name
+
+
+@pytest.mark.parametrize("method", ["nm", "bmwm"])
+def test_single_block_size_message(small_onnx, capsys, method):
+    assert main(["prune", str(small_onnx / "m.onnx"), "--method", method, "--block-size",
+                 "4x4", "-o", str(small_onnx / "o.darb")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"block size must be a single integer for {method}, not 4x4")
