@@ -28,7 +28,7 @@ from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
            "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
-           "prune_trained", "prune_model", "conv_spec", "USER_STEPS"]
+           "prune_trained", "prune_model", "export_network", "conv_spec", "USER_STEPS"]
 
 
 def digits_data(seed: int = 0) -> Dataset:
@@ -231,7 +231,7 @@ def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, s
     acc_pruned = accuracy(model, data.x_test, data.y_test)
     sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
     acc_quant = _quantized_accuracy(model, layers, sparse, data)
-    return {"layers": _calibrate(model, layers, sparse, data, input_scale),
+    return {"layers": _calibrate(model, layers, sparse, data.x_train, input_scale),
             "accuracy_pruned": acc_pruned, "accuracy_quantized": acc_quant, "log": log}
 
 
@@ -247,7 +247,24 @@ def _quantized_accuracy(model, layers, sparse, data) -> float:
             _load_weight(layer, w)
 
 
-def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
+def export_network(model: nn.Module, method: PruningMethod, x_train, *, weight_bits: int = 8,
+                   input_scale: float | None = None, provenance: dict | None = None) -> Artifact:
+    """The artifact of a pruned ``model`` (every Linear and Conv2d masked, e.g. by
+    ``method.apply`` or :meth:`PrunableLayer.prune`) that runs as a whole integer network:
+    each layer quantized in ``method``'s layout and calibrated on ``x_train`` (a batch of
+    float inputs), the ReLU and max-pool after it recorded.
+
+    ``model`` must be an ``nn.Sequential`` of Linear, Conv2d, ReLU, MaxPool2d, Flatten and
+    Unflatten modules (what :func:`darbgen.pruning.graphs.from_module` returns).
+    """
+    layers = list(prunable_layers(model))
+    sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
+    calibrated = _calibrate(model, layers, sparse, torch.as_tensor(x_train), input_scale)
+    return Artifact(calibrated, {"method": method.name, "parameters": method.params(),
+                                 "weight_bits": weight_bits, **(provenance or {})})
+
+
+def _calibrate(model, layers, sparse, x_train, input_scale=None) -> list:
     """Give every layer its ``input_scale`` and ``activation`` for integer inference.
 
     A layer's input step is the largest input it sees on the training split (with the
@@ -269,7 +286,7 @@ def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
             _load_weight(layer, s.dequantized())
         with torch.no_grad():
             model.eval()
-            model(data.x_train)
+            model(x_train)
     finally:
         for hook in hooks:
             hook.remove()
