@@ -87,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(one-shot) or a built-in example (trained and "
                                    "fine-tuned) into a .darb artifact.")
     p.add_argument("source", metavar="SOURCE",
-                   help="a .npy float matrix, a torch.save state dict, an ONNX model, or a "
-                        "built-in example (digits-mlp)")
+                   help="a .npy float matrix, a torch.save state dict, an ONNX model, a "
+                        "torch.export .pt2 file, or a built-in example (digits-mlp)")
     p.add_argument("--data", metavar="DATA.npz",
                    help="the user's data (x_train, y_train, x_test, y_test) for an ONNX "
-                        "SOURCE: prune progressively with masked fine-tuning, calibrate, "
+                        "or .pt2 SOURCE: prune progressively with masked fine-tuning, calibrate, "
                         "report dense, pruned and integer accuracy")
     p.add_argument("--epochs", type=int, metavar="E",
                    help="with --data: fine-tuning epochs per pruning step (default 5)")
@@ -309,7 +309,7 @@ def cmd_prune(args) -> int:
     if args.epochs is not None and args.data is None:
         raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
     if user and args.method in ("sap", "blkrew", "structured"):
-        raise CLIError(f"--method {args.method} does not take --data or an ONNX source; use "
+        raise CLIError(f"--method {args.method} does not take --data or a graph source; use "
                        "darb, bmwm, block, nm or irregular")
     if args.method in ("sap", "blkrew", "structured"):
         return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
-           "MAX_ONNX_BYTES", "integer_chain"]
+           "MAX_ONNX_BYTES", "integer_chain", "aten_step", "read_pt2"]
 
 #: What a step does: ``linear`` and ``conv`` carry weights; ``relu``; ``maxpool`` (a
 #: square window with stride equal to it); ``flatten`` (maps to vectors, channel-major);
@@ -338,3 +338,211 @@ def _onnx_step(node, name, a, args, steps, position):
         return Step("batchnorm", name, np.stack([scale, shift, mean, var]),
                     np.array([a.get("epsilon", 1e-5)]))
     raise _refuse(node)
+
+
+# -- torch.export graphs (ATen ops) ------------------------------------------------------
+
+def aten_step(name: str, target: str, args: list, const, path: str = "") -> Step | None:
+    """The step of one ATen op of a ``torch.export`` graph (``None``: a no-op).
+
+    Parameters
+    ----------
+    name : str
+        The node's name (a step's name, and the name in errors).
+    target : str
+        The op, ``aten.linear.default`` or ``torch.ops.aten.linear.default``.
+    args : list
+        Its positional arguments, the activation first; tensors as opaque references.
+    const : callable
+        A tensor reference (or ``None``) → its float64 array (or ``None``).
+    path : str
+        The module path of the layer the op belongs to (``fc1``): a layer's name.
+
+    Raises
+    ------
+    GraphError
+        An op or argument the integer network does not run; the message names the node.
+    """
+    t = target.removeprefix("torch.ops.").removesuffix(".default")
+    args = list(args) + [None] * 8
+    layer = path.replace(".", "_") or name
+    if t in ("aten.relu", "aten.relu_"):
+        return Step("relu", name)
+    if t in ("aten.dropout", "aten.clone", "aten.contiguous", "aten.detach",
+             "aten.alias"):
+        return None
+    if t == "aten.linear":
+        return Step("linear", layer, const(args[1]), const(args[2]))
+    if t == "aten.conv2d":
+        stride, padding, dilation, groups = (args[3] or [1, 1], args[4] or [0, 0],
+                                             args[5] or [1, 1], args[6] or 1)
+        if isinstance(padding, str) or list(dilation) not in ([1, 1], [1]) or groups != 1:
+            raise GraphError(f"node {name!r} ({t}) has padding {padding!r}, dilation "
+                             f"{dilation}, groups {groups}: darbgen runs numeric padding, "
+                             "dilation 1, groups 1")
+        pair = (lambda v: tuple(v) * (2 // len(v)) if isinstance(v, (list, tuple)) else (v, v))
+        return Step("conv", layer, const(args[1]), const(args[2]),
+                    padding=pair(padding), stride=pair(stride))
+    if t == "aten.batch_norm":
+        w, b, mean, var = (const(a) for a in args[1:5])
+        if args[5]:
+            raise GraphError(f"node {name!r} ({t}) normalizes in training mode: export the "
+                             "module in eval mode")
+        w = np.ones_like(mean) if w is None else w
+        b = np.zeros_like(mean) if b is None else b
+        return Step("batchnorm", name, np.stack([w, b, mean, var]), np.array([args[7]]))
+    if t == "aten.max_pool2d":
+        k = list(args[1])
+        stride = list(args[2] or k)
+        k2 = k * (2 // len(k))
+        if k2[0] != k2[1] or stride * (2 // len(stride)) != k2 or any(args[3] or [0]) or \
+                any(d != 1 for d in (args[4] or [1])) or args[5]:
+            raise GraphError(f"node {name!r} ({t}) has kernel {k}, stride {stride}: darbgen "
+                             "pools square windows with stride equal to the window, no "
+                             "padding, floor mode")
+        return Step("maxpool", name, window=k2[0])
+    if t == "aten.flatten.using_ints":
+        if args[1] != 1 or args[2] not in (None, -1):
+            raise GraphError(f"node {name!r} ({t}) flattens dims {args[1]}..{args[2]}; "
+                             "darbgen flattens from 1 to the end")
+        return Step("flatten", name)
+    if t in ("aten.view", "aten.reshape", "aten.unflatten.int"):
+        shape = list(args[1]) if t != "aten.unflatten.int" else None
+        if shape is not None and len(shape) == 2:
+            return Step("flatten", name)
+        if t == "aten.unflatten.int" and args[1] == 1:
+            return Step("unflatten", name, shape=tuple(args[2]))
+        if shape is not None and len(shape) == 4:
+            return Step("unflatten", name, shape=tuple(shape[1:]))
+        raise GraphError(f"node {name!r} ({t}) reshapes to {args[1:3]}; darbgen flattens to "
+                         "(N, -1) or unflattens vectors to (N, C, H, W)")
+    raise GraphError(f"node {name!r} ({t}) has no integer form")
+
+
+#: torch.export's serialized dtypes (``torch._export.serde.schema.ScalarType``) that
+#: weights may have, as numpy dtypes.
+_PT2_DTYPES = {5: np.int64, 6: np.float16, 7: np.float32, 8: np.float64}
+
+
+class _Ref(str):
+    """A tensor argument of a serialized node: the tensor's name."""
+
+
+def _pt2_arg(arg: dict):
+    """A serialized argument as a Python value (tensors as :class:`_Ref`)."""
+    (kind, value), = arg.items()
+    if kind == "as_tensor":
+        return _Ref(value["name"])
+    if kind == "as_none":
+        return None
+    if kind in ("as_int", "as_float", "as_bool", "as_string", "as_ints", "as_floats",
+                "as_bools"):
+        return value
+    raise GraphError(f"argument {kind} {value!r} is not a constant darbgen reads")
+
+
+def read_pt2(path) -> Chain:
+    """The chain of a ``torch.export.save`` file, read without ``torch.export.load``.
+
+    ``torch.export.load`` unpickles with ``torch.load(weights_only=False)``, which runs
+    code from the file. This reader takes only the archive's JSON (the graph and the
+    weights' table) and the weights' raw bytes, whose sizes it checks against the table;
+    a pickled weight or constant is refused.
+
+    Raises
+    ------
+    GraphError
+        An op the integer network cannot run (named by its node), or a graph that is
+        not a chain.
+    ValueError
+        Not a ``torch.export`` archive, a pickled weight, or a weight whose bytes do not
+        match its declared shape.
+    """
+    import json
+    import zipfile
+
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: not a torch.export archive ({e})") from None
+    with archive:
+        infos = {i.filename.split("/", 1)[-1]: i for i in archive.infolist()}
+
+        def member(name, limit=MAX_ONNX_BYTES):
+            if name not in infos:
+                raise ValueError(f"{path}: has no {name!r}; not a torch.export.save archive")
+            if infos[name].file_size > limit:
+                raise ValueError(f"{path}: {name!r} holds {infos[name].file_size} bytes, "
+                                 f"more than {limit}")
+            return archive.read(infos[name])
+
+        try:
+            model = json.loads(member("models/model.json", 64 << 20))
+            table = json.loads(member("data/weights/model_weights_config.json", 64 << 20))
+            consts = json.loads(member("data/constants/model_constants_config.json", 64 << 20))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: damaged JSON in the archive ({e})") from None
+        if consts.get("config"):
+            raise ValueError(f"{path}: holds constants ({', '.join(consts['config'])}), "
+                             "which torch.export pickles; darbgen reads parameters and "
+                             "buffers only")
+        weights = {}
+        for fqn, entry in table.get("config", {}).items():
+            meta = entry["tensor_meta"]
+            if entry.get("use_pickle") or meta["dtype"] not in _PT2_DTYPES:
+                raise ValueError(f"{path}: weight {fqn!r} is pickled or of dtype code "
+                                 f"{meta['dtype']}; darbgen reads raw float weights only")
+            shape = tuple(d["as_int"] for d in meta["sizes"])
+            dtype = np.dtype(_PT2_DTYPES[meta["dtype"]])
+            raw = member(f"data/weights/{entry['path_name']}")
+            offset = meta["storage_offset"]["as_int"] * dtype.itemsize
+            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            contiguous = [d["as_int"] for d in meta["strides"]] == \
+                [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
+            if not contiguous or offset + need > len(raw):
+                raise ValueError(f"{path}: weight {fqn!r} of shape {shape} does not fit its "
+                                 f"{len(raw)} bytes contiguously")
+            weights[fqn] = np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape)
+    gm = model["graph_module"]
+    names, user = {}, []
+    for spec in gm["signature"]["input_specs"]:
+        (kind, v), = spec.items()
+        if kind in ("parameter", "buffer"):
+            names[v["arg"]["name"]] = v[f"{kind}_name"]
+        elif kind == "user_input":
+            user.append(v["arg"]["as_tensor"]["name"])
+        else:
+            raise ValueError(f"{path}: input {kind} is not a parameter, buffer or user input")
+    if len(user) != 1:
+        raise GraphError(f"{path}: the graph has {len(user)} inputs; darbgen runs networks "
+                         "with one")
+
+    def const(ref):
+        if ref is None:
+            return None
+        if ref not in names or names[ref] not in weights:
+            raise GraphError(f"{path}: tensor {ref!r} is no stored parameter or buffer")
+        return weights[names[ref]].astype(np.float64)
+
+    current, steps = user[0], []
+    for node in gm["graph"]["nodes"]:
+        args = [_pt2_arg(i["arg"]) for i in node["inputs"]]
+        name = node.get("name") or node["outputs"][0]["as_tensor"]["name"]
+        if not args or args[0] != current:
+            raise GraphError(f"node {name!r} ({node['target']}) does not take the chain's "
+                             "activation (the graph branches)")
+        stack = (node.get("metadata") or {}).get("nn_module_stack", "")
+        module = stack.split(";")[-1].split(",")[1] if stack.count(",") >= 2 else ""
+        step = aten_step(name, node["target"], args, const, module)
+        if step is not None:
+            steps.append(step)
+        current = node["outputs"][0]["as_tensor"]["name"]
+    out = gm["signature"]["output_specs"]
+    if len(out) != 1 or out[0].get("user_output", {}).get("arg", {}).get(
+            "as_tensor", {}).get("name") != current:
+        raise GraphError(f"{path}: the graph's output is not the end of its chain")
+    shape = ()
+    for t in (gm["graph"].get("tensor_values") or {}).get(user[0], {}).get("sizes", [])[1:]:
+        shape += (t.get("as_int", 0),)
+    return integer_chain(fold_batchnorm(Chain(tuple(steps), shape)))

@@ -8,9 +8,9 @@ built-in examples have, so the same progressive pruning, fine-tuning and calibra
 
 Sources: an ONNX file (:func:`darbgen.graph.read_onnx`), or a torch module given in
 Python, captured with ``torch.export`` (:func:`trace_module`), so functional ops such
-as ``F.relu`` are in the graph. A ``.pt2`` file is refused: ``torch.export.load``
-unpickles its weights with ``torch.load(weights_only=False)``, which runs code from
-the file.
+as ``F.relu`` are in the graph; or a ``torch.export.save`` file (``.pt2``), read by
+:func:`darbgen.graph.read_pt2` from its JSON and raw weights, never through
+``torch.export.load``, which unpickles with ``torch.load(weights_only=False)``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import Chain, GraphError, Step, fold_batchnorm, integer_chain, read_onnx
+from ..graph import Chain, GraphError, aten_step, fold_batchnorm, integer_chain, read_onnx, read_pt2
 
 __all__ = ["chain_module", "trace_module", "from_module", "load_graph", "GRAPH_SUFFIXES"]
 
@@ -68,16 +68,12 @@ def load_graph(path) -> tuple[nn.Sequential, Chain]:
     Raises
     ------
     ValueError
-        A ``.pt2`` file (its loader runs code), or what :func:`~darbgen.graph.read_onnx`
-        refuses.
+        What :func:`~darbgen.graph.read_onnx` or :func:`~darbgen.graph.read_pt2` refuses.
     """
     path = Path(path)
     if path.suffix == ".pt2":
-        raise ValueError(f"{path}: torch.export.load unpickles a .pt2 file's weights with "
-                         "torch.load(weights_only=False), which can run code from the file, "
-                         "so darbgen does not open .pt2 files: export the model to ONNX "
-                         "(torch.onnx.export), or pass the module itself to "
-                         "darbgen.pruning.graphs.trace_module in Python")
+        chain = read_pt2(path)
+        return chain_module(chain), chain
     chain = read_onnx(path)
     return chain_module(chain), chain
 
@@ -89,7 +85,7 @@ def from_module(module: nn.Module, example: torch.Tensor) -> nn.Sequential:
 
 
 def _name(node) -> str:
-    return str(node.target).removesuffix(".default")
+    return str(node.target)
 
 
 def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
@@ -128,7 +124,7 @@ def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
         if not n.args or n.args[0] is not current:
             raise GraphError(f"node {n.name!r} ({_name(n)}) does not take the chain's "
                              "activation (the graph branches)")
-        step = _torch_step(n, const)
+        step = aten_step(n.name, _name(n), list(n.args), const, _module_path(n))
         if step is not None:
             steps.append(step)
         current = n
@@ -138,68 +134,8 @@ def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
 
 
 
-def _torch_step(n, const) -> Step | None:
-    t = _name(n)
-    args = list(n.args) + [None] * 8
-    name = n.name
-    if t in ("aten.relu", "aten.relu_"):
-        return Step("relu", name)
-    if t in ("aten.dropout", "aten.clone", "aten.contiguous", "aten.detach",
-             "aten.alias"):
-        return None
-    if t == "aten.linear":
-        return Step("linear", _param_name(n, name), const(args[1]), const(args[2]))
-    if t == "aten.conv2d":
-        stride, padding, dilation, groups = (args[3] or [1, 1], args[4] or [0, 0],
-                                             args[5] or [1, 1], args[6] or 1)
-        if isinstance(padding, str) or list(dilation) not in ([1, 1], [1]) or groups != 1:
-            raise GraphError(f"node {name!r} ({t}) has padding {padding!r}, dilation "
-                             f"{dilation}, groups {groups}: darbgen runs numeric padding, "
-                             "dilation 1, groups 1")
-        pair = (lambda v: tuple(v) * (2 // len(v)) if isinstance(v, (list, tuple)) else (v, v))
-        return Step("conv", _param_name(n, name), const(args[1]), const(args[2]),
-                    padding=pair(padding), stride=pair(stride))
-    if t == "aten.batch_norm":
-        w, b, mean, var = (const(a) for a in args[1:5])
-        if args[5]:
-            raise GraphError(f"node {name!r} ({t}) normalizes in training mode: export the "
-                             "module in eval mode")
-        w = np.ones_like(mean) if w is None else w
-        b = np.zeros_like(mean) if b is None else b
-        return Step("batchnorm", name, np.stack([w, b, mean, var]), np.array([args[7]]))
-    if t == "aten.max_pool2d":
-        k = list(args[1])
-        stride = list(args[2] or k)
-        k2 = k * (2 // len(k))
-        if k2[0] != k2[1] or stride * (2 // len(stride)) != k2 or any(args[3] or [0]) or \
-                any(d != 1 for d in (args[4] or [1])) or args[5]:
-            raise GraphError(f"node {name!r} ({t}) has kernel {k}, stride {stride}: darbgen "
-                             "pools square windows with stride equal to the window, no "
-                             "padding, floor mode")
-        return Step("maxpool", name, window=k2[0])
-    if t == "aten.flatten.using_ints":
-        if args[1] != 1 or args[2] not in (None, -1):
-            raise GraphError(f"node {name!r} ({t}) flattens dims {args[1]}..{args[2]}; "
-                             "darbgen flattens from 1 to the end")
-        return Step("flatten", name)
-    if t in ("aten.view", "aten.reshape", "aten.unflatten.int"):
-        shape = list(args[1]) if t != "aten.unflatten.int" else None
-        if shape is not None and len(shape) == 2:
-            return Step("flatten", name)
-        if t == "aten.unflatten.int" and args[1] == 1:
-            return Step("unflatten", name, shape=tuple(args[2]))
-        if shape is not None and len(shape) == 4:
-            return Step("unflatten", name, shape=tuple(shape[1:]))
-        raise GraphError(f"node {name!r} ({t}) reshapes to {args[1:3]}; darbgen flattens to "
-                         "(N, -1) or unflattens vectors to (N, C, H, W)")
-    raise GraphError(f"node {name!r} ({t}) has no integer form")
-
-
-def _param_name(node, fallback: str) -> str:
-    """The module path of a layer's weight (``'fc1'``), from the export's metadata."""
+def _module_path(node) -> str:
+    """The module path of the module that ran ``node`` (``'fc1'``), from the export's
+    metadata; ``''`` for the top module."""
     stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path = list(stack.values())[-1][0]
-        if path:
-            return path.replace(".", "_")
-    return fallback
+    return list(stack.values())[-1][0] if stack else ""

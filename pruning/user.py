@@ -1,6 +1,6 @@
 """A user's model and data through darbgen: ``darbgen prune SOURCE [--data DATA.npz]``.
 
-A graph source (ONNX) becomes an ``nn.Sequential`` (:mod:`darbgen.pruning.graphs`);
+A graph source (ONNX, ``torch.export.save``) becomes an ``nn.Sequential`` (:mod:`darbgen.pruning.graphs`);
 with data it goes through the built-in examples' path (progressive masked fine-tuning,
 calibration, :func:`~darbgen.pruning.examples.prune_model`), without data it is pruned
 one-shot like a state dict. Weights without a graph (``.npy``, state dicts) have no
@@ -50,7 +50,7 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
         if data is not None:
             raise ValueError(f"{source}: --data needs a model with its graph (ONNX): "
                              "weights alone say nothing of the activations to calibrate; "
-                             "export the model with torch.onnx.export")
+                             "export the model with torch.onnx.export or torch.export.save")
         return prune_oneshot(load_source(source), method, weight_bits=weight_bits,
                              source=str(source))
     model, chain = load_graph(source)

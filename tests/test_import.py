@@ -173,9 +173,43 @@ def test_onnx_matmul_add_and_file_refusals(tmp_path):
     with pytest.raises(ValueError, match=r"junk\.onnx: not a readable ONNX file"):
         read_onnx(tmp_path / "junk.onnx")
     (tmp_path / "m.pt2").write_bytes(b"PK")
-    with pytest.raises(ValueError, match=r"m\.pt2: torch\.export\.load unpickles a \.pt2 file's "
-                                         r"weights with torch\.load\(weights_only=False\)"):
+    with pytest.raises(ValueError, match=r"m\.pt2: not a torch\.export archive"):
         load_graph(tmp_path / "m.pt2")
+
+
+def save_pt2(model, x, path):
+    torch.export.save(torch.export.export(model.eval(), (x,)), str(path))
+    return path
+
+
+def test_pt2_read_without_unpickling(tmp_path, monkeypatch):
+    model = randomize_bn(cnn_pool())
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(SEED))
+    path = save_pt2(model, x, tmp_path / "m.pt2")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a .pt2 file was unpickled")
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(torch.export, "load", forbidden)
+    seq, chain = load_graph(path)
+    assert [s.name for s in chain.layers] == ["0", "5"] and chain.input_shape == (1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(seq(x), model(x), atol=1e-5)
+
+
+def test_pt2_refusals(tmp_path):
+    with pytest.raises(GraphError, match=r"^node 'gelu' \(aten\.gelu\) "
+                                         r"has no integer form$"):
+        load_graph(save_pt2(FunctionalNet(F.gelu), torch.zeros(2, 64), tmp_path / "g.pt2"))
+    import zipfile
+    good = save_pt2(FunctionalNet(), torch.zeros(2, 64), tmp_path / "f.pt2")
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(tmp_path / "cut.pt2", "w") as out:
+        for info in z.infolist():         # a weight cut short: its size no longer fits
+            data = z.read(info)
+            out.writestr(info, data[:-4] if info.filename.endswith("weight_0") else data)
+    with pytest.raises(ValueError, match=r"cut\.pt2: weight 'fc1\.weight' of shape \(32, 64\) "
+                                         r"does not fit its 8188 bytes contiguously$"):
+        load_graph(tmp_path / "cut.pt2")
 
 
 # -- the whole path: prune with the user's data, evaluate on the golden model and in
@@ -207,12 +241,29 @@ def run_json(capsys, argv):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("make, images", [(mlp_bn, False), (cnn_pool, True)],
-                         ids=["onnx-mlp-batchnorm", "onnx-cnn-pool"])
-def test_onnx_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images):
+def export_source(kind, model, x, tmp_path):
+    """``model`` saved as the source kind the test is about."""
+    if kind == "pt2":
+        return save_pt2(model, x, tmp_path / "m.pt2")
+    if kind == "torch-prune":
+        from torch.nn.utils import prune
+        prune.l1_unstructured(model.fc1, "weight", amount=0.5)
+        prune.l1_unstructured(model.fc2, "weight", amount=0.5)
+    return export_onnx(model, x, tmp_path / "m.onnx")
+
+
+slow = pytest.mark.slow
+
+
+@pytest.mark.parametrize("make, images, kind", [
+    (mlp_bn, False, "onnx"), (cnn_pool, True, "onnx"),
+    pytest.param(FunctionalNet, False, "pt2", marks=slow),
+    pytest.param(FunctionalNet, False, "torch-prune", marks=slow),
+], ids=["onnx-mlp-batchnorm", "onnx-cnn-pool", "pt2-functional-relu", "onnx-torch-prune"])
+def test_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images, kind):
     xtr, ytr, xte, yte = digits(images)
     np.savez(tmp_path / "data.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    src = export_onnx(trained(make(), xtr, ytr), torch.from_numpy(xte[:2]), tmp_path / "m.onnx")
+    src = export_source(kind, trained(make(), xtr, ytr), torch.from_numpy(xte[:2]), tmp_path)
     out = tmp_path / "m.darb"
     pruned = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
                                "--data", str(tmp_path / "data.npz"), "--epochs", "2",
@@ -278,7 +329,7 @@ def small_onnx(tmp_path_factory):
     ("prune {d}/m.onnx --method darb --data {d}/data.npz --epochs -1",
      r"--epochs must be a non-negative integer, not -1$"),
     ("prune {d}/m.onnx --method sap --data {d}/data.npz",
-     r"--method sap does not take --data or an ONNX source; use darb, bmwm, block, nm or "
+     r"--method sap does not take --data or a graph source; use darb, bmwm, block, nm or "
      r"irregular$"),
     ("eval {d}/m.darb --data {d}/shape.npz",
      r"shape\.npz has 63 inputs, the network takes 64$"),
