@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -750,9 +751,29 @@ COMMANDS = {"prune": cmd_prune, "eval": cmd_eval, "inspect": cmd_inspect, "dense
             "serve-sim": cmd_serve_sim, "deploy": cmd_deploy}
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment (tests swap it between commands)."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr)
+
+
+def _log_progress() -> None:
+    """Progress of long steps (pruning steps, simulator builds) as ``darbgen: ...`` lines on
+    stderr, also when it is not a terminal (CI logs, pipes), where tqdm bars stay off.
+    Only darbgen's own loggers: cocotb's INFO lines stay quiet."""
+    logger = logging.getLogger("darbgen")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("darbgen: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_progress()
     try:
         return COMMANDS[args.command](args)
     except (CLIError, ArtifactError, ValueError, TypeError, OSError, KeyError,

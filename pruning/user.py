@@ -10,6 +10,7 @@ activations to calibrate, so ``--data`` needs a graph.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -54,12 +55,10 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
         return prune_oneshot(load_source(source), method, weight_bits=weight_bits,
                              source=str(source))
     model, chain = load_graph(source)
-    log.info("%s: %d layers (%s)", source, len(chain.layers),
-             ", ".join(f"{s.name} {s.kind}" for s in chain.layers))
     if data is None:
         return prune_oneshot(model_layers(model), method, weight_bits=weight_bits,
                              source=str(source))
-    from .examples import prune_model
+    from .examples import USER_STEPS, prune_model
 
     dataset = user_dataset(data, chain.input_shape if all(chain.input_shape) else ())
     classes = chain.layers[-1].weight.shape[0]
@@ -68,7 +67,10 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
             raise ValueError(f"{data}: {split!r} has label {int(y.max())}, the model has "
                              f"{classes} outputs")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    log.info("%s: %d layers (%s); pruning in %d steps of %d fine-tuning epochs on %d "
+             "samples", source, len(chain.layers), ", ".join(s.name for s in chain.layers),
+             USER_STEPS, epochs, len(dataset.x_train))
     result = prune_model(model, dataset, method, epochs=epochs, weight_bits=weight_bits,
-                         seed=seed, progress=log.isEnabledFor(logging.INFO),
+                         seed=seed, progress=sys.stderr.isatty(),
                          source=str(source))
     return result.artifact

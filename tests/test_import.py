@@ -237,8 +237,10 @@ def trained(model, xtr, ytr, epochs=80):
 
 
 def run_json(capsys, argv):
+    """Run ``argv``: its JSON line and its stderr."""
     assert main(argv) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr()
+    return json.loads(out.out.strip().splitlines()[-1]), out.err
 
 
 def export_source(kind, model, x, tmp_path):
@@ -265,16 +267,17 @@ def test_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images, ki
     np.savez(tmp_path / "data.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     src = export_source(kind, trained(make(), xtr, ytr), torch.from_numpy(xte[:2]), tmp_path)
     out = tmp_path / "m.darb"
-    pruned = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
+    pruned, err = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
                                "--data", str(tmp_path / "data.npz"), "--epochs", "2",
                                "-o", str(out)])
+    assert "darbgen: pruning step 4/4: 4.00x, accuracy" in err          # progress, no TTY
     assert pruned["accuracy_dense"] > 0.9 and pruned["pruning_ratio"] == pytest.approx(4, 0.05)
     for key in ("accuracy_pruned", "accuracy_quantized", "accuracy_int"):
         assert 0.5 < pruned[key] <= 1, (key, pruned)
-    golden = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz")])
+    golden, _ = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz")])
     assert golden["accuracy_int"] == pytest.approx(pruned["accuracy_int"])
     assert golden["samples"] == len(yte)
-    hw = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz"), "--on",
+    hw, _ = run_json(capsys, ["eval", str(out), "--data", str(tmp_path / "data.npz"), "--on",
                            "verilator", "--limit", "12"])
     assert hw["hw_matches_int"] is True and hw["accuracy_hw"] == hw["accuracy_int"]
 
@@ -372,3 +375,15 @@ def test_single_block_size_message(small_onnx, capsys, method):
                  "4x4", "-o", str(small_onnx / "o.darb")]) == 1
     assert capsys.readouterr().err.strip().endswith(
         f"block size must be a single integer for {method}, not 4x4")
+
+
+def test_expected_build_time_learns(tmp_path, monkeypatch):
+    from darbgen.sim import runner
+    monkeypatch.setenv("DARBGEN_CACHE", str(tmp_path))
+    (tmp_path / "sim").mkdir()
+    text = "x" * 10240                                 # 10 kB
+    assert runner.expected_build_seconds(text) == pytest.approx(
+        10 * runner.DEFAULT_BUILD_SECONDS_PER_KB)
+    for seconds in (2.0, 3.0, 4.0):
+        runner._record_build_rate(text, "verilator", seconds)
+    assert runner.expected_build_seconds(text) == pytest.approx(3.0)  # the median rate
