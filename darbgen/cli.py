@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", parents=[verbose], help="describe an artifact")
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw a layer's mask and its rows' block sizes (needs matplotlib)")
+    p.add_argument("--layer", metavar="NAME", help="with --plot: the layer (default: the first)")
 
     p = sub.add_parser("generate", parents=[verbose],
                        help="emit the engine's Verilog and a JSON of its ports and parameters",
@@ -231,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
+    p.add_argument("--report", metavar="FILE",
+                   help="write per-class accuracy and confusion matrices as JSON")
 
     p = sub.add_parser("dense", parents=[verbose],
                        help="write a layer's masked, quantized integer matrix")
@@ -489,7 +494,16 @@ def format_table(artifact: Artifact, path: str) -> str:
 
 
 def cmd_inspect(args) -> int:
+    if args.layer is not None and args.plot is None:
+        raise CLIError("--layer needs --plot")
+    if args.plot is not None:
+        _output_file(args.plot)
     artifact = Artifact.load(args.artifact)
+    if args.plot is not None:
+        from .report import plot_layer
+        layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+        plot_layer(layer, args.plot)
+        print(f"wrote {args.plot}: the mask and block sizes of {layer.name!r}", file=sys.stderr)
     if args.json:
         print(json.dumps(describe(artifact)))
     else:
@@ -707,6 +721,8 @@ def cmd_eval(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be a positive integer, not {args.limit}")
+    if args.report is not None:
+        _output_file(args.report)
     artifact = Artifact.load(args.artifact)
     net = plan(artifact)
     training = artifact.provenance.get("training", {})
@@ -742,6 +758,11 @@ def cmd_eval(args) -> int:
         / sum(l.nnz for l in artifact.layers),
         "samples": len(x),
     }
+    if args.report is not None:
+        from .report import class_report, write_report
+        preds = {"int": net.predict(golden)} | ({} if hw is None else {"hw": net.predict(hw)})
+        write_report(args.report, {**result, **class_report(labels, preds, net.classes)})
+        print(f"wrote {args.report}: per-class accuracy and confusion matrices", file=sys.stderr)
     print(json.dumps(result))
     return 3 if result["hw_matches_int"] is False else 0
 

@@ -307,6 +307,15 @@ def small_onnx(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def small_darb(small_onnx):
+    """The small ONNX model pruned with its data (no fine-tuning): a calibrated network."""
+    out = small_onnx / "m.darb"
+    assert main(["prune", str(small_onnx / "m.onnx"), "--method", "darb", "--ratio", "2",
+                 "--data", str(small_onnx / "data.npz"), "--epochs", "0", "-o", str(out)]) == 0
+    return out
+
+
 @pytest.mark.parametrize("argv, message", [
     ("prune {d}/m.onnx --method darb --data {d}/no-y-test.npz",
      r"no-y-test\.npz: has no 'y_test' array \(a DATA\.npz holds x_train, y_train, x_test, "
@@ -336,13 +345,13 @@ def small_onnx(tmp_path_factory):
      r"irregular$"),
     ("eval {d}/m.darb --data {d}/shape.npz",
      r"shape\.npz has 63 inputs, the network takes 64$"),
+    ("eval {d}/m.darb --data {d}/data.npz --report {d}",
+     r"small\d*: is a directory, not an output file$"),
+    ("inspect {d}/m.darb --layer 0_Gemm", r"--layer needs --plot$"),
+    ("inspect {d}/m.darb --plot {d}/p.png --layer nope", r"no layer 'nope'"),
 ])
-def test_data_refusals(small_onnx, capsys, argv, message):
+def test_data_refusals(small_onnx, small_darb, capsys, argv, message):
     import re
-    if argv.startswith("eval") and not (small_onnx / "m.darb").exists():
-        assert main(["prune", str(small_onnx / "m.onnx"), "--method", "darb", "--ratio", "2",
-                     "--data", str(small_onnx / "data.npz"), "--epochs", "0", "-o",
-                     str(small_onnx / "m.darb")]) == 0
     out = small_onnx / "out.darb"
     code = main(argv.format(d=small_onnx).split() + ["-o", str(out)] * argv.startswith("prune"))
     err = capsys.readouterr().err
@@ -387,3 +396,24 @@ def test_expected_build_time_learns(tmp_path, monkeypatch):
     for seconds in (2.0, 3.0, 4.0):
         runner._record_build_rate(text, "verilator", seconds)
     assert runner.expected_build_seconds(text) == pytest.approx(3.0)  # the median rate
+
+
+def test_inspect_plot(small_onnx, small_darb, capsys):
+    png = small_onnx / "mask.png"
+    assert main(["inspect", str(small_darb), "--plot", str(png), "--layer", "2_Gemm"]) == 0
+    assert "the mask and block sizes of '2_Gemm'" in capsys.readouterr().err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_eval_report(small_onnx, small_darb, capsys):
+    report = small_onnx / "report.json"
+    assert main(["eval", str(small_darb), "--data", str(small_onnx / "data.npz"), "--report",
+                 str(report)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    r = json.loads(report.read_text())
+    confusion = np.array(r["confusion_int"])
+    assert r["classes"] == 10 and confusion.shape == (10, 10)
+    assert confusion.sum(axis=1).tolist() == r["samples"] == [1] * 8 + [0, 0]
+    assert r["class_accuracy_int"][8:] == [None, None]
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(summary["accuracy_int"])
+    assert r["accuracy_int"] == summary["accuracy_int"] and "confusion_hw" not in r
