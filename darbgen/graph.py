@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
-           "MAX_ONNX_BYTES", "integer_chain", "aten_step", "read_pt2"]
+           "MAX_ONNX_BYTES", "integer_chain", "aten_constant", "aten_step", "read_pt2"]
 
 #: What a step does: ``linear`` and ``conv`` carry weights; ``relu``; ``maxpool`` (a
 #: square window with stride equal to it); ``flatten`` (maps to vectors, channel-major);
@@ -342,6 +342,27 @@ def _onnx_step(node, name, a, args, steps, position):
 
 # -- torch.export graphs (ATen ops) ------------------------------------------------------
 
+def aten_constant(name: str, target: str, args: list, const) -> np.ndarray | None:
+    """The value of an ATen op on parameters alone: what ``torch.nn.utils.prune``'s
+    forward pre-hook computes (``weight_orig * weight_mask``, with the mask's dtype
+    cast and checked). ``None`` for a check that yields nothing.
+
+    Raises
+    ------
+    GraphError
+        Any other op that does not take the chain's activation (the graph branches).
+    """
+    t = target.removeprefix("torch.ops.").removesuffix(".default")
+    if t == "aten._assert_tensor_metadata":
+        return None
+    if t in ("aten.to.dtype", "aten.to.dtype_layout", "aten._to_copy"):
+        return const(args[0])
+    if t == "aten.mul.Tensor" and len(args) == 2:
+        return const(args[0]) * const(args[1])
+    raise GraphError(f"node {name!r} ({t}) does not take the chain's activation (the graph "
+                     "branches)")
+
+
 def aten_step(name: str, target: str, args: list, const, path: str = "") -> Step | None:
     """The step of one ATen op of a ``torch.export`` graph (``None``: a no-op).
 
@@ -436,7 +457,7 @@ def _pt2_arg(arg: dict):
     if kind == "as_none":
         return None
     if kind in ("as_int", "as_float", "as_bool", "as_string", "as_ints", "as_floats",
-                "as_bools"):
+                "as_bools", "as_scalar_type", "as_layout", "as_memory_format", "as_device"):
         return value
     raise GraphError(f"argument {kind} {value!r} is not a constant darbgen reads")
 
@@ -518,9 +539,13 @@ def read_pt2(path) -> Chain:
         raise GraphError(f"{path}: the graph has {len(user)} inputs; darbgen runs networks "
                          "with one")
 
+    computed = {}                   # tensor name -> array: ops on parameters only
+
     def const(ref):
         if ref is None:
             return None
+        if ref in computed:
+            return computed[ref]
         if ref not in names or names[ref] not in weights:
             raise GraphError(f"{path}: tensor {ref!r} is no stored parameter or buffer")
         return weights[names[ref]].astype(np.float64)
@@ -529,15 +554,23 @@ def read_pt2(path) -> Chain:
     for node in gm["graph"]["nodes"]:
         args = [_pt2_arg(i["arg"]) for i in node["inputs"]]
         name = node.get("name") or node["outputs"][0]["as_tensor"]["name"]
-        if not args or args[0] != current:
+        outputs = [o["as_tensor"]["name"] for o in node["outputs"] if "as_tensor" in o]
+        if current not in args:
+            value = aten_constant(name, node["target"], args, const)
+            if value is not None and outputs:
+                computed[outputs[0]] = value
+            continue
+        if args[0] != current:
             raise GraphError(f"node {name!r} ({node['target']}) does not take the chain's "
-                             "activation (the graph branches)")
+                             "activation first")
         stack = (node.get("metadata") or {}).get("nn_module_stack", "")
         module = stack.split(";")[-1].split(",")[1] if stack.count(",") >= 2 else ""
         step = aten_step(name, node["target"], args, const, module)
         if step is not None:
             steps.append(step)
-        current = node["outputs"][0]["as_tensor"]["name"]
+        if not outputs:
+            raise GraphError(f"node {name!r} ({node['target']}) has no tensor output")
+        current = outputs[0]
     out = gm["signature"]["output_specs"]
     if len(out) != 1 or out[0].get("user_output", {}).get("arg", {}).get(
             "as_tensor", {}).get("name") != current:

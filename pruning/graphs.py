@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import Chain, GraphError, aten_step, fold_batchnorm, integer_chain, read_onnx, read_pt2
+from ..graph import Chain, GraphError, aten_constant, aten_step, fold_batchnorm, integer_chain, read_onnx, read_pt2
 
 __all__ = ["chain_module", "trace_module", "from_module", "load_graph", "GRAPH_SUFFIXES"]
 
@@ -104,13 +104,16 @@ def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
     sig = ep.graph_signature
     fqn = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     values = {**ep.state_dict, **ep.constants}
+    computed = {}                   # node name -> array: ops on parameters only
 
     def const(arg):
         if arg is None:
             return None
         if isinstance(arg, torch.fx.Node) and arg.name in fqn:
             return values[fqn[arg.name]].detach().double().numpy()
-        raise GraphError(f"node {arg} is not a parameter")
+        if isinstance(arg, torch.fx.Node) and arg.name in computed:
+            return computed[arg.name]
+        raise GraphError(f"tensor {str(arg)!r} is no parameter of the module")
 
     current = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in
                    sig.user_inputs)
@@ -121,9 +124,15 @@ def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
                 raise GraphError(f"the module's output is not the end of its chain (node "
                                  f"{n.args[0][0]})")
             continue
-        if not n.args or n.args[0] is not current:
+        if current not in n.args:
+            # An op on parameters alone, e.g. torch.nn.utils.prune's weight_orig * mask.
+            value = aten_constant(n.name, _name(n), list(n.args), const)
+            if value is not None:
+                computed[n.name] = value
+            continue
+        if n.args[0] is not current:
             raise GraphError(f"node {n.name!r} ({_name(n)}) does not take the chain's "
-                             "activation (the graph branches)")
+                             "activation first")
         step = aten_step(n.name, _name(n), list(n.args), const, _module_path(n))
         if step is not None:
             steps.append(step)

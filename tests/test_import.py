@@ -101,6 +101,20 @@ def test_torch_export_batchnorm_and_pool():
         assert torch.allclose(from_module(model, x)(x), model(x), atol=1e-5)
 
 
+def test_torch_export_reads_prune_hooks(tmp_path):
+    """A torch.nn.utils.prune module: its graph computes weight_orig × weight_mask."""
+    from torch.nn.utils import prune
+    model = FunctionalNet()
+    prune.l1_unstructured(model.fc1, "weight", amount=0.5)
+    seq = from_module(model, torch.zeros(2, 64))
+    assert int((seq.fc1.weight == 0).sum()) == 32 * 64 // 2
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        assert torch.equal(seq(x), model(x))
+    seq2, _ = load_graph(save_pt2(model, torch.zeros(2, 64), tmp_path / "p.pt2"))
+    assert torch.equal(seq2.fc1.weight, seq.fc1.weight)
+
+
 def test_torch_export_refuses_gelu():
     with pytest.raises(GraphError, match=r"^node 'gelu' \(aten\.gelu\) has no integer form$"):
         trace_module(FunctionalNet(F.gelu), torch.zeros(2, 64))
