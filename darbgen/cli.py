@@ -84,16 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prune", parents=[verbose], help="prune weights into an artifact",
-                       description="Prune a .npy matrix (one-shot), a saved torch model "
-                                   "(one-shot) or a built-in example (trained and "
+                       description="Prune a .npy matrix or a torch.save state dict "
+                                   "(one-shot), your ONNX or torch.export model (with "
+                                   "--data: fine-tuned and calibrated on your data; else "
+                                   "one-shot) or a built-in example (trained and "
                                    "fine-tuned) into a .darb artifact.")
     p.add_argument("source", metavar="SOURCE",
                    help="a .npy float matrix, a torch.save state dict, an ONNX model, a "
                         "torch.export .pt2 file, or a built-in example (digits-mlp)")
     p.add_argument("--data", metavar="DATA.npz",
-                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX "
-                        "or .pt2 SOURCE: prune progressively with masked fine-tuning, calibrate, "
-                        "report dense, pruned and integer accuracy")
+                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX or "
+                        ".pt2 SOURCE: prune progressively with masked fine-tuning, "
+                        "calibrate, report dense, pruned and integer accuracy")
     p.add_argument("--epochs", type=int, metavar="E",
                    help="with --data: fine-tuning epochs per pruning step (default 5)")
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
@@ -314,7 +316,7 @@ def cmd_prune(args) -> int:
     user = args.data is not None or Path(args.source).suffix in (".onnx", ".pt2")
     if args.epochs is not None and args.data is None:
         raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
-    if user and args.method in ("sap", "blkrew", "structured"):
+    if user and args.method in _DRIVER_OPTIONS:
         raise CLIError(f"--method {args.method} does not take --data or a graph source; use "
                        "darb, bmwm, block, nm or irregular")
     if args.method in ("sap", "blkrew", "structured"):

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import Chain, GraphError, aten_constant, aten_step, fold_batchnorm, integer_chain, read_onnx, read_pt2
+from ..graph import (Chain, GraphError, aten_constant, aten_step, fold_batchnorm, integer_chain,
+                     read_onnx, read_pt2)
 
 __all__ = ["chain_module", "trace_module", "from_module", "load_graph", "GRAPH_SUFFIXES"]
 

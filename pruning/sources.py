@@ -14,7 +14,8 @@ from ..format import Artifact, read_npy
 from .methods import PruningMethod, encode_layer, prunable_layers
 from .torchfile import load_weights
 
-__all__ = ["SourceLayer", "load_source", "state_dict_layers", "prune_oneshot", "masked_artifact", "model_layers"]
+__all__ = ["SourceLayer", "load_source", "state_dict_layers", "prune_oneshot", "masked_artifact",
+           "model_layers"]
 
 SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
 

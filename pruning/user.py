@@ -1,7 +1,7 @@
 """A user's model and data through darbgen: ``darbgen prune SOURCE [--data DATA.npz]``.
 
-A graph source (ONNX, ``torch.export.save``) becomes an ``nn.Sequential`` (:mod:`darbgen.pruning.graphs`);
-with data it goes through the built-in examples' path (progressive masked fine-tuning,
+A graph source (ONNX, ``torch.export.save``) becomes an ``nn.Sequential``
+(:mod:`darbgen.pruning.graphs`); with data it goes through the built-in examples' path (progressive masked fine-tuning,
 calibration, :func:`~darbgen.pruning.examples.prune_model`), without data it is pruned
 one-shot like a state dict. Weights without a graph (``.npy``, state dicts) have no
 activations to calibrate, so ``--data`` needs a graph.

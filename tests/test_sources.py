@@ -60,7 +60,8 @@ def test_payload_is_real(tmp_path):
 @pytest.mark.parametrize("name", ["evil.pt", "valid.pt", "evil4.pt", "evil.pkl"])
 def test_malicious_pickle_executes_nothing(tmp_path, name):
     marker, files = evil_files(tmp_path)
-    with pytest.raises(ValueError, match=r"holds pickled Python objects \((.*, )?builtins\.eval\) that "
+    with pytest.raises(ValueError, match=r"holds pickled Python objects \((.*, )?builtins\.eval\) "
+                                         r"that "
                                          r"loading would import and run; darbgen loads weights "
                                          r"only: save the weights with torch\.save"):
         load_source(files[name])
