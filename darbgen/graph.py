@@ -394,7 +394,7 @@ def aten_step(name: str, target: str, args: list, const, path: str = "") -> Step
         return None
     if t == "aten.linear":
         return Step("linear", layer, const(args[1]), const(args[2]))
-    if t == "aten.conv2d":
+    if t in ("aten.conv2d", "aten.conv2d.padding"):
         stride, padding, dilation, groups = (args[3] or [1, 1], args[4] or [0, 0],
                                              args[5] or [1, 1], args[6] or 1)
         if isinstance(padding, str) or list(dilation) not in ([1, 1], [1]) or groups != 1:
@@ -423,8 +423,9 @@ def aten_step(name: str, target: str, args: list, const, path: str = "") -> Step
                              "padding, floor mode")
         return Step("maxpool", name, window=k2[0])
     if t == "aten.flatten.using_ints":
-        if args[1] != 1 or args[2] not in (None, -1):
-            raise GraphError(f"node {name!r} ({t}) flattens dims {args[1]}..{args[2]}; "
+        end = -1 if args[2] is None else args[2]
+        if args[1] != 1 or end != -1:
+            raise GraphError(f"node {name!r} ({t}) flattens dims {args[1]}..{end}; "
                              "darbgen flattens from 1 to the end")
         return Step("flatten", name)
     if t in ("aten.view", "aten.reshape", "aten.unflatten.int"):

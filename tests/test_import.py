@@ -170,12 +170,77 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("nodes, inits, message", [r[1:] for r in REFUSALS],
-                         ids=[r[0] for r in REFUSALS])
-def test_onnx_refusals(tmp_path, nodes, inits, message):
-    shape = (1, 1, 4, 4) if "k" in inits else (1, 4)
+def node(op, ins, out, name, **attrs):
+    return helper.make_node(op, ins, [out], name=name, **attrs)
+
+
+CONV = {"k": (2, 1, 3, 3), "w": (3, 8), "b": (3,)}
+FLAT = [node("Flatten", ["c"], "f", "flat"), gemm("fc", "f", "y")]
+REFUSALS += [
+    ("gemm-transA", [node("Gemm", ["x", "w", "b"], "y", "g", transA=1)], W,
+     r"^node 'g' \(Gemm\) multiplies from the left \(transA\); darbgen runs x · Wᵀ$"),
+    ("matmul-3d", [node("MatMul", ["x", "w3"], "y", "mm")], {"w3": (2, 4, 3)},
+     r"^node 'mm' \(MatMul\) is not activation × a 2-D weight$"),
+    ("add-no-bias", [node("Add", ["x", "b4"], "h", "add"), gemm("fc", "h", "y")], {"b4": (4,), **W},
+     r"^node 'add' \(Add\) adds a constant that is no Gemm, MatMul or Conv bias$"),
+    ("add-wrong-size", [node("MatMul", ["x", "wt"], "h", "mm"), node("Add", ["h", "b2"], "y", "add")],
+     {"wt": (4, 3), "b2": (2,)}, r"^node 'add' \(Add\) adds \(2,\), not one bias per output of "
+                                 r"'mm'$"),
+    ("conv-groups", [node("Conv", ["x", "k"], "c", "conv", group=2)] + FLAT, CONV,
+     r"^node 'conv' \(Conv\) has pads .*, group 2: darbgen runs"),
+    ("conv-asymmetric", [node("Conv", ["x", "k"], "c", "conv", pads=[0, 0, 1, 1])] + FLAT, CONV,
+     r"^node 'conv' \(Conv\) has pads \(0, 0, 1, 1\)"),
+    ("conv-1d", [node("Conv", ["x", "k1"], "y", "conv")], {"k1": (2, 1, 3)},
+     r"^node 'conv' \(Conv\) is a 1-D convolution; darbgen runs 2-D ones$"),
+    ("flatten-axis", [node("Conv", ["x", "k"], "c", "conv"), node("Flatten", ["c"], "f", "flat",
+                                                                   axis=2), gemm("fc", "f", "y")],
+     CONV, r"^node 'flat' \(Flatten\) flattens from axis 2; darbgen flattens from 1$"),
+    ("reshape-3d", [node("Reshape", ["x", "s"], "y", "rs")], {"s": (3,)},
+     r"^node 'rs' \(Reshape\) reshapes to \("),
+    ("bn-training", [gemm("fc", "x", "h"), node("BatchNormalization", ["h", "s", "t", "m", "v"],
+                                                 "y", "bn", training_mode=1)],
+     {"s": (3,), "t": (3,), "m": (3,), "v": (3,), **W},
+     r"^node 'bn' \(BatchNormalization\) is in training mode; export the model in eval mode$"),
+    ("bn-channels", [gemm("fc", "x", "h"), node("BatchNormalization", ["h", "s", "t", "m", "v"],
+                                                 "y", "bn")],
+     {"s": (5,), "t": (5,), "m": (5,), "v": (5,), **W},
+     r"^node 'bn' \(BatchNormalization\) normalizes 5 channels, node 'fc' produces 3$"),
+    ("constants-only", [node("Mul", ["w", "w"], "w2", "mul"), gemm("fc", "x", "y", w="w2")], W,
+     r"^node 'mul' \(Mul\) does not take the chain's activation \(the graph branches or "
+     r"computes on constants\)$"),
+    ("relu-first", [node("Relu", ["x"], "r", "relu"), gemm("fc", "r", "y")], W,
+     r"^node 'relu' \(Relu\) follows no Gemm, MatMul or Conv; the integer network applies a "
+     r"ReLU right after a layer$"),
+    ("pool-after-linear", [gemm("fc", "x", "h"), node("MaxPool", ["h"], "p", "pool",
+                                                       kernel_shape=[2, 2], strides=[2, 2]),
+                           gemm("fc2", "p", "y", w="w2", b="b2")],
+     {**W, "w2": (2, 3), "b2": (2,)},
+     r"^node 'pool' \(MaxPool\) follows no Conv \(or Conv and Relu\)"),
+    ("linear-on-maps", [gemm("fc", "x", "y")], {"w": (3, 16), "b": (3,)},
+     r"^node 'fc' \(Gemm/MatMul\) takes maps; flatten them first$"),
+    ("conv-on-vectors", [node("Conv", ["x", "k"], "y", "conv")], {"k": (2, 1, 3, 3)},
+     r"^node 'conv' \(Conv\) takes vectors; give the network image inputs"),
+    ("ends-in-conv", [node("Conv", ["x", "k"], "y", "conv")], {"k": (2, 1, 3, 3)},
+     r"^the graph ends in node 'conv' \(conv\), not a Linear layer"),
+    ("no-layer", [node("Relu", ["x"], "y", "relu")], {},
+     r"^node 'relu' \(Relu\) follows no Gemm"),
+    ("output-not-end", [gemm("fc", "x", "h"), node("Relu", ["h"], "r", "relu")], W,
+     r"m\.onnx: the graph's output 'y' is not the end of its chain$"),
+    ("two-inputs", [gemm("fc", "x", "y")], W, r"m\.onnx: the graph has 2 inputs; darbgen runs "
+                                              r"networks with one$"),
+]
+SHAPES = {"linear-on-maps": (1, 1, 4, 4), "conv-on-vectors": (1, 16), "ends-in-conv": (1, 1, 4, 4),
+          "conv-1d": (1, 1, 4)}
+
+
+@pytest.mark.parametrize("case, nodes, inits, message", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_onnx_refusal_messages(tmp_path, case, nodes, inits, message):
+    shape = SHAPES.get(case, (1, 1, 4, 4) if "k" in inits else (1, 4))
+    model = graph(nodes, inits, shape)
+    if case == "two-inputs":
+        model.graph.input.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1]))
     with pytest.raises(GraphError, match=message):
-        read_onnx(save(tmp_path, graph(nodes, inits, shape)))
+        read_onnx(save(tmp_path, model))
 
 
 def test_onnx_matmul_add_and_file_refusals(tmp_path):
@@ -431,3 +496,32 @@ def test_eval_report(small_onnx, small_darb, capsys):
     assert r["class_accuracy_int"][8:] == [None, None]
     assert np.trace(confusion) / confusion.sum() == pytest.approx(summary["accuracy_int"])
     assert r["accuracy_int"] == summary["accuracy_int"] and "confusion_hw" not in r
+
+
+class Wrap(nn.Module):
+    def __init__(self, body, tail):
+        super().__init__()
+        self.body, self.tail = body, tail
+
+    def forward(self, x):
+        return self.tail(self.body(x))
+
+
+@pytest.mark.parametrize("body, message", [
+    (nn.Conv2d(1, 2, 3, dilation=2), r"^node 'conv2d' \(aten\.conv2d\) has padding \[0, 0\], "
+                                     r"dilation \[2, 2\], groups 1: darbgen runs numeric padding"),
+    (nn.Conv2d(1, 2, 3, padding="same"), r"^node 'conv2d' \(aten\.conv2d\.padding\) has padding 'same'"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, stride=1)),
+     r"^node 'max_pool2d' \(aten\.max_pool2d\) has kernel \[2, 2\], stride \[1, 1\]: darbgen "
+     r"pools square windows"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(2)),
+     r"^node 'flatten' \(aten\.flatten\.using_ints\) flattens dims 2\.\.-1; darbgen flattens "
+     r"from 1 to the end$"),
+], ids=["dilation", "padding-same", "pool-stride", "flatten-dims"])
+def test_torch_export_refusals(body, message):
+    torch.manual_seed(SEED)
+    model = Wrap(body, nn.Sequential(nn.Flatten(), nn.LazyLinear(3)))
+    x = torch.zeros(2, 1, 8, 8)
+    model(x)                                  # materializes the LazyLinear
+    with pytest.raises(GraphError, match=message):
+        trace_module(model, x)

@@ -178,3 +178,38 @@ def test_file_refusals(tmp_path, make, message):
     make(tmp_path / "f.pt")
     with pytest.raises(ValueError, match=message):
         load_source(tmp_path / "f.pt")
+
+
+def test_torch_file_format_refusals(tmp_path):
+    import zipfile
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "legacy.pt",
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"legacy\.pt: a bare pickle, not torch\.save's zip "
+                                         r"format \(torch >= 1\.6\): save the weights"):
+        load_source(tmp_path / "legacy.pt")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "sd.pt")
+    with zipfile.ZipFile(tmp_path / "sd.pt") as z, \
+            zipfile.ZipFile(tmp_path / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info))
+    with pytest.raises(ValueError, match=r"deflated\.pt: member 'sd/data\.pkl' is compressed; "
+                                         r"torch\.save writes uncompressed archives$"):
+        load_source(tmp_path / "deflated.pt")
+    with zipfile.ZipFile(tmp_path / "nopkl.pt", "w") as out:
+        out.writestr("a/byteorder", "little")
+    with pytest.raises(ValueError, match=r"nopkl\.pt: a zip archive, but not a torch\.save file "
+                                         r"\(it has 0 data\.pkl members, not 1\)$"):
+        load_source(tmp_path / "nopkl.pt")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"x_train": np.full((4, 3), np.nan, np.float32)}, r"'x_train' holds non-finite values$"),
+    ({"y_train": np.array([0, -1, 0, 1])}, r"'y_train' has a negative label -1$"),
+], ids=["nan", "negative-label"])
+def test_data_file_refusals(tmp_path, change, message):
+    from darbgen.datasets import load_data
+    arrays = {"x_train": np.zeros((4, 3), np.float32), "y_train": np.zeros(4, np.int64),
+              "x_test": np.zeros((2, 3), np.float32), "y_test": np.zeros(2, np.int64)}
+    np.savez(tmp_path / "d.npz", **{**arrays, **change})
+    with pytest.raises(ValueError, match=message):
+        load_data(tmp_path / "d.npz")
