@@ -186,7 +186,7 @@ def test_inspect_table_of_digits(digits_artifact):
      "weight bits must be an integer between 2 and 16, not 1"),
     (["prune", "{tmp}/missing.npy", "--method", "darb"], "{tmp}/missing.npy: no such file"),
     (["prune", "{bad_npy}", "--method", "darb"], "must hold a 2-D float matrix, not int64 of shape (3,)"),
-    (["prune", "{junk}", "--method", "darb"], "not a .npy file or a saved torch model"),
+    (["prune", "{junk}", "--method", "darb"], "not a .npy, ONNX, .pt2 or torch.save file"),
     (["inspect", "{junk}"], "not a readable darbgen artifact"),
     (["dense", "{darb}", "--layer", "fc9"], "no layer 'fc9'; the artifact has 'layer0'"),
 ])

@@ -2,6 +2,7 @@
 fine-tuning, calibration and evaluation, the hardware equal to the integer model."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -14,11 +15,8 @@ from torch import nn
 
 from darbgen.cli import main
 from darbgen.datasets import digits_split
-from darbgen.format import Artifact
 from darbgen.graph import GraphError, read_onnx
-from darbgen.network import plan
 from darbgen.pruning.graphs import chain_module, from_module, load_graph, trace_module
-from darbgen.sim.golden import network_ref
 
 SEED = 15
 
@@ -349,7 +347,7 @@ def test_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images, ki
     pruned, err = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
                                "--data", str(tmp_path / "data.npz"), "--epochs", "2",
                                "-o", str(out)])
-    assert "darbgen: pruning step 4/4: 4.00x, accuracy" in err          # progress, no TTY
+    assert re.search(r"darbgen: pruning step 4/4: \d\.\d\dx, accuracy", err)  # no TTY
     assert pruned["accuracy_dense"] > 0.9 and pruned["pruning_ratio"] == pytest.approx(4, 0.05)
     for key in ("accuracy_pruned", "accuracy_quantized", "accuracy_int"):
         assert 0.5 < pruned[key] <= 1, (key, pruned)
@@ -430,7 +428,6 @@ def small_darb(small_onnx):
     ("inspect {d}/m.darb --plot {d}/p.png --layer nope", r"no layer 'nope'"),
 ])
 def test_data_refusals(small_onnx, small_darb, capsys, argv, message):
-    import re
     out = small_onnx / "out.darb"
     code = main(argv.format(d=small_onnx).split() + ["-o", str(out)] * argv.startswith("prune"))
     err = capsys.readouterr().err
