@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
-           "MAX_ONNX_BYTES", "integer_chain", "aten_constant", "aten_step", "read_pt2"]
+           "MAX_ONNX_BYTES", "integer_chain", "aten_constant", "aten_step", "read_pt2",
+           "read_onnx_weights", "onnx_has_lstm"]
 
 #: What a step does: ``linear`` and ``conv`` carry weights; ``relu``; ``maxpool`` (a
 #: square window with stride equal to it); ``flatten`` (maps to vectors, channel-major);
@@ -130,7 +131,7 @@ def fold_batchnorm(chain: Chain) -> Chain:
 #: What a refused op would need, where darbgen can say more than "no integer form".
 _HINTS = {
     "Shape": "flatten with torch.flatten(x, 1) or nn.Flatten rather than x.view(x.size(0), -1)",
-    "LSTM": "prune an LSTM from its state dict (darbgen prune STATE_DICT.pt)",
+    "LSTM": "a network with an LSTM is pruned one-shot (without --data)",
 }
 
 
@@ -580,3 +581,83 @@ def read_pt2(path) -> Chain:
     for t in (gm["graph"].get("tensor_values") or {}).get(user[0], {}).get("sizes", [])[1:]:
         shape += (t.get("as_int", 0),)
     return integer_chain(fold_batchnorm(Chain(tuple(steps), shape)))
+
+
+# -- ONNX weights alone (one-shot pruning of graphs that are not chains, e.g. LSTMs) --------
+
+#: Ops the weights-only reader passes over: they move, reshape or select activations.
+_SHAPE_OPS = {"Constant", "Identity", "Dropout", "Transpose", "Shape", "Gather", "Unsqueeze",
+              "Squeeze", "Concat", "Expand", "Slice", "Reshape", "Flatten", "Relu", "MaxPool",
+              "ConstantOfShape"}
+#: ONNX stacks an LSTM's gates i, o, f, c; torch (and darbgen) i, f, g (= c), o.
+_ONNX_TO_TORCH_GATES = (0, 2, 3, 1)
+
+
+def onnx_has_lstm(path) -> bool:
+    """Whether the ONNX file at ``path`` has an LSTM node."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type == "LSTM" for n in model.graph.node)
+
+
+def read_onnx_weights(path) -> list:
+    """The weight matrices of an ONNX graph in GEMM view, as ``(name, weight, bias,
+    shape)`` like a state dict's (:func:`darbgen.pruning.sources.load_source`): Gemm,
+    MatMul (its Add as bias), Conv and LSTM (``[W | R]`` with the gates in torch's order,
+    ``Wb + Rb``), for one-shot pruning of a graph that is no chain (an LSTM classifier).
+    Ops that move or select activations are passed over; any other op is refused by name.
+
+    Raises
+    ------
+    GraphError
+        An op with weights or arithmetic darbgen would drop (BatchNormalization, Gelu,
+        ...), or an LSTM with options the integer LSTM does not run.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+              if t.data_location != onnx.TensorProto.EXTERNAL}
+    layers, by_output = [], {}
+    for i, node in enumerate(model.graph.node):
+        op, a = node.op_type, _attrs(node)
+        name = _clean_name(node.name, f"{op.lower()}{i}")
+        args = [consts.get(x) for x in node.input]
+        if op in ("Gemm", "MatMul", "Conv") and len(args) > 1 and args[1] is not None:
+            w = np.asarray(args[1], np.float64)
+            if op == "Gemm":
+                w = w if a.get("transB", 0) else w.T
+            elif op == "MatMul":
+                w = w.T
+            bias = None if len(args) < 3 or args[2] is None else np.asarray(args[2], np.float64)
+            layers.append([name, w.reshape(w.shape[0], -1), bias, tuple(w.shape)])
+            by_output[node.output[0]] = len(layers) - 1
+        elif op == "Add" and node.input[0] in by_output and args[1] is not None and \
+                layers[by_output[node.input[0]]][2] is None:
+            layers[by_output[node.input[0]]][2] = np.asarray(args[1], np.float64).reshape(-1)
+        elif op == "LSTM":
+            layers += _onnx_lstm(node, name, a, args)
+        elif op not in _SHAPE_OPS:
+            raise _refuse(node)
+    return [tuple(layer) for layer in layers]
+
+
+def _onnx_lstm(node, name, a, args) -> list:
+    if a.get("direction", b"forward") not in (b"forward", "forward", b"bidirectional",
+                                                "bidirectional") or a.get("clip") or \
+            a.get("input_forget") or "activations" in a or len(node.input) > 7 and node.input[7]:
+        raise _refuse(node, "has a direction, clip, coupled gates, peepholes or activations "
+                            "the integer LSTM does not run")
+    w, r = (np.asarray(x, np.float64) for x in args[1:3])
+    b = args[3] if len(args) > 3 and args[3] is not None else np.zeros((w.shape[0], 2 * w.shape[1]))
+    h = w.shape[1] // 4
+    order = np.concatenate([np.arange(g * h, (g + 1) * h) for g in _ONNX_TO_TORCH_GATES])
+    out = []
+    for d in range(w.shape[0]):
+        gemm = np.concatenate([w[d], r[d]], axis=1)[order]
+        bias = (np.asarray(b[d][:4 * h], np.float64) + np.asarray(b[d][4 * h:], np.float64))[order]
+        out.append([f"{name}.l0" + ("_reverse" if d else ""), gemm, bias, gemm.shape])
+    return out

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..format import Artifact
+from ..graph import onnx_has_lstm, read_onnx_weights
 from .graphs import GRAPH_SUFFIXES, load_graph
 from .methods import PruningMethod
 from .sources import load_source, model_layers, prune_oneshot
@@ -53,6 +54,12 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
                              "weights alone say nothing of the activations to calibrate; "
                              "export the model with torch.onnx.export or torch.export.save")
         return prune_oneshot(load_source(source), method, weight_bits=weight_bits,
+                             source=str(source))
+    if source.suffix == ".onnx" and onnx_has_lstm(source):
+        if data is not None:
+            raise ValueError(f"{source}: has an LSTM, which darbgen prunes one-shot (its "
+                             "integer LSTM runs apart from the chain of layers): drop --data")
+        return prune_oneshot(read_onnx_weights(source), method, weight_bits=weight_bits,
                              source=str(source))
     model, chain = load_graph(source)
     if data is None:

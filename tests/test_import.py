@@ -522,3 +522,54 @@ def test_torch_export_refusals(body, message):
     model(x)                                  # materializes the LazyLinear
     with pytest.raises(GraphError, match=message):
         trace_module(model, x)
+
+
+class LSTMNet(nn.Module):
+    """An LSTM classifier: the last step's hidden state into a Linear layer."""
+
+    def __init__(self, bidirectional=False):
+        super().__init__()
+        torch.manual_seed(SEED)
+        self.lstm = nn.LSTM(8, 6, batch_first=True, bidirectional=bidirectional)
+        self.fc = nn.Linear(6 * (1 + bidirectional), 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y[:, -1])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+def test_onnx_lstm_weights_equal_the_state_dict(tmp_path, bidirectional):
+    from darbgen.graph import read_onnx_weights
+    from darbgen.pruning.sources import state_dict_layers
+    model = LSTMNet(bidirectional)
+    onnx_layers = read_onnx_weights(export_onnx(model, torch.zeros(2, 5, 8), tmp_path / "l.onnx"))
+    torch_layers = state_dict_layers(model.state_dict())
+    assert [w.shape for _, w, *_ in onnx_layers] == [w.shape for _, w, *_ in torch_layers]
+    for (_, w, b, _), (_, tw, tb, _) in zip(onnx_layers, torch_layers):   # gates i, f, g, o
+        assert np.allclose(w, tw) and np.allclose(b, tb)
+
+
+def test_onnx_lstm_prunes_one_shot(tmp_path, capsys, small_onnx):
+    src = export_onnx(LSTMNet(), torch.zeros(2, 5, 8), tmp_path / "l.onnx")
+    out = tmp_path / "l.darb"
+    assert main(["prune", str(src), "--method", "darb", "--ratio", "2", "-o", str(out)]) == 0
+    assert "pruned one-shot: no fine-tuning and no calibration" in capsys.readouterr().out
+    from darbgen.format import Artifact
+    assert [(l.name, l.rows, l.cols) for l in Artifact.load(out).layers] == [
+        ("lstm_LSTM.l0", 24, 14), ("fc_Gemm", 3, 6)]
+    assert main(["prune", str(src), "--method", "darb", "--data", str(small_onnx / "data.npz"),
+                 "-o", str(out)]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "l.onnx: has an LSTM, which darbgen prunes one-shot (its integer LSTM runs apart from "
+        "the chain of layers): drop --data")
+
+
+def test_onnx_weights_refuse_what_they_would_drop(tmp_path):
+    from darbgen.graph import read_onnx_weights
+    nodes = [gemm("fc", "x", "h"), node("BatchNormalization", ["h", "s", "t", "m", "v"], "y",
+                                        "bn")]
+    path = save(tmp_path, graph(nodes, {"s": (3,), "t": (3,), "m": (3,), "v": (3,), **W}))
+    with pytest.raises(GraphError, match=r"^node 'bn' \(BatchNormalization\) has no integer "
+                                         r"form$"):
+        read_onnx_weights(path)
