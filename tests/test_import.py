@@ -320,6 +320,9 @@ def run_json(capsys, argv):
     return json.loads(out.out.strip().splitlines()[-1]), out.err
 
 
+slow = pytest.mark.slow
+
+
 def export_source(kind, model, x, tmp_path):
     """``model`` saved as the source kind the test is about."""
     if kind == "pt2":
@@ -331,11 +334,10 @@ def export_source(kind, model, x, tmp_path):
     return export_onnx(model, x, tmp_path / "m.onnx")
 
 
-slow = pytest.mark.slow
-
-
 @pytest.mark.parametrize("make, images, kind", [
-    (mlp_bn, False, "onnx"), (cnn_pool, True, "onnx"),
+    # The default suite runs the CNN (BatchNorm folded into a convolution, a pool); the
+    # MLP's BatchNorm folding is checked without Verilator in test_onnx_equals_float_model.
+    pytest.param(mlp_bn, False, "onnx", marks=slow), (cnn_pool, True, "onnx"),
     pytest.param(FunctionalNet, False, "pt2", marks=slow),
     pytest.param(FunctionalNet, False, "torch-prune", marks=slow),
 ], ids=["onnx-mlp-batchnorm", "onnx-cnn-pool", "pt2-functional-relu", "onnx-torch-prune"])
