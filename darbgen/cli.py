@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -84,12 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prune", parents=[verbose], help="prune weights into an artifact",
-                       description="Prune a .npy matrix (one-shot), a saved torch model "
-                                   "(one-shot) or a built-in example (trained and "
+                       description="Prune a .npy matrix or a torch.save state dict "
+                                   "(one-shot), your ONNX or torch.export model (with "
+                                   "--data: fine-tuned and calibrated on your data; else "
+                                   "one-shot) or a built-in example (trained and "
                                    "fine-tuned) into a .darb artifact.")
     p.add_argument("source", metavar="SOURCE",
-                   help="a .npy float matrix, a saved torch model, or a built-in example "
-                        "(digits-mlp)")
+                   help="a .npy float matrix, a torch.save state dict, an ONNX model, a "
+                        "torch.export .pt2 file, or a built-in example (digits-mlp)")
+    p.add_argument("--data", metavar="DATA.npz",
+                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX or "
+                        ".pt2 SOURCE: prune progressively with masked fine-tuning, "
+                        "calibrate, report dense, pruned and integer accuracy")
+    p.add_argument("--epochs", type=int, metavar="E",
+                   help="with --data: fine-tuning epochs per pruning step (default 5)")
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument("--ratio", type=_number, metavar="R",
                    help="target pruning ratio, dense size / kept weights (darb, block, "
@@ -138,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", parents=[verbose], help="describe an artifact")
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw a layer's mask and its rows' block sizes (needs matplotlib)")
+    p.add_argument("--layer", metavar="NAME", help="with --plot: the layer (default: the first)")
 
     p = sub.add_parser("generate", parents=[verbose],
                        help="emit the engine's Verilog and a JSON of its ports and parameters",
@@ -220,12 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    '{"accuracy_dense", "accuracy_int", "accuracy_hw", '
                                    '"hw_matches_int", "pruning_ratio", "samples"}.')
     p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="digits")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", metavar="NAME", help="a built-in data set: digits")
+    data.add_argument("--data", metavar="DATA.npz",
+                      help="the user's data: its x_test and y_test")
     p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
                    help="where the hardware result comes from (default %(default)s: none)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
+    p.add_argument("--report", metavar="FILE",
+                   help="write per-class accuracy and confusion matrices as JSON")
 
     p = sub.add_parser("sweep", parents=[verbose],
                        help="run a grid of design points on Dask (see docs/sweep.md)",
@@ -251,25 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- prune --------------------------------------------------------------------------
 
-# Which options each method takes, and its defaults.
-_METHOD_OPTIONS = {
-    "darb": {"ratio": 16.0, "block_sizes": None, "keep": 1},
-    "bmwm": {"block_size": (16,), "keep": 1},
-    "block": {"ratio": 16.0, "block_size": (4, 4)},
-    "nm": {"block_size": (4,), "keep": 2},
-    "irregular": {"ratio": 16.0},
+# The options of the drivers that are not mask methods (they train, regularize or search);
+# the mask methods declare theirs (PruningMethod.OPTIONS in darbgen.pruning.methods).
+_DRIVER_OPTIONS = {
     "sap": {"block_sizes": None, "pq": (0.5, 1.0), "eta_r": 0.0, "gamma": 1.0, "beta": 0.9,
             "scope": "neuron", "iterations": 10},
     "blkrew": {"ratio": 8.0, "block_size": (4, 4), "penalty": "reweighted", "lam": 1e-5},
     "structured": {"granularity": "kernel", "selector": None, "keep_fraction": 0.5,
                    "stride": 2},
 }
-_ALL_OPTIONS = tuple(dict.fromkeys(k for opts in _METHOD_OPTIONS.values() for k in opts))
+
+
+def method_options() -> dict:
+    """Method name → its options and their defaults: the pruning registry's methods,
+    then the drivers."""
+    from .pruning.methods import METHODS
+
+    return {**{name: cls.OPTIONS for name, cls in METHODS.items()}, **_DRIVER_OPTIONS}
 
 
 def method_takes(method: str) -> frozenset:
     """The option names (``ratio``, ``block_size``, ...) ``prune --method METHOD`` takes."""
-    return frozenset(_METHOD_OPTIONS[method])
+    return frozenset(method_options()[method])
 
 
 def check_method_options(args) -> dict:
@@ -280,8 +300,9 @@ def check_method_options(args) -> dict:
     CLIError
         An option was given that does not apply to the method.
     """
-    allowed = _METHOD_OPTIONS[args.method]
-    for opt in _ALL_OPTIONS:
+    options = method_options()
+    allowed = options[args.method]
+    for opt in dict.fromkeys(k for opts in options.values() for k in opts):
         if getattr(args, opt) is not None and opt not in allowed:
             raise CLIError(f"--{opt.replace('_', '-')} does not apply to --method {args.method}")
     opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
@@ -303,28 +324,13 @@ def method_from_args(args):
     CLIError
         An option that does not apply to the method.
     """
-    from .pruning.methods import make_method
+    from .pruning.methods import METHODS
 
-    opts = check_method_options(args)
-    if args.method == "darb":
-        kw = {"ratio": opts["ratio"], "keep": opts["keep"]}
-        if opts["block_sizes"] is not None:
-            kw["block_sizes"] = opts["block_sizes"]
-        return make_method("darb", **kw)
-    if args.method == "block":
-        shape = opts["block_size"] * 2 if len(opts["block_size"]) == 1 else opts["block_size"]
-        return make_method("block", ratio=opts["ratio"], block_shape=shape)
-    if len(opts.get("block_size", (0,))) != 1:
-        raise CLIError(f"--block-size must be a single integer for --method {args.method}")
-    if args.method == "bmwm":
-        return make_method("bmwm", block_size=opts["block_size"][0], keep=opts["keep"])
-    if args.method == "nm":
-        return make_method("nm", n=opts["keep"], m=opts["block_size"][0])
-    return make_method("irregular", ratio=opts["ratio"])
+    return METHODS[args.method].from_options(**check_method_options(args))
 
 
 def cmd_prune(args) -> int:
-    _output_file(args.output, args.source)
+    _output_file(args.output, args.source, args.data)
     return _report_pruned(args, prune_artifact(args))
 
 
@@ -343,10 +349,18 @@ def prune_artifact(args) -> Artifact:
     if args.source not in EXAMPLES and not os.path.lexists(args.source):
         raise CLIError(f"{args.source}: no such file (built-in examples: "
                        f"{', '.join(EXAMPLES)})")
+    user = args.data is not None or Path(args.source).suffix in (".onnx", ".pt2")
+    if args.epochs is not None and args.data is None:
+        raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
+    if user and args.method in _DRIVER_OPTIONS:
+        raise CLIError(f"--method {args.method} does not take --data or a graph source; use "
+                       "darb, bmwm, block, nm or irregular")
     if args.method in ("sap", "blkrew", "structured"):
         return {"sap": cmd_prune_sap, "blkrew": cmd_prune_blkrew,
                 "structured": cmd_prune_structured}[args.method](args)
     method = method_from_args(args)
+    if user:
+        return _prune_user(args, method)
     if args.source in EXAMPLES:
         result = run_example(args.source, method, weight_bits=args.weight_bits, seed=args.seed,
                              progress=sys.stderr.isatty())
@@ -357,6 +371,24 @@ def prune_artifact(args) -> Artifact:
     else:
         artifact = prune_oneshot(load_source(args.source), method, weight_bits=args.weight_bits,
                                  source=str(args.source))
+    return artifact
+
+
+def _prune_user(args, method) -> Artifact:
+    """``prune`` of the user's model (an ONNX graph, or weights) with the user's data."""
+    from .pruning.user import prune_source
+
+    if args.epochs is not None and args.epochs < 0:
+        raise CLIError(f"--epochs must be a non-negative integer, not {args.epochs}")
+    artifact = prune_source(args.source, method, data=args.data,
+                            epochs=5 if args.epochs is None else args.epochs,
+                            weight_bits=args.weight_bits, seed=args.seed)
+    acc = artifact.provenance.get("accuracy")
+    if acc:
+        print(f"{args.source}: dense accuracy {acc['dense']:.4f}, pruned {acc['pruned']:.4f}, "
+              f"int{args.weight_bits} weights {acc['quantized']:.4f}, integer network "
+              f"{acc['int']:.4f} on the {artifact.provenance['training']['test_samples']} "
+              f"test samples of {args.data}")
     return artifact
 
 
@@ -441,6 +473,10 @@ def _report_pruned(args, artifact) -> int:
                     artifact.provenance.get("accuracy", {}).items()})
     print(f"wrote {args.output}: {len(artifact.layers)} layer(s), {kept} weights kept, "
           f"{total / kept:.2f}x")
+    if len(artifact.layers) > 1 and any(l.input_scale is None for l in artifact.layers):
+        print(f"note: {args.source} was pruned one-shot: no fine-tuning and no calibration "
+              "(no input scales), so `darbgen eval` and the whole-network hardware cannot run "
+              "it; an ONNX model with --data DATA.npz gets both")
     print(json.dumps(summary))
     return 0
 
@@ -514,7 +550,16 @@ def format_table(artifact: Artifact, path: str) -> str:
 
 
 def cmd_inspect(args) -> int:
+    if args.layer is not None and args.plot is None:
+        raise CLIError("--layer needs --plot")
+    if args.plot is not None:
+        _output_file(args.plot)
     artifact = Artifact.load(args.artifact)
+    if args.plot is not None:
+        from .report import plot_layer
+        layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
+        plot_layer(layer, args.plot)
+        print(f"wrote {args.plot}: the mask and block sizes of {layer.name!r}", file=sys.stderr)
     if args.json:
         print(json.dumps(describe(artifact)))
     else:
@@ -745,12 +790,13 @@ def cmd_simulate(args) -> int:
     return 0 if exact else 3
 
 
-def evaluate(artifact: Artifact, dataset: str, *, on: str = "golden", limit: int | None = None,
-             lanes: int = 4, name: str = "the artifact"):
-    """The accuracies ``eval`` prints (a dict) and, with ``on="verilator"``, the chain's
-    cycles for the whole test split (else ``None``). ``name`` names the artifact in
-    messages."""
-    from .datasets import test_split
+def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: str = "golden",
+             limit: int | None = None, lanes: int = 4, name: str = "the artifact",
+             report=None):
+    """The accuracies ``eval`` prints (a dict) on a built-in ``dataset``'s test split or on
+    the test arrays of a ``data`` file and, with ``on="verilator"``, the chain's cycles
+    (else ``None``). ``name`` names the artifact in messages; with ``report``, per-class
+    accuracy and confusion matrices are written there as JSON."""
     from .network import plan
     from .sim.golden import network_ref
 
@@ -760,11 +806,17 @@ def evaluate(artifact: Artifact, dataset: str, *, on: str = "golden", limit: int
         raise CLIError("whole-network runs on a serial port are not implemented yet: "
                        "use --on golden or --on verilator")
     net = plan(artifact)
-    split_seed = _provenance(name, artifact, ("training", "split_seed"), int, 0)
-    x, labels = test_split(dataset, split_seed)
+    if data is not None:
+        from .datasets import load_data
+        arrays = load_data(data, test_only=True)
+        x, labels = arrays["x_test"].reshape(len(arrays["x_test"]), -1), arrays["y_test"]
+    else:
+        from .datasets import test_split
+        split_seed = _provenance(name, artifact, ("training", "split_seed"), int, 0)
+        x, labels = test_split(dataset, split_seed)
     if x.shape[1] != net.cols:
-        raise CLIError(f"dataset {dataset!r} has {x.shape[1]} inputs, the network "
-                       f"takes {net.cols}")
+        raise CLIError(f"{data or f'dataset {dataset!r}'} has {x.shape[1]} inputs, "
+                       f"the network takes {net.cols}")
     x, labels = x[:limit], labels[:limit]
     xq = net.quantize_input(x)
     golden = network_ref(net, xq)
@@ -783,13 +835,21 @@ def evaluate(artifact: Artifact, dataset: str, *, on: str = "golden", limit: int
         / sum(l.nnz for l in artifact.layers),
         "samples": len(x),
     }
+    if report is not None:
+        from .report import class_report, write_report
+        preds = {"int": net.predict(golden)} | ({} if hw is None else {"hw": net.predict(hw)})
+        write_report(report, {**result, **class_report(labels, preds, net.classes)})
+        print(f"wrote {report}: per-class accuracy and confusion matrices", file=sys.stderr)
     return result, cycles
 
 
 def cmd_eval(args) -> int:
+    if args.report is not None:
+        _output_file(args.report, args.artifact, args.data)
     artifact = Artifact.load(args.artifact)
-    result, cycles = evaluate(artifact, args.dataset, on=args.on, limit=args.limit,
-                              lanes=args.lanes, name=args.artifact)
+    result, cycles = evaluate(artifact, args.dataset, data=args.data, on=args.on,
+                              limit=args.limit, lanes=args.lanes, name=args.artifact,
+                              report=args.report)
     if cycles is not None:
         from .network import plan
         n = result["samples"]
@@ -844,9 +904,29 @@ COMMANDS = {"prune": cmd_prune, "eval": cmd_eval, "inspect": cmd_inspect, "dense
             "serve-sim": cmd_serve_sim, "deploy": cmd_deploy, "sweep": cmd_sweep}
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment (tests swap it between commands)."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr)
+
+
+def _log_progress() -> None:
+    """Progress of long steps (pruning steps, simulator builds) as ``darbgen: ...`` lines on
+    stderr, also when it is not a terminal (CI logs, pipes), where tqdm bars stay off.
+    Only darbgen's own loggers: cocotb's INFO lines stay quiet."""
+    logger = logging.getLogger("darbgen")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("darbgen: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_progress()
     try:
         return COMMANDS[args.command](args)
     except (CLIError, ArtifactError, ValueError, TypeError, OSError, KeyError,

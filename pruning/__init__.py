@@ -16,7 +16,9 @@ _LAZY = {
     "BMWM": "methods", "DARB": "methods", "METHODS": "methods", "make_method": "methods",
     "PrunableLayer": "methods", "prunable_layers": "methods", "encode_layer": "methods",
     "export_layer": "methods", "load_source": "sources", "prune_oneshot": "sources",
-    "run_example": "examples", "EXAMPLES": "examples",
+    "run_example": "examples", "EXAMPLES": "examples", "prune_model": "examples",
+    "export_network": "examples", "from_module": "graphs", "load_graph": "graphs",
+    "prune_source": "user",
 }
 
 __all__ = ["DEFAULT_BLOCK_SIZES", "bmwm_mask", "block_mask", "darb_block_sizes", "darb_mask",

@@ -28,7 +28,7 @@ from .train import Dataset, accuracy, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
            "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
-           "prune_trained", "conv_spec"]
+           "prune_trained", "prune_model", "export_network", "conv_spec", "USER_STEPS"]
 
 
 def digits_data(seed: int = 0) -> Dataset:
@@ -165,6 +165,52 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
                          log, time.monotonic() - start)
 
 
+#: Progressive pruning steps for a user's model (``darbgen prune SOURCE --data``).
+USER_STEPS = 4
+
+
+def prune_model(model, data: Dataset, method: PruningMethod, *, epochs: int,
+                steps: int = USER_STEPS, weight_bits: int = 8, seed: int = 0,
+                progress: bool = False, source: str = "") -> ExampleResult:
+    """Prune a user's trained ``model`` on the user's ``data``: the built-in examples'
+    path without the dense training. ``steps`` rounds of pruning, each followed by
+    ``epochs`` of masked fine-tuning; then quantization, calibration of every layer's
+    input scale on ``data.x_train``, and the accuracy of the integer network (the golden
+    model) on the test split.
+
+    Returns
+    -------
+    ExampleResult
+        Its artifact's provenance holds ``accuracy``: ``dense``, ``pruned``,
+        ``quantized`` (int weights, float activations) and ``int`` (the integer network).
+    """
+    from ..network import plan
+    from ..sim.golden import network_ref
+
+    start = time.monotonic()
+    torch.manual_seed(seed)
+    acc_dense = accuracy(model, data.x_test, data.y_test)
+    pruned = prune_trained(model, data, method, weight_bits=weight_bits, seed=seed,
+                           finetune_epochs=epochs, steps=steps, progress=progress)
+    provenance = {
+        "source": source, "method": method.name, "parameters": method.params(),
+        "weight_bits": weight_bits, "quantization": "symmetric, per-row scale",
+        "training": {"seed": seed, "finetune_epochs": epochs, "steps": steps,
+                     "dataset": "user data", "train_samples": len(data.x_train),
+                     "test_samples": len(data.x_test)},
+        "accuracy": {"dense": acc_dense, "pruned": pruned["accuracy_pruned"],
+                     "quantized": pruned["accuracy_quantized"]},
+        "schedule": pruned["log"],
+    }
+    artifact = Artifact(pruned["layers"], provenance)
+    net = plan(artifact)
+    x = data.x_test.reshape(len(data.x_test), -1).double().numpy()
+    logits = network_ref(net, net.quantize_input(x))
+    provenance["accuracy"]["int"] = float((net.predict(logits) == data.y_test.numpy()).mean())
+    return ExampleResult(artifact, model, acc_dense, pruned["accuracy_pruned"],
+                         pruned["accuracy_quantized"], pruned["log"], time.monotonic() - start)
+
+
 def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, seed: int = 0,
                   finetune_epochs: int, steps: int, progress: bool = False,
                   input_scale: float | None = None) -> dict:
@@ -185,7 +231,7 @@ def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, s
     acc_pruned = accuracy(model, data.x_test, data.y_test)
     sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
     acc_quant = _quantized_accuracy(model, layers, sparse, data)
-    return {"layers": _calibrate(model, layers, sparse, data, input_scale),
+    return {"layers": _calibrate(model, layers, sparse, data.x_train, input_scale),
             "accuracy_pruned": acc_pruned, "accuracy_quantized": acc_quant, "log": log}
 
 
@@ -201,7 +247,24 @@ def _quantized_accuracy(model, layers, sparse, data) -> float:
             _load_weight(layer, w)
 
 
-def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
+def export_network(model: nn.Module, method: PruningMethod, x_train, *, weight_bits: int = 8,
+                   input_scale: float | None = None, provenance: dict | None = None) -> Artifact:
+    """The artifact of a pruned ``model`` (every Linear and Conv2d masked, e.g. by
+    ``method.apply`` or :meth:`PrunableLayer.prune`) that runs as a whole integer network:
+    each layer quantized in ``method``'s layout and calibrated on ``x_train`` (a batch of
+    float inputs), the ReLU and max-pool after it recorded.
+
+    ``model`` must be an ``nn.Sequential`` of Linear, Conv2d, ReLU, MaxPool2d, Flatten and
+    Unflatten modules (what :func:`darbgen.pruning.graphs.from_module` returns).
+    """
+    layers = list(prunable_layers(model))
+    sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
+    calibrated = _calibrate(model, layers, sparse, torch.as_tensor(x_train), input_scale)
+    return Artifact(calibrated, {"method": method.name, "parameters": method.params(),
+                                 "weight_bits": weight_bits, **(provenance or {})})
+
+
+def _calibrate(model, layers, sparse, x_train, input_scale=None) -> list:
     """Give every layer its ``input_scale`` and ``activation`` for integer inference.
 
     A layer's input step is the ``CALIBRATION_QUANTILE`` quantile of the input magnitudes
@@ -226,7 +289,7 @@ def _calibrate(model, layers, sparse, data, input_scale=None) -> list:
             _load_weight(layer, s.dequantized())
         with torch.no_grad():
             model.eval()
-            model(data.x_train)
+            model(x_train)
     finally:
         for hook in hooks:
             hook.remove()

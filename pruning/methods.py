@@ -47,6 +47,14 @@ class PruningMethod(prune.BasePruningMethod):
     PRUNING_TYPE = "global"
     #: Name used in the CLI and in the artifact.
     name = ""
+    #: The method's options in ``darbgen prune --method NAME`` (argument names without
+    #: dashes) and their defaults; :meth:`from_options` turns them into the method.
+    OPTIONS: dict = {}
+
+    @classmethod
+    def from_options(cls, **options) -> "PruningMethod":
+        """The method for the :data:`OPTIONS` values ``options``."""
+        return cls(**options)
 
     def compute_mask(self, t, default_mask):
         w = (t.detach() * default_mask).reshape(t.shape[0], -1).cpu().numpy()
@@ -83,6 +91,7 @@ class Irregular(PruningMethod):
     """Magnitude pruning of single weights to ``ratio`` (the baseline; CSR index cost)."""
 
     name = "irregular"
+    OPTIONS = {"ratio": 16.0}
 
     def __init__(self, ratio: float = 16.0):
         self.ratio = masks._check_ratio(ratio)
@@ -101,6 +110,12 @@ class Block(PruningMethod):
     """Uniform ``bh × bw`` block-magnitude pruning to ``ratio`` (the structured baseline)."""
 
     name = "block"
+    OPTIONS = {"ratio": 16.0, "block_size": (4, 4)}
+
+    @classmethod
+    def from_options(cls, ratio, block_size):
+        """``block_size`` is ``(B,)`` (square) or ``(BH, BW)``."""
+        return cls(ratio=ratio, block_shape=tuple(block_size) * (2 // len(block_size)))
 
     def __init__(self, ratio: float = 16.0, block_shape=(4, 4)):
         self.ratio = masks._check_ratio(ratio)
@@ -120,6 +135,12 @@ class NM(PruningMethod):
     """N:M sparsity: ``n`` of every aligned ``m`` weights in a row."""
 
     name = "nm"
+    OPTIONS = {"block_size": (4,), "keep": 2}
+
+    @classmethod
+    def from_options(cls, block_size, keep):
+        """``block_size`` is ``(M,)``, ``keep`` is N."""
+        return cls(n=keep, m=_single_size(block_size, cls.name))
 
     def __init__(self, n: int = 2, m: int = 4):
         masks.nm_mask(np.zeros((1, 1)), n, m)     # validates n and m
@@ -140,6 +161,11 @@ class BMWM(PruningMethod):
     """Block-max weight masking: ``keep`` largest of each aligned ``block_size`` block."""
 
     name = "bmwm"
+    OPTIONS = {"block_size": (16,), "keep": 1}
+
+    @classmethod
+    def from_options(cls, block_size, keep):
+        return cls(_single_size(block_size, cls.name), keep)
 
     def __init__(self, block_size: int = 16, keep: int = 1):
         self.block_size = masks._check_power_of_two("block size", block_size)
@@ -165,6 +191,13 @@ class DARB(PruningMethod):
     """Density-adaptive regular-block pruning (see :func:`masks.darb_block_sizes`)."""
 
     name = "darb"
+    OPTIONS = {"ratio": 16.0, "block_sizes": None, "keep": 1}
+
+    @classmethod
+    def from_options(cls, ratio, block_sizes, keep):
+        """``block_sizes`` ``None`` means the default set."""
+        sizes = masks.DEFAULT_BLOCK_SIZES if block_sizes is None else block_sizes
+        return cls(ratio=ratio, block_sizes=sizes, keep=keep)
 
     def __init__(self, ratio: float = 16.0, block_sizes=masks.DEFAULT_BLOCK_SIZES,
                  keep: int = 1, rule=masks.nearest_density_rule):
@@ -191,6 +224,13 @@ class DARB(PruningMethod):
 
 
 METHODS = {cls.name: cls for cls in (DARB, BMWM, Block, NM, Irregular)}
+
+
+def _single_size(block_size, name: str) -> int:
+    if len(block_size) != 1:
+        raise ValueError(f"block size must be a single integer for {name}, not "
+                         f"{'x'.join(map(str, block_size))}")
+    return block_size[0]
 
 
 def make_method(name: str, **params) -> PruningMethod:

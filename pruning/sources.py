@@ -1,4 +1,5 @@
-"""Where weights come from for one-shot pruning: a ``.npy`` matrix or a saved torch model."""
+"""Where weights come from for one-shot pruning: a ``.npy`` matrix or a ``torch.save``
+state dict, read without executing anything from the file."""
 
 from __future__ import annotations
 
@@ -13,20 +14,29 @@ from torch import nn
 from ..files import read_input
 from ..format import Artifact, read_npy
 from .methods import PruningMethod, encode_layer, prunable_layers
+from .torchfile import load_weights
 
-__all__ = ["SourceLayer", "load_source", "prune_oneshot", "masked_artifact", "model_layers"]
+__all__ = ["SourceLayer", "load_source", "state_dict_layers", "prune_oneshot", "masked_artifact",
+           "model_layers"]
 
 SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
 
 
 def load_source(path) -> list[SourceLayer]:
-    """The weight matrices of a ``.npy`` file (one layer, ``layer0``) or a saved torch
-    model (a whole ``nn.Module`` or a state dict), in GEMM view.
+    """The weight matrices of a ``.npy`` file (one layer, ``layer0``) or a ``torch.save``
+    state dict, in GEMM view.
+
+    A state dict may be wrapped in a checkpoint (``{'model_state_dict': sd, ...}`` or
+    ``{'state_dict': sd, ...}``) and may hold ``torch.nn.utils.prune`` parameters
+    (``weight_orig`` and ``weight_mask``, read as their product). Nothing in the file is
+    executed (:func:`~darbgen.pruning.torchfile.load_weights`).
 
     Raises
     ------
     ValueError
-        The file holds no usable weight matrix; the message says what it holds.
+        The file holds no usable weight matrix, pickled objects (a whole model), or
+        weights darbgen would have to drop or misread (BatchNorm, GRU, Embedding, ...);
+        the message names the key and says what to do.
     """
     path = Path(path)
     # Regular files of a bounded size only: a FIFO or /dev/zero must not hang or fill memory.
@@ -45,49 +55,130 @@ def load_source(path) -> list[SourceLayer]:
         if not np.isfinite(w).all():
             raise ValueError(f"{path}: holds non-finite weights (NaN or infinity)")
         return [("layer0", w.astype(np.float64), None, w.shape)]
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a pickled Module needs the full unpickler
-        try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a model"
-            raise ValueError(f"{path}: not a .npy file or a saved torch model ({e})") from None
-    if isinstance(obj, nn.Module):
-        layers = [(layer.name, layer.weight(), layer.bias(), layer.shape())
-                  for layer in prunable_layers(obj)]
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        layers = _state_dict_layers(obj)
-    else:
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a model or a state dict")
+    layers = state_dict_layers(_state_dict(load_weights(path, data), path), str(path))
     if not layers:
         raise ValueError(f"{path}: has no Linear, Conv2d or LSTM weights to prune")
     return layers
 
 
-_LSTM_KEY = re.compile(r"^(?P<mod>.*?)\.?weight_ih_(?P<layer>l\d+(_reverse)?)$")
+#: Checkpoint keys under which training scripts commonly keep the model's state dict.
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict")
 
 
-def _state_dict_layers(sd: dict) -> list[SourceLayer]:
-    out = []
+def _state_dict(obj, path) -> dict:
+    """The state dict in a loaded file: the object itself or a checkpoint's entry."""
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        raise ValueError(f"{path}: holds a dict ({keys}) that is neither a state dict nor "
+                         f"a checkpoint with {' or '.join(map(repr, CHECKPOINT_KEYS))}")
+    raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+
+
+_RECURRENT_KEY = re.compile(r"^(?P<mod>.*?)\.?weight_ih_(?P<layer>l\d+(_reverse)?)$")
+_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
+#: The tail of every refusal of a state dict's content.
+EXPORT_HINT = ("export the model to ONNX (torch.onnx.export) or with torch.export (.pt2), "
+               "whose graph says what each weight does")
+
+
+def _unprune(sd: dict, where: str) -> dict:
+    """``torch.nn.utils.prune`` parameters (``X_orig``, ``X_mask``) as their product ``X``."""
+    out = {}
     for key, t in sd.items():
-        m = _LSTM_KEY.match(key)
-        if m:
-            hh = key.replace("weight_ih_", "weight_hh_")
-            if hh not in sd:
-                raise ValueError(f"state dict has {key!r} but not {hh!r}")
-            w = torch.cat([t, sd[hh]], dim=1)
-            biases = [sd.get(key.replace("weight_", "bias_")), sd.get(hh.replace("weight_", "bias_"))]
-            bias = sum(b for b in biases if b is not None) if any(
-                b is not None for b in biases) else None
-            name = f"{m['mod'] or 'layer0'}.{m['layer']}"
-            out.append((name, w.double().numpy(), None if bias is None else bias.double().numpy(),
-                        tuple(w.shape)))
-        elif (key.endswith("weight") and t.ndim >= 2 and t.dtype.is_floating_point):
-            name = key[:-len("weight")].rstrip(".") or "layer0"
-            bias = sd.get(key[:-len("weight")] + "bias")
-            out.append((name, t.reshape(t.shape[0], -1).double().numpy(),
-                        None if bias is None else bias.double().numpy(), tuple(t.shape)))
+        if key.endswith("_mask") and key[:-5] + "_orig" in sd:
+            continue
+        if key.endswith("_orig"):
+            base = key[:-5]
+            if base + "_mask" not in sd:
+                raise ValueError(f"{where}: has {key!r} but not {base + '_mask'!r} (a "
+                                 "torch.nn.utils.prune state dict keeps both)")
+            mask = sd[base + "_mask"]
+            if mask.shape != t.shape:
+                raise ValueError(f"{where}: {base + '_mask'!r} has shape {tuple(mask.shape)}, "
+                                 f"{key!r} {tuple(t.shape)}")
+            out[base] = t * mask
+        else:
+            out[key] = t
     return out
+
+
+def state_dict_layers(sd: dict, where: str = "state dict") -> list[SourceLayer]:
+    """The Linear, Conv2d and LSTM weight matrices of a state dict, in GEMM view.
+
+    A state dict names no module types, so each key is read by its name and shape:
+    ``X.weight`` (2-D or more) with its ``X.bias`` is a Linear or Conv layer,
+    ``X.weight_ih_lN`` with ``X.weight_hh_lN`` an LSTM when ``weight_hh`` has 4 gate
+    rows per hidden unit. Every other key is refused, never dropped.
+
+    Raises
+    ------
+    ValueError
+        BatchNorm statistics (they fold into the layer before only when the graph is
+        known), a GRU or plain RNN, an Embedding (by its name), or any key that belongs
+        to no such layer; the message names the key.
+    """
+    for key, t in sd.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{where}: key {key!r} holds a {type(t).__name__}, not a tensor")
+    sd = _unprune(sd, where)
+    norm = next((k for k in sd if k.rsplit(".", 1)[-1] in _NORM_STATS), None)
+    if norm is not None:
+        module = norm.rsplit(".", 1)[0]
+        raise ValueError(f"{where}: holds BatchNorm parameters ({norm!r}); a state dict has no "
+                         f"graph to fold {module!r} into the layer before it, and dropping it "
+                         f"would change the network: {EXPORT_HINT}")
+    out, used = [], set()
+    for key, t in sd.items():
+        m = _RECURRENT_KEY.match(key)
+        if m:
+            out.append(_lstm_layer(sd, key, m, where))
+            used.update(k for k in (key, key.replace("weight_ih_", "weight_hh_"),
+                                    key.replace("weight_", "bias_"),
+                                    key.replace("weight_ih_", "bias_hh_")) if k in sd)
+        elif key.rsplit(".", 1)[-1] == "weight" and t.ndim >= 2 and t.dtype.is_floating_point:
+            module = key[:-len("weight")].rstrip(".")
+            if "emb" in module.lower():
+                raise ValueError(f"{where}: key {key!r} looks like an Embedding (a table "
+                                 "lookup, not a matrix product): it has no integer form "
+                                 "on the engine")
+            bias = sd.get(key[:-len("weight")] + "bias")
+            out.append((module or "layer0", t.reshape(t.shape[0], -1).double().numpy(),
+                        None if bias is None else bias.double().numpy(), tuple(t.shape)))
+            used.update((key, key[:-len("weight")] + "bias"))
+    rest = [k for k in sd if k not in used]
+    if rest and out:
+        shape = "×".join(map(str, sd[rest[0]].shape)) or "scalar"
+        raise ValueError(f"{where}: key {rest[0]!r} ({shape}) belongs to no Linear, Conv2d "
+                         f"or LSTM weight, and darbgen drops nothing: {EXPORT_HINT}")
+    return out
+
+
+def _lstm_layer(sd, key, m, where) -> SourceLayer:
+    hh = key.replace("weight_ih_", "weight_hh_")
+    if hh not in sd:
+        raise ValueError(f"state dict has {key!r} but not {hh!r}")
+    w_hh = sd[hh]
+    if key.replace("weight_ih_", "weight_hr_") in sd:
+        raise ValueError(f"{where}: {key!r} belongs to an LSTM with projections (proj_size), "
+                         "which the integer LSTM does not run")
+    rows, hidden = (w_hh.shape[0], w_hh.shape[1]) if w_hh.ndim == 2 else (0, 0)
+    if rows != 4 * hidden:
+        kind = {3 * hidden: "a GRU (3 gates)", hidden: "a plain RNN (1 gate)"}.get(
+            rows, "no LSTM")
+        raise ValueError(f"{where}: {hh!r} has {rows} gate rows for hidden size {hidden}, "
+                         f"{kind}; darbgen runs LSTM layers (4 gates), not this one")
+    w = torch.cat([sd[key], w_hh], dim=1)
+    biases = [sd.get(key.replace("weight_", "bias_")), sd.get(hh.replace("weight_", "bias_"))]
+    bias = sum(b for b in biases if b is not None) if any(
+        b is not None for b in biases) else None
+    name = f"{m['mod'] or 'layer0'}.{m['layer']}"
+    return (name, w.double().numpy(), None if bias is None else bias.double().numpy(),
+            tuple(w.shape))
 
 
 def prune_oneshot(layers: list[SourceLayer], method: PruningMethod, *, weight_bits: int = 8,

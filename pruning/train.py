@@ -8,6 +8,7 @@ never comes back. ``tests/test_train.py`` checks this.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from tqdm import tqdm
 from .methods import PrunableLayer, PruningMethod
 
 __all__ = ["Dataset", "train", "accuracy", "progressive_prune"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ def progressive_prune(layers: Sequence[PrunableLayer], method: PruningMethod, st
         acc = finetune(step)
         log.append({"step": step, "params": m.params(), "pruning_ratio": total / kept,
                     "accuracy": acc})
+        logger.info("pruning step %d/%d: %.2fx, accuracy %.4f after fine-tuning", step + 1,
+                    steps, total / kept, acc)
     return log
 
 

@@ -76,7 +76,8 @@ def test_prune_torch_model_sources(tmp_path, capsys):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(),
                                 torch.nn.LSTM(16, 8))
-    for kind, obj in (("module", model), ("state", model.state_dict())):
+    for kind, obj in (("state", model.state_dict()),
+                      ("checkpoint", {"model_state_dict": model.state_dict(), "epoch": 1})):
         src = tmp_path / f"{kind}.pt"
         torch.save(obj, src)
         out = tmp_path / f"{kind}.darb"
@@ -185,7 +186,7 @@ def test_inspect_table_of_digits(digits_artifact):
      "weight bits must be an integer between 2 and 16, not 1"),
     (["prune", "{tmp}/missing.npy", "--method", "darb"], "{tmp}/missing.npy: no such file"),
     (["prune", "{bad_npy}", "--method", "darb"], "must hold a 2-D float matrix, not int64 of shape (3,)"),
-    (["prune", "{junk}", "--method", "darb"], "not a .npy file or a saved torch model"),
+    (["prune", "{junk}", "--method", "darb"], "not a .npy, ONNX, .pt2 or torch.save file"),
     (["inspect", "{junk}"], "not a readable darbgen artifact"),
     (["dense", "{darb}", "--layer", "fc9"], "no layer 'fc9'; the artifact has 'layer0'"),
 ])
@@ -320,7 +321,7 @@ def test_prune_sap_errors(weights, tmp_path, args, message):
 def cnn_model(tmp_path):
     from darbgen.pruning.examples import digits_cnn
     path = tmp_path / "cnn.pt"
-    torch.save(digits_cnn(), path)
+    torch.save(digits_cnn().state_dict(), path)
     return path
 
 
