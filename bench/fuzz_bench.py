@@ -49,8 +49,8 @@ def main(argv=None) -> int:
                    help="hostile artifacts through loader and CLI (%(default)s)")
     p.add_argument("--api", type=int, default=5000,
                    help="hostile values through the Python API; ~2,200 is all (%(default)s)")
-    p.add_argument("--paths", type=int, default=96,
-                   help="hostile input/output paths through the CLI; 96 is all (%(default)s)")
+    p.add_argument("--paths", type=int, default=1000,
+                   help="hostile input/output paths through the CLI; 464 is all (%(default)s)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     toolenv.setup()

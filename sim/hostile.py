@@ -428,21 +428,24 @@ _INPUT_KINDS = ("fifo", "dev_zero", "dev_urandom", "directory", "symlink_to_fifo
                 "sparse_huge", "missing")
 _OUTPUT_KINDS = ("the_input", "symlink_to_input", "hard_link_to_input", "dot_path_to_input",
                  "dev_null", "fifo", "directory", "missing_directory", "symlink_to_fifo")
-_COMMANDS = ("inspect", "dense", "prune", "eval", "simulate", "deploy")
+_COMMANDS = ("inspect", "dense", "prune", "prune-data", "eval", "eval-data", "simulate",
+             "deploy")
+#: The names a hostile input takes: each kind of source is read by its own reader.
+_SUFFIXES = ("", ".darb", ".npy", ".onnx", ".pt2", ".pt", ".npz")
 
 
-def _make_input(kind: str, tmp: Path) -> Path:
+def _make_input(kind: str, tmp: Path, suffix: str = "") -> Path:
     if kind in ("fifo", "symlink_to_fifo"):
-        fifo = tmp / "fifo"
+        fifo = tmp / f"fifo{suffix}"
         os.mkfifo(fifo)
         if kind == "fifo":
             return fifo
-        (tmp / "link").symlink_to(fifo)
-        return tmp / "link"
+        (tmp / f"link{suffix}").symlink_to(fifo)
+        return tmp / f"link{suffix}"
     if kind == "sparse_huge":
-        path = tmp / "huge.darb"
+        path = tmp / f"huge{suffix}"
         with open(path, "wb") as f:
-            f.truncate(MAX_ARTIFACT_BYTES + 1)   # sparse: costs no disk
+            f.truncate(2 * MAX_ARTIFACT_BYTES)    # sparse: costs no disk; past every limit
         return path
     return {"dev_zero": Path("/dev/zero"), "dev_urandom": Path("/dev/urandom"),
             "directory": tmp, "missing": tmp / "missing.darb"}[kind]
@@ -452,6 +455,10 @@ def _input_argv(command: str, path: Path, valid: dict) -> list:
     """A command line that reads ``path`` where it reads a file."""
     if command == "prune":
         return ["prune", path, "--method", "darb", "-o", valid["out"]]
+    if command == "prune-data":
+        return ["prune", valid["npy"], "--method", "darb", "--data", path, "-o", valid["out"]]
+    if command == "eval-data":
+        return ["eval", valid["artifact"], "--data", path]
     if command == "simulate":
         return ["simulate", valid["artifact"], "--inputs", path, "-o", valid["out"]]
     if command == "deploy":
@@ -482,7 +489,7 @@ def _make_output(kind: str, tmp: Path, source: Path) -> Path:
 
 def _output_argv(command: str, out: Path, valid: dict) -> tuple[list, Path]:
     """A command line that writes ``out`` and the input it must not replace."""
-    if command in ("prune", "inspect", "eval"):
+    if command in ("prune", "prune-data", "inspect", "eval", "eval-data"):
         return ["prune", valid["npy"], "--method", "darb", "-o", out], valid["npy"]
     if command == "simulate":
         return ["simulate", valid["artifact"], "--inputs", valid["x"], "-o", out], valid["x"]
@@ -499,8 +506,8 @@ def _snapshot(path: Path):
 
 
 def _check_path(report: FuzzReport, case, time_limit: float) -> None:
-    role, kind, command = case
-    where = f"case {report.counts['inputs']} ({command}: {role} {kind})"
+    role, kind, command, suffix = case
+    where = f"case {report.counts['inputs']} ({command}: {role} {kind}{suffix})"
     report.count("inputs")
     with tempfile.TemporaryDirectory(prefix="darbgen-paths-") as d:
         tmp = Path(d)
@@ -511,7 +518,7 @@ def _check_path(report: FuzzReport, case, time_limit: float) -> None:
         random_artifact(rng).save(valid["artifact"])
         np.save(valid["x"], np.zeros((1, 3), np.int8))
         if role == "input":
-            argv, protected = _input_argv(command, _make_input(kind, tmp), valid), None
+            argv, protected = _input_argv(command, _make_input(kind, tmp, suffix), valid), None
         else:
             protected = _output_argv(command, tmp / "unused", valid)[1]
             argv = _output_argv(command, _make_output(kind, tmp, protected), valid)[0]
@@ -551,9 +558,10 @@ def fuzz_paths(examples: int, seed: int = 0, *, budget: float | None = None,
     report = _new_report("hostile paths", seed)
     start = time.monotonic()
     cases = st.one_of(
-        st.tuples(st.just("input"), st.sampled_from(_INPUT_KINDS), st.sampled_from(_COMMANDS)),
+        st.tuples(st.just("input"), st.sampled_from(_INPUT_KINDS), st.sampled_from(_COMMANDS),
+                  st.sampled_from(_SUFFIXES)),
         st.tuples(st.just("output"), st.sampled_from(_OUTPUT_KINDS),
-                  st.sampled_from(_COMMANDS)))
+                  st.sampled_from(_COMMANDS), st.just("")))
     _run(cases, lambda case: _check_path(report, case, time_limit), examples, seed, budget)
     report.seconds = time.monotonic() - start
     return report

@@ -5,6 +5,7 @@ traceback), exit non-zero (2 for usage errors, 1 otherwise) and leave no output 
 behind. The CLI runs in-process; nothing here builds or simulates hardware (a guard
 fails the test if a bad command got that far)."""
 
+import json
 import os
 import re
 
@@ -401,6 +402,10 @@ def test_bad_input_gives_one_clear_line(case, files, tmp_path, capsys):
     assert lines[0].startswith(prefix), lines[0]
     assert re.fullmatch(message, lines[0][len(prefix):]), lines[0]
     assert snapshot(files, tmp_path) == before, "an output (or a partial one) was written"
+    if os.environ.get("DARBGEN_ERROR_MATRIX"):     # bench/cli_error_matrix.py's record
+        with open(os.environ["DARBGEN_ERROR_MATRIX"], "a") as f:
+            line = lines[0].replace(str(out), "OUT").replace(str(files), "IN")
+            f.write(json.dumps({"case": name, "exit": code, "line": line}) + "\n")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

@@ -23,11 +23,11 @@ def test_hostile_artifacts():
 
 
 def test_hostile_paths():
-    """Every special file as every command's input, every aliasing or special output:
-    96 cases, the whole space."""
-    report = fuzz_paths(200, seed=SEED, budget=30)
+    """Every special file, under every source suffix, as every command's input; every
+    aliasing or special output: 464 cases, the whole space."""
+    report = fuzz_paths(1000, seed=SEED, budget=90)
     assert not failures(report), report.failures
-    assert report.counts["inputs"] == 96, report.counts
+    assert report.counts["inputs"] == 464, report.counts
 
 
 def test_hostile_api_values():
@@ -66,5 +66,5 @@ def test_finds_raw_names_on_the_terminal(monkeypatch):
 
 def test_finds_an_output_that_replaces_its_input(monkeypatch):
     monkeypatch.setattr(darbgen.cli, "check_output", lambda path, inputs: None)
-    report = fuzz_paths(200, seed=SEED)
+    report = fuzz_paths(1000, seed=SEED)
     assert report.counts["silent_corruptions"] > 0, report.counts
