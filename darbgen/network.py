@@ -44,13 +44,12 @@ from .conv import MapBuffer
 from .format import Artifact, ArtifactError, SparseLayer, ceil_log2
 from .packing import Schedule, pack_fields, schedule
 from .packing import load_words as layer_load_words
+from .quant import MULT_BITS
 
 __all__ = ["MULT_BITS", "SHIFT_BITS", "BIAS_BITS", "OUTPUT_BITS", "LayerQuant", "NetworkPlan",
            "GatherConfig", "NetworkConfig", "plan", "load_words", "requant", "input_width",
            "output_width", "image_cycles"]
 
-#: Requantization multiplier width (unsigned; its top bit is set for precision).
-MULT_BITS = 15
 #: Width of a per-row right shift (1 .. 2**SHIFT_BITS - 1).
 SHIFT_BITS = 6
 #: Integer bias width (signed).

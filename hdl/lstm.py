@@ -14,7 +14,7 @@ SpMV's output beats, in two phases:
   step that resets), computes ``c_t`` and ``h_t``, writes ``c_t`` back and emits
   ``(h_t, c_t)``; ``h_t`` also leaves on the ``h_*`` signals for the feedback.
 
-The lookup tables are a ROM initialized from ``lstm_golden``'s ``SIGMOID_LUT`` and
+The lookup tables are a ROM initialized from ``lstm_format``'s ``SIGMOID_LUT`` and
 ``TANH_LUT``: they are part of the integer contract, identical for every model, so
 loading them would cost 4096 load words per deployment and add a way to run with the
 wrong tables, while a ROM is block RAM initialized by the bitstream. (``luts``
@@ -35,7 +35,8 @@ from amaranth.utils import ceil_log2
 
 from ..lstm import (BIAS_BITS, C_BITS, C_FRAC_BITS, GATES, LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE,
                     LUT_BITS, LSTMConfig, lut_init)
-from ..sim.lstm_golden import A_FRAC, C_MAX, C_MIN, MULT_BITS, X_ONE, Z_FRAC, Z_MAX, Z_MIN
+from ..lstm_format import A_FRAC, C_MAX, C_MIN, X_ONE, Z_FRAC, Z_MAX, Z_MIN
+from ..quant import MULT_BITS
 from .engine import SpMVEngine
 from .layouts import input_layout, output_layout, to_layout
 
