@@ -441,13 +441,16 @@ def markdown(result) -> str:
         "| `x_t` | int8: 127 at the character, 0 elsewhere (unit 1/127) |",
         "| `h_t` | int8 in [-127, 127], unit 1/127 |",
         "| `acc` | `spmv_ref(gate, [x_t; h_{t-1}])`, unit `scale_i / 127` on row i |",
-        "| bias | int32 per row: `round(b_i · 127 / scale_i)` |",
+        "| bias | int32 per row: `round(b_i · 127 / scale_i)`, halves away from zero "
+        "(`darbgen.quant.round_half_away`, the rule of every network) |",
         "| `z` (pre-activation) | Q3.7, 11-bit signed, clamped to [-8, 8) |",
         "| sigmoid, tanh | Q1.14 (int16) lookup tables of 2048 entries indexed by `z + 1024` |",
         "| `c_t` | int16, Q.`c_frac` with `c_frac` in [7, 14] from calibration |",
         "",
         "- `round_shift(a, s) = (a + 2^(s-1)) >> s`: arithmetic shift, round half up "
-        "(`round_shift(-3, 1) = -1`).",
+        "(`round_shift(-3, 1) = -1`); `mult_i` is rounded half away from zero like the bias "
+        "(`darbgen.quant.fixed_point`). Both rules are `darbgen/quant.py`'s, shared with the "
+        "MLP and CNN layers (network.md).",
         "- `z = clamp(round_shift((acc + bias) · mult_i, shift_i), -1024, 1023)` with "
         "`mult_i` in [2^14, 2^15) and `mult_i / 2^shift_i ≈ scale_i · 2^7 / 127`.",
         "- `c_t = clamp(round_shift(f · c_{t-1}, 14) + round_shift(i · g, 28 - c_frac), "

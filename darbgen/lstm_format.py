@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .format import SparseLayer
-from .quant import MULT_BITS, float_bias
+from .quant import MULT_BITS, fixed_point, float_bias, round_half_away
 
 __all__ = [
     "X_ONE", "Z_FRAC", "Z_MIN", "Z_MAX", "A_FRAC", "C_MIN", "C_MAX", "BIAS_MIN", "BIAS_MAX",
@@ -236,10 +236,10 @@ def derive_params(gate: SparseLayer, calibration: Calibration | None = None, *,
     calibration.
 
     Row ``i``'s accumulator unit is ``scale_i / 127``, so its integer bias is
-    ``round(b_i · 127 / scale_i)`` (half away from zero) and its requantization
-    factor ``r_i = scale_i · 2^7 / 127`` is written ``mult_i / 2^shift_i`` with
-    ``mult_i = round(m · 2^15)``, ``r_i = m · 2^e``, ``m`` in ``[0.5, 1)`` (``frexp``),
-    ``shift_i = 15 - e``.
+    ``round(b_i · 127 / scale_i)`` and its requantization factor
+    ``r_i = scale_i · 2^7 / 127`` is written ``mult_i / 2^shift_i``
+    (:func:`darbgen.quant.fixed_point`). Both round halves away from zero
+    (:func:`darbgen.quant.round_half_away`), as the MLP and CNN layers' integers do.
 
     Parameters
     ----------
@@ -262,18 +262,14 @@ def derive_params(gate: SparseLayer, calibration: Calibration | None = None, *,
         c_frac = calibration.c_frac()
     scale = np.broadcast_to(gate.scale, (gate.rows,)).astype(np.float64)
     bias_f = float_bias(gate) * X_ONE / scale
-    if np.abs(bias_f).max() > BIAS_MAX:
-        r = int(np.argmax(np.abs(bias_f)))
+    bias = round_half_away(bias_f)
+    if np.abs(bias).max() > BIAS_MAX:            # as floats: a cast of 1e30 wraps
+        r = int(np.argmax(np.abs(bias)))
         raise ValueError(f"gate layer {gate.name!r}: row {r}: bias {bias_f[r]:.4g} in "
                          "accumulator units does not fit int32")
-    bias = (np.sign(bias_f) * np.floor(np.abs(bias_f) + 0.5)).astype(np.int64)
-    m, e = np.frexp(scale * (1 << Z_FRAC) / X_ONE)
-    mult = np.round(m * (1 << MULT_BITS)).astype(np.int64)
-    carry = mult == 1 << MULT_BITS               # m rounded up to 1.0
-    mult = np.where(carry, mult >> 1, mult)
-    shift = MULT_BITS - (e + carry)
+    mult, shift = fixed_point(scale * (1 << Z_FRAC) / X_ONE)
     if shift.min() < 1 or shift.max() > 62:
         r = int(np.argmax((shift < 1) | (shift > 62)))
         raise ValueError(f"gate layer {gate.name!r}: row {r}: scale {scale[r]:.4g} gives "
                          f"shift {int(shift[r])}, outside 1..62")
-    return IntLSTMParams(bias, mult, shift.astype(np.int64), c_frac)
+    return IntLSTMParams(bias.astype(np.int64), mult, shift, c_frac)

@@ -2,7 +2,7 @@
 
 :class:`Requantizer` takes one engine's output beats (one sum per lane, in the
 engine's slot order), adds each row's integer bias, requantizes with the row's
-multiplier and shift (:func:`darbgen.network.requant`, rounding half up), clamps (at 0
+multiplier and shift (:func:`darbgen.quant.requant`, rounding half up), clamps (at 0
 after a ReLU) and scatters the results to their rows; once a vector is complete it
 streams the activations in column order into the next engine. After the last layer
 it streams the integer logits (``acc + bias``) out, one row per beat.
@@ -51,7 +51,7 @@ def requant_table(m: Module, load, c: NetworkConfig, i: int):
 
 def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, lo: int, hi: int,
                      base=None, skip=None):
-    """The requantization of :func:`darbgen.network.requant`, pipelined: ``entry`` is the
+    """The requantization of :func:`darbgen.quant.requant`, pipelined: ``entry`` is the
     table entry read in the cycle after ``issue`` with the sum ``acc``. Returns the
     write enable, destination and clamped result, ``_PIPELINE_DEPTH`` cycles later.
     ``base`` (added to ``entry.dest``) and ``skip`` (drops the write) come with
@@ -71,7 +71,7 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
     m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
                  s3_p.eq(s2_v if final else s2_v * s2_mult),
-                 # The rounding of darbgen.network.requant: half an LSB of the shift.
+                 # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
                  s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
     # The add and the shift-and-clamp get a stage each: together with the multiply
     # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.

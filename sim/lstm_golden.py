@@ -18,7 +18,9 @@ arithmetic shift: round half up (towards +inf), so ``round_shift(-3, 1) = -1``.
 ``clamp(a, lo, hi) = min(max(a, lo), hi)``.
 
 1. ``acc = spmv_ref(gate, [x_t; h_{t-1}])`` (the engine computes exactly this);
-2. ``z = clamp(round_shift((acc + bias) * mult, shift), -1024, 1023)`` per row, with
+2. ``z = requant(acc + bias, mult, shift, -1024, 1023)``
+   ``= clamp(round_shift((acc + bias) * mult, shift), -1024, 1023)`` per row (the
+   requantizer of every network, :func:`darbgen.quant.requant`), with
    ``mult`` in ``[2^14, 2^15)`` and ``mult / 2^shift ~= scale_i * 2^7 / 127``;
 3. ``i, f, o = SIGMOID_LUT[z + 1024]``, ``g = TANH_LUT[z + 1024]`` (rows ``0:H``,
    ``H:2H``, ``3H:4H``; ``2H:3H``);
@@ -42,7 +44,7 @@ import numpy as np
 from ..format import SparseLayer
 from ..lstm_format import (A_FRAC, C_MAX, C_MIN, X_ONE, Z_FRAC, Z_MAX, Z_MIN, Calibration,
                            IntLSTMParams, lstm_shape, one_hot_inputs, sigmoid_q, tanh_q)
-from ..quant import MULT_BITS, float_bias, round_shift
+from ..quant import MULT_BITS, float_bias, requant, round_shift
 from .golden import spmv_ref
 
 __all__ = [
@@ -120,7 +122,7 @@ def step_from_accumulators(params: IntLSTMParams, acc, c_prev) -> tuple[np.ndarr
     total = acc + params.bias
     if np.abs(total).max(initial=0) >= 1 << (62 - MULT_BITS):
         raise ValueError("accumulator plus bias overflows the requantization product")
-    z = np.clip(round_shift(total * params.mult, params.shift), Z_MIN, Z_MAX)
+    z = requant(total, params.mult, params.shift, Z_MIN, Z_MAX)
     i = sigmoid_q(z[:, 0:hidden])
     f = sigmoid_q(z[:, hidden:2 * hidden])
     g = tanh_q(z[:, 2 * hidden:3 * hidden])

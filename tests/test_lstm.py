@@ -42,6 +42,7 @@ def py_round_shift(a: int, s: int) -> int:
     (5, 2, 1), (6, 2, 2), (-6, 2, -1), (-7, 2, -2), (-5, 2, -1),
     (7, 0, 7), (-7, 0, -7),                                                  # s = 0: identity
     ((1 << 61) - 1, 61, 1), (-(1 << 61), 61, -1), (-(1 << 60), 61, 0),       # wide values
+    ((1 << 62) - 1, 63, 0), (-(1 << 62), 63, 0), (-(1 << 62) - 1, 63, -1),   # 6-bit shift field
 ])
 def test_round_shift_edge_cases(a, s, expected):
     assert quant.round_shift(a, s) == expected == py_round_shift(a, s)
@@ -54,9 +55,9 @@ def test_round_shift_random_against_fractions(rng):
     assert got.tolist() == [py_round_shift(int(x), int(y)) for x, y in zip(a, s)]
 
 
-@pytest.mark.parametrize("s", [-1, 63])
+@pytest.mark.parametrize("s", [-1, 64])
 def test_round_shift_rejects_shifts(s):
-    with pytest.raises(ValueError, match=rf"^shift must be between 0 and 62, not {s}\.\.{s}$"):
+    with pytest.raises(ValueError, match=rf"^shift must be between 0 and 63, not {s}\.\.{s}$"):
         quant.round_shift(1, s)
 
 
