@@ -121,7 +121,10 @@ def section(result) -> str:
         "rows without weights, like the network requantizer) names the row as (gate, unit) "
         "and holds its int32 bias, 15-bit multiplier and shift; "
         "`z = clamp(round_shift((acc + bias) · mult, shift))` indexes a 4096 × 16 ROM "
-        "(sigmoid, and tanh for gate g) and the activation goes to that gate's memory.",
+        "(sigmoid, and tanh for gate g) and the activation goes to that gate's memory. The "
+        "table, the requantization pipeline and the FILL/APPLY/TAIL states are the MLP and "
+        "CNN requantizer's own (`hdl/network.py`: `requant_table`, `requant_pipeline`, "
+        "`requant_states`), as `z` is `darbgen.quant.requant`'s.",
         "- Units phase, one hidden unit per cycle (stalled only by the output stream): "
         "`i, f, g, o` and `c_{t-1}` from memory, `c_t` written back to the on-chip "
         "cell-state memory, `h_t` by a second lookup of tanh, 3 multipliers.",

@@ -8,7 +8,9 @@ SpMV's output beats, in two phases:
   ``(gate, unit)`` and holds its bias, multiplier and shift;
   ``z = clamp(round_shift((acc + bias) · mult, shift))`` indexes the lookup memory
   (sigmoid, or tanh for gate g) and the activation is written to that gate's
-  activation memory at ``unit``. Rows without weights follow with a zero sum;
+  activation memory at ``unit``. Rows without weights follow with a zero sum. The
+  table, the pipeline and the FILL/APPLY/TAIL states are the network requantizer's
+  (:mod:`darbgen.hdl.network`), so ``z`` is :func:`darbgen.quant.requant`'s;
 * **units** (one hidden unit per cycle, pipelined, stalled only by the output
   stream): reads ``i, f, g, o`` and ``c_{t-1}`` (the cell-state memory, or 0 on a
   step that resets), computes ``c_t`` and ``h_t``, writes ``c_t`` back and emits
