@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from darbgen import lstm_format as lf
 from darbgen.config import EngineConfig
 from darbgen.format import Artifact
 from darbgen.lstm import LSTMConfig
@@ -62,16 +63,16 @@ def tiny_model(corpus):
     prune_lstm(model, corpus.train, corpus.valid[:3000], method, steps=1, finetune_steps=20,
                seed=SEED)
     gate = export_lstm(model, method).layers[0]
-    return gate, lg.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8,
+    return gate, lf.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8,
                                                      steps=100))
 
 
 def measure(name, gate, params, corpus, config, streams: int, length: int) -> dict:
-    inputs, hidden = lg.lstm_shape(gate)
+    inputs, hidden = lf.lstm_shape(gate)
     ids = np.concatenate([corpus.valid[s * 1000:s * 1000 + length] for s in range(streams)])
     reset = np.zeros(ids.size, bool)
     reset[::length] = True
-    x = lg.one_hot_inputs(ids, inputs)
+    x = lf.one_hot_inputs(ids, inputs)
     start = time.monotonic()
     run = simulate_lstm(gate, params, x, reset, config)
     seconds = time.monotonic() - start
@@ -120,11 +121,14 @@ def section(result) -> str:
         "rows without weights, like the network requantizer) names the row as (gate, unit) "
         "and holds its int32 bias, 15-bit multiplier and shift; "
         "`z = clamp(round_shift((acc + bias) · mult, shift))` indexes a 4096 × 16 ROM "
-        "(sigmoid, and tanh for gate g) and the activation goes to that gate's memory.",
+        "(sigmoid, and tanh for gate g) and the activation goes to that gate's memory. The "
+        "table, the requantization pipeline and the FILL/APPLY/TAIL states are the MLP and "
+        "CNN requantizer's own (`hdl/network.py`: `requant_table`, `requant_pipeline`, "
+        "`requant_states`), as `z` is `darbgen.quant.requant`'s.",
         "- Units phase, one hidden unit per cycle (stalled only by the output stream): "
         "`i, f, g, o` and `c_{t-1}` from memory, `c_t` written back to the on-chip "
         "cell-state memory, `h_t` by a second lookup of tanh, 3 multipliers.",
-        "- The lookup tables are a ROM initialized from `lstm_golden`'s `SIGMOID_LUT` and "
+        "- The lookup tables are a ROM initialized from `lstm_format`'s `SIGMOID_LUT` and "
         "`TANH_LUT`: they are part of the contract, the same for every model, so loading "
         "them would cost 4096 load words per deployment and open a way to run with wrong "
         "tables. `c_frac` (per model) is loaded.",
@@ -201,10 +205,10 @@ def main(argv=None) -> int:
             break
         gate = Artifact.load(path).layers[0]
         calib = lg.calibrate(gate, corpus.train, n_streams=16, steps=256)
-        models.append((name, gate, lg.derive_params(gate, calib)))
+        models.append((name, gate, lf.derive_params(gate, calib)))
     for lanes in [int(p) for p in args.lanes.split(",")] if models else []:
         engine = EngineConfig.for_layers([g for _, g, _ in models], lanes)
-        config = LSTMConfig(engine, lg.lstm_shape(models[0][1])[1])
+        config = LSTMConfig(engine, lf.lstm_shape(models[0][1])[1])
         for name, gate, params in models:
             rows.append(measure(name, gate, params, corpus, config, args.streams, args.steps))
     result = {"seed": SEED, "rows": rows, "seconds": time.monotonic() - start}

@@ -1,7 +1,8 @@
 """The LSTM step on chip: the contract between the host, the step's gateware and the
 golden model (numpy only: no torch, no Amaranth).
 
-One step of :mod:`darbgen.sim.lstm_golden` runs as the gate layer's SpMV on a
+One step of :mod:`darbgen.sim.lstm_golden` (with the integers of
+:mod:`darbgen.lstm_format`) runs as the gate layer's SpMV on a
 :class:`~darbgen.config.EngineConfig` engine followed by the LSTM cell
 (:class:`darbgen.hdl.lstm.LSTMCell`), with ``h_t`` fed back into the engine's input
 for the next step (:class:`darbgen.hdl.lstm.LSTMStep`). :class:`LSTMConfig` holds that
@@ -33,7 +34,7 @@ its output beats) and then one per gate row without weights (those rows never le
 the engine; the cell applies them with a zero sum), like the requantizer of
 :mod:`darbgen.network`. An entry names its row as ``(gate, unit)`` (row
 ``gate · hidden + unit``, gates in PyTorch's order i, f, g, o) and carries that row's
-integer bias, multiplier and shift from :class:`~darbgen.sim.lstm_golden.IntLSTMParams`.
+integer bias, multiplier and shift from :class:`~darbgen.lstm_format.IntLSTMParams`.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ from .config import ConfigError, EngineConfig, layout_width
 from .format import SparseLayer, ceil_log2
 from .packing import Schedule, pack_fields, schedule, unpack_fields
 from .packing import load_words as engine_load_words
-from .sim.lstm_golden import (A_FRAC, BIAS_MAX, MULT_BITS, SIGMOID_LUT, TANH_LUT, X_ONE, Z_MAX,
-                              Z_MIN, IntLSTMParams, lstm_shape)
+from .lstm_format import (A_FRAC, BIAS_MAX, SIGMOID_LUT, TANH_LUT, X_ONE, Z_MAX, Z_MIN,
+                          IntLSTMParams, lstm_shape)
+from .quant import MULT_BITS
 
 __all__ = ["LOAD_ENGINE", "LOAD_TABLE", "LOAD_C_FRAC", "GATES", "LUT_BITS", "C_BITS",
            "SHIFT_BITS", "BIAS_BITS", "C_FRAC_BITS", "Z_BITS", "LSTMConfig", "lut_init",

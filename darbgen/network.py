@@ -4,14 +4,15 @@ An artifact whose layers form a chain (each layer's rows are the next one's colu
 and carry an ``input_scale`` runs end to end in integers:
 
 * layer ``L`` computes ``acc = Wq @ x`` exactly (the engine), then adds its integer bias
-  ``bias_q = round(bias / (scale_w * s_in))``;
+  ``bias_q = round(bias / (scale_w * s_in))``, halves away from zero
+  (:func:`darbgen.quant.round_half_away`, the rule of every network's integers);
 * a hidden layer requantizes to the next layer's int8 input with a per-row integer
-  multiplier and shift, rounding half up::
+  multiplier and shift (:func:`darbgen.quant.requant`), rounding half up::
 
       q = clamp((v * mult + 2**(shift - 1)) >> shift, lo, hi),   v = acc + bias_q
 
-  where ``mult / 2**shift`` approximates ``scale_w * s_in / s_next`` (``mult`` has
-  :data:`MULT_BITS` bits, its top bit set) and ``lo = 0`` after a ReLU, else ``-128``;
+  where ``mult / 2**shift`` approximates ``scale_w * s_in / s_next``
+  (:func:`darbgen.quant.fixed_point`: ``mult`` has ``MULT_BITS`` bits, its top bit set) and ``lo = 0`` after a ReLU, else ``-128``;
 * the last layer's output is ``v`` itself: integer logits; the class is the argmax of
   ``v · s_w · s_in`` (:meth:`NetworkPlan.predict`: rows have their own weight scales).
 
@@ -44,13 +45,12 @@ from .conv import MapBuffer
 from .format import Artifact, ArtifactError, SparseLayer, ceil_log2
 from .packing import Schedule, pack_fields, schedule
 from .packing import load_words as layer_load_words
+from .quant import MULT_BITS, fixed_point, float_bias, round_half_away
 
-__all__ = ["MULT_BITS", "SHIFT_BITS", "BIAS_BITS", "OUTPUT_BITS", "LayerQuant", "NetworkPlan",
-           "GatherConfig", "NetworkConfig", "plan", "load_words", "requant", "input_width",
+__all__ = ["SHIFT_BITS", "BIAS_BITS", "OUTPUT_BITS", "LayerQuant", "NetworkPlan",
+           "GatherConfig", "NetworkConfig", "plan", "load_words", "input_width",
            "output_width", "image_cycles"]
 
-#: Requantization multiplier width (unsigned; its top bit is set for precision).
-MULT_BITS = 15
 #: Width of a per-row right shift (1 .. 2**SHIFT_BITS - 1).
 SHIFT_BITS = 6
 #: Integer bias width (signed).
@@ -71,16 +71,6 @@ def output_width(layer: SparseLayer) -> int:
     pooled output map."""
     g = layer.conv_geometry
     return layer.rows if g is None else g.output_width
-
-
-def requant(v, mult, shift, lo: int, hi: int) -> np.ndarray:
-    """``clamp((v * mult + 2**(shift-1)) >> shift, lo, hi)`` in int64, elementwise.
-
-    The one definition of the rounding, shared by the golden model and the tests of
-    the hardware: arithmetic shift (floor), so ``.5`` rounds up, towards +inf.
-    """
-    v, mult, shift = (np.asarray(a, dtype=np.int64) for a in (v, mult, shift))
-    return np.clip((v * mult + (np.int64(1) << (shift - 1))) >> shift, lo, hi)
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +152,8 @@ def _check_link(layer: SparseLayer, nxt: SparseLayer) -> None:
 
 
 def _fixed_point(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row ``mult / 2**shift ≈ ratio`` with ``mult`` in ``[2**(MULT_BITS-1), 2**MULT_BITS)``."""
+    """:func:`~darbgen.quant.fixed_point` of ``ratio``, refused (naming the row) where
+    the multiplier and the shift field cannot express it."""
     def refuse(bad):
         if bad.any():
             row = int(np.argmax(bad))
@@ -173,12 +164,7 @@ def _fixed_point(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]
     # Before log2 and the casts, so no infinity reaches them and nothing wraps.
     refuse(~(np.isfinite(ratio) & (ratio > 2.0 ** -(1 << SHIFT_BITS))
              & (ratio < 2.0 ** MULT_BITS)))
-    exp = np.floor(np.log2(ratio)).astype(np.int64)
-    shift = (MULT_BITS - 1) - exp
-    mult = np.round(ratio * np.exp2(shift.astype(np.float64))).astype(np.int64)
-    over = mult >= 1 << MULT_BITS              # rounding carried into a new top bit
-    mult[over] >>= 1
-    shift[over] -= 1
+    mult, shift = fixed_point(ratio)
     refuse((shift < 1) | (shift >= 1 << SHIFT_BITS))
     return mult, shift
 
@@ -218,9 +204,8 @@ def plan(artifact: Artifact, input_bits: int = 8) -> NetworkPlan:
         if not final:
             _check_link(layer, layers[i + 1])
         step = np.broadcast_to(layer.scale, (layer.rows,)) * layer.input_scale
-        bias_f = np.zeros(layer.rows) if layer.bias is None else layer.bias.astype(np.float64)
         with np.errstate(all="ignore"):         # an infinite quotient is refused below
-            bias_q = np.round(bias_f / step)
+            bias_q = round_half_away(float_bias(layer) / step)
         acc_max = (1 << (layer.accumulator_width(input_bits) - 1))
         # Checked as floats, before the cast: a cast of 1e30 to int64 wraps silently.
         if not (np.abs(bias_q) < (1 << (BIAS_BITS - 1)) - acc_max).all():

@@ -308,9 +308,8 @@ class MapRequantizer(wiring.Component):
         m.submodules.gather = gather = Gather(c, i + 1)
         connect(m, wiring.flipped(self.gather_load), gather.load)
         connect(m, gather.out, wiring.flipped(self.out))
-        table_rd, loaded = requant_table(m, self.load, c, i)
-
         positions = c.positions(i)
+        table_rd, loaded = requant_table(m, self.load, positions, to_layout(c.requant_fields(i)))
         beat = Signal.like(self.y.payload)
         lane = Signal(range(src.lanes))
         k = Signal(range(positions + 1))

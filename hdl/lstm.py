@@ -8,13 +8,15 @@ SpMV's output beats, in two phases:
   ``(gate, unit)`` and holds its bias, multiplier and shift;
   ``z = clamp(round_shift((acc + bias) · mult, shift))`` indexes the lookup memory
   (sigmoid, or tanh for gate g) and the activation is written to that gate's
-  activation memory at ``unit``. Rows without weights follow with a zero sum;
+  activation memory at ``unit``. Rows without weights follow with a zero sum. The
+  table, the pipeline and the FILL/APPLY/TAIL states are the network requantizer's
+  (:mod:`darbgen.hdl.network`), so ``z`` is :func:`darbgen.quant.requant`'s;
 * **units** (one hidden unit per cycle, pipelined, stalled only by the output
   stream): reads ``i, f, g, o`` and ``c_{t-1}`` (the cell-state memory, or 0 on a
   step that resets), computes ``c_t`` and ``h_t``, writes ``c_t`` back and emits
   ``(h_t, c_t)``; ``h_t`` also leaves on the ``h_*`` signals for the feedback.
 
-The lookup tables are a ROM initialized from ``lstm_golden``'s ``SIGMOID_LUT`` and
+The lookup tables are a ROM initialized from ``lstm_format``'s ``SIGMOID_LUT`` and
 ``TANH_LUT``: they are part of the integer contract, identical for every model, so
 loading them would cost 4096 load words per deployment and add a way to run with the
 wrong tables, while a ROM is block RAM initialized by the bitstream. (``luts``
@@ -33,11 +35,12 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
-from ..lstm import (BIAS_BITS, C_BITS, C_FRAC_BITS, GATES, LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE,
+from ..lstm import (C_BITS, C_FRAC_BITS, GATES, LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE,
                     LUT_BITS, LSTMConfig, lut_init)
-from ..sim.lstm_golden import A_FRAC, C_MAX, C_MIN, MULT_BITS, X_ONE, Z_FRAC, Z_MAX, Z_MIN
+from ..lstm_format import A_FRAC, C_MAX, C_MIN, X_ONE, Z_FRAC, Z_MAX, Z_MIN
 from .engine import SpMVEngine
 from .layouts import input_layout, output_layout, to_layout
+from .network import requant_pipeline, requant_states, requant_table
 
 __all__ = ["LSTMCell", "LSTMStep"]
 
@@ -119,8 +122,6 @@ class LSTMCell(wiring.Component):
         m = Module()
         c = self._config
         e, hidden = c.engine, c.hidden
-        m.submodules.table = table = memory.Memory(shape=to_layout(c.table_fields),
-                                                   depth=c.positions, init=[])
         m.submodules.lut = lut = memory.Memory(shape=signed(LUT_BITS), depth=len(self._luts),
                                                init=self._luts)
         acts = []
@@ -128,19 +129,11 @@ class LSTMCell(wiring.Component):
             acts.append(memory.Memory(shape=signed(LUT_BITS), depth=hidden, init=[]))
             m.submodules[f"act_{name}"] = acts[g]
         m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=hidden, init=[])
-        table_wr, table_rd = table.write_port(), table.read_port()
+        table_rd, loaded = requant_table(m, self.load, c.positions, to_layout(c.table_fields))
         lut_rd = lut.read_port()
         act_wr = [a.write_port() for a in acts]
         act_rd = [a.read_port() for a in acts]
         c_wr, c_rd = cstate.write_port(), cstate.read_port()
-
-        # -- the table: written in order from the load stream --------------------------
-        loaded = Signal(range(c.positions + 1))
-        at = Mux(self.load.payload.first, 0, loaded)
-        m.d.comb += [self.load.ready.eq(1), table_wr.addr.eq(at),
-                     table_wr.data.eq(self.load.payload), table_wr.en.eq(self.load.valid)]
-        with m.If(self.load.valid):
-            m.d.sync += loaded.eq(at + 1)
 
         in_units = Signal()                 # the units phase owns the lookup memory
         lut_gates_addr = Signal.like(lut_rd.addr)
@@ -157,32 +150,11 @@ class LSTMCell(wiring.Component):
         issue = Signal()
         acc = Signal(signed(e.acc_width))
         m.d.comb += table_rd.addr.eq(k)
-        a1_ok, a1_acc = Signal(), Signal(signed(e.acc_width))
-        m.d.sync += [a1_ok.eq(issue), a1_acc.eq(acc)]
         entry = table_rd.data
-        v_bits = max(e.acc_width, BIAS_BITS) + 1
-        p_bits = v_bits + MULT_BITS
-        # A shift of p_bits already rounds every product to 0, as any larger one does
-        # (|p| <= 2^(p_bits-1)): saturating it keeps the rounding term inside p_bits.
-        shift_max = min(p_bits, (1 << len(entry.shift)) - 1)
-        a2_ok, a2_v = Signal(), Signal(signed(v_bits))
-        a2_mult, a2_shift = Signal.like(entry.mult), Signal(range(shift_max + 1))
-        a2_gate, a2_unit = Signal.like(entry.gate), Signal.like(entry.unit)
-        m.d.sync += [a2_ok.eq(a1_ok & entry.valid), a2_v.eq(a1_acc + entry.bias),
-                     a2_mult.eq(entry.mult),
-                     a2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
-                     a2_gate.eq(entry.gate), a2_unit.eq(entry.unit)]
-        a3_ok, a3_p, a3_half = Signal(), Signal(signed(p_bits)), Signal(p_bits)
-        a3_shift, a3_gate = Signal.like(a2_shift), Signal.like(a2_gate)
-        a3_unit = Signal.like(a2_unit)
-        m.d.sync += [a3_ok.eq(a2_ok), a3_p.eq(a2_v * a2_mult), a3_half.eq(_half(a2_shift)),
-                     a3_shift.eq(a2_shift), a3_gate.eq(a2_gate), a3_unit.eq(a2_unit)]
-        a4_ok, a4_sum = Signal(), Signal(signed(p_bits + 1))
-        a4_shift, a4_gate = Signal.like(a3_shift), Signal.like(a3_gate)
-        a4_unit = Signal.like(a3_unit)
-        m.d.sync += [a4_ok.eq(a3_ok), a4_sum.eq(a3_p + a3_half), a4_shift.eq(a3_shift),
-                     a4_gate.eq(a3_gate), a4_unit.eq(a3_unit)]
-        z = _clamp(a4_sum >> a4_shift, Z_MIN, Z_MAX)
+        # The requantizer of every network (darbgen.quant.requant), with z's clamp.
+        a4_ok, a4_tag, z = requant_pipeline(m, entry, issue, acc, e.acc_width, False, Z_MIN,
+                                            Z_MAX, tag=Cat(entry.unit, entry.gate))
+        a4_unit, a4_gate = a4_tag[:len(entry.unit)], a4_tag[len(entry.unit):]
         index_bits = (Z_MAX - Z_MIN).bit_length()
         m.d.comb += lut_gates_addr.eq(Cat((z - Z_MIN)[:index_bits], a4_gate == _TANH_GATE))
         a5_ok, a5_gate, a5_unit = Signal(), Signal.like(a4_gate), Signal.like(a4_unit)
@@ -245,43 +217,25 @@ class LSTMCell(wiring.Component):
                      self.done.eq(t6_ok & t6_last & advance)]
 
         flush = Signal(range(_GATE_DEPTH + 1))
+
+        def tail_done():
+            with m.Else():
+                m.d.sync += flush.eq(_GATE_DEPTH)
+                m.next = "FLUSH"
+
         with m.FSM():
-            with m.State("Fill"):
-                m.d.comb += self.y.ready.eq(1)
-                with m.If(self.y.valid):
-                    m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
-                    m.next = "Gates"
-            with m.State("Gates"):
-                m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
-                m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
-                with m.If(lane == e.lanes - 1):
-                    with m.If(beat.last):
-                        m.next = "Tail"
-                    with m.Else():
-                        # Take the next beat now: the engine drains one per cycle.
-                        m.d.comb += self.y.ready.eq(1)
-                        with m.If(self.y.valid):
-                            m.d.sync += [beat.eq(self.y.payload), lane.eq(0)]
-                        with m.Else():
-                            m.next = "Fill"
-            with m.State("Tail"):
-                # Rows without weights: their sum is 0.
-                m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
-                with m.If(k < loaded):
-                    m.d.sync += k.eq(k + 1)
-                with m.Else():
-                    m.d.sync += flush.eq(_GATE_DEPTH)
-                    m.next = "Flush"
-            with m.State("Flush"):
+            requant_states(m, self.y, beat, lane, k, issue, acc, e.lanes, loaded, tail_done,
+                           gapless=True)
+            with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
                 with m.If(flush == 1):
                     m.d.sync += j.eq(0)
-                    m.next = "Units"
-            with m.State("Units"):
+                    m.next = "UNITS"
+            with m.State("UNITS"):
                 m.d.comb += [in_units.eq(1), issue_unit.eq(j < hidden)]
                 with m.If(self.done):
                     m.d.sync += k.eq(0)
-                    m.next = "Fill"
+                    m.next = "FILL"
         return m
 
 

@@ -2,7 +2,7 @@
 
 :class:`Requantizer` takes one engine's output beats (one sum per lane, in the
 engine's slot order), adds each row's integer bias, requantizes with the row's
-multiplier and shift (:func:`darbgen.network.requant`, rounding half up), clamps (at 0
+multiplier and shift (:func:`darbgen.quant.requant`, rounding half up), clamps (at 0
 after a ReLU) and scatters the results to their rows; once a vector is complete it
 streams the activations in column order into the next engine. After the last layer
 it streams the integer logits (``acc + bias``) out, one row per beat.
@@ -31,11 +31,10 @@ __all__ = ["Requantizer", "Network"]
 _PIPELINE_DEPTH = 4
 
 
-def requant_table(m: Module, load, c: NetworkConfig, i: int):
-    """Requantizer ``i``'s table, written in order from ``load`` (``first`` restarts it).
-    Returns its read port and the count of entries written."""
-    positions = c.positions(i)
-    entry_l = to_layout(c.requant_fields(i))
+def requant_table(m: Module, load, positions: int, entry_l):
+    """A requantizer's table of ``positions`` entries of layout ``entry_l``, written in
+    order from ``load`` (``first`` restarts it). Returns its read port and the count of
+    entries written."""
     # At least 2 words: a 1-word memory's 0-bit address is `wire [-1:0]` in Verilog.
     m.submodules.table = table = memory.Memory(shape=entry_l, depth=max(positions, 2),
                                                init=[])
@@ -50,28 +49,36 @@ def requant_table(m: Module, load, c: NetworkConfig, i: int):
 
 
 def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, lo: int, hi: int,
-                     base=None, skip=None):
-    """The requantization of :func:`darbgen.network.requant`, pipelined: ``entry`` is the
+                     base=None, skip=None, tag=None):
+    """The requantization of :func:`darbgen.quant.requant`, pipelined: ``entry`` is the
     table entry read in the cycle after ``issue`` with the sum ``acc``. Returns the
     write enable, destination and clamped result, ``_PIPELINE_DEPTH`` cycles later.
     ``base`` (added to ``entry.dest``) and ``skip`` (drops the write) come with
-    ``entry``: an output position's offset in an activation buffer."""
+    ``entry``: an output position's offset in an activation buffer. ``tag`` (a value
+    of ``entry``'s cycle) replaces the destination: the LSTM cell's ``(unit, gate)``."""
     s1_valid, s1_acc = Signal(), Signal(signed(acc_width))
     m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
     v_bits = max(acc_width, len(entry.bias)) + 1
     s2_ok, s2_v = Signal(), Signal(signed(v_bits))
-    s2_mult, s2_shift = Signal.like(entry.mult), Signal.like(entry.shift)
-    s2_dest = Signal.like(entry.dest)
-    ok = s1_valid & entry.valid if skip is None else s1_valid & entry.valid & ~skip
-    m.d.sync += [s2_ok.eq(ok), s2_v.eq(s1_acc + entry.bias),
-                 s2_mult.eq(entry.mult), s2_shift.eq(entry.shift),
-                 s2_dest.eq(entry.dest if base is None else entry.dest + base)]
-    s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
     p_bits = v_bits + (0 if final else len(entry.mult) + 1)
+    # A shift of p_bits already rounds every product to 0, as any larger one does
+    # (|p| < 2^(p_bits-2)): saturating it keeps the rounding term inside s3_half.
+    shift_max = min(p_bits, (1 << len(entry.shift)) - 1)
+    s2_mult, s2_shift = Signal.like(entry.mult), Signal(range(shift_max + 1))
+    if tag is None:
+        s2_dest = Signal.like(entry.dest)
+        tag = entry.dest if base is None else entry.dest + base
+    else:
+        s2_dest = Signal(len(tag))
+    ok = s1_valid & entry.valid if skip is None else s1_valid & entry.valid & ~skip
+    m.d.sync += [s2_ok.eq(ok), s2_v.eq(s1_acc + entry.bias), s2_mult.eq(entry.mult),
+                 s2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
+                 s2_dest.eq(tag)]
+    s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
     s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
     m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
                  s3_p.eq(s2_v if final else s2_v * s2_mult),
-                 # The rounding of darbgen.network.requant: half an LSB of the shift.
+                 # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
                  s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
     # The add and the shift-and-clamp get a stage each: together with the multiply
     # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.
@@ -85,7 +92,7 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
 
 
 def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,
-                   can_take=None):
+                   can_take=None, gapless=False):
     """The FILL, APPLY and TAIL states of a requantizer's FSM (inside ``with m.FSM()``).
 
     FILL takes an engine output beat from ``y`` (when ``can_take``, if given), APPLY
@@ -93,7 +100,8 @@ def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, 
     after a vector's last beat TAIL issues sum 0 for the positions up to ``loaded``
     (rows without weights). ``tail_done()`` then adds the branches that end TAIL: it
     is called right after TAIL's ``with m.If(k < loaded)``, so it continues that chain
-    with ``m.Elif``/``m.Else``.
+    with ``m.Elif``/``m.Else``. ``gapless`` takes the next beat in APPLY's last cycle
+    instead of passing through FILL (the LSTM cell: a cycle per beat saved).
     """
     with m.State("FILL"):
         if can_take is None:
@@ -112,7 +120,15 @@ def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, 
             with m.If(beat.last):
                 m.next = "TAIL"
             with m.Else():
-                m.next = "FILL"
+                if gapless:
+                    # Take the next beat now: the engine drains one per cycle.
+                    m.d.comb += y.ready.eq(1)
+                    with m.If(y.valid):
+                        m.d.sync += [beat.eq(y.payload), lane.eq(0)]
+                    with m.Else():
+                        m.next = "FILL"
+                else:
+                    m.next = "FILL"
     with m.State("TAIL"):
         # Rows without weights: their sum is 0.
         m.d.comb += [issue.eq(k < loaded), acc.eq(0)]
@@ -166,7 +182,7 @@ class Requantizer(wiring.Component):
         positions = c.positions(i)
         m.submodules.act = act = memory.Memory(shape=elem, depth=per_word * words, init=[])
         act_wr, act_rd = act.write_port(), act.read_port()
-        table_rd, loaded = requant_table(m, self.load, c, i)
+        table_rd, loaded = requant_table(m, self.load, positions, to_layout(c.requant_fields(i)))
 
         # -- apply: one table position per cycle, pipelined ------------------------------
         beat = Signal.like(self.y.payload)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import conv
 from ..format import SparseLayer
-from ..network import NetworkPlan, requant
+from ..network import NetworkPlan
+from ..quant import requant
 
 __all__ = ["INPUT_BITS", "check_inputs", "spmv_ref", "network_ref", "im2col", "conv2d_ref"]
 

@@ -8,6 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from darbgen import lstm_format as lf
+from darbgen import quant
 from darbgen.config import EngineConfig
 from darbgen.format import SparseLayer
 from darbgen.pruning.masks import darb_mask
@@ -40,86 +42,87 @@ def py_round_shift(a: int, s: int) -> int:
     (5, 2, 1), (6, 2, 2), (-6, 2, -1), (-7, 2, -2), (-5, 2, -1),
     (7, 0, 7), (-7, 0, -7),                                                  # s = 0: identity
     ((1 << 61) - 1, 61, 1), (-(1 << 61), 61, -1), (-(1 << 60), 61, 0),       # wide values
+    ((1 << 62) - 1, 63, 0), (-(1 << 62), 63, 0), (-(1 << 62) - 1, 63, -1),   # 6-bit shift field
 ])
 def test_round_shift_edge_cases(a, s, expected):
-    assert lg.round_shift(a, s) == expected == py_round_shift(a, s)
+    assert quant.round_shift(a, s) == expected == py_round_shift(a, s)
 
 
 def test_round_shift_random_against_fractions(rng):
     a = rng.integers(-(1 << 50), 1 << 50, size=500)
     s = rng.integers(0, 40, size=500)
-    got = lg.round_shift(a, s)
+    got = quant.round_shift(a, s)
     assert got.tolist() == [py_round_shift(int(x), int(y)) for x, y in zip(a, s)]
 
 
-@pytest.mark.parametrize("s", [-1, 63])
+@pytest.mark.parametrize("s", [-1, 64])
 def test_round_shift_rejects_shifts(s):
-    with pytest.raises(ValueError, match=rf"^shift must be between 0 and 62, not {s}\.\.{s}$"):
-        lg.round_shift(1, s)
+    with pytest.raises(ValueError, match=rf"^shift must be between 0 and 63, not {s}\.\.{s}$"):
+        quant.round_shift(1, s)
 
 
 def test_lookup_tables():
-    assert lg.SIGMOID_LUT.shape == lg.TANH_LUT.shape == (lg.Z_MAX - lg.Z_MIN + 1,) == (2048,)
-    assert lg.SIGMOID_LUT.dtype == lg.TANH_LUT.dtype == np.int16
-    zero = -lg.Z_MIN
-    assert lg.SIGMOID_LUT[zero] == 8192 and lg.TANH_LUT[zero] == 0
-    assert (np.diff(lg.SIGMOID_LUT) >= 0).all() and (np.diff(lg.TANH_LUT) >= 0).all()
-    assert 0 <= lg.SIGMOID_LUT.min() and lg.SIGMOID_LUT.max() <= 1 << lg.A_FRAC
-    assert lg.TANH_LUT[0] == -16384 and lg.TANH_LUT[-1] == 16384
+    assert lf.SIGMOID_LUT.shape == lf.TANH_LUT.shape == (lf.Z_MAX - lf.Z_MIN + 1,) == (2048,)
+    assert lf.SIGMOID_LUT.dtype == lf.TANH_LUT.dtype == np.int16
+    zero = -lf.Z_MIN
+    assert lf.SIGMOID_LUT[zero] == 8192 and lf.TANH_LUT[zero] == 0
+    assert (np.diff(lf.SIGMOID_LUT) >= 0).all() and (np.diff(lf.TANH_LUT) >= 0).all()
+    assert 0 <= lf.SIGMOID_LUT.min() and lf.SIGMOID_LUT.max() <= 1 << lf.A_FRAC
+    assert lf.TANH_LUT[0] == -16384 and lf.TANH_LUT[-1] == 16384
     inner = np.arange(1, 2048)                     # z = -1023..1023: both z and -z in range
-    assert (lg.SIGMOID_LUT[inner] + lg.SIGMOID_LUT[2048 - inner] == 16384).all()
-    assert (lg.TANH_LUT[inner] == -lg.TANH_LUT[2048 - inner]).all()
+    assert (lf.SIGMOID_LUT[inner] + lf.SIGMOID_LUT[2048 - inner] == 16384).all()
+    assert (lf.TANH_LUT[inner] == -lf.TANH_LUT[2048 - inner]).all()
     # The tables are their formula: floor(fn(z/128) * 2^14 + 1/2), also in pure Python.
-    for z in range(lg.Z_MIN, lg.Z_MAX + 1):
-        assert lg.SIGMOID_LUT[z - lg.Z_MIN] == math.floor(16384 / (1 + math.exp(-z / 128)) + 0.5)
-        assert lg.TANH_LUT[z - lg.Z_MIN] == math.floor(math.tanh(z / 128) * 16384 + 0.5)
+    for z in range(lf.Z_MIN, lf.Z_MAX + 1):
+        assert lf.SIGMOID_LUT[z - lf.Z_MIN] == math.floor(16384 / (1 + math.exp(-z / 128)) + 0.5)
+        assert lf.TANH_LUT[z - lf.Z_MIN] == math.floor(math.tanh(z / 128) * 16384 + 0.5)
 
 
 def test_lookup_clamps_the_index():
-    assert lg.sigmoid_q([-5000, lg.Z_MIN, lg.Z_MAX, 5000]).tolist() == [
-        lg.SIGMOID_LUT[0], lg.SIGMOID_LUT[0], lg.SIGMOID_LUT[-1], lg.SIGMOID_LUT[-1]]
-    assert lg.tanh_q([-(1 << 40), 1 << 40]).tolist() == [-16384, 16384]
+    assert lf.sigmoid_q([-5000, lf.Z_MIN, lf.Z_MAX, 5000]).tolist() == [
+        lf.SIGMOID_LUT[0], lf.SIGMOID_LUT[0], lf.SIGMOID_LUT[-1], lf.SIGMOID_LUT[-1]]
+    assert lf.tanh_q([-(1 << 40), 1 << 40]).tolist() == [-16384, 16384]
 
 
 def test_derived_parameters_approximate_the_scales(rng):
     layer = lstm_layer(rng, 12, 8)
-    params = lg.derive_params(layer, c_frac=11)
-    real = layer.scale * (1 << lg.Z_FRAC) / lg.X_ONE
+    params = lf.derive_params(layer, c_frac=11)
+    real = layer.scale * (1 << lf.Z_FRAC) / lf.X_ONE
     approx = params.mult / 2.0 ** params.shift
     assert ((params.mult >= 1 << 14) & (params.mult < 1 << 15)).all()
     assert (np.abs(approx / real - 1) <= 2.0 ** -15).all()
-    assert (np.abs(params.bias - layer.bias * lg.X_ONE / layer.scale) <= 0.5 + 1e-6).all()
+    assert (np.abs(params.bias - layer.bias * lf.X_ONE / layer.scale) <= 0.5 + 1e-6).all()
 
 
 def test_requantization_is_the_stated_formula(rng):
     """z = clamp(floor((acc + bias) · mult / 2^shift + 1/2)), checked with exact
     fractions at random and extreme accumulators."""
     layer = lstm_layer(rng, 12, 8)
-    params = lg.derive_params(layer, c_frac=11)
+    params = lf.derive_params(layer, c_frac=11)
     top = 1 << (layer.accumulator_width() - 1)
     acc = rng.integers(-top, top, size=(6, 32))
     acc[0], acc[1] = top - 1, -top
     acc[2] = -params.bias                          # z = 0 exactly
     hidden = 8
-    z = np.clip(lg.round_shift((acc + params.bias) * params.mult, params.shift),
-                lg.Z_MIN, lg.Z_MAX)
+    z = np.clip(quant.round_shift((acc + params.bias) * params.mult, params.shift),
+                lf.Z_MIN, lf.Z_MAX)
     for n in range(acc.shape[0]):
         for r in range(32):
             exact = py_round_shift(int(acc[n, r] + params.bias[r]) * int(params.mult[r]),
                                    int(params.shift[r]))
-            assert z[n, r] == min(max(exact, lg.Z_MIN), lg.Z_MAX)
+            assert z[n, r] == min(max(exact, lf.Z_MIN), lf.Z_MAX)
     assert (z[2] == 0).all()
     # The step consumes exactly these z (the gate outputs are table lookups of them).
     c, h = lg.step_from_accumulators(params, acc, np.zeros((6, hidden), np.int64))
     assert np.array_equal(c, np.clip(
-        lg.round_shift(lg.sigmoid_q(z[:, :8]) * lg.tanh_q(z[:, 16:24]), 28 - 11), -32768, 32767))
+        quant.round_shift(lf.sigmoid_q(z[:, :8]) * lf.tanh_q(z[:, 16:24]), 28 - 11), -32768, 32767))
 
 
 def py_step(params, acc, c_prev):
     """Steps 2 to 6 of the module docstring, one unit at a time, in Python integers."""
     hidden, cf = params.hidden, params.c_frac
-    sig = lambda z: int(lg.SIGMOID_LUT[min(max(z, -1024), 1023) + 1024])   # noqa: E731
-    tanh = lambda z: int(lg.TANH_LUT[min(max(z, -1024), 1023) + 1024])     # noqa: E731
+    sig = lambda z: int(lf.SIGMOID_LUT[min(max(z, -1024), 1023) + 1024])   # noqa: E731
+    tanh = lambda z: int(lf.TANH_LUT[min(max(z, -1024), 1023) + 1024])     # noqa: E731
     z = [py_round_shift((int(a) + int(b)) * int(m), int(s))
          for a, b, m, s in zip(acc, params.bias, params.mult, params.shift)]
     c_out, h_out = [], []
@@ -137,7 +140,7 @@ def py_step(params, acc, c_prev):
 @pytest.mark.parametrize("c_frac", [7, 11, 14])
 def test_step_equals_a_scalar_implementation(rng, c_frac):
     layer = lstm_layer(rng, 10, 6)
-    params = lg.derive_params(layer, c_frac=c_frac)
+    params = lf.derive_params(layer, c_frac=c_frac)
     acc = rng.integers(-(1 << 17), 1 << 17, size=(20, 24)) // rng.integers(1, 200, size=(20, 1))
     c_prev = rng.integers(-32768, 32768, size=(20, 6))
     c_prev[0] = 32767                               # saturation both ways
@@ -164,10 +167,10 @@ def test_integer_step_is_close_to_the_float_step(rng, spread, c_frac):
     the headroom calibration keeps, so ``c`` does not saturate."""
     inputs, hidden, n = 20, 16, 300
     layer = lstm_layer(rng, inputs, hidden, spread=spread)
-    params = lg.derive_params(layer, c_frac=c_frac)
+    params = lf.derive_params(layer, c_frac=c_frac)
     h = rng.integers(-127, 128, size=(n, hidden))
     c = rng.integers(-(1 << 14), (1 << 14) + 1, size=(n, hidden))
-    x = lg.one_hot_inputs(rng.integers(0, inputs, size=n), inputs)
+    x = lf.one_hot_inputs(rng.integers(0, inputs, size=n), inputs)
     c_i, h_i = lg.int_lstm_step(layer, params, x, h, c)
     c_f, h_f = lg.float_lstm_step(layer, x / 127, h / 127, c / 2.0 ** c_frac)
     c_prev = np.abs(c / 2.0 ** c_frac)
@@ -179,18 +182,18 @@ def test_calibration_sets_the_cell_format(rng):
     layer = lstm_layer(rng, 20, 16, spread=1.2)
     calib = lg.calibrate(layer, rng.integers(0, 20, size=4000), n_streams=8, steps=200)
     frac = calib.c_frac()
-    assert lg.derive_params(layer, calib).c_frac == frac
+    assert lf.derive_params(layer, calib).c_frac == frac
     assert 2 * calib.max_abs_c < 2.0 ** (15 - frac) and (frac == 14 or
                                                        2 * calib.max_abs_c >= 2.0 ** (14 - frac))
     assert calib.max_abs_h < 1 and calib.steps == 8 * 200
-    assert lg.Calibration(300.0, 1.0, 9.0, 0.0, 1).c_frac() == lg.Z_FRAC     # saturates
+    assert lf.Calibration(300.0, 1.0, 9.0, 0.0, 1).c_frac() == lf.Z_FRAC     # saturates
 
 
 # -- validation messages --------------------------------------------------------------
 
 def test_bad_shapes_are_rejected(rng):
     layer = lstm_layer(rng, 10, 6)
-    params = lg.derive_params(layer, c_frac=10)
+    params = lf.derive_params(layer, c_frac=10)
     with pytest.raises(ValueError, match=r"^x must have shape \(10,\) or \(n, 10\), not \(1, 9\)$"):
         lg.gate_accumulators(layer, np.zeros(9, int), np.zeros(6, int))
     with pytest.raises(ValueError, match=r"^h must have shape \(2, 6\), not \(1, 6\)$"):
@@ -203,20 +206,20 @@ def test_bad_shapes_are_rejected(rng):
     with pytest.raises(ValueError, match=r"^c must have shape \(2, 6\), not \(1, 6\)$"):
         lg.step_from_accumulators(params, np.zeros((2, 24), np.int64), np.zeros(6, int))
     with pytest.raises(ValueError, match=r"^mult must have shape \(24,\) like bias, not \(23,\)$"):
-        lg.IntLSTMParams(params.bias, params.mult[:-1], params.shift, 10)
+        lf.IntLSTMParams(params.bias, params.mult[:-1], params.shift, 10)
     with pytest.raises(ValueError, match=r"^bias must have shape \(4·hidden,\), not \(6,\)$"):
-        lg.IntLSTMParams(params.bias[:6], params.mult[:6], params.shift[:6], 10)
+        lf.IntLSTMParams(params.bias[:6], params.mult[:6], params.shift[:6], 10)
     with pytest.raises(ValueError, match=r"^c_frac must be an integer between 7 and 14, not 15$"):
-        lg.IntLSTMParams(params.bias, params.mult, params.shift, 15)
+        lf.IntLSTMParams(params.bias, params.mult, params.shift, 15)
     with pytest.raises(ValueError,
                        match=r"^derive_params needs a calibration or an explicit c_frac$"):
-        lg.derive_params(layer)
+        lf.derive_params(layer)
     odd = SparseLayer.from_float("odd", np.ones((6, 9)), np.ones((6, 9), bool), np.ones(6, int),
                                  np.ones(6, int))
     with pytest.raises(ValueError, match=r"^gate layer 'odd' must have 4·hidden rows, not 6$"):
-        lg.lstm_shape(odd)
+        lf.lstm_shape(odd)
     with pytest.raises(ValueError, match=r"^ids must be between 0 and 9, not 0\.\.10$"):
-        lg.one_hot_inputs([0, 10], 10)
+        lf.one_hot_inputs([0, 10], 10)
     with pytest.raises(ValueError, match=r"^5 ids are too few for 8 streams$"):
         lg.stream_split(np.arange(5), 8)
 
@@ -267,7 +270,7 @@ def tiny():
         torch.set_num_threads(threads)
     artifact = export_lstm(model, method)
     gate, head = artifact.layers
-    params = lg.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8, steps=100))
+    params = lf.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8, steps=100))
     return {"corpus": corpus, "model": model, "artifact": artifact, "gate": gate, "head": head,
             "params": params, "log": log}
 
@@ -291,12 +294,12 @@ def test_artifact_of_the_pruned_model(tiny, tmp_path):
     # and 0.015: the trained recurrence does not amplify the per-step errors), and the
     # perplexities agree within 1% (measured 0.002%).
     ids = tiny["corpus"].valid[:3000]
-    params, (inputs, hidden) = tiny["params"], lg.lstm_shape(gate)
+    params, (inputs, hidden) = tiny["params"], lf.lstm_shape(gate)
     xs, _ = lg.stream_split(ids, 16)
     h_i = c_i = np.zeros((16, hidden), np.int64)
     h_f = c_f = np.zeros((16, hidden))
     for t in range(xs.shape[1]):
-        x = lg.one_hot_inputs(xs[:, t], inputs)
+        x = lf.one_hot_inputs(xs[:, t], inputs)
         c_i, h_i = lg.int_lstm_step(gate, params, x, h_i, c_i)
         c_f, h_f = lg.float_lstm_step(gate, x / 127, h_f, c_f)
         assert np.abs(h_i / 127 - h_f).max() <= 0.03, t
@@ -319,12 +322,12 @@ def test_lstm_steps_on_the_engine(tiny):
     gate accumulators equal spmv_ref, and the integer step continued from the engine's
     accumulators equals the golden step; the next input uses the engine-derived h."""
     gate, head, params = tiny["gate"], tiny["head"], tiny["params"]
-    inputs, hidden = lg.lstm_shape(gate)
+    inputs, hidden = lf.lstm_shape(gate)
     text = tiny["corpus"].valid[:400]
     streams = np.stack([text[0:3], text[100:103], text[200:203], text[300:303]])
     h = c = np.zeros((4, hidden), np.int64)
     for t in range(streams.shape[1]):
-        x = lg.one_hot_inputs(streams[:, t], inputs)
+        x = lf.one_hot_inputs(streams[:, t], inputs)
         v = np.concatenate([x, h], axis=1)
         acc = simulate_layer(gate, v, SHARED).y
         assert np.array_equal(acc, spmv_ref(gate, v))
@@ -344,10 +347,10 @@ def test_corrupted_gate_weight_is_caught(tiny):
     from darbgen.packing import load_words
 
     gate = tiny["gate"]
-    inputs, hidden = lg.lstm_shape(gate)
+    inputs, hidden = lf.lstm_shape(gate)
     rng = np.random.default_rng(0)
     h = rng.integers(-127, 128, size=(3, hidden))
-    x = lg.one_hot_inputs(tiny["corpus"].valid[:3], inputs)
+    x = lf.one_hot_inputs(tiny["corpus"].valid[:3], inputs)
     v = np.concatenate([x, h], axis=1)
     driven = np.nonzero((v[:, gate.columns] != 0).all(axis=0))[0]
     i = int(driven[len(driven) // 2])

@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from darbgen import lstm_format as lf
+from darbgen import quant
 from darbgen.config import ConfigError
 from darbgen.format import SparseLayer
 from darbgen.hdl.lstm import LSTMCell, LSTMStep
@@ -46,7 +48,7 @@ def streams(rng, inputs, lengths):
     ids = rng.integers(0, inputs, size=sum(lengths))
     reset = np.zeros(sum(lengths), bool)
     reset[np.cumsum([0] + list(lengths[:-1]))] = True
-    return lg.one_hot_inputs(ids, inputs), reset
+    return lf.one_hot_inputs(ids, inputs), reset
 
 
 def run_amaranth(config, words, x, reset, *, luts=None, idle=0.0, backpressure=0.0, seed=0,
@@ -81,7 +83,7 @@ def test_config_derives_the_streams(rng):
     assert config.input_fields == e.input_fields + [("reset", ("u", 1))]
     assert config.output_fields == [("h", ("s", 8)), ("c", ("s", 16)), ("last", ("u", 1))]
     assert LSTMConfig(e, 5).digest() == config.digest() != LSTMConfig(e, 4).digest()
-    assert len(lut_init()) == 4096 and lut_init()[2048] == lg.TANH_LUT[0]
+    assert len(lut_init()) == 4096 and lut_init()[2048] == lf.TANH_LUT[0]
 
 
 def test_config_rejects_what_cannot_run(rng):
@@ -98,11 +100,11 @@ def test_config_rejects_what_cannot_run(rng):
         LSTMConfig(replace(e, input_bits=7), 5)
     with pytest.raises(ConfigError, match=r"^engine must be an EngineConfig, not 3$"):
         LSTMConfig(3, 5)
-    params = lg.derive_params(gate, c_frac=10)
+    params = lf.derive_params(gate, c_frac=10)
     with pytest.raises(ConfigError, match=r"^gate layer 'lstm.l0' has 7 inputs and 5 hidden "
                                           r"units, the step 8 and 4$"):
         LSTMConfig(e, 4).check(gate, params)
-    other = lg.derive_params(gate_layer(rng, 8, 4), c_frac=10)
+    other = lf.derive_params(gate_layer(rng, 8, 4), c_frac=10)
     with pytest.raises(ConfigError, match=r"^params are for hidden = 4, the gate layer "
                                           r"'lstm.l0' has 5$"):
         load_words(gate, other, LSTMConfig(e, 5))
@@ -112,12 +114,12 @@ def test_config_rejects_what_cannot_run(rng):
     with pytest.raises(TypeError, match=r"^config must be an LSTMConfig, not 5$"):
         LSTMStep(5)
     with pytest.raises(ValueError, match=r"^luts must have 4096 entries, not 2048$"):
-        LSTMCell(LSTMConfig(e, 5), luts=lg.SIGMOID_LUT)
+        LSTMCell(LSTMConfig(e, 5), luts=lf.SIGMOID_LUT)
 
 
 def test_table_names_every_row_once(rng):
     gate = gate_layer(rng, 9, 6, empty=(2, 13))
-    params = lg.derive_params(gate, c_frac=10)
+    params = lf.derive_params(gate, c_frac=10)
     config = LSTMConfig.for_layer(gate, lanes=3)
     words = load_words(gate, params, config)
     f = unpack_fields(config.load_fields, words)
@@ -164,7 +166,7 @@ def test_input_and_output_words(rng):
 
 def test_golden_sequence_restarts_at_resets(rng):
     gate = gate_layer(rng, 6, 4)
-    params = lg.derive_params(gate, c_frac=11)
+    params = lf.derive_params(gate, c_frac=11)
     x, reset = streams(rng, 6, [3, 2])
     h, c = lg.int_lstm_sequence(gate, params, x, reset)
     h_t = c_t = np.zeros((1, 4), np.int64)
@@ -187,7 +189,7 @@ def test_golden_sequence_restarts_at_resets(rng):
 ])
 def test_step_matches_golden(rng, inputs, hidden, lanes, input_width, c_frac, empty, stalls):
     gate = gate_layer(rng, inputs, hidden, empty=empty)
-    params = lg.derive_params(gate, c_frac=c_frac)
+    params = lf.derive_params(gate, c_frac=c_frac)
     config = LSTMConfig.for_layer(gate, lanes, input_width=input_width)
     x, reset = streams(rng, inputs, [4, 1, 3])
     h, c = run_amaranth(config, load_words(gate, params, config), x, reset, idle=stalls,
@@ -203,31 +205,31 @@ def test_step_over_the_whole_requantization_range(rng):
     both ways at c_frac 14 (i, f, g pushed to ±1 on some units)."""
     inputs, hidden = 6, 6
     gate = gate_layer(rng, inputs, hidden, spread=2.0)
-    base = lg.derive_params(gate, c_frac=14)
+    base = lf.derive_params(gate, c_frac=14)
     rows = 4 * hidden
     mag = rng.integers(0, 31, size=rows)
     bias = rng.integers(-(1 << mag), (1 << mag) + 1)
     shift = np.clip(mag + rng.integers(2, 10, size=rows), 1, 62)
     mult = rng.integers(1 << 14, 1 << 15, size=rows)
-    shift[[1, 7]], bias[[1, 7]] = 62, [lg.BIAS_MAX, lg.BIAS_MIN]
-    shift[[3, 9]], bias[[3, 9]] = 1, [lg.BIAS_MAX, lg.BIAS_MIN]
+    shift[[1, 7]], bias[[1, 7]] = 62, [lf.BIAS_MAX, lf.BIAS_MIN]
+    shift[[3, 9]], bias[[3, 9]] = 1, [lf.BIAS_MAX, lf.BIAS_MIN]
     # Units 4 and 5: i = f = sigma(8), g = ±tanh(8), so c grows by ±1 per step and clamps.
     for unit, sign in ((4, 1), (5, -1)):
         for gate_i, s in ((0, 1), (1, 1), (2, sign)):
             r = gate_i * hidden + unit
             bias[r] = s * int(np.ceil(4000 * 2.0 ** base.shift[r] / base.mult[r]))
             mult[r], shift[r] = base.mult[r], base.shift[r]
-    params = lg.IntLSTMParams(bias, mult, shift, 14)
+    params = lf.IntLSTMParams(bias, mult, shift, 14)
     config = LSTMConfig.for_layer(gate, 2)
     x, reset = streams(rng, inputs, [5, 2])
     h, c = run_amaranth(config, load_words(gate, params, config), x, reset, backpressure=0.2)
     h_gold, c_gold = lg.int_lstm_sequence(gate, params, x, reset)
     assert_steps_equal(h, c, h_gold, c_gold)
-    assert (c_gold == lg.C_MAX).any() and (c_gold == lg.C_MIN).any()
+    assert (c_gold == lf.C_MAX).any() and (c_gold == lf.C_MIN).any()
     h_prev = np.vstack([np.zeros((1, hidden), np.int64), h_gold[:-1]]) * ~reset[:, None]
-    z = lg.round_shift((spmv_ref(gate, np.concatenate([x, h_prev], axis=1)) + bias) * mult,
+    z = quant.round_shift((spmv_ref(gate, np.concatenate([x, h_prev], axis=1)) + bias) * mult,
                        shift)
-    assert (z > lg.Z_MAX).any() and (z < lg.Z_MIN).any() and (z[:, [1, 7]] == 0).all()
+    assert (z > lf.Z_MAX).any() and (z < lf.Z_MIN).any() and (z[:, [1, 7]] == 0).all()
 
 
 @pytest.mark.parametrize("table", ["sigmoid", "tanh"])
@@ -236,22 +238,22 @@ def test_corrupted_lookup_entry_is_caught(rng, monkeypatch, table):
     the golden model's and equal those of a golden model given the same table."""
     inputs, hidden = 6, 5
     gate = gate_layer(rng, inputs, hidden)
-    params = lg.derive_params(gate, c_frac=11)
+    params = lf.derive_params(gate, c_frac=11)
     config = LSTMConfig.for_layer(gate, 2)
     x, reset = streams(rng, inputs, [4])
     h_gold, c_gold = lg.int_lstm_sequence(gate, params, x, reset)
     # The z of unit 0's input gate (sigmoid) or cell input (tanh) at the first step.
     acc = lg.gate_accumulators(gate, x[:1], np.zeros((1, hidden), int))[0]
     r = 0 if table == "sigmoid" else 2 * hidden
-    z = int(np.clip(lg.round_shift((acc[r] + params.bias[r]) * params.mult[r], params.shift[r]),
-                    lg.Z_MIN, lg.Z_MAX))
+    z = int(np.clip(quant.round_shift((acc[r] + params.bias[r]) * params.mult[r], params.shift[r]),
+                    lf.Z_MIN, lf.Z_MAX))
     luts = lut_init()
-    luts[z - lg.Z_MIN + (0 if table == "sigmoid" else 2048)] += 3000
+    luts[z - lf.Z_MIN + (0 if table == "sigmoid" else 2048)] += 3000
     h, c = run_amaranth(config, load_words(gate, params, config), x, reset, luts=luts)
     name = "SIGMOID_LUT" if table == "sigmoid" else "TANH_LUT"
-    bad = getattr(lg, name).copy()
-    bad[z - lg.Z_MIN] += 3000
-    monkeypatch.setattr(lg, name, bad)
+    bad = getattr(lf, name).copy()
+    bad[z - lf.Z_MIN] += 3000
+    monkeypatch.setattr(lf, name, bad)
     h_bad, c_bad = lg.int_lstm_sequence(gate, params, x, reset)
     assert not np.array_equal(c_bad, c_gold)            # the entry matters ...
     assert not np.array_equal(c, c_gold)                # ... the check sees it ...
@@ -281,17 +283,17 @@ def tiny():
     finally:
         torch.set_num_threads(threads)
     gate = export_lstm(model, method).layers[0]
-    params = lg.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8, steps=100))
+    params = lf.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=8, steps=100))
     return {"corpus": corpus, "gate": gate, "params": params}
 
 
 def text_streams(tiny, starts=(0, 700, 1400), length=8):
     """Consecutive streams of validation text: one-hot inputs and resets."""
-    inputs, _ = lg.lstm_shape(tiny["gate"])
+    inputs, _ = lf.lstm_shape(tiny["gate"])
     ids = np.concatenate([tiny["corpus"].valid[s:s + length] for s in starts])
     reset = np.zeros(ids.size, bool)
     reset[::length] = True
-    return lg.one_hot_inputs(ids, inputs), reset
+    return lf.one_hot_inputs(ids, inputs), reset
 
 
 @verilator
@@ -317,7 +319,7 @@ def test_corrupted_gate_weight_is_caught_on_chip(tiny):
     """One weight of a recurrent column changed in the load stream: h and c differ from
     the golden model's and equal those of the golden model of the corrupted layer."""
     gate, params = tiny["gate"], tiny["params"]
-    inputs, _ = lg.lstm_shape(gate)
+    inputs, _ = lf.lstm_shape(gate)
     x, reset = text_streams(tiny, starts=(0,), length=6)
     recurrent = np.flatnonzero(gate.columns >= inputs)
     i = int(recurrent[len(recurrent) // 2])

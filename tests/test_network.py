@@ -9,7 +9,8 @@ import pytest
 from conftest import random_layer
 from darbgen.config import ConfigError
 from darbgen.format import Artifact, ArtifactError, SparseLayer
-from darbgen.network import MULT_BITS, NetworkConfig, load_words, plan, requant
+from darbgen.network import NetworkConfig, load_words, plan
+from darbgen.quant import MULT_BITS, requant
 from darbgen.packing import unpack_fields
 from darbgen.sim.golden import network_ref, spmv_ref
 from darbgen.sim.runner import SimulationError, simulate_network, simulator_available
