@@ -161,7 +161,7 @@ def _fixed_point(ratio: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]
                                 f"what a {MULT_BITS}-bit multiplier and a {SHIFT_BITS}-bit "
                                 "shift express")
 
-    # Before log2 and the casts, so no infinity reaches them and nothing wraps.
+    # Before fixed_point, so no infinity reaches its frexp and no cast wraps.
     refuse(~(np.isfinite(ratio) & (ratio > 2.0 ** -(1 << SHIFT_BITS))
              & (ratio < 2.0 ** MULT_BITS)))
     mult, shift = fixed_point(ratio)
