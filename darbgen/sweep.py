@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .format import atomic_write
+from .files import atomic_write, read_input
 
 __all__ = ["GRID_FIELDS", "STEPS", "MAX_POINTS", "Spec", "load_spec", "parse_spec", "points",
            "run_task", "run_sweep", "write_results", "plot_results"]
@@ -141,12 +141,13 @@ def load_spec(path) -> Spec:
         Not TOML, or a field is missing or wrong; the message names the field.
     """
     path = Path(path)
-    if not path.is_file():
-        _fail(f"{path}: no such file")
     try:
-        data = tomllib.loads(path.read_text())
+        text = read_input(path, max_bytes=1 << 20, what="a sweep spec").decode()
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         _fail(f"{path}: not valid TOML ({e})")
+    except ValueError as e:                    # not a regular file, or too large
+        _fail(str(e))
     return parse_spec(data, path.parent)
 
 
@@ -172,10 +173,13 @@ def parse_spec(data: dict, base_dir=".") -> Spec:
     source_bytes = None
     if source not in EXAMPLES:
         file = Path(base_dir) / source
-        if not file.is_file():
+        if not file.exists():
             _fail(f"'source' {source!r} is neither a built-in example ({', '.join(EXAMPLES)}) "
                   f"nor a file")
-        source_bytes = file.read_bytes()
+        try:
+            source_bytes = read_input(file, what="a sweep source")
+        except ValueError as e:                # not a regular file, or too large
+            _fail(f"'source': {e}")
         source = file.name
     is_artifact = source.endswith(".darb")
     if ("prune" in steps) == is_artifact:

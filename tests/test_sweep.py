@@ -327,6 +327,16 @@ def test_spec_file_errors(tmp_path, capsys):
         load_spec(path)
     with pytest.raises(ValueError, match=r"^sweep spec: .*none\.toml: no such file$"):
         load_spec(tmp_path / "none.toml")
+    # Special files are refused without being read (issue 16): a FIFO would hang.
+    with pytest.raises(ValueError, match=r"^sweep spec: /dev/zero: is a character device, "
+                                         r"not a sweep spec$"):
+        load_spec("/dev/zero")
+    os.mkfifo(tmp_path / "w.npy")
+    fifo_spec = tmp_path / "fifo.toml"
+    fifo_spec.write_text('source = "w.npy"\nsteps = ["prune"]\nmethod = ["darb"]\n')
+    with pytest.raises(ValueError, match=r"^sweep spec: 'source': .*w\.npy: is a FIFO, not a "
+                                         r"sweep source$"):
+        load_spec(fifo_spec)
     # The CLI prints the same message on one line and exits 1, before starting a cluster.
     assert main(["sweep", str(path), "-o", str(tmp_path / "out")]) == 1
     assert "darbgen sweep: error: sweep spec: " in capsys.readouterr().err
