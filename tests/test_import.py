@@ -320,9 +320,6 @@ def run_json(capsys, argv):
     return json.loads(out.out.strip().splitlines()[-1]), out.err
 
 
-slow = pytest.mark.slow
-
-
 def export_source(kind, model, x, tmp_path):
     """``model`` saved as the source kind the test is about."""
     if kind == "pt2":
@@ -335,11 +332,8 @@ def export_source(kind, model, x, tmp_path):
 
 
 @pytest.mark.parametrize("make, images, kind", [
-    # The default suite runs the CNN (BatchNorm folded into a convolution, a pool); the
-    # MLP's BatchNorm folding is checked without Verilator in test_onnx_equals_float_model.
-    pytest.param(mlp_bn, False, "onnx", marks=slow), (cnn_pool, True, "onnx"),
-    pytest.param(FunctionalNet, False, "pt2", marks=slow),
-    pytest.param(FunctionalNet, False, "torch-prune", marks=slow),
+    (mlp_bn, False, "onnx"), (cnn_pool, True, "onnx"), (FunctionalNet, False, "pt2"),
+    (FunctionalNet, False, "torch-prune"),
 ], ids=["onnx-mlp-batchnorm", "onnx-cnn-pool", "pt2-functional-relu", "onnx-torch-prune"])
 def test_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images, kind):
     xtr, ytr, xte, yte = digits(images)
