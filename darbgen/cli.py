@@ -553,7 +553,7 @@ def cmd_inspect(args) -> int:
     if args.layer is not None and args.plot is None:
         raise CLIError("--layer needs --plot")
     if args.plot is not None:
-        _output_file(args.plot)
+        _output_file(args.plot, args.artifact)
     artifact = Artifact.load(args.artifact)
     if args.plot is not None:
         from .report import plot_layer

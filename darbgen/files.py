@@ -175,10 +175,14 @@ def _give_name(fd: int, name: Path) -> bool:
 def _named_copy(fd: int, parent: Path, name: str) -> Path:
     """A hidden named copy of the unnamed file ``fd``."""
     out_fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
-    os.fchmod(out_fd, os.fstat(fd).st_mode & 0o777)
-    with os.fdopen(out_fd, "wb") as out, os.fdopen(os.dup(fd), "rb") as src:
-        src.seek(0)
-        shutil.copyfileobj(src, out)
+    try:
+        os.fchmod(out_fd, os.fstat(fd).st_mode & 0o777)
+        with os.fdopen(out_fd, "wb") as out, os.fdopen(os.dup(fd), "rb") as src:
+            src.seek(0)
+            shutil.copyfileobj(src, out)
+    except BaseException:              # a failed copy leaves no hidden file either
+        os.unlink(tmp)
+        raise
     return Path(tmp)
 
 

@@ -347,6 +347,8 @@ CASES = [
      "-o {out}/p.darb", 1, r"block shape must be integers between 1 and 1048576, "
                            r"not \(4, 1099511627776\)"),
     ("inspect-fifo", "inspect {in}/fifo", 1, r".*fifo: is a FIFO, not an artifact"),
+    ("inspect-plot-is-artifact", "inspect {in}/a.darb --plot {in}/a.darb", 1,
+     r".*a\.darb: is the command's input .*a\.darb; write the output to another file"),
     ("inspect-dev-zero", "inspect /dev/zero", 1,
      r"/dev/zero: is a character device, not an artifact"),
     ("inspect-dev-urandom", "inspect /dev/urandom", 1,
