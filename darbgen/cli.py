@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .files import atomic_write, check_output, read_input
 from .format import JSON_NAMES, Artifact, ArtifactError, read_npy
+from .graph import ACTIVATIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -94,11 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .npy float matrix, a torch.save state dict, an ONNX model, a "
                         "torch.export .pt2 file, or a built-in example (digits-mlp)")
     p.add_argument("--data", metavar="DATA.npz",
-                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX or "
-                        ".pt2 SOURCE: prune progressively with masked fine-tuning, "
-                        "calibrate, report dense, pruned and integer accuracy")
+                   help="the user's data (x_train, y_train, x_test, y_test) for an ONNX, "
+                        ".pt2 or (with --activation) state-dict SOURCE: prune progressively "
+                        "with masked fine-tuning, calibrate, report dense, pruned and integer "
+                        "accuracy")
     p.add_argument("--epochs", type=int, metavar="E",
                    help="with --data: fine-tuning epochs per pruning step (default 5)")
+    p.add_argument("--activation", choices=ACTIVATIONS,
+                   help="with --data and a state dict: what runs between its Linear layers "
+                        "(a state dict names no ops; a graph source says its own)")
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument("--ratio", type=_number, metavar="R",
                    help="target pruning ratio, dense size / kept weights (darb, block, "
@@ -352,6 +357,9 @@ def prune_artifact(args) -> Artifact:
     user = args.data is not None or Path(args.source).suffix in (".onnx", ".pt2")
     if args.epochs is not None and args.data is None:
         raise CLIError("--epochs needs --data (fine-tuning runs on the user's data)")
+    if args.activation is not None and args.data is None:
+        raise CLIError("--activation needs --data (without data a state dict is pruned "
+                       "layer by layer, one-shot)")
     if user and args.method in _DRIVER_OPTIONS:
         raise CLIError(f"--method {args.method} does not take --data or a graph source; use "
                        "darb, bmwm, block, nm or irregular")
@@ -382,7 +390,8 @@ def _prune_user(args, method) -> Artifact:
         raise CLIError(f"--epochs must be a non-negative integer, not {args.epochs}")
     artifact = prune_source(args.source, method, data=args.data,
                             epochs=5 if args.epochs is None else args.epochs,
-                            weight_bits=args.weight_bits, seed=args.seed)
+                            weight_bits=args.weight_bits, seed=args.seed,
+                            activation=args.activation)
     acc = artifact.provenance.get("accuracy")
     if acc:
         print(f"{args.source}: dense accuracy {acc['dense']:.4f}, pruned {acc['pruned']:.4f}, "

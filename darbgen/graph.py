@@ -27,7 +27,7 @@ import numpy as np
 
 from .files import open_input, read_input
 
-__all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
+__all__ = ["STEP_KINDS", "ACTIVATIONS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
            "MAX_ONNX_BYTES", "integer_chain", "aten_constant", "aten_step", "read_pt2",
            "read_onnx_weights", "onnx_has_lstm"]
 
@@ -35,6 +35,9 @@ __all__ = ["STEP_KINDS", "Step", "Chain", "GraphError", "read_onnx", "fold_batch
 #: square window with stride equal to it); ``flatten`` (maps to vectors, channel-major);
 #: ``unflatten`` (vectors to ``shape`` maps); ``batchnorm`` only until folded.
 STEP_KINDS = ("linear", "conv", "relu", "maxpool", "flatten", "unflatten", "batchnorm")
+#: What may run between the Linear layers of a state dict read as a chain (a state dict
+#: names no ops, so the user says which: ``darbgen prune SD.pt --data D --activation A``).
+ACTIVATIONS = ("relu", "none")
 #: Largest ONNX file read (protobuf itself stops at 2 GiB).
 MAX_ONNX_BYTES = 1 << 30
 
@@ -92,7 +95,7 @@ class Chain:
         return [s for s in self.steps if s.kind in ("linear", "conv")]
 
 
-def _clean_name(name: str, fallback: str) -> str:
+def clean_name(name: str, fallback: str) -> str:
     """A node name as a module name: ``'/0/Gemm'`` → ``'0_Gemm'``."""
     clean = re.sub(r"\W+", "_", name).strip("_")
     return clean or fallback
@@ -184,7 +187,7 @@ def read_onnx(path) -> Chain:
     steps = []
     for i, node in enumerate(g.node):
         op = node.op_type
-        name = _clean_name(node.name, f"{op.lower()}{i}")
+        name = clean_name(node.name, f"{op.lower()}{i}")
         a = _attrs(node)
         if op == "Constant":
             if "value" not in a:
@@ -638,7 +641,7 @@ def read_onnx_weights(path) -> list:
     layers, by_output = [], {}
     for i, node in enumerate(model.graph.node):
         op, a = node.op_type, _attrs(node)
-        name = _clean_name(node.name, f"{op.lower()}{i}")
+        name = clean_name(node.name, f"{op.lower()}{i}")
         args = [consts.get(x) for x in node.input]
         if op in ("Gemm", "MatMul", "Conv") and len(args) > 1 and args[1] is not None:
             w = np.asarray(args[1], np.float64)

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import (Chain, GraphError, aten_constant, aten_step, fold_batchnorm, integer_chain,
-                     read_onnx, read_pt2)
+from ..graph import (ACTIVATIONS, Chain, GraphError, Step, clean_name, aten_constant, aten_step,
+                     fold_batchnorm, integer_chain, read_onnx, read_pt2)
 
-__all__ = ["chain_module", "trace_module", "from_module", "load_graph", "GRAPH_SUFFIXES"]
+__all__ = ["chain_module", "trace_module", "from_module", "load_graph", "state_dict_chain",
+           "GRAPH_SUFFIXES"]
 
 #: File suffixes read as graphs (the rest are weights: .npy, torch.save state dicts).
 GRAPH_SUFFIXES = (".onnx", ".pt2")
@@ -142,6 +143,39 @@ def trace_module(module: nn.Module, example: torch.Tensor) -> Chain:
     return integer_chain(fold_batchnorm(Chain(tuple(steps), shape)))
 
 
+
+def state_dict_chain(layers, activation: str, where: str = "state dict") -> Chain:
+    """The chain of a state dict's layers (:func:`~darbgen.pruning.sources.load_source`)
+    read as Linear layers in the dict's order with ``activation`` between them and none
+    after the last, the shape ``nn.Sequential(Linear, ReLU, ..., Linear)`` saves.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``activation``; a convolution or LSTM (their padding, stride, pooling
+        or time steps are not in a state dict); layers whose sizes do not chain. The
+        message names the layer.
+    """
+    from .sources import is_recurrent
+
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not "
+                         f"{activation!r}")
+    steps = []
+    for i, (name, w, bias, shape) in enumerate(layers):
+        if len(shape) != 2 or is_recurrent(name):
+            kind = ("an LSTM" if is_recurrent(name)
+                    else f"a convolution ({'×'.join(map(str, shape))})")
+            raise ValueError(f"{where}: layer {name!r} is {kind}, which a state dict cannot "
+                             "chain (its padding, pooling or time steps are not in it): export "
+                             "the model to ONNX or with torch.export")
+        if steps and w.shape[1] != layers[i - 1][1].shape[0]:
+            raise ValueError(f"{where}: layer {name!r} takes {w.shape[1]} inputs, but "
+                             f"{layers[i - 1][0]!r} before it gives {layers[i - 1][1].shape[0]}")
+        if steps and activation == "relu":
+            steps.append(Step("relu", f"relu{i}"))
+        steps.append(Step("linear", clean_name(name, f"fc{i}"), w, bias))
+    return Chain(tuple(steps), (layers[0][1].shape[1],))
 
 
 def _module_path(node) -> str:

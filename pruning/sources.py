@@ -17,7 +17,7 @@ from .methods import PruningMethod, encode_layer, prunable_layers
 from .torchfile import load_weights
 
 __all__ = ["SourceLayer", "load_source", "state_dict_layers", "prune_oneshot", "masked_artifact",
-           "model_layers"]
+           "model_layers", "is_recurrent"]
 
 SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
 
@@ -80,6 +80,13 @@ def _state_dict(obj, path) -> dict:
 
 
 _RECURRENT_KEY = re.compile(r"^(?P<mod>.*?)\.?weight_ih_(?P<layer>l\d+(_reverse)?)$")
+#: The name :func:`state_dict_layers` gives an LSTM layer: ``'<module>.l0'``.
+_RECURRENT_NAME = re.compile(r"\.l\d+(_reverse)?$")
+
+
+def is_recurrent(name: str) -> bool:
+    """Whether a source layer named ``name`` is an LSTM layer of a state dict."""
+    return bool(_RECURRENT_NAME.search(name))
 _NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 #: The tail of every refusal of a state dict's content.
 EXPORT_HINT = ("export the model to ONNX (torch.onnx.export) or with torch.export (.pt2), "

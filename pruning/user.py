@@ -3,8 +3,9 @@
 A graph source (ONNX, ``torch.export.save``) becomes an ``nn.Sequential``
 (:mod:`darbgen.pruning.graphs`); with data it goes through the built-in examples' path (progressive masked fine-tuning,
 calibration, :func:`~darbgen.pruning.examples.prune_model`), without data it is pruned
-one-shot like a state dict. Weights without a graph (``.npy``, state dicts) have no
-activations to calibrate, so ``--data`` needs a graph.
+one-shot like a state dict. A state dict names no ops, so with data the user says what
+runs between its Linear layers (``--activation relu``) and it is read as that chain
+(:func:`~darbgen.pruning.graphs.state_dict_chain`); a ``.npy`` matrix has no data path.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 import torch
 
 from ..format import Artifact
-from ..graph import onnx_has_lstm, read_onnx_weights
-from .graphs import GRAPH_SUFFIXES, load_graph
+from ..graph import ACTIVATIONS, onnx_has_lstm, read_onnx_weights
+from .graphs import GRAPH_SUFFIXES, chain_module, load_graph, state_dict_chain
 from .methods import PruningMethod
 from .sources import load_source, model_layers, prune_oneshot
 from .train import Dataset
@@ -37,22 +38,29 @@ def user_dataset(path, input_shape=()) -> Dataset:
 
 
 def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
-                 weight_bits: int = 8, seed: int = 0) -> Artifact:
+                 weight_bits: int = 8, seed: int = 0, activation: str | None = None
+                 ) -> Artifact:
     """Prune the model in the file ``source`` with ``method``: with ``data`` (a
     ``DATA.npz`` path) progressively, fine-tuned and calibrated; without, one-shot.
+
+    ``activation`` (one of :data:`~darbgen.graph.ACTIVATIONS`) is what runs
+    between the Linear layers of a state dict pruned with ``data``; a graph says it
+    itself, and a single layer (a ``.npy`` matrix) needs none.
 
     Raises
     ------
     ValueError
-        ``data`` for a source without a graph, data that does not fit the model (the
-        labels exceed its outputs, the inputs its input shape), or what loading refuses.
+        ``data`` for a state dict of several layers without ``activation``,
+        ``activation`` without ``data`` or for a graph, data that does not fit the model
+        (the labels exceed its outputs, the inputs its input shape), or what loading
+        refuses.
     """
     source = Path(source)
-    if source.suffix not in GRAPH_SUFFIXES:
-        if data is not None:
-            raise ValueError(f"{source}: --data needs a model with its graph (ONNX): "
-                             "weights alone say nothing of the activations to calibrate; "
-                             "export the model with torch.onnx.export or torch.export.save")
+    weights = source.suffix not in GRAPH_SUFFIXES
+    if activation is not None and (data is None or not weights):
+        raise ValueError(f"{source}: --activation is for weights (a state dict) pruned with "
+                         "--data; a graph says its own activations")
+    if weights and data is None:
         return prune_oneshot(load_source(source), method, weight_bits=weight_bits,
                              source=str(source))
     if source.suffix == ".onnx" and onnx_has_lstm(source):
@@ -61,7 +69,17 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
                              "integer LSTM runs apart from the chain of layers): drop --data")
         return prune_oneshot(read_onnx_weights(source), method, weight_bits=weight_bits,
                              source=str(source))
-    model, chain = load_graph(source)
+    if weights:
+        layers = load_source(source)
+        if len(layers) > 1 and activation is None:
+            raise ValueError(f"{source}: --data needs the model's graph, and a state dict "
+                             "names no ops: for Linear layers in a chain say what runs between "
+                             f"them (--activation {' or '.join(ACTIVATIONS)}), else export the "
+                             "model with torch.onnx.export or torch.export.save")
+        chain = state_dict_chain(layers, activation or "none", str(source))
+        model = chain_module(chain)
+    else:
+        model, chain = load_graph(source)
     if data is None:
         return prune_oneshot(model_layers(model), method, weight_bits=weight_bits,
                              source=str(source))

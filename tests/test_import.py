@@ -324,25 +324,32 @@ def export_source(kind, model, x, tmp_path):
     """``model`` saved as the source kind the test is about."""
     if kind == "pt2":
         return save_pt2(model, x, tmp_path / "m.pt2")
-    if kind == "torch-prune":
+    if kind.startswith("torch-prune"):
         from torch.nn.utils import prune
         prune.l1_unstructured(model.fc1, "weight", amount=0.5)
         prune.l1_unstructured(model.fc2, "weight", amount=0.5)
+    if kind == "torch-prune-state-dict":
+        assert {"fc1.weight_orig", "fc1.weight_mask"} <= set(model.state_dict())
+        torch.save(model.state_dict(), tmp_path / "m.pt")
+        return tmp_path / "m.pt"
     return export_onnx(model, x, tmp_path / "m.onnx")
 
 
 @pytest.mark.parametrize("make, images, kind", [
     (mlp_bn, False, "onnx"), (cnn_pool, True, "onnx"), (FunctionalNet, False, "pt2"),
-    (FunctionalNet, False, "torch-prune"),
-], ids=["onnx-mlp-batchnorm", "onnx-cnn-pool", "pt2-functional-relu", "onnx-torch-prune"])
+    (FunctionalNet, False, "torch-prune"), (FunctionalNet, False, "torch-prune-state-dict"),
+], ids=["onnx-mlp-batchnorm", "onnx-cnn-pool", "pt2-functional-relu", "onnx-torch-prune",
+        "torch-prune-state-dict"])
 def test_prune_with_data_golden_and_verilator(tmp_path, capsys, make, images, kind):
     xtr, ytr, xte, yte = digits(images)
     np.savez(tmp_path / "data.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     src = export_source(kind, trained(make(), xtr, ytr), torch.from_numpy(xte[:2]), tmp_path)
     out = tmp_path / "m.darb"
+    # A state dict names no ops: the user says that F.relu runs between its layers.
+    said = ["--activation", "relu"] * (kind == "torch-prune-state-dict")
     pruned, err = run_json(capsys, ["prune", str(src), "--method", "darb", "--ratio", "4",
                                "--data", str(tmp_path / "data.npz"), "--epochs", "2",
-                               "-o", str(out)])
+                               "-o", str(out)] + said)
     assert re.search(r"darbgen: pruning step 4/4: \d\.\d\dx, accuracy", err)  # no TTY
     assert pruned["accuracy_dense"] > 0.9 and pruned["pruning_ratio"] == pytest.approx(4, 0.05)
     for key in ("accuracy_pruned", "accuracy_quantized", "accuracy_int"):
@@ -367,6 +374,10 @@ def small_onnx(tmp_path_factory):
     export_onnx(nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)),
                 torch.zeros(2, 64), d / "m.onnx")
     torch.save({"fc.weight": torch.zeros(3, 64)}, d / "sd.pt")
+    torch.save({"a.weight": torch.zeros(8, 64), "b.weight": torch.zeros(10, 8)}, d / "sd2.pt")
+    torch.save({"a.weight": torch.zeros(8, 64), "b.weight": torch.zeros(10, 9)}, d / "gap.pt")
+    torch.save({"c.weight": torch.zeros(8, 1, 3, 3), "b.weight": torch.zeros(10, 8)},
+               d / "conv.pt")
     arrays = dict(np.load(d / "data.npz"))
     for name, change in {"no-y-test": {"y_test": None}, "int-x": {"x_train": np.zeros((20, 64),
                                                                                        np.int64)},
@@ -407,8 +418,23 @@ def small_darb(small_onnx):
     ("prune {d}/m.onnx --method darb --data {d}/m.onnx",
      r"m\.onnx: not a \.npz file"),
     ("prune {d}/sd.pt --method darb --data {d}/data.npz",
-     r"sd\.pt: --data needs a model with its graph \(ONNX\): weights alone say nothing of the "
-     r"activations to calibrate"),
+     r"data\.npz: 'y_train' has label 9, the model has 3 outputs$"),
+    ("prune {d}/sd2.pt --method darb --data {d}/data.npz",
+     r"sd2\.pt: --data needs the model's graph, and a state dict names no ops: for Linear "
+     r"layers in a chain say what runs between them \(--activation relu or none\), else "
+     r"export the model with torch\.onnx\.export or torch\.export\.save$"),
+    ("prune {d}/gap.pt --method darb --data {d}/data.npz --activation relu",
+     r"gap\.pt: layer 'b' takes 9 inputs, but 'a' before it gives 8$"),
+    ("prune {d}/conv.pt --method darb --data {d}/data.npz --activation relu",
+     r"conv\.pt: layer 'c' is a convolution \(8×1×3×3\), which a state dict cannot chain "
+     r"\(its padding, pooling or time steps are not in it\): export the model to ONNX or with "
+     r"torch\.export$"),
+    ("prune {d}/m.onnx --method darb --data {d}/data.npz --activation relu",
+     r"m\.onnx: --activation is for weights \(a state dict\) pruned with --data; a graph "
+     r"says its own activations$"),
+    ("prune {d}/sd2.pt --method darb --activation relu",
+     r"--activation needs --data \(without data a state dict is pruned layer by layer, "
+     r"one-shot\)$"),
     ("prune {d}/m.onnx --method darb --epochs 3",
      r"--epochs needs --data \(fine-tuning runs on the user's data\)$"),
     ("prune {d}/m.onnx --method darb --data {d}/data.npz --epochs -1",
