@@ -9,6 +9,7 @@ line of stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -212,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--port", required=True, metavar="PORT",
                    help="serial device or pyserial URL (e.g. the port serve-sim printed)")
-    p.add_argument("--baud", type=int, default=1_000_000, metavar="N",
-                   help="line rate the gateware was built for (default %(default)s)")
     p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
     p.add_argument("--network", action="store_true",
                    help="deploy the whole network (the board must be built with --network)")
@@ -222,18 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--program", metavar="BITSTREAM",
                    help="program this bitstream first (openFPGALoader; the board is read "
                         "from report.json next to it)")
-    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
-                   help="seconds a request waits for its reply before it is sent again "
-                        "(default %(default)s)")
-    p.add_argument("--deadline", type=float, default=600.0, metavar="S",
-                   help="seconds after which the whole deploy gives up, however busy the "
-                        "line (default %(default)s)")
+    _link_options(p)
 
     p = sub.add_parser("eval", parents=[verbose],
                        help="accuracy of a whole network: float, integer model, hardware",
                        description="Run the artifact's whole network in integers (the golden "
                                    "model) on a data set's test split and, with --on verilator, "
-                                   "on the generated chain of engines; print "
+                                   "on the generated chain of engines, with --on PORT on a "
+                                   "board over its serial link; print "
                                    '{"accuracy_dense", "accuracy_int", "accuracy_hw", '
                                    '"hw_matches_int", "pruning_ratio", "samples"}.')
     p.add_argument("artifact", metavar="ARTIFACT")
@@ -242,12 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", metavar="DATA.npz",
                       help="the user's data: its x_test and y_test")
     p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
-                   help="where the hardware result comes from (default %(default)s: none)")
+                   help="where the hardware result comes from (default %(default)s: none; "
+                        "PORT: a board serving the network, e.g. the port serve-sim "
+                        "--network printed)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
     p.add_argument("--report", metavar="FILE",
                    help="write per-class accuracy and confusion matrices as JSON")
+    _link_options(p, " with --on PORT")
 
     p = sub.add_parser("sweep", parents=[verbose],
                        help="run a grid of design points on Dask (see docs/sweep.md)",
@@ -722,18 +720,52 @@ def _load_inputs(path, layer) -> np.ndarray:
     return x
 
 
-def cmd_deploy(args) -> int:
-    from .host import Board, SerialTransport, program
+def _link_options(p, when: str = "") -> None:
+    """The serial link's options, shared by ``deploy`` and ``eval --on PORT``."""
+    p.add_argument("--baud", type=int, default=1_000_000, metavar="N",
+                   help=f"line rate the gateware was built for{when} (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
+                   help=f"seconds a request waits for its reply before it is sent again{when} "
+                        "(default %(default)s)")
+    p.add_argument("--deadline", type=float, default=600.0, metavar="S",
+                   help=f"seconds after which the whole session gives up, however busy the "
+                        f"line{when} (default %(default)s)")
+
+
+def _link(args) -> dict:
+    """The checked link options of ``args``, as :func:`_board` takes them."""
     from .host.transport import MAX_BAUD
 
-    if (args.inputs is None) != (args.output is None):
-        raise CLIError("--inputs and -o go together")
     if not 1 <= args.baud <= MAX_BAUD:
         raise CLIError(f"--baud must be between 1 and {MAX_BAUD}, not {args.baud}")
     for opt in ("timeout", "deadline"):
         value = getattr(args, opt)
         if not (math.isfinite(value) and value > 0):
             raise CLIError(f"--{opt} must be a positive number of seconds, not {value}")
+    return {"baud": args.baud, "timeout": args.timeout, "deadline": args.deadline}
+
+
+@contextlib.contextmanager
+def _board(port: str, *, baud: int = 1_000_000, timeout: float = 1.0,
+           deadline: float = 600.0, out=None):
+    """The board on serial ``port``, identified (its line printed to ``out``, default
+    stdout); the port is closed on the way out."""
+    from .host import Board, SerialTransport
+
+    with SerialTransport(port, baud) as link:
+        board = Board(link, timeout=timeout, deadline=deadline, progress=sys.stderr.isatty())
+        identity = board.identify()
+        print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
+              f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud", file=out or sys.stdout)
+        yield board
+
+
+def cmd_deploy(args) -> int:
+    from .host import program
+
+    if (args.inputs is None) != (args.output is None):
+        raise CLIError("--inputs and -o go together")
+    link = _link(args)
     if args.output is not None:
         _output_file(args.output, args.artifact, args.inputs, args.program)
     artifact = Artifact.load(args.artifact)
@@ -742,12 +774,7 @@ def cmd_deploy(args) -> int:
         if args.inputs else None
     if args.program:
         program(args.program)
-    with SerialTransport(args.port, args.baud) as link:
-        board = Board(link, timeout=args.timeout, deadline=args.deadline,
-                      progress=sys.stderr.isatty())
-        identity = board.identify()
-        print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
-              f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud")
+    with _board(args.port, **link) as board:
         loaded = board.load(target)
         print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of {name!r}, "
               f"verified by CRC-32; link efficiency {loaded.link_efficiency:.3f}")
@@ -801,19 +828,21 @@ def cmd_simulate(args) -> int:
 
 def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: str = "golden",
              limit: int | None = None, lanes: int = 4, name: str = "the artifact",
-             report=None):
+             report=None, link: dict | None = None):
     """The accuracies ``eval`` prints (a dict) on a built-in ``dataset``'s test split or on
     the test arrays of a ``data`` file and, with ``on="verilator"``, the chain's cycles
-    (else ``None``). ``name`` names the artifact in messages; with ``report``, per-class
-    accuracy and confusion matrices are written there as JSON."""
+    (else ``None``).
+
+    ``on`` is ``"golden"`` (the integer model only), ``"verilator"`` (the generated chain
+    in Verilator) or a serial port of a board that serves the network (``link``: the
+    :func:`_board` options), which is loaded, verified and run there. ``name`` names the
+    artifact in messages; with ``report``, per-class accuracy and confusion matrices are
+    written there as JSON."""
     from .network import plan
     from .sim.golden import network_ref
 
     if limit is not None and limit < 1:
         raise CLIError(f"--limit must be a positive integer, not {limit}")
-    if on not in ("golden", "verilator"):
-        raise CLIError("whole-network runs on a serial port are not implemented yet: "
-                       "use --on golden or --on verilator")
     net = plan(artifact)
     if data is not None:
         from .datasets import load_data
@@ -834,6 +863,12 @@ def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: s
         from .sim.runner import simulate_network
         run = simulate_network(net, xq, lanes=_lanes(lanes))
         hw, cycles = run.logits, run.cycles
+    elif on != "golden":
+        with _board(on, **(link or {}), out=sys.stderr) as board:
+            loaded = board.load(net)
+            print(f"loaded {loaded.words} words of the network, verified by CRC-32; running "
+                  f"{len(xq)} samples", file=sys.stderr)
+            hw = board.run(xq)
     result = {
         "accuracy_dense": _provenance(name, artifact, ("accuracy", "dense"), (int, float),
                                       None),
@@ -855,10 +890,11 @@ def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: s
 def cmd_eval(args) -> int:
     if args.report is not None:
         _output_file(args.report, args.artifact, args.data)
+    link = _link(args)
     artifact = Artifact.load(args.artifact)
     result, cycles = evaluate(artifact, args.dataset, data=args.data, on=args.on,
                               limit=args.limit, lanes=args.lanes, name=args.artifact,
-                              report=args.report)
+                              report=args.report, link=link)
     if cycles is not None:
         from .network import plan
         n = result["samples"]

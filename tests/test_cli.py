@@ -131,7 +131,9 @@ def test_eval_digits_whole_network_on_verilator(digits_artifact):
     (["--dataset", "cifar"], "unknown dataset 'cifar'; choose one of digits"),
     (["--dataset", "digits", "--limit", "0"], "--limit must be a positive integer, not 0"),
     (["--dataset", "digits", "--on", "/dev/ttyUSB9"],
-     "whole-network runs on a serial port are not implemented yet"),
+     "cannot open /dev/ttyUSB9: [Errno 2] could not open port /dev/ttyUSB9"),
+    (["--dataset", "digits", "--on", "/dev/ttyUSB9", "--timeout", "nan"],
+     "--timeout must be a positive number of seconds, not nan"),
 ])
 def test_eval_bad_input(digits_artifact, extra, message):
     proc = run("eval", digits_artifact[0], *extra)

@@ -517,6 +517,47 @@ def test_eval_report(small_onnx, small_darb, capsys):
     assert r["accuracy_int"] == summary["accuracy_int"] and "confusion_hw" not in r
 
 
+def test_eval_on_a_served_board(small_onnx, small_darb, capsys, monkeypatch):
+    """``eval --on PORT``: the user's network loaded onto a simulated iCEBreaker (its UART
+    on a pseudo-terminal, served by ``serve-sim --network``), run over the serial link, every
+    logit equal to the integer model's; a board given one changed bias is caught."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from darbgen.host import Board
+
+    proc = subprocess.Popen([sys.executable, "-m", "darbgen.cli", "serve-sim", "--board",
+                             "icebreaker", "--network", "--lanes", "2", str(small_darb)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = json.loads(proc.stdout.readline())["port"]
+        argv = ["eval", str(small_darb), "--data", str(small_onnx / "data.npz"), "--on", port,
+                "--timeout", "10"]
+        on_board, err = run_json(capsys, argv)
+        assert on_board["hw_matches_int"] is True and on_board["samples"] == 8
+        assert on_board["accuracy_hw"] == on_board["accuracy_int"]
+        assert "identified build" in err and "verified by CRC-32" in err
+
+        load = Board.load
+
+        def load_changed(board, net):            # one logit's bias off by one on the board
+            last = dataclasses.replace(net.layers[-1], bias=net.layers[-1].bias + np.eye(
+                len(net.layers[-1].bias), dtype=np.int64)[3])
+            return load(board, dataclasses.replace(net, layers=net.layers[:-1] + (last,)))
+
+        monkeypatch.setattr(Board, "load", load_changed)
+        assert main(argv) == 3
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[
+            "hw_matches_int"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert main(["eval", str(small_darb), "--data", str(small_onnx / "data.npz"), "--on",
+                 str(small_onnx / "no-such-port")]) == 1
+    assert "no-such-port" in capsys.readouterr().err
+
+
 class Wrap(nn.Module):
     def __init__(self, body, tail):
         super().__init__()
