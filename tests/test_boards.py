@@ -395,3 +395,22 @@ def test_missed_timing_writes_the_report_then_raises(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["target_mhz"] == 150 and report["fmax_mhz"] < 150
     assert (tmp_path / "top.bin").exists()
+
+
+# -- the MAC ceiling core (bench/mac_ceiling.py) ------------------------------------------
+
+def test_mac_array_core():
+    """The bare MAC array fits a board top and elaborates to one multiply per MAC."""
+    from amaranth.back import verilog
+
+    from darbgen.boards.ceiling import MACArray
+
+    text = verilog.convert(MACArray(3), name="macs")
+    assert len(re.findall(r"\$signed\(a\d+\) \*", text)) == 3
+    with never_elaborated():
+        BoardTop(get_board("icebreaker"), MACArray(8))  # the core signature: rx in, tx out
+        with pytest.raises(ValueError, match=r"^macs must be a positive integer, not 0$"):
+            MACArray(0)
+        with pytest.raises(ValueError, match=r"^acc_width must be an integer of at least 16 "
+                                             r"\(an int8 × int8 product\), not 8$"):
+            MACArray(4, acc_width=8)
