@@ -28,10 +28,21 @@ Every command is idempotent, so a retry after a lost reply is always safe:
   with ``NAK_OFFSET``;
 * ``RUN`` carries one input vector and returns its output beats: it leaves no state
   behind, so a repeat recomputes the same result instead of needing a replay buffer.
-  It first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
+  Its reply is as long as the output needs, in as many frames as it takes (below);
+  it first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
   count and CRC-32, as STATUS reports them) and is refused with ``NAK_WEIGHTS`` if
   the device holds others: a load chunk replayed on the line after the host verified
   the weights (index 0 restarts a load) cannot make later outputs silently wrong.
+
+A RUN reply of any size streams out as consecutive frames, each a whole reply: the
+reply head (status, the RUN's CRC), then :data:`RUN_PART_FIELDS` (the index of its
+first output beat and the vector's beat count), then at most
+:attr:`Sizes.y_frame_beats` whole beats; every frame but the last is full. The device
+needs no output buffer: beats go to the line as the engine makes them. A frame lost
+or damaged on the way back costs a resend of the RUN, whose identical request (same
+seq, same CRC) gets the identical answer, so the host keeps the parts it already has
+and completes the vector from any attempt's frames. A refused RUN (``NAK_*``,
+``NO_WEIGHTS``) is one frame without parts.
 
 Payload layouts are the :data:`IDENTIFY_FIELDS`, :data:`ENGINE_FIELDS` and
 :data:`STATUS_FIELDS` byte lists here and the stream layouts of the device's core, an
@@ -57,10 +68,12 @@ __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BY
            "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "OFFSET_BYTES", "CRC", "WEIGHTS_CRC",
            "Command", "Status", "byte_table_crc", "crc16", "weights_crc", "word_bytes",
            "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS", "ENGINE_FIELDS",
-           "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard", "Identity",
+           "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard",
+           "RUN_PART_FIELDS", "PART_BYTES", "MAX_RUN_BEATS", "run_part", "parse_run_part",
+           "Identity",
            "build_id", "identity_bytes", "parse_identity", "parse_status"]
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 SOF = 0xA5
 #: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
@@ -89,7 +102,8 @@ class Command(enum.Enum, shape=8):
 
     IDENTIFY = 0x01       #: → IDENTIFY_FIELDS: build ID, protocol version, the config
     LOAD_WEIGHTS = 0x02   #: first-word index (4 bytes) + load words → nothing
-    RUN = 0x04            #: RUN_GUARD_FIELDS + one vector's input beats → its output beats
+    RUN = 0x04            #: RUN_GUARD_FIELDS + one vector's input beats → its output
+                          #: beats, RUN_PART_FIELDS + up to y_frame_beats of them a frame
     STATUS = 0x06         #: → STATUS_FIELDS: words loaded, their CRC-32, counters
 
 
@@ -210,6 +224,11 @@ class Sizes:
         """Load words in one full LOAD_WEIGHTS frame."""
         return (MAX_PAYLOAD - OFFSET_BYTES) // self.load_bytes
 
+    @property
+    def y_frame_beats(self) -> int:
+        """Output beats in one full RUN reply frame (after the reply head and the part)."""
+        return (MAX_PAYLOAD - REPLY_HEAD_BYTES - PART_BYTES) // self.y_bytes
+
 
 # -- IDENTIFY and STATUS payloads (after the reply head) ------------------------------
 
@@ -237,6 +256,41 @@ GUARD_BYTES = sum(n for _, n in RUN_GUARD_FIELDS)
 def run_guard(words: int, crc: int) -> bytes:
     """The head of a RUN request meant for ``words`` load words whose CRC-32 is ``crc``."""
     return _pack(RUN_GUARD_FIELDS, {"words": words, "weights_crc": crc})
+
+
+#: Each RUN reply frame's body starts with these: the index of its first output beat, and
+#: the vector's output beats in all (one count for every frame, so a lost frame shows).
+RUN_PART_FIELDS = [("first", 2), ("beats", 2)]
+#: Bytes of :data:`RUN_PART_FIELDS`.
+PART_BYTES = sum(n for _, n in RUN_PART_FIELDS)
+#: Most output beats a RUN reply can count.
+MAX_RUN_BEATS = (1 << 8 * dict(RUN_PART_FIELDS)["beats"]) - 1
+
+
+def run_part(first: int, beats: int) -> bytes:
+    """The part head of a RUN reply frame whose first beat is ``first`` of ``beats``."""
+    return _pack(RUN_PART_FIELDS, {"first": first, "beats": beats})
+
+
+def parse_run_part(body: bytes, y_bytes: int) -> tuple[int, int, bytes]:
+    """Split one RUN reply frame's body into ``(first, beats, data)``.
+
+    Raises
+    ------
+    ValueError
+        The body is not a part head and whole ``y_bytes``-byte beats, or claims beats
+        past the vector's count.
+    """
+    if len(body) < PART_BYTES or (len(body) - PART_BYTES) % y_bytes:
+        raise ValueError(f"a RUN reply body of {len(body)} bytes is not a {PART_BYTES}-byte "
+                         f"part head and whole {y_bytes}-byte beats")
+    fields = {name: int.from_bytes(v, "little")
+              for name, v in _split(body[:PART_BYTES], RUN_PART_FIELDS, "RUN").items()}
+    data = body[PART_BYTES:]
+    if fields["first"] + len(data) // y_bytes > fields["beats"]:
+        raise ValueError(f"a RUN reply part claims beats {fields['first']} to "
+                         f"{fields['first'] + len(data) // y_bytes - 1} of {fields['beats']}")
+    return fields["first"], fields["beats"], data
 
 
 @dataclass(frozen=True)
