@@ -4,7 +4,9 @@
 :class:`~darbgen.host.transport.Transport`. Each request is sent with a new
 sequence number and retried with the same one after a NAK or a silence of
 ``timeout`` seconds; every command is idempotent on the device, so a retry is
-always safe. Everything that travels is derived from the device's core config, an
+always safe. A RUN's reply may come in several frames: the host gathers them by
+the beats they name, across retries (a resent RUN is the same request, answered
+identically), until the vector's output is whole. Everything that travels is derived from the device's core config, an
 :class:`~darbgen.config.EngineConfig` or a whole network's
 :class:`~darbgen.network.NetworkConfig`: load words, input and output beats.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +23,8 @@ import numpy as np
 from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
 from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
-                            Sizes, Status, bytes_to_words, parse_identity, parse_status,
-                            run_guard, weights_crc, words_to_bytes)
+                            Sizes, Status, bytes_to_words, parse_identity, parse_run_part,
+                            parse_status, run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
 from ..network import load_words as network_load_words
 from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
@@ -89,7 +92,8 @@ class Board:
     timeout : float
         Seconds an attempt waits for its reply before the request is sent again. Other
         traffic on the line does not extend it, so a request gives up after
-        ``retries × timeout`` seconds however busy the line.
+        ``retries × timeout`` seconds however busy the line; only each new frame of a
+        RUN's reply (beats not seen before) gives its attempt another ``timeout``.
     retries : int
         Attempts per request before giving up.
     progress : bool
@@ -127,13 +131,23 @@ class Board:
         self.identity: Identity | None = None
         self.retried = 0                    # requests sent again (NAK or timeout)
         self._parser = FrameParser()
+        self._frames = deque()              # parsed, not yet looked at (a RUN's next parts)
         self._seq = random.Random().randrange(256)  # a fresh session never repeats the last seq
         self._target = self._schedule = self._guard = None
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, command: Command, payload: bytes = b"") -> bytes:
+    def request(self, command: Command, payload: bytes = b"", *,
+                y_bytes: int | None = None) -> bytes:
         """Send one request; return its reply's body (after an OK status).
+
+        Parameters
+        ----------
+        command : Command
+        payload : bytes
+        y_bytes : int, optional
+            Bytes per output beat, for a RUN: its reply comes in parts, and the result
+            is their beats in order, however many frames they took.
 
         Raises
         ------
@@ -142,24 +156,26 @@ class Board:
         self._seq = (self._seq + 1) & 0xFF
         request = Frame(command.value, self._seq, bytes(payload))
         frame = request.encode()                        # its CRC is kept for the replies
+        parts = None if y_bytes is None else _Parts(y_bytes)
         last = None
         for attempt in range(self.retries):
             if attempt:
                 self.retried += 1
-            now = self.transport.clock()
-            attempt_end = now + self.timeout
-            if self._session_end is not None:
-                if now >= self._session_end:
-                    raise LinkTimeout(f"{command.name}: the session's deadline of "
-                                      f"{self.deadline} s has passed")
-                attempt_end = min(attempt_end, self._session_end)
+            end = self._attempt_end(command)
             self.transport.write(frame)
-            reply = self._await(request, attempt_end)
+            while (reply := self._await(request, end)) is not None:
+                if reply.status != Status.OK.value:
+                    break
+                if parts is None:
+                    return reply.body
+                seen = len(parts)
+                if parts.add(reply.body):
+                    return parts.data
+                if len(parts) > seen:       # new beats: the next frame gets a whole timeout
+                    end = self._attempt_end(command)
             if reply is None:
                 last = "no reply"
                 continue
-            if reply.status == Status.OK.value:
-                return reply.body
             if reply.status in _RETRY_STATUS:
                 last = Status(reply.status).name
                 continue
@@ -172,6 +188,16 @@ class Board:
         raise NakError(f"the board refused {command.name} {self.retries} times ({last})",
                        Status[last].value)
 
+    def _attempt_end(self, command: Command) -> float:
+        """When a wait for a reply frame starting now gives up (transport clock)."""
+        now = self.transport.clock()
+        if self._session_end is None:
+            return now + self.timeout
+        if now >= self._session_end:
+            raise LinkTimeout(f"{command.name}: the session's deadline of "
+                              f"{self.deadline} s has passed")
+        return min(now + self.timeout, self._session_end)
+
     def _await(self, request: Frame, deadline: float) -> Reply | None:
         """The reply to ``request``, or ``None`` when none came by ``deadline`` (on the
         transport's clock), whatever else arrived.
@@ -182,10 +208,11 @@ class Board:
         device echoes the CRC field as received, which may be the damaged part): all
         it causes is a resend, which is always safe.
         """
-        while (left := deadline - self.transport.clock()) > 0:
-            data = self.transport.read(left)
-            for frame in self._parser.feed(data):
-                reply = frame.reply
+        while self._frames or (left := deadline - self.transport.clock()) > 0:
+            if not self._frames:        # frames parsed but not yet looked at go first
+                self._frames.extend(self._parser.feed(self.transport.read(left)))
+            while self._frames:
+                reply = self._frames.popleft().reply
                 if reply is None or (reply.command, reply.seq) != (request.command, request.seq):
                     continue        # a request looped back, a stale reply, a NAK for garbage
                 if reply.answers(request) or reply.status in _RETRY_STATUS:
@@ -356,12 +383,60 @@ class Board:
             payload = self._guard + x_bytes
             assert len(payload) <= MAX_PAYLOAD
             try:
-                return self.request(Command.RUN, payload)
+                return self.request(Command.RUN, payload,
+                                    y_bytes=Sizes.of(self.config).y_bytes)
             except NakError as e:
                 if e.status != Status.NAK_WEIGHTS.value:
                     raise
         raise WeightsMismatch("the board ran no vector on the verified weights, even after "
                               "loading them again")
+
+
+class _Parts:
+    """The frames of one RUN's reply, gathered by the beats they name (from any attempt:
+    a resent RUN is the same request and gets the same answer)."""
+
+    def __init__(self, y_bytes: int):
+        self.y_bytes = y_bytes
+        self.beats = None
+        self._parts = {}                 # first beat -> its bytes
+
+    def add(self, body: bytes) -> bool:
+        """Take one reply frame's body; True once every beat has arrived.
+
+        Raises
+        ------
+        LinkError
+            The body is no RUN reply part, or names another beat count than earlier
+            parts of the same reply.
+        """
+        try:
+            first, beats, data = parse_run_part(body, self.y_bytes)
+        except ValueError as e:
+            raise LinkError(f"the board's RUN reply is malformed: {e}") from None
+        if self.beats not in (None, beats):
+            raise LinkError(f"the board's RUN reply names {beats} output beats in one part "
+                            f"and {self.beats} in another")
+        self.beats = beats
+        if data:
+            self._parts[first] = data
+        return self._whole() is not None
+
+    def __len__(self) -> int:
+        """Parts held."""
+        return len(self._parts)
+
+    def _whole(self) -> bytes | None:
+        out, at = [], 0
+        while at < self.beats and (data := self._parts.get(at)) is not None:
+            out.append(data)
+            at += len(data) // self.y_bytes
+        return b"".join(out) if at == self.beats else None
+
+    @property
+    def data(self) -> bytes:
+        """Every beat's bytes, in order (once :meth:`add` returned True)."""
+        return self._whole()
 
 
 class _NoBar:
