@@ -25,8 +25,7 @@ from amaranth.lib.wiring import In, Out, connect
 
 from ..config import EngineConfig
 from ..network import NetworkConfig
-from .engine import SpMVEngine
-from .network import Network
+from .cores import describe
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES,
                        PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_PART_FIELDS, STATUS_FIELDS,
@@ -43,9 +42,7 @@ def check_link(config: EngineConfig | NetworkConfig) -> None:
     """Raise ``ValueError`` unless a RUN request (one input vector) fits in one frame, a
     RUN reply can count the output beats, and the core is one IDENTIFY can describe.
     The output may take any number of reply frames."""
-    if isinstance(config, NetworkConfig) and config.has_gathers:
-        raise ValueError("a convolutional network (im2col gathers) runs in simulation only "
-                         "(darbgen eval --on verilator): IDENTIFY does not describe gathers yet")
+    describe(config).records()          # raises unless IDENTIFY can describe the core
     sizes = Sizes.of(config)
     x_len = GUARD_BYTES + config.x_depth * sizes.x_bytes
     if x_len > MAX_PAYLOAD:
@@ -95,9 +92,8 @@ class Controller(wiring.Component):
         m = Module()
         c = self._config
         sizes = Sizes.of(c)
-        # The core: one engine, or a whole network's chain of engines (same streams).
-        core = SpMVEngine(c) if isinstance(c, EngineConfig) else Network(c)
-        m.submodules.engine = engine = core
+        # The core: one engine, a whole network's chain of engines, ... (same streams).
+        m.submodules.engine = engine = describe(c).hardware()
         m.submodules.receiver = rcv = FrameReceiver(self._idle_cycles)
         m.submodules.transmitter = xmt = FrameTransmitter()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])

@@ -44,18 +44,17 @@ seq, same CRC) gets the identical answer, so the host keeps the parts it already
 and completes the vector from any attempt's frames. A refused RUN (``NAK_*``,
 ``NO_WEIGHTS``) is one frame without parts.
 
-Payload layouts are the :data:`IDENTIFY_FIELDS`, :data:`ENGINE_FIELDS` and
-:data:`STATUS_FIELDS` byte lists here and the stream layouts of the device's core, an
-:class:`~darbgen.config.EngineConfig` or a :class:`~darbgen.network.NetworkConfig`
-(load words, input beats, output beats), each sent little-endian in whole bytes
-(:func:`word_bytes`).
+Payload layouts are the :data:`IDENTIFY_FIELDS` and :data:`STATUS_FIELDS` byte lists
+here, the IDENTIFY records of the device's kind of core (:mod:`darbgen.hdl.cores`), and
+the stream layouts of its config, an :class:`~darbgen.config.EngineConfig`, a
+:class:`~darbgen.network.NetworkConfig` or another registered kind (load words, input
+beats, output beats), each sent little-endian in whole bytes (:func:`word_bytes`).
 
 Bump ``PROTOCOL_VERSION`` on any change here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -63,6 +62,7 @@ from amaranth.lib import crc, enum
 
 from ..config import ConfigError, EngineConfig, layout_width
 from ..network import NetworkConfig
+from .cores import ENGINE_FIELDS, describe, kind_of
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
            "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "OFFSET_BYTES", "CRC", "WEIGHTS_CRC",
@@ -232,16 +232,12 @@ class Sizes:
 
 # -- IDENTIFY and STATUS payloads (after the reply head) ------------------------------
 
-_CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
-
-#: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``layers`` is
-#: 0 for a device running one engine, else the length of its chain of engines
-#: (:class:`~darbgen.network.NetworkConfig`); :data:`ENGINE_FIELDS` follow once per engine.
-IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("layers", 1)]
-
-#: One engine of an IDENTIFY reply: the EngineConfig fields in their own order (``shifts``
-#: as a bit mask), then the layer's output rows and ReLU flag (0 for a lone engine).
-ENGINE_FIELDS = [(name, 4) for name in _CONFIG_FIELDS] + [("rows", 4), ("relu", 1)]
+#: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``core`` is the
+#: kind of the device's core (:attr:`~darbgen.hdl.cores.CoreDescription.code`: 0 one
+#: engine, 1 a chain of engines); ``records`` of that kind's ``record_fields`` follow
+#: (:data:`ENGINE_FIELDS` for both: one, or one per engine of the chain).
+IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("core", 1),
+                   ("records", 1)]
 
 #: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
 STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
@@ -320,20 +316,20 @@ def _pack(fields, values: dict) -> bytes:
                     int(values[name]).to_bytes(n, "little") for name, n in fields)
 
 
-def identity_bytes(config: EngineConfig | NetworkConfig, clock_hz: int, baud: int) -> bytes:
-    """The IDENTIFY reply body after the reply head (a ROM in the gateware)."""
-    network = isinstance(config, NetworkConfig)
-    engines = config.engines if network else (config,)
+def identity_bytes(config, clock_hz: int, baud: int) -> bytes:
+    """The IDENTIFY reply body after the reply head (a ROM in the gateware).
+
+    Raises
+    ------
+    ValueError
+        IDENTIFY cannot describe ``config``.
+    """
+    core = describe(config)
+    records = core.records()
     out = _pack(IDENTIFY_FIELDS, {"version": PROTOCOL_VERSION, "clock_hz": clock_hz,
-                                  "baud": baud, "layers": len(engines) if network else 0,
+                                  "baud": baud, "core": core.code, "records": len(records),
                                   "build_id": build_id(config, clock_hz, baud)})
-    for i, e in enumerate(engines):
-        values = {name: getattr(e, name) for name in _CONFIG_FIELDS}
-        values["shifts"] = sum(1 << s for s in e.shifts)
-        values["rows"] = config.rows[i] if network else 0
-        values["relu"] = config.relu[i] if network else 0
-        out += _pack(ENGINE_FIELDS, values)
-    return out
+    return out + b"".join(_pack(core.record_fields, r) for r in records)
 
 
 def _split(payload: bytes, fields, what: str) -> dict:
@@ -353,33 +349,24 @@ def parse_identity(payload: bytes) -> Identity:
     Raises
     ------
     ValueError
-        The payload has the wrong size or describes no valid engine or chain.
+        The payload has the wrong size, names a kind of core this host does not know, or
+        describes no valid core of its kind.
     """
     head = sum(n for _, n in IDENTIFY_FIELDS)
-    record = sum(n for _, n in ENGINE_FIELDS)
-    layers = payload[head - 1] if len(payload) >= head else 0
     raw = _split(payload[:head], IDENTIFY_FIELDS, "IDENTIFY")
-    if len(payload) != head + max(layers, 1) * record:
-        raise ValueError(f"IDENTIFY reply has {len(payload)} bytes, expected "
-                         f"{head + max(layers, 1) * record}")
     num = {k: int.from_bytes(v, "little") for k, v in raw.items()}
-    engines, rows, relu = [], [], []
-    for i in range(max(layers, 1)):
-        at = head + i * record
-        rec = {k: int.from_bytes(v, "little") for k, v in
-               _split(payload[at:at + record], ENGINE_FIELDS, "IDENTIFY engine").items()}
-        cfg = {name: rec[name] for name in _CONFIG_FIELDS}
-        cfg["shifts"] = [s for s in range(32) if rec["shifts"] >> s & 1]
-        try:
-            engines.append(EngineConfig.from_json(cfg))
-        except ConfigError as e:
-            raise ValueError(f"IDENTIFY reply describes no valid engine: {e}") from None
-        rows.append(rec["rows"])
-        relu.append(bool(rec["relu"]))
+    kind = kind_of(num["core"])
+    record = sum(n for _, n in kind.record_fields)
+    if len(payload) != head + num["records"] * record:
+        raise ValueError(f"IDENTIFY reply has {len(payload)} bytes, expected "
+                         f"{head + num['records'] * record}")
+    records = [{k: int.from_bytes(v, "little") for k, v in
+                _split(payload[at:at + record], kind.record_fields, "IDENTIFY record").items()}
+               for at in range(head, len(payload), record)]
     try:
-        config = NetworkConfig(engines, rows, relu) if layers else engines[0]
+        config = kind.from_records(records)
     except ConfigError as e:
-        raise ValueError(f"IDENTIFY reply describes no valid chain: {e}") from None
+        raise ValueError(f"IDENTIFY reply describes no valid core ({kind.runs}): {e}") from None
     return Identity(num["version"], raw["build_id"], num["clock_hz"], num["baud"], config)
 
 

@@ -22,12 +22,11 @@ import numpy as np
 
 from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
+from ..hdl import cores
 from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
                             Sizes, Status, bytes_to_words, parse_identity, parse_run_part,
                             parse_status, run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
-from ..network import load_words as network_load_words
-from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .framing import Frame, FrameParser, Reply
 from .transport import LinkError, Transport
 
@@ -65,11 +64,10 @@ class WeightsMismatch(LinkError):
 
 def expected_config(target: SparseLayer | NetworkPlan, lanes: int,
                     input_width: int) -> EngineConfig | NetworkConfig:
-    """The core ``darbgen build`` makes for a layer (one engine) or a whole network (a
-    chain of engines) at a board's lanes and input width."""
-    if isinstance(target, NetworkPlan):
-        return NetworkConfig.for_plan(target, lanes, input_width=input_width)
-    return EngineConfig.for_layers([target], lanes, input_width=input_width)
+    """The core ``darbgen build`` makes for a layer (one engine), a whole network (a
+    chain of engines) or another target of a registered kind of core
+    (:func:`darbgen.hdl.cores.for_target`) at a board's lanes and input width."""
+    return cores.for_target(target, lanes, input_width)
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ class Board:
         self._parser = FrameParser()
         self._frames = deque()              # parsed, not yet looked at (a RUN's next parts)
         self._seq = random.Random().randrange(256)  # a fresh session never repeats the last seq
-        self._target = self._schedule = self._guard = None
+        self._target = self._unpack = self._guard = None
 
     # -- requests --------------------------------------------------------------------
 
@@ -258,20 +256,15 @@ class Board:
         sizes, keep count, widths and lane memories); the message names the field
         that does not fit.
         """
-        config = self.config
-        network = isinstance(target, NetworkPlan)
+        core = cores.describe(self.config)
         try:
-            if network != isinstance(config, NetworkConfig):
-                raise ConfigError(
-                    f"the board runs {'a single engine' if network else 'a whole network'}; "
-                    f"this is {'a whole network' if network else 'one layer'}")
-            if network:
-                config.check_plan(target)
-            else:
-                config.check_layer(target, schedule(target, config.lanes))
+            if not isinstance(target, core.target_type):
+                raise ConfigError(f"the board runs {core.runs}; this is "
+                                  f"{cores.target_kind(target).target_text}")
+            core.check_target(target)
         except ConfigError as e:
             raise BuildMismatch(f"build ID mismatch: board build {self.identity.build_id.hex()} "
-                                f"cannot run this {'network' if network else 'layer'}: {e}; "
+                                f"cannot run this {cores.target_kind(target).target_noun}: {e}; "
                                 "rebuild with `darbgen build`") from None
 
     def load(self, target: SparseLayer | NetworkPlan) -> LoadReport:
@@ -288,12 +281,9 @@ class Board:
         self.check(target)
         config = self.config
         sizes = Sizes.of(config)
-        if isinstance(target, NetworkPlan):
-            name, sched = "network", None
-            words = network_load_words(target, config)
-        else:
-            name, sched = target.name, schedule(target, config.lanes)
-            words = load_words(target, config, sched)
+        core = cores.describe(config)
+        name = core.name(target)
+        words = core.load_words(target)
         data = words_to_bytes(words, sizes.load_bits)
         step = min(self.chunk_words or sizes.chunk_words, sizes.chunk_words)
         before = self.status()["cycles"]
@@ -327,7 +317,7 @@ class Board:
                 f"the board holds {after['words']} words with CRC-32 "
                 f"{after['weights_crc']:08x}; {name} has {len(words)} words "
                 f"with CRC-32 {crc:08x}")
-        self._target, self._schedule, self._guard = target, sched, guard
+        self._target, self._unpack, self._guard = target, core.unpacker(target), guard
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
     def run(self, x) -> np.ndarray:
@@ -346,33 +336,28 @@ class Board:
         if self._target is None:
             raise LinkError("load a layer or a network before running vectors")
         config, sizes = self.config, Sizes.of(self.config)
-        network = isinstance(self._target, NetworkPlan)
+        core = cores.describe(config)
         cols = self._target.cols
         x = np.atleast_2d(np.asarray(x))
-        what = "the network" if network else f"layer {self._target.name!r}"
+        what = core.name(self._target)
         if x.ndim != 2 or x.shape[1] != cols:
             raise ValueError(f"inputs must have {cols} columns for {what}, not shape {x.shape}")
-        first = config.engines[0] if network else config
         if x.dtype.kind not in "iu":       # a float would be truncated on the way to the link
             raise TypeError(f"inputs must be integers, not {x.dtype}")
-        lo, hi = -(1 << (first.input_bits - 1)), (1 << (first.input_bits - 1)) - 1
+        bits = core.input_bits()
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         if x.size and (x.min() < lo or x.max() > hi):
             raise ValueError(f"inputs for {what} must be between {lo} and {hi} "
-                             f"({first.input_bits}-bit), not {x.min()}..{x.max()}")
+                             f"({bits}-bit), not {x.min()}..{x.max()}")
         if not len(x):                     # an empty batch: nothing to send
-            return np.zeros((0, self._target.classes if network else self._target.rows),
-                            dtype=np.int64)
+            return np.zeros((0, core.outputs(self._target)), dtype=np.int64)
         # The device takes whole vectors of the core's width: pad with zeros.
         padded = np.zeros((len(x), config.max_cols), dtype=np.int64)
         padded[:, :x.shape[1]] = x
         out = []
         for vector in padded:
-            x_bytes = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)
-            beats = bytes_to_words(self._run_one(x_bytes), sizes.y_bits)
-            if network:
-                out.append(unpack_fields(config.output_fields, beats)["y"])
-            else:
-                out.append(unpack_outputs(beats, config, self._schedule)[0])
+            x_bytes = words_to_bytes(core.input_words(vector), sizes.x_bits)
+            out.append(self._unpack(bytes_to_words(self._run_one(x_bytes), sizes.y_bits)))
         return np.stack(out)
 
     def _run_one(self, x_bytes: bytes) -> bytes:
