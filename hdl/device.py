@@ -14,22 +14,22 @@ A frame is received whole into a buffer and executed only after its CRC matched:
   always ready) while a CRC-32 of their bytes accumulates;
 * ``RUN`` checks that its guard names the weights the device holds (word count and
   CRC-32), then feeds the payload's input beats into the engine (marking the last
-  one) and streams the output beats straight into the reply.
+  one) and streams the output beats straight into the reply: into as many frames as
+  they take, each started once the one before has gone out (no output buffer).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from ..config import EngineConfig
 from ..network import NetworkConfig
-from .engine import SpMVEngine
-from .network import Network
+from .cores import describe
 from .link import FrameReceiver, FrameTransmitter
-from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES, REPLY,
-                       REPLY_HEAD_BYTES, STATUS_FIELDS, WEIGHTS_CRC, Command, Sizes, Status,
-                       identity_bytes)
+from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES,
+                       PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_PART_FIELDS, STATUS_FIELDS,
+                       WEIGHTS_CRC, Command, Sizes, Status, identity_bytes)
 from .uart import UARTRx, UARTTx
 
 
@@ -39,18 +39,25 @@ _COUNTER_BITS = 32
 
 
 def check_link(config: EngineConfig | NetworkConfig) -> None:
-    """Raise ``ValueError`` unless RUN's request and reply fit in one frame (and the core
-    is one IDENTIFY can describe)."""
-    if isinstance(config, NetworkConfig) and config.has_gathers:
-        raise ValueError("a convolutional network (im2col gathers) runs in simulation only "
-                         "(darbgen eval --on verilator): IDENTIFY does not describe gathers yet")
+    """Raise ``ValueError`` unless a RUN request (one input vector) fits in one frame, a
+    RUN reply can count the output beats, and the core is one IDENTIFY can describe.
+    The output may take any number of reply frames."""
+    describe(config).records()          # raises unless IDENTIFY can describe the core
     sizes = Sizes.of(config)
     x_len = GUARD_BYTES + config.x_depth * sizes.x_bytes
-    y_len = REPLY_HEAD_BYTES + config.output_beats * sizes.y_bytes
-    if x_len > MAX_PAYLOAD or y_len > MAX_PAYLOAD:
-        raise ValueError(f"a RUN frame needs {max(x_len, y_len)} payload bytes (input "
-                         f"{x_len}, output {y_len}); the link carries at most {MAX_PAYLOAD}: "
-                         "use more lanes or a narrower layer")
+    if x_len > MAX_PAYLOAD:
+        raise ValueError(f"a RUN request carries one input vector in one frame: "
+                         f"{config.max_cols} columns need {x_len} payload bytes, the link "
+                         f"carries at most {MAX_PAYLOAD}")
+    if config.output_beats > MAX_RUN_BEATS:
+        raise ValueError(f"a RUN reply counts at most {MAX_RUN_BEATS} output beats, this core "
+                         f"makes {config.output_beats}")
+
+
+def _packed(fields, values) -> Value:
+    """``values`` (one per field) as the fields' little-endian bytes, zero-extended."""
+    return Cat(*(Cat(v, Const(0, 8 * n - len(v))) if len(v) < 8 * n else v[:8 * n]
+                 for (_, n), v in zip(fields, values)))
 
 
 class Controller(wiring.Component):
@@ -85,9 +92,8 @@ class Controller(wiring.Component):
         m = Module()
         c = self._config
         sizes = Sizes.of(c)
-        # The core: one engine, or a whole network's chain of engines (same streams).
-        core = SpMVEngine(c) if isinstance(c, EngineConfig) else Network(c)
-        m.submodules.engine = engine = core
+        # The core: one engine, a whole network's chain of engines, ... (same streams).
+        m.submodules.engine = engine = describe(c).hardware()
         m.submodules.receiver = rcv = FrameReceiver(self._idle_cycles)
         m.submodules.transmitter = xmt = FrameTransmitter()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
@@ -119,16 +125,26 @@ class Controller(wiring.Component):
                 with m.Else():
                     m.d.sync += unit.eq(unit + 1)
 
-        # -- reply: the head (status, the request's CRC), then the command's body -------
-        head = Signal(8 * REPLY_HEAD_BYTES)
-        head_left = Signal(range(REPLY_HEAD_BYTES + 1))
+        # -- reply: the head (status, the request's CRC, a RUN frame's part), then the
+        # command's body. Command, seq and CRC are latched: while a RUN's later frames go
+        # out, the receiver may already hold the next request.
+        head = Signal(8 * (REPLY_HEAD_BYTES + PART_BYTES))
+        head_left = Signal(range(REPLY_HEAD_BYTES + PART_BYTES + 1))
         body = Signal(range(4))                # which body source follows the head
         BODY_NONE, BODY_IDENTITY, BODY_STATUS, BODY_Y = range(4)
-        m.d.comb += [xmt.command.eq(rcv.command | REPLY), xmt.seq.eq(rcv.seq)]
+        reply_command, reply_seq, reply_check = Signal(8), Signal(8), Signal(16)
+        m.d.comb += [xmt.command.eq(reply_command), xmt.seq.eq(reply_seq)]
         index = Signal(range(max(len(self._identity), 1) + 1))
         snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
         y_shift = Signal(8 * sizes.y_bytes)
         y_left = Signal(range(sizes.y_bytes + 1))
+        # A RUN's output beats: the vector's count, the first of the next frame, those
+        # not yet in a frame, and those the frame going out still takes from the engine.
+        frame_beats = sizes.y_frame_beats
+        y_beats = Signal(range(c.output_beats + 1))
+        y_first = Signal(range(c.output_beats + 1))
+        y_rest = Signal(range(c.output_beats + 1))
+        frame_left = Signal(range(frame_beats + 1))
         sent = Signal()
         m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
         with m.If(head_left != 0):
@@ -150,9 +166,10 @@ class Controller(wiring.Component):
         with m.Elif(body == BODY_Y):
             # Each output beat goes out as y_bytes little-endian bytes.
             m.d.comb += [xmt.payload.valid.eq(y_left != 0), xmt.payload.payload.eq(y_shift[:8]),
-                         engine.y.ready.eq(y_left == 0)]
+                         engine.y.ready.eq((y_left == 0) & (frame_left != 0))]
             with m.If(engine.y.valid & engine.y.ready):
-                m.d.sync += [y_shift.eq(engine.y.payload.as_value()), y_left.eq(sizes.y_bytes)]
+                m.d.sync += [y_shift.eq(engine.y.payload.as_value()), y_left.eq(sizes.y_bytes),
+                             frame_left.eq(frame_left - 1)]
             with m.Elif(sent):
                 m.d.sync += [y_shift.eq(y_shift >> 8), y_left.eq(y_left - 1)]
 
@@ -163,14 +180,30 @@ class Controller(wiring.Component):
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
-        def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE, then="REPLY"):
-            """Start the reply frame; its body streams while the FSM is in ``then``.
-            The receiver is disabled from the frame's end until here, so its fields are
-            still the request's."""
+        def latch():
+            """Keep the request's command, seq and CRC for its reply frames. The receiver
+            is disabled from the frame's end until here, so its fields are the request's."""
+            m.d.sync += [reply_command.eq(rcv.command | REPLY), reply_seq.eq(rcv.seq),
+                         reply_check.eq(rcv.check)]
+
+        def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
+            """Start a one-frame reply; its body streams while the FSM is in REPLY."""
+            latch()
             m.d.sync += [start_reply.eq(1), reply_length.eq(length),
                          head.eq(Cat(Const(code.value, 8), rcv.check)),
                          head_left.eq(REPLY_HEAD_BYTES), body.eq(source), index.eq(0)]
-            m.next = then
+            m.next = "REPLY"
+
+        # The next RUN reply frame's beats and length, registered from y_rest: `settled`
+        # holds a frame back until they follow y_rest's last change.
+        next_beats = Signal(range(frame_beats + 1))
+        next_length = Signal(16)
+        settled = Signal()
+        m.d.sync += [next_beats.eq(Mux(y_rest > frame_beats, frame_beats, y_rest)),
+                     next_length.eq(REPLY_HEAD_BYTES + PART_BYTES +
+                                    Mux(y_rest > frame_beats, frame_beats, y_rest) *
+                                    sizes.y_bytes),
+                     settled.eq(1)]
 
         # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
         ptr = Signal(range(MAX_PAYLOAD + 1))
@@ -212,13 +245,11 @@ class Controller(wiring.Component):
         verdict = {name: Signal(name=f"is_{name.lower()}") for name in
                    ("IDENTIFY", "STATUS", "LOAD_WEIGHTS", "RUN")}
         load_short, run_length_bad, no_weights = Signal(), Signal(), Signal()
-        run_reply_length = Signal(16)
         m.d.sync += [
             *(flag.eq(rcv.command == Command[name]) for name, flag in verdict.items()),
             load_short.eq((rcv.length < OFFSET_BYTES + sizes.load_bytes) | (unit != 0)),
             run_length_bad.eq(rcv.length != GUARD_BYTES + c.x_depth * sizes.x_bytes),
             no_weights.eq(engine.slots == 0),
-            run_reply_length.eq(REPLY_HEAD_BYTES + engine.slots * sizes.y_bytes),
         ]
 
         with m.FSM() as fsm:
@@ -273,8 +304,12 @@ class Controller(wiring.Component):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
                 with m.If(verdict["RUN"]):
                     with m.If(guard_ok):
-                        m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0)]
-                        reply(Status.OK, run_reply_length, BODY_Y, then="RUN")
+                        # The reply's frames start from RUN on, as soon as they settle.
+                        latch()
+                        m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0),
+                                     y_beats.eq(engine.slots), y_rest.eq(engine.slots),
+                                     y_first.eq(0), settled.eq(0)]
+                        m.next = "RUN"
                     with m.Else():
                         reply(Status.NAK_WEIGHTS)
                 with m.Elif(restart):
@@ -324,8 +359,18 @@ class Controller(wiring.Component):
                 with m.If(beats_left == 0):
                     m.next = "REPLY"            # the output beats keep streaming out
             with m.State("REPLY"):
-                with m.If(~xmt.busy & ~xmt.start):
+                with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
+        # A RUN's next reply frame, once the one before has gone out: the head, its part
+        # (first beat and the vector's count), then up to frame_beats beats.
+        with m.If((fsm.ongoing("RUN") | fsm.ongoing("REPLY")) & (y_rest != 0) & settled &
+                  ~xmt.busy & ~xmt.start):
+            m.d.sync += [start_reply.eq(1), reply_length.eq(next_length),
+                         head.eq(Cat(Const(Status.OK.value, 8), reply_check,
+                                     _packed(RUN_PART_FIELDS, [y_first, y_beats]))),
+                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES), body.eq(BODY_Y),
+                         frame_left.eq(next_beats), y_first.eq(y_first + next_beats),
+                         y_rest.eq(y_rest - next_beats), settled.eq(0)]
         m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
         return m
 

@@ -28,23 +28,33 @@ Every command is idempotent, so a retry after a lost reply is always safe:
   with ``NAK_OFFSET``;
 * ``RUN`` carries one input vector and returns its output beats: it leaves no state
   behind, so a repeat recomputes the same result instead of needing a replay buffer.
-  It first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
+  Its reply is as long as the output needs, in as many frames as it takes (below);
+  it first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
   count and CRC-32, as STATUS reports them) and is refused with ``NAK_WEIGHTS`` if
   the device holds others: a load chunk replayed on the line after the host verified
   the weights (index 0 restarts a load) cannot make later outputs silently wrong.
 
-Payload layouts are the :data:`IDENTIFY_FIELDS`, :data:`ENGINE_FIELDS` and
-:data:`STATUS_FIELDS` byte lists here and the stream layouts of the device's core, an
-:class:`~darbgen.config.EngineConfig` or a :class:`~darbgen.network.NetworkConfig`
-(load words, input beats, output beats), each sent little-endian in whole bytes
-(:func:`word_bytes`).
+A RUN reply of any size streams out as consecutive frames, each a whole reply: the
+reply head (status, the RUN's CRC), then :data:`RUN_PART_FIELDS` (the index of its
+first output beat and the vector's beat count), then at most
+:attr:`Sizes.y_frame_beats` whole beats; every frame but the last is full. The device
+needs no output buffer: beats go to the line as the engine makes them. A frame lost
+or damaged on the way back costs a resend of the RUN, whose identical request (same
+seq, same CRC) gets the identical answer, so the host keeps the parts it already has
+and completes the vector from any attempt's frames. A refused RUN (``NAK_*``,
+``NO_WEIGHTS``) is one frame without parts.
+
+Payload layouts are the :data:`IDENTIFY_FIELDS` and :data:`STATUS_FIELDS` byte lists
+here, the IDENTIFY records of the device's kind of core (:mod:`darbgen.hdl.cores`), and
+the stream layouts of its config, an :class:`~darbgen.config.EngineConfig`, a
+:class:`~darbgen.network.NetworkConfig` or another registered kind (load words, input
+beats, output beats), each sent little-endian in whole bytes (:func:`word_bytes`).
 
 Bump ``PROTOCOL_VERSION`` on any change here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -52,15 +62,18 @@ from amaranth.lib import crc, enum
 
 from ..config import ConfigError, EngineConfig, layout_width
 from ..network import NetworkConfig
+from .cores import ENGINE_FIELDS, describe, kind_of
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
            "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "OFFSET_BYTES", "CRC", "WEIGHTS_CRC",
            "Command", "Status", "byte_table_crc", "crc16", "weights_crc", "word_bytes",
            "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS", "ENGINE_FIELDS",
-           "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard", "Identity",
+           "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard",
+           "RUN_PART_FIELDS", "PART_BYTES", "MAX_RUN_BEATS", "run_part", "parse_run_part",
+           "Identity",
            "build_id", "identity_bytes", "parse_identity", "parse_status"]
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 SOF = 0xA5
 #: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
@@ -89,7 +102,8 @@ class Command(enum.Enum, shape=8):
 
     IDENTIFY = 0x01       #: → IDENTIFY_FIELDS: build ID, protocol version, the config
     LOAD_WEIGHTS = 0x02   #: first-word index (4 bytes) + load words → nothing
-    RUN = 0x04            #: RUN_GUARD_FIELDS + one vector's input beats → its output beats
+    RUN = 0x04            #: RUN_GUARD_FIELDS + one vector's input beats → its output
+                          #: beats, RUN_PART_FIELDS + up to y_frame_beats of them a frame
     STATUS = 0x06         #: → STATUS_FIELDS: words loaded, their CRC-32, counters
 
 
@@ -210,19 +224,20 @@ class Sizes:
         """Load words in one full LOAD_WEIGHTS frame."""
         return (MAX_PAYLOAD - OFFSET_BYTES) // self.load_bytes
 
+    @property
+    def y_frame_beats(self) -> int:
+        """Output beats in one full RUN reply frame (after the reply head and the part)."""
+        return (MAX_PAYLOAD - REPLY_HEAD_BYTES - PART_BYTES) // self.y_bytes
+
 
 # -- IDENTIFY and STATUS payloads (after the reply head) ------------------------------
 
-_CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
-
-#: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``layers`` is
-#: 0 for a device running one engine, else the length of its chain of engines
-#: (:class:`~darbgen.network.NetworkConfig`); :data:`ENGINE_FIELDS` follow once per engine.
-IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("layers", 1)]
-
-#: One engine of an IDENTIFY reply: the EngineConfig fields in their own order (``shifts``
-#: as a bit mask), then the layer's output rows and ReLU flag (0 for a lone engine).
-ENGINE_FIELDS = [(name, 4) for name in _CONFIG_FIELDS] + [("rows", 4), ("relu", 1)]
+#: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``core`` is the
+#: kind of the device's core (:attr:`~darbgen.hdl.cores.CoreDescription.code`: 0 one
+#: engine, 1 a chain of engines); ``records`` of that kind's ``record_fields`` follow
+#: (:data:`ENGINE_FIELDS` for both: one, or one per engine of the chain).
+IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("core", 1),
+                   ("records", 1)]
 
 #: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
 STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
@@ -237,6 +252,41 @@ GUARD_BYTES = sum(n for _, n in RUN_GUARD_FIELDS)
 def run_guard(words: int, crc: int) -> bytes:
     """The head of a RUN request meant for ``words`` load words whose CRC-32 is ``crc``."""
     return _pack(RUN_GUARD_FIELDS, {"words": words, "weights_crc": crc})
+
+
+#: Each RUN reply frame's body starts with these: the index of its first output beat, and
+#: the vector's output beats in all (one count for every frame, so a lost frame shows).
+RUN_PART_FIELDS = [("first", 2), ("beats", 2)]
+#: Bytes of :data:`RUN_PART_FIELDS`.
+PART_BYTES = sum(n for _, n in RUN_PART_FIELDS)
+#: Most output beats a RUN reply can count.
+MAX_RUN_BEATS = (1 << 8 * dict(RUN_PART_FIELDS)["beats"]) - 1
+
+
+def run_part(first: int, beats: int) -> bytes:
+    """The part head of a RUN reply frame whose first beat is ``first`` of ``beats``."""
+    return _pack(RUN_PART_FIELDS, {"first": first, "beats": beats})
+
+
+def parse_run_part(body: bytes, y_bytes: int) -> tuple[int, int, bytes]:
+    """Split one RUN reply frame's body into ``(first, beats, data)``.
+
+    Raises
+    ------
+    ValueError
+        The body is not a part head and whole ``y_bytes``-byte beats, or claims beats
+        past the vector's count.
+    """
+    if len(body) < PART_BYTES or (len(body) - PART_BYTES) % y_bytes:
+        raise ValueError(f"a RUN reply body of {len(body)} bytes is not a {PART_BYTES}-byte "
+                         f"part head and whole {y_bytes}-byte beats")
+    fields = {name: int.from_bytes(v, "little")
+              for name, v in _split(body[:PART_BYTES], RUN_PART_FIELDS, "RUN").items()}
+    data = body[PART_BYTES:]
+    if fields["first"] + len(data) // y_bytes > fields["beats"]:
+        raise ValueError(f"a RUN reply part claims beats {fields['first']} to "
+                         f"{fields['first'] + len(data) // y_bytes - 1} of {fields['beats']}")
+    return fields["first"], fields["beats"], data
 
 
 @dataclass(frozen=True)
@@ -266,20 +316,20 @@ def _pack(fields, values: dict) -> bytes:
                     int(values[name]).to_bytes(n, "little") for name, n in fields)
 
 
-def identity_bytes(config: EngineConfig | NetworkConfig, clock_hz: int, baud: int) -> bytes:
-    """The IDENTIFY reply body after the reply head (a ROM in the gateware)."""
-    network = isinstance(config, NetworkConfig)
-    engines = config.engines if network else (config,)
+def identity_bytes(config, clock_hz: int, baud: int) -> bytes:
+    """The IDENTIFY reply body after the reply head (a ROM in the gateware).
+
+    Raises
+    ------
+    ValueError
+        IDENTIFY cannot describe ``config``.
+    """
+    core = describe(config)
+    records = core.records()
     out = _pack(IDENTIFY_FIELDS, {"version": PROTOCOL_VERSION, "clock_hz": clock_hz,
-                                  "baud": baud, "layers": len(engines) if network else 0,
+                                  "baud": baud, "core": core.code, "records": len(records),
                                   "build_id": build_id(config, clock_hz, baud)})
-    for i, e in enumerate(engines):
-        values = {name: getattr(e, name) for name in _CONFIG_FIELDS}
-        values["shifts"] = sum(1 << s for s in e.shifts)
-        values["rows"] = config.rows[i] if network else 0
-        values["relu"] = config.relu[i] if network else 0
-        out += _pack(ENGINE_FIELDS, values)
-    return out
+    return out + b"".join(_pack(core.record_fields, r) for r in records)
 
 
 def _split(payload: bytes, fields, what: str) -> dict:
@@ -299,33 +349,24 @@ def parse_identity(payload: bytes) -> Identity:
     Raises
     ------
     ValueError
-        The payload has the wrong size or describes no valid engine or chain.
+        The payload has the wrong size, names a kind of core this host does not know, or
+        describes no valid core of its kind.
     """
     head = sum(n for _, n in IDENTIFY_FIELDS)
-    record = sum(n for _, n in ENGINE_FIELDS)
-    layers = payload[head - 1] if len(payload) >= head else 0
     raw = _split(payload[:head], IDENTIFY_FIELDS, "IDENTIFY")
-    if len(payload) != head + max(layers, 1) * record:
-        raise ValueError(f"IDENTIFY reply has {len(payload)} bytes, expected "
-                         f"{head + max(layers, 1) * record}")
     num = {k: int.from_bytes(v, "little") for k, v in raw.items()}
-    engines, rows, relu = [], [], []
-    for i in range(max(layers, 1)):
-        at = head + i * record
-        rec = {k: int.from_bytes(v, "little") for k, v in
-               _split(payload[at:at + record], ENGINE_FIELDS, "IDENTIFY engine").items()}
-        cfg = {name: rec[name] for name in _CONFIG_FIELDS}
-        cfg["shifts"] = [s for s in range(32) if rec["shifts"] >> s & 1]
-        try:
-            engines.append(EngineConfig.from_json(cfg))
-        except ConfigError as e:
-            raise ValueError(f"IDENTIFY reply describes no valid engine: {e}") from None
-        rows.append(rec["rows"])
-        relu.append(bool(rec["relu"]))
+    kind = kind_of(num["core"])
+    record = sum(n for _, n in kind.record_fields)
+    if len(payload) != head + num["records"] * record:
+        raise ValueError(f"IDENTIFY reply has {len(payload)} bytes, expected "
+                         f"{head + num['records'] * record}")
+    records = [{k: int.from_bytes(v, "little") for k, v in
+                _split(payload[at:at + record], kind.record_fields, "IDENTIFY record").items()}
+               for at in range(head, len(payload), record)]
     try:
-        config = NetworkConfig(engines, rows, relu) if layers else engines[0]
+        config = kind.from_records(records)
     except ConfigError as e:
-        raise ValueError(f"IDENTIFY reply describes no valid chain: {e}") from None
+        raise ValueError(f"IDENTIFY reply describes no valid core ({kind.runs}): {e}") from None
     return Identity(num["version"], raw["build_id"], num["clock_hz"], num["baud"], config)
 
 

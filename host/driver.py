@@ -4,7 +4,9 @@
 :class:`~darbgen.host.transport.Transport`. Each request is sent with a new
 sequence number and retried with the same one after a NAK or a silence of
 ``timeout`` seconds; every command is idempotent on the device, so a retry is
-always safe. Everything that travels is derived from the device's core config, an
+always safe. A RUN's reply may come in several frames: the host gathers them by
+the beats they name, across retries (a resent RUN is the same request, answered
+identically), until the vector's output is whole. Everything that travels is derived from the device's core config, an
 :class:`~darbgen.config.EngineConfig` or a whole network's
 :class:`~darbgen.network.NetworkConfig`: load words, input and output beats.
 """
@@ -13,18 +15,18 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
+from ..hdl import cores
 from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
-                            Sizes, Status, bytes_to_words, parse_identity, parse_status,
-                            run_guard, weights_crc, words_to_bytes)
+                            Sizes, Status, bytes_to_words, parse_identity, parse_run_part,
+                            parse_status, run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
-from ..network import load_words as network_load_words
-from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .framing import Frame, FrameParser, Reply
 from .transport import LinkError, Transport
 
@@ -62,11 +64,10 @@ class WeightsMismatch(LinkError):
 
 def expected_config(target: SparseLayer | NetworkPlan, lanes: int,
                     input_width: int) -> EngineConfig | NetworkConfig:
-    """The core ``darbgen build`` makes for a layer (one engine) or a whole network (a
-    chain of engines) at a board's lanes and input width."""
-    if isinstance(target, NetworkPlan):
-        return NetworkConfig.for_plan(target, lanes, input_width=input_width)
-    return EngineConfig.for_layers([target], lanes, input_width=input_width)
+    """The core ``darbgen build`` makes for a layer (one engine), a whole network (a
+    chain of engines) or another target of a registered kind of core
+    (:func:`darbgen.hdl.cores.for_target`) at a board's lanes and input width."""
+    return cores.for_target(target, lanes, input_width)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class Board:
     timeout : float
         Seconds an attempt waits for its reply before the request is sent again. Other
         traffic on the line does not extend it, so a request gives up after
-        ``retries × timeout`` seconds however busy the line.
+        ``retries × timeout`` seconds however busy the line; only each new frame of a
+        RUN's reply (beats not seen before) gives its attempt another ``timeout``.
     retries : int
         Attempts per request before giving up.
     progress : bool
@@ -127,13 +129,23 @@ class Board:
         self.identity: Identity | None = None
         self.retried = 0                    # requests sent again (NAK or timeout)
         self._parser = FrameParser()
+        self._frames = deque()              # parsed, not yet looked at (a RUN's next parts)
         self._seq = random.Random().randrange(256)  # a fresh session never repeats the last seq
-        self._target = self._schedule = self._guard = None
+        self._target = self._unpack = self._guard = None
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, command: Command, payload: bytes = b"") -> bytes:
+    def request(self, command: Command, payload: bytes = b"", *,
+                y_bytes: int | None = None) -> bytes:
         """Send one request; return its reply's body (after an OK status).
+
+        Parameters
+        ----------
+        command : Command
+        payload : bytes
+        y_bytes : int, optional
+            Bytes per output beat, for a RUN: its reply comes in parts, and the result
+            is their beats in order, however many frames they took.
 
         Raises
         ------
@@ -142,24 +154,26 @@ class Board:
         self._seq = (self._seq + 1) & 0xFF
         request = Frame(command.value, self._seq, bytes(payload))
         frame = request.encode()                        # its CRC is kept for the replies
+        parts = None if y_bytes is None else _Parts(y_bytes)
         last = None
         for attempt in range(self.retries):
             if attempt:
                 self.retried += 1
-            now = self.transport.clock()
-            attempt_end = now + self.timeout
-            if self._session_end is not None:
-                if now >= self._session_end:
-                    raise LinkTimeout(f"{command.name}: the session's deadline of "
-                                      f"{self.deadline} s has passed")
-                attempt_end = min(attempt_end, self._session_end)
+            end = self._attempt_end(command)
             self.transport.write(frame)
-            reply = self._await(request, attempt_end)
+            while (reply := self._await(request, end)) is not None:
+                if reply.status != Status.OK.value:
+                    break
+                if parts is None:
+                    return reply.body
+                seen = len(parts)
+                if parts.add(reply.body):
+                    return parts.data
+                if len(parts) > seen:       # new beats: the next frame gets a whole timeout
+                    end = self._attempt_end(command)
             if reply is None:
                 last = "no reply"
                 continue
-            if reply.status == Status.OK.value:
-                return reply.body
             if reply.status in _RETRY_STATUS:
                 last = Status(reply.status).name
                 continue
@@ -172,6 +186,16 @@ class Board:
         raise NakError(f"the board refused {command.name} {self.retries} times ({last})",
                        Status[last].value)
 
+    def _attempt_end(self, command: Command) -> float:
+        """When a wait for a reply frame starting now gives up (transport clock)."""
+        now = self.transport.clock()
+        if self._session_end is None:
+            return now + self.timeout
+        if now >= self._session_end:
+            raise LinkTimeout(f"{command.name}: the session's deadline of "
+                              f"{self.deadline} s has passed")
+        return min(now + self.timeout, self._session_end)
+
     def _await(self, request: Frame, deadline: float) -> Reply | None:
         """The reply to ``request``, or ``None`` when none came by ``deadline`` (on the
         transport's clock), whatever else arrived.
@@ -182,10 +206,11 @@ class Board:
         device echoes the CRC field as received, which may be the damaged part): all
         it causes is a resend, which is always safe.
         """
-        while (left := deadline - self.transport.clock()) > 0:
-            data = self.transport.read(left)
-            for frame in self._parser.feed(data):
-                reply = frame.reply
+        while self._frames or (left := deadline - self.transport.clock()) > 0:
+            if not self._frames:        # frames parsed but not yet looked at go first
+                self._frames.extend(self._parser.feed(self.transport.read(left)))
+            while self._frames:
+                reply = self._frames.popleft().reply
                 if reply is None or (reply.command, reply.seq) != (request.command, request.seq):
                     continue        # a request looped back, a stale reply, a NAK for garbage
                 if reply.answers(request) or reply.status in _RETRY_STATUS:
@@ -231,20 +256,15 @@ class Board:
         sizes, keep count, widths and lane memories); the message names the field
         that does not fit.
         """
-        config = self.config
-        network = isinstance(target, NetworkPlan)
+        core = cores.describe(self.config)
         try:
-            if network != isinstance(config, NetworkConfig):
-                raise ConfigError(
-                    f"the board runs {'a single engine' if network else 'a whole network'}; "
-                    f"this is {'a whole network' if network else 'one layer'}")
-            if network:
-                config.check_plan(target)
-            else:
-                config.check_layer(target, schedule(target, config.lanes))
+            if not isinstance(target, core.target_type):
+                raise ConfigError(f"the board runs {core.runs}; this is "
+                                  f"{cores.target_kind(target).target_text}")
+            core.check_target(target)
         except ConfigError as e:
             raise BuildMismatch(f"build ID mismatch: board build {self.identity.build_id.hex()} "
-                                f"cannot run this {'network' if network else 'layer'}: {e}; "
+                                f"cannot run this {cores.target_kind(target).target_noun}: {e}; "
                                 "rebuild with `darbgen build`") from None
 
     def load(self, target: SparseLayer | NetworkPlan) -> LoadReport:
@@ -261,12 +281,9 @@ class Board:
         self.check(target)
         config = self.config
         sizes = Sizes.of(config)
-        if isinstance(target, NetworkPlan):
-            name, sched = "network", None
-            words = network_load_words(target, config)
-        else:
-            name, sched = target.name, schedule(target, config.lanes)
-            words = load_words(target, config, sched)
+        core = cores.describe(config)
+        name = core.name(target)
+        words = core.load_words(target)
         data = words_to_bytes(words, sizes.load_bits)
         step = min(self.chunk_words or sizes.chunk_words, sizes.chunk_words)
         before = self.status()["cycles"]
@@ -300,7 +317,7 @@ class Board:
                 f"the board holds {after['words']} words with CRC-32 "
                 f"{after['weights_crc']:08x}; {name} has {len(words)} words "
                 f"with CRC-32 {crc:08x}")
-        self._target, self._schedule, self._guard = target, sched, guard
+        self._target, self._unpack, self._guard = target, core.unpacker(target), guard
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
     def run(self, x) -> np.ndarray:
@@ -319,33 +336,28 @@ class Board:
         if self._target is None:
             raise LinkError("load a layer or a network before running vectors")
         config, sizes = self.config, Sizes.of(self.config)
-        network = isinstance(self._target, NetworkPlan)
+        core = cores.describe(config)
         cols = self._target.cols
         x = np.atleast_2d(np.asarray(x))
-        what = "the network" if network else f"layer {self._target.name!r}"
+        what = core.name(self._target)
         if x.ndim != 2 or x.shape[1] != cols:
             raise ValueError(f"inputs must have {cols} columns for {what}, not shape {x.shape}")
-        first = config.engines[0] if network else config
         if x.dtype.kind not in "iu":       # a float would be truncated on the way to the link
             raise TypeError(f"inputs must be integers, not {x.dtype}")
-        lo, hi = -(1 << (first.input_bits - 1)), (1 << (first.input_bits - 1)) - 1
+        bits = core.input_bits()
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         if x.size and (x.min() < lo or x.max() > hi):
             raise ValueError(f"inputs for {what} must be between {lo} and {hi} "
-                             f"({first.input_bits}-bit), not {x.min()}..{x.max()}")
+                             f"({bits}-bit), not {x.min()}..{x.max()}")
         if not len(x):                     # an empty batch: nothing to send
-            return np.zeros((0, self._target.classes if network else self._target.rows),
-                            dtype=np.int64)
+            return np.zeros((0, core.outputs(self._target)), dtype=np.int64)
         # The device takes whole vectors of the core's width: pad with zeros.
         padded = np.zeros((len(x), config.max_cols), dtype=np.int64)
         padded[:, :x.shape[1]] = x
         out = []
         for vector in padded:
-            x_bytes = words_to_bytes(input_words(vector, first, last=False), sizes.x_bits)
-            beats = bytes_to_words(self._run_one(x_bytes), sizes.y_bits)
-            if network:
-                out.append(unpack_fields(config.output_fields, beats)["y"])
-            else:
-                out.append(unpack_outputs(beats, config, self._schedule)[0])
+            x_bytes = words_to_bytes(core.input_words(vector), sizes.x_bits)
+            out.append(self._unpack(bytes_to_words(self._run_one(x_bytes), sizes.y_bits)))
         return np.stack(out)
 
     def _run_one(self, x_bytes: bytes) -> bytes:
@@ -356,12 +368,60 @@ class Board:
             payload = self._guard + x_bytes
             assert len(payload) <= MAX_PAYLOAD
             try:
-                return self.request(Command.RUN, payload)
+                return self.request(Command.RUN, payload,
+                                    y_bytes=Sizes.of(self.config).y_bytes)
             except NakError as e:
                 if e.status != Status.NAK_WEIGHTS.value:
                     raise
         raise WeightsMismatch("the board ran no vector on the verified weights, even after "
                               "loading them again")
+
+
+class _Parts:
+    """The frames of one RUN's reply, gathered by the beats they name (from any attempt:
+    a resent RUN is the same request and gets the same answer)."""
+
+    def __init__(self, y_bytes: int):
+        self.y_bytes = y_bytes
+        self.beats = None
+        self._parts = {}                 # first beat -> its bytes
+
+    def add(self, body: bytes) -> bool:
+        """Take one reply frame's body; True once every beat has arrived.
+
+        Raises
+        ------
+        LinkError
+            The body is no RUN reply part, or names another beat count than earlier
+            parts of the same reply.
+        """
+        try:
+            first, beats, data = parse_run_part(body, self.y_bytes)
+        except ValueError as e:
+            raise LinkError(f"the board's RUN reply is malformed: {e}") from None
+        if self.beats not in (None, beats):
+            raise LinkError(f"the board's RUN reply names {beats} output beats in one part "
+                            f"and {self.beats} in another")
+        self.beats = beats
+        if data:
+            self._parts[first] = data
+        return self._whole() is not None
+
+    def __len__(self) -> int:
+        """Parts held."""
+        return len(self._parts)
+
+    def _whole(self) -> bytes | None:
+        out, at = [], 0
+        while at < self.beats and (data := self._parts.get(at)) is not None:
+            out.append(data)
+            at += len(data) // self.y_bytes
+        return b"".join(out) if at == self.beats else None
+
+    @property
+    def data(self) -> bytes:
+        """Every beat's bytes, in order (once :meth:`add` returned True)."""
+        return self._whole()
 
 
 class _NoBar:

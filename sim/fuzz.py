@@ -80,8 +80,9 @@ import numpy as np
 from ..config import EngineConfig
 from ..format import Artifact, ArtifactError, SparseLayer
 from ..hdl.protocol import (GUARD_BYTES, HEADER_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES,
-                            REPLY, SOF, STATUS_FIELDS, Command, Sizes, Status, bytes_to_words,
-                            crc16, identity_bytes, run_guard, weights_crc, words_to_bytes)
+                            PART_BYTES, REPLY, SOF, STATUS_FIELDS, Command, Sizes, Status,
+                            bytes_to_words, crc16, identity_bytes, parse_run_part, run_guard,
+                            weights_crc, words_to_bytes)
 from ..host.driver import Board
 from ..host.framing import Frame, FrameParser, Reply, encode_frame
 from ..host.transport import LinkError, Transport
@@ -627,7 +628,9 @@ class ProtocolModel:
                 return Status.NO_WEIGHTS.value, 0
             if payload[:GUARD_BYTES] != self.guard:
                 return Status.NAK_WEIGHTS.value, 0
-            return Status.OK.value, slots * self.sizes.y_bytes
+            # The first reply frame: its part head and as many beats as fit.
+            return Status.OK.value, PART_BYTES + min(slots, self.sizes.y_frame_beats) * \
+                self.sizes.y_bytes
         return Status.NAK_COMMAND.value, 0
 
     @property
@@ -1031,8 +1034,14 @@ class _LinkFuzzer:
         elif frame.command == Command.IDENTIFY.value and reply.body != self.model.identity:
             self.report.fail("protocol_mismatches", f"{where}: wrong IDENTIFY reply")
         elif x is not None and status == Status.OK.value and self.model.words == self.words:
-            beats = bytes_to_words(reply.body, self.sizes.y_bits)
-            y = unpack_outputs(beats, self.config, self.sched)[0]
+            # The fuzz layer's output fits one reply frame: the part of beats 0 to slots.
+            first, count, data = parse_run_part(reply.body, self.sizes.y_bytes)
+            if (first, count) != (0, self.sched.slots):
+                self.report.fail("protocol_mismatches", f"{where}: a RUN reply part names "
+                                 f"beats from {first} of {count}, not 0 of {self.sched.slots}")
+                return
+            y = unpack_outputs(bytes_to_words(data, self.sizes.y_bits), self.config,
+                               self.sched)[0]
             if np.array_equal(y, spmv_ref(self.layer, x)):
                 self.report.count("exact_runs")
             else:

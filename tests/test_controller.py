@@ -7,8 +7,9 @@ from amaranth.sim import Simulator
 from conftest import random_layer
 from darbgen.config import EngineConfig
 from darbgen.hdl.device import Controller
-from darbgen.hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, Command, Sizes, Status,
-                                  build_id, bytes_to_words, parse_identity, parse_status,
+from darbgen.hdl.protocol import (MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES, PART_BYTES,
+                                  REPLY_HEAD_BYTES, Command, Sizes, Status, build_id,
+                                  bytes_to_words, parse_identity, parse_run_part, parse_status,
                                   weights_crc, words_to_bytes)
 from darbgen.host.framing import FrameParser, encode_frame
 from darbgen.packing import input_words, load_words, schedule, unpack_outputs
@@ -21,7 +22,8 @@ CLOCK_HZ, BAUD = 12_000_000, 1_000_000
 def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_000):
     """Send each request's bytes, then collect bytes until one frame parses; return
     it as a :class:`~darbgen.host.framing.Reply` (``None`` if the request was
-    ``(bytes, False)``: no reply expected)."""
+    ``(bytes, False)``: no reply expected; a list of the replies if it was
+    ``(bytes, n)``: n frames expected)."""
     rng = np.random.default_rng(seed)
     replies = []
 
@@ -30,6 +32,7 @@ def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_0
         cycle = 0
         for req in requests:
             data, expect = (req, True) if isinstance(req, bytes) else req
+            frames = expect if type(expect) is int else 1
             for b in data:
                 ctx.set(ctl.rx.valid, 1)
                 ctx.set(ctl.rx.payload, b)
@@ -39,20 +42,22 @@ def exchange(ctl, requests, *, gap=0, backpressure=0.0, seed=0, max_cycles=400_0
                     await ctx.tick()
             got = []
             quiet = 0
-            while not got and cycle < max_cycles and (expect or quiet < 200):
+            while len(got) < frames and cycle < max_cycles and (expect or quiet < 200):
                 ready = rng.random() >= backpressure
                 ctx.set(ctl.tx.ready, ready)
                 await ctx.delay(1e-9)
                 if ready and ctx.get(ctl.tx.valid):
-                    got = parser.feed(bytes([ctx.get(ctl.tx.payload)]))
+                    got += parser.feed(bytes([ctx.get(ctl.tx.payload)]))
                     quiet = 0
                 else:
                     quiet += 1
                 await ctx.tick()
                 cycle += 1
-            if got:
-                assert got[0].reply is not None, f"not a reply: {got[0]}"
-            replies.append(got[0].reply if got else None)
+            assert all(f.reply is not None for f in got), f"not a reply: {got}"
+            if expect is True or not expect:
+                replies.append(got[0].reply if got else None)
+            else:
+                replies.append([f.reply for f in got])
 
     sim = Simulator(ctl)
     sim.add_clock(1e-6)
@@ -93,10 +98,17 @@ def run_frame(x, config, seq, weights=()):
                         words_to_bytes(words, Sizes.of(config).x_bits))
 
 
-def decode_y(reply, config, sched):
-    assert reply.status == Status.OK.value, reply
-    words = bytes_to_words(reply.body, Sizes.of(config).y_bits)
-    return unpack_outputs(words, config, sched)
+def decode_y(replies, config, sched):
+    """The outputs in a RUN's reply frames (one, or a list), checking their parts."""
+    sizes = Sizes.of(config)
+    data, at = b"", 0
+    for reply in replies if isinstance(replies, list) else [replies]:
+        assert reply.status == Status.OK.value, reply
+        first, beats, part = parse_run_part(reply.body, sizes.y_bytes)
+        assert first == at and beats == sched.slots, (first, at, beats)
+        data, at = data + part, at + len(part) // sizes.y_bytes
+    assert at == sched.slots
+    return unpack_outputs(bytes_to_words(data, sizes.y_bits), config, sched)
 
 
 def test_identify_and_status(rng):
@@ -200,8 +212,38 @@ def test_run_before_load_is_refused(rng):
     assert (reply.status, reply.body) == (Status.NO_WEIGHTS.value, b"")
 
 
+def test_run_reply_in_several_frames(rng):
+    """An output longer than one frame (400 rows on one lane: 1200 bytes) comes back in
+    frames that each echo the RUN's CRC and name their first beat; all but the last
+    are full. A second RUN on the same weights is as exact (nothing left behind)."""
+    layer = random_layer(rng, 400, 8, [4, 8])
+    config = small_config(layer, lanes=1)
+    sched = schedule(layer, config.lanes)
+    sizes = Sizes.of(config)
+    assert sched.slots * sizes.y_bytes > MAX_PAYLOAD - REPLY_HEAD_BYTES - PART_BYTES
+    words, frames = load_frames(layer, config)
+    x = rng.integers(-128, 128, size=(2, layer.cols))
+    runs = [run_frame(x[i], config, 60 + i, words) for i in range(2)]
+    replies = exchange(make(config), frames + [(runs[0], 2), (runs[1], 2)],
+                       backpressure=0.3, seed=5, max_cycles=2_000_000)
+    for i in range(2):
+        parts = replies[len(frames) + i]
+        assert [len(p.body) for p in parts] == [
+            PART_BYTES + sizes.y_frame_beats * sizes.y_bytes,
+            PART_BYTES + (sched.slots - sizes.y_frame_beats) * sizes.y_bytes]
+        assert all(p.answers(parse_one(runs[i])) for p in parts)
+        assert np.array_equal(decode_y(parts, config, sched)[0], spmv_ref(layer, x[i])), i
+
+
 def test_link_limits_are_checked():
-    config = EngineConfig(lanes=1, shifts=(0,), max_keep=1, max_row_nnz=4, max_cols=4,
-                          lane_depth=4, lane_rows=400)
-    with pytest.raises(ValueError, match="RUN frame needs"):
-        make(config)
+    wide = EngineConfig(lanes=1, shifts=(0,), max_keep=1, max_row_nnz=4, max_cols=2000,
+                        lane_depth=4, lane_rows=4)
+    with pytest.raises(ValueError, match=r"^a RUN request carries one input vector in one "
+                                         r"frame: 2000 columns need 2008 payload bytes, the "
+                                         r"link carries at most 1024$"):
+        make(wide)
+    tall = EngineConfig(lanes=1, shifts=(0,), max_keep=1, max_row_nnz=4, max_cols=4,
+                        lane_depth=4, lane_rows=MAX_RUN_BEATS + 1)
+    with pytest.raises(ValueError, match=r"^a RUN reply counts at most 65535 output beats, "
+                                         r"this core makes 65536$"):
+        make(tall)
