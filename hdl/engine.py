@@ -43,7 +43,8 @@ class Lane(wiring.Component):
     wr_data : In
         The load word's data field.
     x_we, x_addr, x_data : In
-        Broadcast write into the x buffers.
+        Broadcast write into the x buffers (in a sequenced lane ``x_we`` has a bit per
+        element of the word).
     start : In(1)
         Start the vector whose buffers have parity ``par``.
     par : In(1)
@@ -65,7 +66,8 @@ class Lane(wiring.Component):
         of every step (layer) back to back, each step's rows followed by an end marker
         (a header with ``nnz = 0``), and a ``start`` runs the rows up to the next marker,
         continuing from where the previous step stopped. Its x and y memories are
-        single buffers (the processor runs one step at a time) and ``par`` is unused.
+        single buffers (the processor runs one step at a time), ``par`` is unused and x
+        is written element by element.
     slots : int
         Sequenced lanes only: the most rows the lane runs in one step (y memory depth).
     """
@@ -89,7 +91,9 @@ class Lane(wiring.Component):
         super().__init__({
             "wr_first": In(1), "wr_beat": In(1), "wr_header": In(1),
             "wr_data": In(max(layout_width(c.beat_fields), layout_width(c.header_fields))),
-            "x_we": In(1), "x_addr": In(ceil_log2(2 * c.x_depth)),
+            # A sequenced lane writes single elements (the requantizer's results).
+            "x_we": In(c.input_width if sequenced else 1),
+            "x_addr": In(ceil_log2(2 * c.x_depth)),
             "x_data": In(input_layout(c)["x"].shape.size),
             "start": In(1), "par": In(1),
             "active": Out(1), "rows": Out(self._row_bits),
@@ -117,7 +121,7 @@ class Lane(wiring.Component):
                                                   depth=max(buffers * self._slots, 2), init=[])
         beat_wr, header_wr = beats.write_port(), headers.write_port()
         beat_rd, header_rd = beats.read_port(), headers.read_port()
-        x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
+        x_wr, x_rd = xbuf.write_port(**({"granularity": 1} if seq else {})), xbuf.read_port()
         y_wr, y_rd = ybuf.write_port(), ybuf.read_port()
 
         # -- loading ---------------------------------------------------------------

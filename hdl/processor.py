@@ -12,14 +12,16 @@ memories are laid out. Per inference the sequencer walks the program:
   last sums are in the lanes' y memories;
 * **FILL/APPLY/TAIL** are the chain's requantizer (:func:`~darbgen.hdl.network.requant_states`):
   the sums, drained one beat (a sum per lane) at a time, go through the table's
-  entries and the requantization pipeline into the activation memory, rows in place;
-* **FLUSH** lets the pipeline empty, then **READ/SEND** copy the activations,
-  ``input_width`` per word, into every lane's x memory (the next step's input), or,
-  after the last step, send them out on ``y`` as logits, one per beat.
+  entries and the requantization pipeline. A hidden step's results are written, one
+  element per cycle, straight into every lane's x memory (its lanes have finished
+  reading it): the next step's input, with no copy. The last step's go to the logit
+  memory;
+* **FLUSH** lets the pipeline empty; after the last step **READ/SEND** send the
+  logits out on ``y``, rows in order, one per beat.
 
 Everything happens in turn (no two steps overlap): a step costs its busiest lane's
-beats plus about ``slots · (lanes + 1) + rows · (1 + 1/input_width)`` cycles of
-requantization and copying (docs/processor.md has the figures).
+beats plus about ``slots · lanes + empty rows`` cycles of requantization and a dozen
+of sequencing (docs/processor.md has the figures).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -121,14 +123,14 @@ class Processor(wiring.Component):
         with m.If(sums.valid & sums.ready & sums_last):
             m.d.sync += [draining.eq(0), sums_last.eq(0)]
 
-        # -- requantization into the activation memory, rows in place ---------------------
+        # -- requantization: a hidden step's results go straight into every lane's x
+        # memory (its lanes have finished reading it), the last step's into the logits
         iw, ib = e.input_width, e.input_bits
-        act_words = -(-c.act_depth // iw)
-        m.submodules.act = act = memory.Memory(shape=signed(OUTPUT_BITS), depth=act_words * iw,
-                                               init=[])
-        act_wr, act_rd = act.write_port(), act.read_port()
+        m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
+                                                     depth=max(c.act_depth, 2), init=[])
+        logit_wr, logit_rd = logits.write_port(), logits.read_port()
         beat = Signal.like(sums.payload)
-        lane_i = Signal(range(e.lanes))
+        lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
         k = Signal(range(c.table_depth + 1))
         issue = Signal()
         acc = Signal(signed(e.acc_width))
@@ -141,29 +143,20 @@ class Processor(wiring.Component):
         hi = Mux(step.last, Const(out_hi, signed(OUTPUT_BITS)), Const(in_hi, signed(ib)))
         ok, dest, result = requant_pipeline(m, table_rd.data, issue, acc, e.acc_width, False,
                                             lo, hi)
-        m.d.comb += [act_wr.en.eq(ok), act_wr.addr.eq(dest), act_wr.data.eq(result)]
+        m.d.comb += [logit_wr.en.eq(ok & step.last), logit_wr.addr.eq(dest),
+                     logit_wr.data.eq(result)]
+        sel = ceil_log2(iw)
+        to_x = Signal(iw)
+        m.d.comb += to_x.eq(Mux(ok & ~step.last, 1, 0) << (dest[:sel] if sel else 0))
+        for lane in lanes:
+            m.d.comb += [lane.x_we.eq(to_x), lane.x_addr.eq(dest >> sel),
+                         lane.x_data.eq(Cat(*[result[:ib]] * iw))]
 
-        # -- copying the activations out ----------------------------------------------------
-        el = Signal(range(act_words * iw + 1))            # element read
-        slot = Signal(range(max(iw, 2)))                   # its place in the word
-        w = Signal(range(max(act_words, c.act_depth) + 1))  # word (or logit) sent
-        pending, pending_slot = Signal(), Signal.like(slot)
-        x_word = Signal(iw * ib)
-        logit = Signal(signed(OUTPUT_BITS))
-        m.d.comb += act_rd.addr.eq(el)
-        m.d.sync += pending.eq(0)
-        with m.If(pending):
-            m.d.sync += [x_word.word_select(pending_slot, ib).eq(act_rd.data[:ib]),
-                         logit.eq(act_rd.data)]
-        last_word = Signal()
-        m.d.comb += [last_word.eq(Mux(step.last, w + 1 >= step.rows,
-                                      (w + 1) << ceil_log2(iw) >= step.rows)),
-                     self.y.payload.y.eq(logit), self.y.payload.last.eq(last_word)]
-
-        def write_x(addr, data):
-            """Broadcast one word into every lane's x memory this cycle."""
-            for lane in lanes:
-                m.d.comb += [lane.x_we.eq(1), lane.x_addr.eq(addr), lane.x_data.eq(data)]
+        # -- the logits out, rows in order --------------------------------------------------
+        r = Signal(range(c.act_depth + 1))                  # row read
+        w = Signal(range(c.act_depth + 1))                  # row sent
+        m.d.comb += [logit_rd.addr.eq(r), logit_rd.en.eq(0), self.y.payload.y.eq(logit_rd.data),
+                     self.y.payload.last.eq(w + 1 == step.rows)]
 
         in_word = Signal(range(e.x_depth + 1))
         retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
@@ -181,7 +174,9 @@ class Processor(wiring.Component):
                 for lane in lanes:
                     m.d.comb += lane.rewind.eq(1)
                 with m.If(self.x.valid):
-                    write_x(in_word, self.x.payload.x.as_value())
+                    for lane in lanes:
+                        m.d.comb += [lane.x_we.eq(-1), lane.x_addr.eq(in_word),
+                                     lane.x_data.eq(self.x.payload.x.as_value())]
                     m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
                     with m.If(self.x.payload.last):
                         m.next = "FETCH"
@@ -206,32 +201,23 @@ class Processor(wiring.Component):
                     with m.If(step.slots == 0):     # no weights at all: every row is tail
                         m.next = "TAIL"
             requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
-                           tail_done)
+                           tail_done, gapless=True)
             with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
                 with m.If(flush == 1):
-                    m.d.sync += [el.eq(0), slot.eq(0), w.eq(0)]
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.sync += [pending.eq(1), pending_slot.eq(slot), el.eq(el + 1)]
-                with m.If(step.last | (slot == iw - 1)):
-                    m.d.sync += slot.eq(0)
-                    m.next = "SEND"
-                with m.Else():
-                    m.d.sync += slot.eq(slot + 1)
-            with m.State("SEND"):
-                with m.If(step.last):
-                    m.d.comb += self.y.valid.eq(~pending)
-                    with m.If(self.y.valid & self.y.ready):
-                        m.d.sync += w.eq(w + 1)
+                    m.d.sync += [r.eq(0), w.eq(0), pc.eq(pc + 1)]
+                    m.next = "FETCH"
+                    with m.If(step.last):
                         m.next = "READ"
-                        with m.If(last_word):
-                            m.next = "IDLE"
-                with m.Elif(~pending):
-                    write_x(w, x_word)
+            with m.State("READ"):                    # the logit memory reads row `r`
+                m.d.comb += logit_rd.en.eq(1)
+                m.d.sync += r.eq(r + 1)
+                m.next = "SEND"
+            with m.State("SEND"):                    # ... and holds it until it is taken
+                m.d.comb += self.y.valid.eq(1)
+                with m.If(self.y.valid & self.y.ready):
                     m.d.sync += w.eq(w + 1)
                     m.next = "READ"
-                    with m.If(last_word):
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
+                    with m.If(self.y.payload.last):
+                        m.next = "IDLE"
         return m

@@ -196,7 +196,7 @@ def test_processor_check_fails_on_one_corrupted_word(two_networks, rng, target):
     for i in range(fc3.nnz):
         if target == "value":
             values = fc3.values.copy()
-            values[i] = -values[i] - 1 if values[i] >= 0 else -values[i] - 1
+            values[i] = ~values[i]                      # stays in range: -v - 1
             change = replace(fc3, values=values)
         else:
             row = int(np.searchsorted(fc3.row_starts, i, side="right")) - 1
