@@ -48,7 +48,8 @@ from .packing import load_words as layer_load_words
 from .quant import MULT_BITS, fixed_point, float_bias, round_half_away
 
 __all__ = ["SHIFT_BITS", "BIAS_BITS", "OUTPUT_BITS", "LayerQuant", "NetworkPlan",
-           "GatherConfig", "NetworkConfig", "plan", "load_words", "input_width",
+           "GatherConfig", "NetworkConfig", "plan", "load_words", "requant_fields",
+           "requant_entries", "input_width",
            "output_width", "image_cycles"]
 
 #: Width of a per-row right shift (1 .. 2**SHIFT_BITS - 1).
@@ -225,6 +226,13 @@ def plan(artifact: Artifact, input_bits: int = 8) -> NetworkPlan:
 
 # -- the hardware chain ----------------------------------------------------------------
 
+def requant_fields(dest_bits: int) -> list:
+    """One requantizer table entry whose ``dest`` (a row or a buffer address) has
+    ``dest_bits`` bits; ``first`` restarts the table."""
+    return [("dest", ("u", dest_bits)), ("bias", ("s", BIAS_BITS)), ("mult", ("u", MULT_BITS)),
+            ("shift", ("u", SHIFT_BITS)), ("valid", ("u", 1)), ("first", ("u", 1))]
+
+
 @dataclass(frozen=True)
 class GatherConfig:
     """The im2col stage in front of an engine: an activation buffer
@@ -366,8 +374,7 @@ class NetworkConfig:
     def requant_fields(self, i: int) -> list:
         """One entry of requantizer ``i``'s table (``first`` restarts the table)."""
         dest = self.gathers[i + 1].addr_bits if self.map_stage(i) else max(1, ceil_log2(self.rows[i]))
-        return [("dest", ("u", dest)), ("bias", ("s", BIAS_BITS)), ("mult", ("u", MULT_BITS)),
-                ("shift", ("u", SHIFT_BITS)), ("valid", ("u", 1)), ("first", ("u", 1))]
+        return requant_fields(dest)
 
     def gather_sections(self, j: int) -> tuple:
         """Entries of gather ``j``'s table, in load order: write offsets (``sources``),
@@ -507,7 +514,7 @@ def _row_addresses(net: NetworkPlan, i: int) -> np.ndarray:
     return buf.element_addresses()
 
 
-def _table(q: LayerQuant, sched: Schedule, addresses: np.ndarray | None = None) -> dict:
+def requant_entries(q: LayerQuant, sched: Schedule, addresses: np.ndarray | None = None) -> dict:
     """Requantizer entries: one per output position (slot-major, lane-minor), then one
     per row without weights (those rows never leave an engine: their sum is 0).
     ``dest`` is the row, or its buffer address from ``addresses``."""
@@ -535,7 +542,7 @@ def load_words(net: NetworkPlan, config: NetworkConfig) -> list:
             targets += [2 * n + i] * len(entries)
         sched = schedule(q.layer, e.lanes)
         engine_words = layer_load_words(q.layer, e, sched)
-        table = _table(q, sched, _row_addresses(net, i) if config.map_stage(i) else None)
+        table = requant_entries(q, sched, _row_addresses(net, i) if config.map_stage(i) else None)
         entries = pack_fields(config.requant_fields(i), table, len(table["dest"]))
         words += engine_words + entries
         targets += [i] * len(engine_words) + [n + i] * len(entries)

@@ -135,7 +135,8 @@ def _signed(v, width):
 
 
 def unpack_fields(fields, words) -> dict:
-    """Inverse of :func:`pack_fields`: field name → int64 array (arrays: ``(n, count)``)."""
+    """Inverse of :func:`pack_fields`: field name → int64 array (arrays: ``(n, count)``;
+    a field of 64 bits or more: an object array of Python ints)."""
     out, shift = {}, 0
     for name, shape in fields:
         if shape[0] == "array":
@@ -150,7 +151,8 @@ def unpack_fields(fields, words) -> dict:
             vals = [(w >> shift) & ((1 << width) - 1) for w in words]
             if shape[0] == "s":
                 vals = [_signed(v, width) for v in vals]
-            out[name] = np.array(vals, dtype=np.int64)
+            # A field wider than int64 (a processor's load data) stays Python ints.
+            out[name] = np.array(vals, dtype=np.int64 if width < 64 else object)
         shift += shape_width(shape)
     return out
 

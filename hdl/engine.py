@@ -27,7 +27,7 @@ from ..config import EngineConfig, layout_width
 from .decode import IndexDecoder
 from .layouts import beat_layout, header_layout, input_layout, load_layout, output_layout
 
-__all__ = ["SpMVEngine", "Lane"]
+__all__ = ["SpMVEngine", "Lane", "load_lanes"]
 
 # Cycles from a lane issuing its last beat to that beat's sum being in the y memory.
 _PIPELINE_DEPTH = 4
@@ -43,7 +43,8 @@ class Lane(wiring.Component):
     wr_data : In
         The load word's data field.
     x_we, x_addr, x_data : In
-        Broadcast write into the x buffers.
+        Broadcast write into the x buffers (in a sequenced lane ``x_we`` has a bit per
+        element of the word).
     start : In(1)
         Start the vector whose buffers have parity ``par``.
     par : In(1)
@@ -54,10 +55,29 @@ class Lane(wiring.Component):
     y_en, y_addr : In
         Read port of the y memory (for the drain).
     y_data : Out(signed(acc_width))
+    rewind : In(1)
+        Sequenced lanes only: go back to the first row and beat (an inference starts).
+
+    Parameters
+    ----------
+    config : EngineConfig
+    sequenced : bool
+        A lane of :class:`darbgen.hdl.processor.Processor`: its memories hold the rows
+        of every step (layer) back to back, each step's rows followed by an end marker
+        (a header with ``nnz = 0``), and a ``start`` runs the rows up to the next marker,
+        continuing from where the previous step stopped. Its x and y memories are
+        single buffers (the processor runs one step at a time), ``par`` is unused and x
+        is written element by element.
+    slots : int
+        Sequenced lanes only: the most rows the lane runs in one step (y memory depth).
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, sequenced: bool = False, slots: int | None = None):
         self._config = c = config
+        self._sequenced = sequenced
+        # Sums held per vector: a slot per row, or in a sequenced lane the most rows it
+        # runs in one step (its header memory holds every step's rows).
+        self._slots = slots if sequenced else c.lane_rows
         self._row_bits = ceil_log2(c.lane_rows + 1)
         # The issue stage's state and its header read address, created here (not in
         # elaborate) so that the formal proof of the scheduler (formal/scheduler.py)
@@ -71,12 +91,15 @@ class Lane(wiring.Component):
         super().__init__({
             "wr_first": In(1), "wr_beat": In(1), "wr_header": In(1),
             "wr_data": In(max(layout_width(c.beat_fields), layout_width(c.header_fields))),
-            "x_we": In(1), "x_addr": In(ceil_log2(2 * c.x_depth)),
+            # A sequenced lane writes single elements (the requantizer's results).
+            "x_we": In(c.input_width if sequenced else 1),
+            "x_addr": In(ceil_log2(2 * c.x_depth)),
             "x_data": In(input_layout(c)["x"].shape.size),
             "start": In(1), "par": In(1),
             "active": Out(1), "rows": Out(self._row_bits),
-            "y_en": In(1), "y_addr": In(ceil_log2(2 * c.lane_rows)),
+            "y_en": In(1), "y_addr": In(ceil_log2(2 * self._slots)),
             "y_data": Out(c.acc_width),
+            **({"rewind": In(1)} if sequenced else {}),
         })
 
     def elaborate(self, platform):
@@ -91,12 +114,14 @@ class Lane(wiring.Component):
                                                    init=[])
         m.submodules.headers = headers = memory.Memory(shape=header_l,
                                                        depth=max(c.lane_rows, 2), init=[])
-        m.submodules.xbuf = xbuf = memory.Memory(shape=xword_l, depth=2 * c.x_depth, init=[])
-        m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width, depth=2 * c.lane_rows,
-                                                  init=[])
+        seq, buffers = self._sequenced, 1 if self._sequenced else 2
+        m.submodules.xbuf = xbuf = memory.Memory(shape=xword_l, depth=buffers * c.x_depth,
+                                                 init=[])
+        m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width,
+                                                  depth=max(buffers * self._slots, 2), init=[])
         beat_wr, header_wr = beats.write_port(), headers.write_port()
         beat_rd, header_rd = beats.read_port(), headers.read_port()
-        x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
+        x_wr, x_rd = xbuf.write_port(**({"granularity": 1} if seq else {})), xbuf.read_port()
         y_wr, y_rd = ybuf.write_port(), ybuf.read_port()
 
         # -- loading ---------------------------------------------------------------
@@ -124,21 +149,45 @@ class Lane(wiring.Component):
         last = Signal()
         done = Signal()
         go = Signal()
-        m.d.comb += [
-            go.eq(self.start & (row_ptr != 0)),
-            last.eq(remaining == 1),
-            done.eq(self.active & last & (slot + 1 == row_ptr)),
-            beat_rd.addr.eq(ptr),
-            # Prefetch: while a row issues, the header memory presents the next row's
-            # header (read latency 1), so a row change costs no cycle. Idle, it presents
-            # row 0, which a start loads; the start cycle itself asks for row 1.
-            self._header_addr.eq(Mux(go, 1, Mux(~self.active | done, 0,
-                                                Mux(last, slot + 2, slot + 1)))),
-            header_rd.addr.eq(self._header_addr),
-        ]
+        if seq:
+            # The step's first header is at `base`; the row after `slot` is at
+            # base + slot + 1, which is the step's end marker after its last row.
+            base = Signal(range(c.lane_rows + 2))
+            empty = header_rd.data.nnz == 0         # at a start: the step has no rows here
+            m.d.comb += [
+                go.eq(self.start & ~empty),
+                last.eq(remaining == 1),
+                done.eq(self.active & last & empty),
+                beat_rd.addr.eq(ptr),
+                # The prefetch of the engine's lane, offset by `base`; after the last row
+                # it skips the marker to present the next step's first header.
+                self._header_addr.eq(Mux(self.start, base + 1, Mux(~self.active, base,
+                                         Mux(last, base + slot + 2, base + slot + 1)))),
+                header_rd.addr.eq(self._header_addr),
+            ]
+            with m.If(self.rewind):
+                m.d.sync += [base.eq(0), ptr.eq(0)]
+            with m.Elif(self.start & empty):
+                m.d.sync += base.eq(base + 1)
+            with m.Elif(done):
+                m.d.sync += base.eq(base + slot + 2)
+        else:
+            m.d.comb += [
+                go.eq(self.start & (row_ptr != 0)),
+                last.eq(remaining == 1),
+                done.eq(self.active & last & (slot + 1 == row_ptr)),
+                beat_rd.addr.eq(ptr),
+                # Prefetch: while a row issues, the header memory presents the next row's
+                # header (read latency 1), so a row change costs no cycle. Idle, it
+                # presents row 0, which a start loads; the start cycle asks for row 1.
+                self._header_addr.eq(Mux(go, 1, Mux(~self.active | done, 0,
+                                                    Mux(last, slot + 2, slot + 1)))),
+                header_rd.addr.eq(self._header_addr),
+            ]
         with m.If(go):
-            m.d.sync += [self.active.eq(1), slot.eq(0), ptr.eq(0), par.eq(self.par),
-                         row_first.eq(1), cur.eq(header_rd.data),
+            # A sequenced lane's beats follow on from the previous step's: no ptr reset.
+            m.d.sync += [self.active.eq(1), slot.eq(0), *([] if seq else [ptr.eq(0)]),
+                         par.eq(self.par), row_first.eq(1), cur.eq(header_rd.data),
                          remaining.eq(header_rd.data.nnz)]
         with m.Elif(self.active):
             m.d.sync += ptr.eq(ptr + 1)
@@ -163,7 +212,7 @@ class Lane(wiring.Component):
                      dec.keep.eq(b_hdr.keep), dec.offset.eq(beat.offset)]
         sel_bits = ceil_log2(c.input_width)
         word = dec.col >> sel_bits
-        m.d.comb += x_rd.addr.eq(Mux(b_par, c.x_depth + word, word))
+        m.d.comb += x_rd.addr.eq(word if seq else Mux(b_par, c.x_depth + word, word))
 
         # -- stage C: the x word arrives ------------------------------------------------
         c_valid, c_first, c_last, c_par = Signal(), Signal(), Signal(), Signal()
@@ -200,11 +249,22 @@ class Lane(wiring.Component):
             m.d.sync += acc.eq(total)
         m.d.comb += [
             y_wr.en.eq(d_valid & d_last),
-            y_wr.addr.eq(Mux(d_par, c.lane_rows + d_slot, d_slot)),
+            y_wr.addr.eq(d_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
             y_wr.data.eq(total),
             y_rd.en.eq(self.y_en), y_rd.addr.eq(self.y_addr), self.y_data.eq(y_rd.data),
         ]
         return m
+
+
+def load_lanes(m: Module, lanes, valid, word) -> None:
+    """Route load word ``word`` (layout ``load_layout``), present when ``valid``, to
+    its lane's header or beat memory."""
+    for i, lane in enumerate(lanes):
+        mine = valid & (word.lane == i)
+        m.d.comb += [lane.wr_first.eq(valid & word.first),
+                     lane.wr_beat.eq(mine & ~word.header),
+                     lane.wr_header.eq(mine & word.header),
+                     lane.wr_data.eq(word.data)]
 
 
 class SpMVEngine(wiring.Component):
@@ -252,14 +312,8 @@ class SpMVEngine(wiring.Component):
             m.submodules[f"lane{i}"] = lane
 
         # -- weight loading: route each word to its lane ------------------------------------
-        word = self.load.payload
         m.d.comb += self.load.ready.eq(1)
-        for i, lane in enumerate(lanes):
-            mine = self.load.valid & (word.lane == i)
-            m.d.comb += [lane.wr_first.eq(self.load.valid & word.first),
-                         lane.wr_beat.eq(mine & ~word.header),
-                         lane.wr_header.eq(mine & word.header),
-                         lane.wr_data.eq(word.data)]
+        load_lanes(m, lanes, self.load.valid, self.load.payload)
         # Output beats per vector: the most rows in a lane, as a balanced tree of
         # comparisons with a register per level (a chain across 16 lanes limited ECP5 to
         # 21 MHz, an unregistered tree to 60). It only changes while loading, so the tree

@@ -32,12 +32,15 @@ from ..lstm import load_words as lstm_load_words
 from ..lstm import unpack_outputs as lstm_unpack_outputs
 from ..network import NetworkConfig, NetworkPlan, image_cycles
 from ..network import load_words as network_load_words
+from ..processor import ProcessorConfig
+from ..processor import image_cycles as processor_image_cycles
+from ..processor import load_words as processor_load_words
 from ..packing import Schedule, input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .golden import INPUT_BITS, check_inputs
 
 __all__ = ["SIMULATORS", "SimulationError", "SimRun", "NetworkRun", "LSTMRun",
            "simulator_available", "build", "build_verilog", "simulate_layer", "simulate_network",
-           "simulate_lstm"]
+           "simulate_processor", "simulate_lstm"]
 
 SIMULATORS = ("verilator", "icarus")
 _HERE = Path(__file__).parent
@@ -240,7 +243,7 @@ class NetworkRun:
 
     logits: np.ndarray
     cycles: int
-    config: NetworkConfig
+    config: NetworkConfig | ProcessorConfig
     simulator: str
 
 
@@ -265,12 +268,54 @@ def simulate_network(net: NetworkPlan, x, config: NetworkConfig | None = None, *
     result = _run_streams(build_dir, simulator, words, input_words(x, config.engines[0]), n_out,
                           idle=idle, backpressure=backpressure, seed=seed,
                           max_cycles=int(20 * (work + 64) * (len(x) + 2)))
-    fields = unpack_fields(config.output_fields, result["outputs"])
-    expected_last = np.tile(np.arange(net.classes) == net.classes - 1, len(x))
-    if not np.array_equal(fields["last"].astype(bool), expected_last):
+    return NetworkRun(_logits(result, config.output_fields, len(x), net.classes),
+                      result["cycles"], config, simulator)
+
+
+def _logits(result: dict, fields, n: int, classes: int) -> np.ndarray:
+    """A whole-network run's output beats as ``(n, classes)`` logits; its ``last``
+    flags checked."""
+    out = unpack_fields(fields, result["outputs"])
+    expected_last = np.tile(np.arange(classes) == classes - 1, n)
+    if not np.array_equal(out["last"].astype(bool), expected_last):
         raise SimulationError("output 'last' flags do not mark the end of each vector")
-    return NetworkRun(fields["y"].reshape(len(x), net.classes), result["cycles"], config,
-                      simulator)
+    return out["y"].reshape(n, classes)
+
+
+def simulate_processor(net: NetworkPlan, x, config: ProcessorConfig | None = None, *,
+                       lanes: int = 4, simulator: str = "verilator", idle: float = 0.0,
+                       backpressure: float = 0.0, seed: int = 0,
+                       load: list | None = None) -> NetworkRun:
+    """Run integer input vectors ``x`` through the generated layer-sequenced processor
+    (:class:`darbgen.hdl.processor.Processor`) loaded with ``net``.
+
+    Parameters
+    ----------
+    net : NetworkPlan
+    x : array of int, shape (n, cols)
+    config : ProcessorConfig, optional
+        Default: the smallest processor for ``net`` at ``lanes`` lanes. One build per
+        distinct config: any network that fits runs on it without a rebuild.
+    load : list of int, optional
+        Load words to use instead of the network's own (fault-injection tests).
+
+    Raises
+    ------
+    SimulationError
+        The build failed, or the processor did not produce every logit.
+    """
+    from ..hdl.processor import Processor
+
+    x = check_inputs(net.layers[0].layer, x, net.input_bits, net.cols)
+    config = config or ProcessorConfig.for_plans([net], lanes)
+    words = load if load is not None else processor_load_words(net, config)
+    build_dir = build_verilog(engine_verilog(None, TOP_NAME, Processor(config)), simulator)
+    result = _run_streams(build_dir, simulator, words, input_words(x, config.engine),
+                          len(x) * net.classes, idle=idle, backpressure=backpressure, seed=seed,
+                          max_cycles=int(20 * (processor_image_cycles(net, config) + 64)
+                                         * (len(x) + 2)))
+    return NetworkRun(_logits(result, config.output_fields, len(x), net.classes),
+                      result["cycles"], config, simulator)
 
 
 @dataclass

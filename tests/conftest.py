@@ -1,13 +1,16 @@
 """Shared test set-up: tool paths, a deterministic hypothesis profile, seeded helpers."""
 
 import os
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 from darbgen import toolenv
-from darbgen.format import SparseLayer
+from darbgen.format import Artifact, SparseLayer
 
 toolenv.setup()
 
@@ -26,6 +29,18 @@ def rng(request):
     request.node.user_properties.append(("seed", seed))
     gen = np.random.default_rng(seed)
     yield gen
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(tmp_path_factory):
+    """digits-mlp pruned by ``darbgen prune digits-mlp --method darb --ratio 16`` (the CLI;
+    about 2 minutes, so once per session): the artifact's path and the command's stdout."""
+    out = tmp_path_factory.mktemp("digits") / "digits.darb"
+    proc = subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-mlp",
+                           "--method", "darb", "--ratio", "16", "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,3 +69,37 @@ def random_layer(rng, rows, cols, block_sizes, keep=1, weight_bits=8, name="laye
     return SparseLayer(name=name, rows=rows, cols=cols, block_sizes=b, keep=k,
                        offsets=offsets, values=values, scale=rng.uniform(0.01, 0.1, size=rows),
                        weight_bits=weight_bits, method="darb")
+
+
+def without_rows(layer: SparseLayer, rows) -> SparseLayer:
+    """``layer`` with ``rows`` emptied (keep 0): rows that never leave an engine."""
+    keep = layer.keep.copy()
+    keep[list(rows)] = 0
+    starts = layer.row_starts
+    kept = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in range(layer.rows)
+                           if r not in set(rows)])
+    return replace(layer, keep=keep, offsets=layer.offsets[kept], values=layer.values[kept])
+
+
+def random_network(rng, dims=(24, 20, 12, 5), empty=(3, 7), relu=(True, False),
+                   calibration=None, block_sizes=(2, 4, 8)) -> Artifact:
+    """A chain of random DARB-like layers with biases, some empty rows in the first
+    layer and a hidden layer without ReLU, calibrated on ``calibration`` (int inputs)
+    so that no activation saturates there. Rows draw their block size from
+    ``block_sizes`` (keep 1)."""
+    layers = []
+    for i, (cols, rows) in enumerate(zip(dims, dims[1:])):
+        layer = random_layer(rng, rows, cols, list(block_sizes), name=f"fc{i + 1}")
+        if i == 0:
+            layer = without_rows(layer, empty)
+        final = i == len(dims) - 2
+        layers.append(replace(layer, bias=rng.normal(0, 2, size=rows).astype(np.float32),
+                              activation="none" if final or not relu[i] else "relu"))
+    x = calibration if calibration is not None else rng.integers(-128, 128, size=(64, dims[0]))
+    h, scale = x * 0.05, 0.05
+    for i, layer in enumerate(layers):
+        layers[i] = replace(layer, input_scale=scale)
+        h = h @ layer.dequantized().T + layer.bias
+        h = np.maximum(h, 0) if layer.activation == "relu" else h
+        scale = float(np.abs(h).max()) / 127
+    return Artifact(layers, {"source": "random"})

@@ -89,11 +89,8 @@ def test_prune_torch_model_sources(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def digits_artifact(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits") / "digits.darb"
-    proc = run("prune", "digits-mlp", "--method", "darb", "--ratio", "16", "-o", out)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+def digits_artifact(digits_mlp):
+    return digits_mlp           # conftest: pruned once per session, shared with test_processor
 
 
 def test_prune_digits_mlp(digits_artifact):

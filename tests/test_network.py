@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import random_layer
+from conftest import random_layer, random_network, without_rows
 from darbgen.config import ConfigError
-from darbgen.format import Artifact, ArtifactError, SparseLayer
+from darbgen.format import Artifact, ArtifactError
 from darbgen.network import NetworkConfig, load_words, plan
 from darbgen.quant import MULT_BITS, requant
 from darbgen.packing import unpack_fields
@@ -17,39 +17,6 @@ from darbgen.sim.runner import SimulationError, simulate_network, simulator_avai
 
 needs_verilator = pytest.mark.skipif(not simulator_available("verilator"),
                                      reason="verilator not installed")
-
-
-def without_rows(layer: SparseLayer, rows) -> SparseLayer:
-    """``layer`` with ``rows`` emptied (keep 0): rows that never leave an engine."""
-    keep = layer.keep.copy()
-    keep[list(rows)] = 0
-    starts = layer.row_starts
-    kept = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in range(layer.rows)
-                           if r not in set(rows)])
-    return replace(layer, keep=keep, offsets=layer.offsets[kept], values=layer.values[kept])
-
-
-def random_network(rng, dims=(24, 20, 12, 5), empty=(3, 7), relu=(True, False),
-                   calibration=None) -> Artifact:
-    """A chain of random DARB-like layers with biases, some empty rows in the first
-    layer and a hidden layer without ReLU, calibrated on ``calibration`` (int inputs)
-    so that no activation saturates there."""
-    layers = []
-    for i, (cols, rows) in enumerate(zip(dims, dims[1:])):
-        layer = random_layer(rng, rows, cols, [2, 4, 8], name=f"fc{i + 1}")
-        if i == 0:
-            layer = without_rows(layer, empty)
-        final = i == len(dims) - 2
-        layers.append(replace(layer, bias=rng.normal(0, 2, size=rows).astype(np.float32),
-                              activation="none" if final or not relu[i] else "relu"))
-    x = calibration if calibration is not None else rng.integers(-128, 128, size=(64, dims[0]))
-    h, scale = x * 0.05, 0.05
-    for i, layer in enumerate(layers):
-        layers[i] = replace(layer, input_scale=scale)
-        h = h @ layer.dequantized().T + layer.bias
-        h = np.maximum(h, 0) if layer.activation == "relu" else h
-        scale = float(np.abs(h).max()) / 127
-    return Artifact(layers, {"source": "random"})
 
 
 # -- the contract ------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""The layer-sequenced processor: one engine reused for every layer of a network.
+
+A chain (:class:`darbgen.network.NetworkConfig`) builds one engine per layer, each sized
+to its layer. The processor (:class:`darbgen.hdl.processor.Processor`) has one set of
+``lanes`` lanes whose memories hold the rows of *every* layer, a requantizer whose table
+holds every layer's entries, and a *program*: one step per layer. A bitstream therefore
+runs every network that fits its capacities, loaded at run time with :func:`load_words`.
+
+Because every inference runs the steps in the same order, nothing needs a base address:
+
+* lane ``l``'s header memory holds, per step, the headers of its rows in that layer
+  (:func:`darbgen.packing.schedule`) followed by an *end marker* (a header with
+  ``nnz = 0``, which no scheduled row has); its beat memory holds the rows' beats back
+  to back. A step runs each lane up to its next marker; an inference rewinds them;
+* the requantizer table holds each step's entries
+  (:func:`darbgen.network.requant_entries`) back to back; a step's entry ends where
+  the program says (``table_end``);
+* the requantizer writes the step's results into an activation memory, which is then
+  copied, ``input_width`` elements per word, into every lane's x memory: the next
+  step's input. The last step's results (``mult = 1``, ``shift = 0``: the integer
+  ``acc + bias``) leave as logits, one per beat.
+
+:class:`ProcessorConfig` is the contract: every width and capacity of the hardware, the
+load words and the program encoding derive from it. Only numpy: no torch, no Amaranth.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ConfigError, EngineConfig, layout_width
+from .format import ceil_log2
+from .network import OUTPUT_BITS, NetworkPlan, requant_entries, requant_fields
+from .packing import pack_fields, schedule, unpack_fields
+from .packing import load_words as layer_load_words
+
+__all__ = ["Target", "ProcessorConfig", "load_words", "image_cycles"]
+
+#: Most program steps (a bound keeps the program memory from growing without limit).
+MAX_STEPS = 256
+
+
+class Target(enum.IntEnum):
+    """Where a load word goes (its ``target`` field)."""
+
+    LANES = 0           #: a lane's header or beat: the data is an engine load word
+    TABLE = 1           #: a requantizer table entry
+    PROGRAM = 2         #: a program step
+
+
+def _bits(max_value: int) -> int:
+    """Unsigned bits to hold 0..max_value."""
+    return max(1, int(max_value).bit_length())
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Capacities of one generated processor.
+
+    Parameters
+    ----------
+    engine : EngineConfig
+        The lanes and their weight format. Its ``lane_depth`` and ``lane_rows`` are the
+        weight beats and row headers one lane holds for *all* layers together (a row
+        header per row plus one end marker per step); its ``max_cols`` is the
+        activation depth: the widest layer input or output.
+    lane_slots : int
+        The most rows one lane runs in one step (its sum memory).
+    table_depth : int
+        Requantizer entries, all steps together.
+    max_steps : int
+        Program steps (layers).
+
+    Raises
+    ------
+    ConfigError
+        A parameter is out of range; the message names it.
+    """
+
+    engine: EngineConfig
+    lane_slots: int
+    table_depth: int
+    max_steps: int
+
+    def __post_init__(self):
+        if not isinstance(self.engine, EngineConfig):
+            raise ConfigError(f"engine must be an EngineConfig, not {self.engine!r}")
+        for name in ("lane_slots", "table_depth", "max_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.max_steps > MAX_STEPS:
+            raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
+        if self.lane_slots > self.act_depth:
+            raise ConfigError(f"lane_slots {self.lane_slots} exceeds the activation depth "
+                              f"{self.act_depth} (a step has at most that many rows)")
+
+    # -- capacities ---------------------------------------------------------------------
+
+    @property
+    def lanes(self) -> int:
+        return self.engine.lanes
+
+    @property
+    def lane_depth(self) -> int:
+        """Weight beats one lane holds (all layers)."""
+        return self.engine.lane_depth
+
+    @property
+    def lane_rows(self) -> int:
+        """Row headers one lane holds (all layers' rows plus one marker per step)."""
+        return self.engine.lane_rows
+
+    @property
+    def act_depth(self) -> int:
+        """Activations: the widest layer input or output."""
+        return self.engine.max_cols
+
+    @property
+    def capacity(self) -> int:
+        """Kept weights the lanes hold when every lane is full."""
+        return self.lanes * self.lane_depth
+
+    # -- layouts (LSB first) ------------------------------------------------------------
+
+    @property
+    def requant_fields(self) -> list:
+        """One requantizer entry; ``dest`` is the row (an activation address)."""
+        return requant_fields(max(1, ceil_log2(self.act_depth)))
+
+    @property
+    def step_fields(self) -> list:
+        """One program step: a Linear layer of ``rows`` outputs whose lanes drain
+        ``slots`` sum beats, whose requantizer entries end at ``table_end``, with a ReLU
+        (``relu``: clamp at 0) or not; ``last`` marks the step whose outputs are the
+        logits. ``first`` restarts the program."""
+        return [("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
+                ("table_end", ("u", _bits(self.table_depth))), ("relu", ("u", 1)),
+                ("last", ("u", 1)), ("first", ("u", 1))]
+
+    @property
+    def load_fields(self) -> list:
+        """One load word: its :class:`Target` and that target's own word in ``data``."""
+        data = max(layout_width(self.engine.load_fields), layout_width(self.requant_fields),
+                   layout_width(self.step_fields))
+        return [("data", ("u", data)), ("target", ("u", _bits(max(Target)))),
+                ("first", ("u", 1))]
+
+    @property
+    def input_fields(self) -> list:
+        return self.engine.input_fields
+
+    @property
+    def output_fields(self) -> list:
+        """One output beat: one logit, rows in order, ``last`` on a vector's final row."""
+        return [("y", ("s", OUTPUT_BITS)), ("last", ("u", 1))]
+
+    # -- identity -----------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        return {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
+                "table_depth": self.table_depth, "max_steps": self.max_steps}
+
+    def digest(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return hashlib.blake2s(text.encode(), digest_size=8).hexdigest()
+
+    # -- networks -----------------------------------------------------------------------
+
+    @classmethod
+    def for_plans(cls, plans, lanes: int = 4, *, input_width: int | None = None
+                  ) -> "ProcessorConfig":
+        """The smallest processor that runs each of ``plans`` (one at a time)."""
+        plans = list(plans)
+        if not plans:
+            raise ConfigError("need at least one network to size a processor")
+        layers = [q.layer for net in plans for q in net.layers]
+        base = EngineConfig.for_layers(layers, lanes, input_width=input_width)
+        needs = [_needs(net, lanes) for net in plans]
+        engine = EngineConfig(
+            lanes=lanes, shifts=base.shifts, max_keep=base.max_keep,
+            max_row_nnz=base.max_row_nnz,
+            max_cols=max(n["act"] for n in needs),
+            lane_depth=max(int(n["beats"][-1].max()) for n in needs),
+            lane_rows=max(int(n["headers"][-1].max()) for n in needs),
+            weight_bits=base.weight_bits, input_bits=plans[0].input_bits,
+            input_width=base.input_width)
+        return cls(engine, lane_slots=max(max(n["slots"]) for n in needs),
+                   table_depth=max(int(n["table"][-1]) for n in needs),
+                   max_steps=max(len(net.layers) for net in plans))
+
+    def check_plan(self, net: NetworkPlan) -> None:
+        """Raise :class:`ConfigError` unless ``net`` runs on this processor; the message
+        names the layer, the lane and the capacity it exceeds."""
+        e = self.engine
+        if len(net.layers) > self.max_steps:
+            raise ConfigError(f"the network has {len(net.layers)} layers, the processor runs "
+                              f"at most {self.max_steps} steps")
+        if net.input_bits != e.input_bits:
+            raise ConfigError(f"the network takes {net.input_bits}-bit inputs, the processor "
+                              f"{e.input_bits}-bit")
+        for q in net.layers:
+            layer = q.layer
+            where = f"layer {layer.name!r}"
+            if layer.conv is not None:
+                raise ConfigError(f"{where} is a convolution: the processor runs Linear "
+                                  "layers only")
+            for what, n in (("inputs", layer.cols), ("outputs", layer.rows)):
+                if n > self.act_depth:
+                    raise ConfigError(f"{where} has {n:,} {what}, the processor's activations "
+                                      f"hold {self.act_depth:,}")
+            e.check_layer(layer)
+        need = _needs(net, self.lanes)
+        for i, q in enumerate(net.layers):
+            where = f"layer {q.layer.name!r}"
+            if need["slots"][i] > self.lane_slots:
+                raise ConfigError(f"{where} runs {need['slots'][i]:,} rows in one lane, the "
+                                  f"processor's lanes hold {self.lane_slots:,} per layer")
+            for key, what, cap in (("beats", "beats", self.lane_depth),
+                                   ("headers", "row headers", self.lane_rows)):
+                total = need[key][i]
+                lane = int(np.argmax(total))
+                if total[lane] > cap:
+                    before = int(need[key][i - 1][lane]) if i else 0
+                    tail = f" ({before:,} of them for the layers before it)" if before else ""
+                    raise ConfigError(f"{where} needs {int(total[lane]):,} {what} in lane "
+                                      f"{lane}{tail}, the processor holds {cap:,}")
+            if need["table"][i] > self.table_depth:
+                raise ConfigError(f"{where} needs {int(need['table'][i]):,} requantizer "
+                                  f"entries, the processor holds {self.table_depth:,}")
+
+
+def _needs(net: NetworkPlan, lanes: int) -> dict:
+    """What ``net`` fills at ``lanes`` lanes, cumulative over its layers: per layer the
+    beats and row headers (markers included) per lane, the table entries; and per
+    layer its rows per lane (``slots``) and the activation depth it needs."""
+    beats, headers, table, slots = [], [], [], []
+    b, h, t = np.zeros(lanes, np.int64), np.zeros(lanes, np.int64), 0
+    for q in net.layers:
+        sched = schedule(q.layer, lanes)
+        b = b + sched.lane_beats
+        h = h + sched.lane_counts + 1
+        t += sched.slots * lanes + int((q.layer.row_nnz == 0).sum())
+        beats.append(b)
+        headers.append(h)
+        table.append(t)
+        slots.append(sched.slots)
+    act = max(max(q.layer.cols, q.layer.rows) for q in net.layers)
+    return {"beats": beats, "headers": headers, "table": table, "slots": slots, "act": act}
+
+
+def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
+    """The processor's load stream for ``net``: every lane's headers (each step's
+    followed by its end marker) and beats, then the requantizer table, then the
+    program.
+
+    Raises
+    ------
+    ConfigError
+        ``net`` does not fit ``config`` (see :meth:`ProcessorConfig.check_plan`).
+    """
+    config.check_plan(net)
+    e = config.engine
+    lane_words, entries, steps = [], [], []
+    table_end = 0
+    for i, q in enumerate(net.layers):
+        sched = schedule(q.layer, e.lanes)
+        words = unpack_fields(e.load_fields, layer_load_words(q.layer, e, sched))
+        n = len(words["data"])
+        markers = {"data": np.zeros(e.lanes, np.int64), "lane": np.arange(e.lanes),
+                   "header": np.ones(e.lanes, np.int64), "first": np.zeros(e.lanes, np.int64)}
+        # One `first` for the whole stream: it rewinds every lane's write pointers.
+        words["first"][:] = 0
+        lane_words += pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
+                                                  for k in words}, n + e.lanes)
+        table = requant_entries(q, sched)
+        if q.final:
+            # mult 1, shift 0: the requantizer passes `acc + bias` through (the logits).
+            table["mult"], table["shift"] = table["valid"], np.zeros_like(table["shift"])
+        count = len(table["dest"])
+        table["first"] = np.zeros(count, np.int64)
+        entries.append(table)
+        table_end += count
+        steps.append({"rows": q.layer.rows, "slots": sched.slots, "table_end": table_end,
+                      "relu": int(q.lo == 0 and not q.final), "last": int(q.final),
+                      "first": int(i == 0)})
+    lane_words[0] |= _field_bit(e.load_fields, "first")
+    table = {k: np.concatenate([t[k] for t in entries]) for k in entries[0]}
+    table["first"][0] = 1
+    table_words = pack_fields(config.requant_fields, table, table_end)
+    step_words = pack_fields(config.step_fields, {k: [s[k] for s in steps] for k in steps[0]},
+                             len(steps))
+    data = lane_words + table_words + step_words
+    targets = ([Target.LANES] * len(lane_words) + [Target.TABLE] * len(table_words)
+               + [Target.PROGRAM] * len(step_words))
+    first = [1] + [0] * (len(data) - 1)
+    return pack_fields(config.load_fields, {"data": data, "target": [int(t) for t in targets],
+                                            "first": first}, len(data))
+
+
+def _field_bit(fields, name: str) -> int:
+    """The mask of 1-bit field ``name`` in a packed word of ``fields``."""
+    return pack_fields(fields, {name: [1]}, 1)[0]
+
+
+def image_cycles(net: NetworkPlan, config: ProcessorConfig) -> int:
+    """A generous bound on one image's cycles (for simulation time limits): every
+    step's work, as if nothing overlapped."""
+    work = 0
+    for q in net.layers:
+        sched = schedule(q.layer, config.lanes)
+        work += (int(sched.lane_beats.max()) + sched.slots * (config.lanes + 1)
+                 + 3 * q.layer.rows + q.layer.cols + 32)
+    return int(work)

@@ -1,0 +1,223 @@
+"""The layer-sequenced processor: one set of lanes runs every layer of a network.
+
+The contract (capacities, load words, program encoding) is
+:class:`darbgen.processor.ProcessorConfig`; its module docstring says how the
+memories are laid out. Per inference the sequencer walks the program:
+
+* **IDLE** takes the input vector from ``x`` into every lane's x memory and rewinds
+  the lanes and the table to their first row, beat and entry;
+* per step: **FETCH** reads the step, **GO** starts every lane on its rows of the layer
+  (the :class:`~darbgen.hdl.engine.Lane` of the chain, sequenced: it runs up to its
+  next end marker), **ISSUE** waits until no lane is issuing and **RETIRE** until the
+  last sums are in the lanes' y memories;
+* **FILL/APPLY/TAIL** are the chain's requantizer (:func:`~darbgen.hdl.network.requant_states`):
+  the sums, drained one beat (a sum per lane) at a time, go through the table's
+  entries and the requantization pipeline. A hidden step's results are written, one
+  element per cycle, straight into every lane's x memory (its lanes have finished
+  reading it): the next step's input, with no copy. The last step's go to the logit
+  memory;
+* **FLUSH** lets the pipeline empty; after the last step **READ/SEND** send the
+  logits out on ``y``, rows in order, one per beat.
+
+Everything happens in turn (no two steps overlap): a step costs its busiest lane's
+beats plus about ``slots · lanes + empty rows`` cycles of requantization and a dozen
+of sequencing (docs/processor.md has the figures).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..network import OUTPUT_BITS
+from ..processor import ProcessorConfig, Target
+from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
+from .engine import Lane, load_lanes
+from .layouts import load_layout, output_layout, to_layout
+from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
+from .network import requant_pipeline, requant_states, requant_table
+
+__all__ = ["Processor"]
+
+
+class Processor(wiring.Component):
+    """One engine for every layer, driven by a program loaded with the weights.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+
+    Members
+    -------
+    load : In(stream.Signature(load_fields))
+        Words of :func:`darbgen.processor.load_words` (always ready): ``target`` (a
+        :class:`~darbgen.processor.Target`) picks the lanes, the requantizer table or
+        the program.
+    x : In(stream.Signature(input_fields))
+        The input vector, ``input_width`` elements per beat; taken between inferences.
+    y : Out(stream.Signature(output_fields))
+        One integer logit per beat, rows in order, ``last`` on each vector's final row.
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        if not isinstance(config, ProcessorConfig):
+            raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "load": In(stream.Signature(to_layout(config.load_fields))),
+            "x": In(stream.Signature(to_layout(config.input_fields))),
+            "y": Out(stream.Signature(to_layout(config.output_fields))),
+        })
+
+    @property
+    def config(self) -> ProcessorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        e = c.engine
+        lanes = [Lane(e, sequenced=True, slots=c.lane_slots) for _ in range(e.lanes)]
+        for i, lane in enumerate(lanes):
+            m.submodules[f"lane{i}"] = lane
+
+        # -- loading: registered, then routed by target (as in the chain) -----------------
+        m.d.comb += self.load.ready.eq(1)
+        valid, word = Signal(), Signal.like(self.load.payload)
+        m.d.sync += [valid.eq(self.load.valid), word.eq(self.load.payload)]
+        lane_word = Signal(load_layout(e))
+        m.d.comb += lane_word.eq(word.data[:len(lane_word.as_value())])
+        load_lanes(m, lanes, valid & (word.target == Target.LANES), lane_word)
+        table_l, step_l = to_layout(c.requant_fields), to_layout(c.step_fields)
+        table_load = stream.Signature(table_l).create(path=("table_load",))
+        program_load = stream.Signature(step_l).create(path=("program_load",))
+        for port, target in ((table_load, Target.TABLE), (program_load, Target.PROGRAM)):
+            m.d.comb += [port.valid.eq(valid & (word.target == target)),
+                         port.payload.eq(word.data[:len(port.payload.as_value())])]
+        table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
+        program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
+
+        # -- the step being run ----------------------------------------------------------
+        pc = Signal(range(c.max_steps + 1))
+        step = Signal(step_l)
+        m.d.comb += program_rd.addr.eq(pc)
+        any_active = Signal()
+        m.d.comb += any_active.eq(Cat(*(lane.active for lane in lanes)).any())
+
+        # -- lane sums → a stream of beats (one sum per lane), as the engine drains them ---
+        sums = stream.Signature(output_layout(e)).create(path=("sums",))
+        draining = Signal()
+        t = Signal(range(c.lane_slots + 1))
+        sums_last = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(~sums.valid | sums.ready)
+        for i, lane in enumerate(lanes):
+            m.d.comb += [lane.y_en.eq(advance), lane.y_addr.eq(t),
+                         sums.payload.y[i].eq(lane.y_data)]
+        m.d.comb += sums.payload.last.eq(sums_last)
+        with m.If(advance):
+            with m.If(draining & (t < step.slots)):
+                m.d.sync += [sums.valid.eq(1), sums_last.eq(t == step.slots - 1), t.eq(t + 1)]
+            with m.Else():
+                m.d.sync += sums.valid.eq(0)
+        with m.If(sums.valid & sums.ready & sums_last):
+            m.d.sync += [draining.eq(0), sums_last.eq(0)]
+
+        # -- requantization: a hidden step's results go straight into every lane's x
+        # memory (its lanes have finished reading it), the last step's into the logits
+        iw, ib = e.input_width, e.input_bits
+        m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
+                                                     depth=max(c.act_depth, 2), init=[])
+        logit_wr, logit_rd = logits.write_port(), logits.read_port()
+        beat = Signal.like(sums.payload)
+        lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
+        k = Signal(range(c.table_depth + 1))
+        issue = Signal()
+        acc = Signal(signed(e.acc_width))
+        m.d.comb += table_rd.addr.eq(k)
+        # The last step's entries have mult 1 and shift 0: its clamp is the logits' range.
+        out_hi = (1 << (OUTPUT_BITS - 1)) - 1
+        in_hi = (1 << (ib - 1)) - 1
+        lo = Mux(step.last, Const(-out_hi - 1, signed(OUTPUT_BITS)),
+                 Mux(step.relu, 0, Const(-in_hi - 1, signed(ib))))
+        hi = Mux(step.last, Const(out_hi, signed(OUTPUT_BITS)), Const(in_hi, signed(ib)))
+        ok, dest, result = requant_pipeline(m, table_rd.data, issue, acc, e.acc_width, False,
+                                            lo, hi)
+        m.d.comb += [logit_wr.en.eq(ok & step.last), logit_wr.addr.eq(dest),
+                     logit_wr.data.eq(result)]
+        sel = ceil_log2(iw)
+        to_x = Signal(iw)
+        m.d.comb += to_x.eq(Mux(ok & ~step.last, 1, 0) << (dest[:sel] if sel else 0))
+        for lane in lanes:
+            m.d.comb += [lane.x_we.eq(to_x), lane.x_addr.eq(dest >> sel),
+                         lane.x_data.eq(Cat(*[result[:ib]] * iw))]
+
+        # -- the logits out, rows in order --------------------------------------------------
+        r = Signal(range(c.act_depth + 1))                  # row read
+        w = Signal(range(c.act_depth + 1))                  # row sent
+        m.d.comb += [logit_rd.addr.eq(r), logit_rd.en.eq(0), self.y.payload.y.eq(logit_rd.data),
+                     self.y.payload.last.eq(w + 1 == step.rows)]
+
+        in_word = Signal(range(e.x_depth + 1))
+        retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
+        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 1))
+
+        def tail_done():
+            with m.Else():
+                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH)
+                m.next = "FLUSH"
+
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                m.d.comb += self.x.ready.eq(1)
+                m.d.sync += [pc.eq(0), k.eq(0)]
+                for lane in lanes:
+                    m.d.comb += lane.rewind.eq(1)
+                with m.If(self.x.valid):
+                    for lane in lanes:
+                        m.d.comb += [lane.x_we.eq(-1), lane.x_addr.eq(in_word),
+                                     lane.x_data.eq(self.x.payload.x.as_value())]
+                    m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
+                    with m.If(self.x.payload.last):
+                        m.next = "FETCH"
+            with m.State("FETCH"):                  # the program memory reads step `pc`
+                m.next = "GO"
+            with m.State("GO"):
+                m.d.sync += step.eq(program_rd.data)
+                for lane in lanes:
+                    m.d.comb += lane.start.eq(1)
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                with m.If(~any_active):
+                    m.d.sync += retire.eq(LANE_PIPELINE_DEPTH)
+                    m.next = "RETIRE"
+            with m.State("RETIRE"):
+                # The last beat's sum reaches its lane's y memory LANE_PIPELINE_DEPTH
+                # cycles after the lane stops issuing.
+                m.d.sync += retire.eq(retire - 1)
+                with m.If(retire == 0):
+                    m.d.sync += [draining.eq(1), t.eq(0)]
+                    m.next = "FILL"
+                    with m.If(step.slots == 0):     # no weights at all: every row is tail
+                        m.next = "TAIL"
+            requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
+                           tail_done, gapless=True)
+            with m.State("FLUSH"):
+                m.d.sync += flush.eq(flush - 1)
+                with m.If(flush == 1):
+                    m.d.sync += [r.eq(0), w.eq(0), pc.eq(pc + 1)]
+                    m.next = "FETCH"
+                    with m.If(step.last):
+                        m.next = "READ"
+            with m.State("READ"):                    # the logit memory reads row `r`
+                m.d.comb += logit_rd.en.eq(1)
+                m.d.sync += r.eq(r + 1)
+                m.next = "SEND"
+            with m.State("SEND"):                    # ... and holds it until it is taken
+                m.d.comb += self.y.valid.eq(1)
+                with m.If(self.y.valid & self.y.ready):
+                    m.d.sync += w.eq(w + 1)
+                    m.next = "READ"
+                    with m.If(self.y.payload.last):
+                        m.next = "IDLE"
+        return m
