@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .methods import PrunableLayer, PruningMethod
 
-__all__ = ["Dataset", "train", "accuracy", "progressive_prune"]
+__all__ = ["Dataset", "train", "accuracy", "progressive_prune", "per_layer"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,32 +71,61 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
-def progressive_prune(layers: Sequence[PrunableLayer], method: PruningMethod, steps: int,
+def per_layer(method, layers: Sequence[PrunableLayer]) -> list[PruningMethod]:
+    """``method`` as one method per layer: a single :class:`PruningMethod` repeated, or a
+    sequence with one method per layer (checked).
+
+    Raises
+    ------
+    ValueError
+        The sequence's length differs from the number of layers.
+    """
+    if isinstance(method, PruningMethod):
+        return [method] * len(layers)
+    methods = list(method)
+    if len(methods) != len(layers):
+        raise ValueError(f"per-layer pruning needs one method per prunable layer "
+                         f"({len(layers)}: {', '.join(l.name for l in layers)}), not "
+                         f"{len(methods)}")
+    return methods
+
+
+def progressive_prune(layers: Sequence[PrunableLayer], method, steps: int,
                       finetune: Callable[[int], float]) -> list[dict]:
     """Prune ``layers`` step by step towards ``method``, fine-tuning after each step.
 
-    Each step applies the next method of ``method.schedule(steps)`` (a growing ratio
-    or block size) to the effective weights of every layer, so what an earlier step
-    pruned stays pruned unless a regular block needs an entry back, then calls
-    ``finetune(step)``, which returns an accuracy.
+    ``method`` is one :class:`PruningMethod` for every layer or one per layer (see
+    :func:`per_layer`). Each step applies the next method of ``m.schedule(steps)`` (a
+    growing ratio or block size) to the effective weights of every layer, so what an
+    earlier step pruned stays pruned unless a regular block needs an entry back, then
+    calls ``finetune(step)``, which returns an accuracy.
 
     Returns
     -------
     list of dict
-        Per step: the method's parameters, the reached pruning ratio and the accuracy.
+        Per step: the methods' parameters (one dict, or a list per layer), the reached
+        pruning ratio and the accuracy.
     """
+    methods = per_layer(method, layers)
+    schedules = [m.schedule(steps) for m in methods]
+    # A schedule may be shorter than ``steps`` (BMWM stops at its smallest block): a layer
+    # whose schedule has ended keeps its final method.
+    n = max(len(s) for s in schedules)
     log = []
-    for step, m in enumerate(method.schedule(steps)):
+    for step in range(n):
         kept = total = 0
-        for layer in layers:
+        now = [s[max(0, step - (n - len(s)))] for s in schedules]
+        for layer, m in zip(layers, now):
             mask = layer.prune(m)
             kept += int(mask.sum())
             total += mask.size
         acc = finetune(step)
-        log.append({"step": step, "params": m.params(), "pruning_ratio": total / kept,
+        params = now[0].params() if isinstance(method, PruningMethod) else \
+            [m.params() for m in now]
+        log.append({"step": step, "params": params, "pruning_ratio": total / kept,
                     "accuracy": acc})
         logger.info("pruning step %d/%d: %.2fx, accuracy %.4f after fine-tuning", step + 1,
-                    steps, total / kept, acc)
+                    n, total / kept, acc)
     return log
 
 
