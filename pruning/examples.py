@@ -413,7 +413,7 @@ CALIBRATION_QUANTILE = 0.9999
 SCHEDULES = {"digits-mlp": {"epochs": 60, "finetune_epochs": 30, "steps": 6, "batch_size": 32},
              "digits-cnn": {"epochs": 30, "finetune_epochs": 15, "steps": 4, "batch_size": 32},
              "fashion-mlp": {"epochs": 4, "finetune_epochs": 2, "steps": 3, "batch_size": 32},
-             "fashion-lenet300": {"epochs": 8, "finetune_epochs": 2, "steps": 3,
+             "fashion-lenet300": {"epochs": 15, "finetune_epochs": 2, "steps": 3,
                                   "batch_size": 128},
              "fashion-lenet5": {"epochs": 6, "finetune_epochs": 2, "steps": 2,
                                 "batch_size": 256}}

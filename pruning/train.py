@@ -95,7 +95,7 @@ def progressive_prune(layers: Sequence[PrunableLayer], method, steps: int,
     """Prune ``layers`` step by step towards ``method``, fine-tuning after each step.
 
     ``method`` is one :class:`PruningMethod` for every layer or one per layer (see
-    :func:`per_layer`). Each step applies the next method of ``m.schedule(steps)`` (a
+    :func:`per_layer`). Each of the ``steps`` steps applies the next method of ``m.schedule(steps)`` (a
     growing ratio or block size) to the effective weights of every layer, so what an
     earlier step pruned stays pruned unless a regular block needs an entry back, then
     calls ``finetune(step)``, which returns an accuracy.
@@ -107,14 +107,17 @@ def progressive_prune(layers: Sequence[PrunableLayer], method, steps: int,
         pruning ratio and the accuracy.
     """
     methods = per_layer(method, layers)
+    # A schedule may be shorter than ``steps`` (N:M has one step, BMWM stops at its
+    # smallest block): its first method is repeated, so every method gets the same
+    # ``steps`` rounds of fine-tuning (re-applying a mask to weights it already pruned
+    # keeps it).
+    n = max(steps, 1)
     schedules = [m.schedule(steps) for m in methods]
-    # A schedule may be shorter than ``steps`` (BMWM stops at its smallest block): a layer
-    # whose schedule has ended keeps its final method.
-    n = max(len(s) for s in schedules)
+    schedules = [[s[0]] * (n - len(s)) + s if len(s) < n else s for s in schedules]
     log = []
     for step in range(n):
         kept = total = 0
-        now = [s[max(0, step - (n - len(s)))] for s in schedules]
+        now = [s[step] for s in schedules]
         for layer, m in zip(layers, now):
             mask = layer.prune(m)
             kept += int(mask.sum())
