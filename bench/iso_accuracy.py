@@ -135,18 +135,19 @@ class Variant:
         return [self.method(ratio)] * (layers - 1) + [self.method(last)]
 
 
+#: In order of importance: a run cut short still has the comparison the claims need.
 VARIANTS = (
     Variant("DARB", "darb", option="nearest"),
-    Variant("DARB (smaller-block rule)", "darb", option="smaller"),
-    Variant("DARB (larger-block rule)", "darb", option="larger"),
-    Variant("DARB, uniform", "darb", "uniform", "nearest"),
-    Variant("block 2x2", "block", option=(2, 2)),
     Variant("block 4x4", "block", option=(4, 4)),
-    Variant("block 8x8", "block", option=(8, 8)),
-    Variant("block 4x4, uniform", "block", "uniform", (4, 4)),
     Variant("irregular", "irregular"),
+    Variant("block 4x4, uniform", "block", "uniform", (4, 4)),
     Variant(f"N:M (M={NM_M})", "nm"),
     Variant(f"BMWM (b={BMWM_BLOCK})", "bmwm"),
+    Variant("block 2x2", "block", option=(2, 2)),
+    Variant("block 8x8", "block", option=(8, 8)),
+    Variant("DARB, uniform", "darb", "uniform", "nearest"),
+    Variant("DARB (smaller-block rule)", "darb", option="smaller"),
+    Variant("DARB (larger-block rule)", "darb", option="larger"),
 )
 
 
