@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .methods import PrunableLayer, PruningMethod
 
-__all__ = ["Dataset", "train", "accuracy", "progressive_prune", "per_layer"]
+__all__ = ["Dataset", "OPTIMIZERS", "train", "accuracy", "progressive_prune", "per_layer"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +34,33 @@ class Dataset:
     y_test: torch.Tensor
 
 
+#: The optimizers :func:`train` offers: name → ``(parameters, lr) -> optimizer``.
+OPTIMIZERS = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+              "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)}
+
+
 def train(model: nn.Module, data: Dataset, *, epochs: int, lr: float = 1e-3,
           batch_size: int = 32, seed: int = 0, desc: str = "train",
           progress: bool = True, penalty: Callable[[], torch.Tensor] | None = None,
-          epoch_hook: Callable[[int], None] | None = None) -> float:
-    """Train ``model`` with Adam and cross-entropy; return the final test accuracy.
+          epoch_hook: Callable[[int], None] | None = None, optimizer: str = "adam") -> float:
+    """Train ``model`` with cross-entropy; return the final test accuracy.
 
+    ``optimizer`` is ``"adam"`` or ``"sgd"`` (momentum 0.9: plain gradient steps, without
+    Adam's per-parameter scaling, which evens out a regularizer's per-group weights).
     Pruned layers keep their masks (see the module docstring). Batches are
     shuffled by a generator seeded with ``seed``. ``penalty()``, when given, is added
     to every batch's loss (a regularizer); ``epoch_hook(epoch)`` runs before each epoch.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``optimizer``.
     """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = OPTIMIZERS[optimizer](model.parameters(), lr)
     loss_fn = nn.CrossEntropyLoss()
     n = data.x_train.shape[0]
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress)
