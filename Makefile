@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # Local package mirrors may print one harmless warning per missing package; hide those.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: install demo test clean
+.PHONY: install data demo test clean
 
 install: $(STAMP)
 
@@ -19,13 +19,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[all]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	touch $@
 
+# The Debian data sets the fashion-* examples and their tests read (Fashion-MNIST):
+# installed as root where apt-get exists, else a message saying what to install.
+data:
+	.ci/setup-data
+
 # Prune the digits MLP with DARB, show the artifact, then run its first layer on the
 # generated engine in Verilator over 64 digits test images, checked against the golden model;
 # run the whole network (a chain of engines with requantizers) on the full test split and
 # print dense, integer and hardware accuracy; then serve a simulated ULX3S (UART +
 # protocol controller + the chain in Verilator) and deploy the whole network to it over
 # the serial link: stream, verify, run, check the logits exactly.
-demo: install
+demo: install data
 	mkdir -p build
 	$(DARBGEN) prune digits-mlp --method darb --ratio 16 -o build/digits-mlp.darb
 	$(DARBGEN) inspect build/digits-mlp.darb
@@ -45,7 +50,7 @@ demo: install
 	      --inputs build/digits-x.npy -o build/digits-board-logits.npy
 
 # pytest exits non-zero (5) when no test ran, so an empty run fails too.
-test: install
+test: install data
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -21,7 +21,8 @@ export, and per point:
 Then the iso-accuracy comparison: the highest ratio each method reaches with an
 accuracy loss of at most ``MAX_LOSS`` against dense, and their ratio DARB / block.
 
-Writes ``docs/darb-vs-block.json`` and ``docs/darb-vs-block.png`` (``--quick``: the same
+Writes ``docs/darb-vs-block.json`` and ``docs/darb-vs-block.png`` (another ``--example``:
+``darb-vs-block-EXAMPLE.*``; ``--quick``: the same
 names under ``build/``).
 Run: ``.venv/bin/python bench/darb_vs_block.py [--quick] [--seeds 0,1,2]`` (the full
 sweep, seeds 0, 1, 2: about 10 minutes on the shared 2-core machine; ``--quick``, seed 0
@@ -187,30 +188,33 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_dense(seed: int, epochs: int):
-    """The dense digits MLP as run_example trains it: ``(state_dict, accuracy, data)``."""
-    from darbgen.pruning.examples import example_data, digits_mlp
+def train_dense(seed: int, epochs: int, example: str = EXAMPLE):
+    """The dense ``example`` as run_example trains it: ``(state_dict, accuracy, data)``."""
+    from darbgen.pruning.examples import EXAMPLES, SCHEDULES, example_data
     from darbgen.pruning.train import train
 
     seed_all(seed)
-    data = example_data(EXAMPLE, seed)
-    model = digits_mlp(seed=seed)
-    acc = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=False)
+    data = example_data(example, seed)
+    model = EXAMPLES[example](seed=seed)
+    acc = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=False,
+                batch_size=SCHEDULES[example]["batch_size"])
     return {k: v.clone() for k, v in model.state_dict().items()}, acc, data
 
 
 def prune_point(method, dense_state, data, *, seed: int, finetune_epochs: int,
-                steps: int) -> dict:
-    """Prune a copy of the dense model with ``method`` exactly as run_example does after
-    its dense phase (progressive schedule, fine-tune seeds ``seed + 1 + step``, int8
-    export with per-row scales); the exported layers and accuracies."""
-    from darbgen.pruning.examples import INPUT_SCALES, digits_mlp, prune_trained
+                steps: int, example: str = EXAMPLE) -> dict:
+    """Prune a copy of the dense model with ``method`` (one method, or one per layer)
+    exactly as run_example does after its dense phase (progressive schedule, fine-tune
+    seeds ``seed + 1 + step``, int8 export with per-row scales); the exported layers and
+    accuracies."""
+    from darbgen.pruning.examples import EXAMPLES, INPUT_SCALES, SCHEDULES, prune_trained
 
-    model = digits_mlp(seed=seed)
+    model = EXAMPLES[example](seed=seed)
     model.load_state_dict(dense_state)
     out = prune_trained(model, data, method, weight_bits=8, seed=seed,
                         finetune_epochs=finetune_epochs, steps=steps,
-                        input_scale=INPUT_SCALES["digits-mlp"])
+                        input_scale=INPUT_SCALES.get(example),
+                        batch_size=SCHEDULES[example]["batch_size"])
     return {"layers": out["layers"], "accuracy_pruned_float": out["accuracy_pruned"],
             "accuracy_int8": out["accuracy_quantized"], "log": out["log"]}
 
@@ -273,7 +277,7 @@ def verilator_check(layers, seed: int) -> dict:
 
 # -- the sweep ------------------------------------------------------------------------
 
-def measure(method: str, ratio: float, seeds, dense, schedule) -> dict:
+def measure(method: str, ratio: float, seeds, dense, schedule, example: str = EXAMPLE) -> dict:
     """One sweep point: accuracies averaged over ``seeds``, hardware figures from the
     first seed's artifact (the structure differs little between seeds)."""
     from darbgen.config import EngineConfig
@@ -284,7 +288,7 @@ def measure(method: str, ratio: float, seeds, dense, schedule) -> dict:
         seed_all(seed)
         runs.append(prune_point(make(method, ratio), state, data, seed=seed,
                                 finetune_epochs=schedule["finetune_epochs"],
-                                steps=schedule["steps"]))
+                                steps=schedule["steps"], example=example))
     layers = runs[0]["layers"]
     config = EngineConfig.for_layers(layers, LANES)
     acc_dense = float(np.mean([dense[s][1] for s in seeds]))
@@ -328,6 +332,9 @@ def row(p) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--example", default=EXAMPLE, metavar="NAME",
+                        help="built-in example (default %(default)s; another one trains with "
+                             "its own SCHEDULES entry; bench/iso_accuracy.py searches finer)")
     parser.add_argument("--quick", action="store_true",
                         help="two ratios per method, a short schedule (smoke test)")
     parser.add_argument("--seeds", default=None, metavar="S,S,...",
@@ -340,10 +347,18 @@ def main(argv=None) -> int:
                              "--quick, so a smoke test never overwrites the measured figures)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    from darbgen.pruning.examples import SCHEDULES
+
+    example = args.example
+    if example not in SCHEDULES:
+        parser.error(f"unknown example {example!r}; choose one of {', '.join(SCHEDULES)}")
     schedule = QUICK_SCHEDULE if args.quick else FULL_SCHEDULE
+    if example != EXAMPLE:
+        schedule = {k: SCHEDULES[example][k] for k in FULL_SCHEDULE}
     sweep = {"darb": QUICK_DARB_RATIOS if args.quick else DARB_RATIOS,
              "block": QUICK_BLOCK_RATIOS if args.quick else BLOCK_RATIOS}
     out_dir = Path(args.out_dir) if args.out_dir else (BUILD if args.quick else DOCS)
+    stem = STEM if args.example == EXAMPLE else f"{STEM}-{args.example}"
 
     import torch
 
@@ -353,7 +368,7 @@ def main(argv=None) -> int:
     # One thread: on the shared 2-core machine two threads ran 3x slower per epoch.
     torch.set_num_threads(1)
     start = time.monotonic()
-    print(f"{EXAMPLE}: schedule {schedule} for both methods, lanes {LANES}, "
+    print(f"{example}: schedule {schedule} for both methods, lanes {LANES}, "
           f"max loss {100 * MAX_LOSS:g} point(s)", flush=True)
     for s in seeds:
         print(f"seed {s}: data split {s}, model init torch.manual_seed({s}), dense shuffles "
@@ -362,14 +377,14 @@ def main(argv=None) -> int:
           "artifacts", flush=True)
     dense = {}
     for s in seeds:
-        dense[s] = train_dense(s, schedule["epochs"])
+        dense[s] = train_dense(s, schedule["epochs"], example)
         print(f"seed {s}: dense accuracy {dense[s][1]:.4f} "
               f"({time.monotonic() - start:.0f} s)", flush=True)
     print("\n" + HEADER, flush=True)
     points = []
     for method, ratios in sweep.items():
         for ratio in ratios:
-            p = measure(method, ratio, seeds, dense, schedule)
+            p = measure(method, ratio, seeds, dense, schedule, example)
             points.append(p)
             print(row(p) + f"   [{time.monotonic() - start:.0f} s]", flush=True)
 
@@ -419,15 +434,15 @@ def main(argv=None) -> int:
     for p in points:
         del p["_layers"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{STEM}.json").write_text(json.dumps({
-        "example": EXAMPLE, "seeds": seeds, "schedule": schedule, "lanes": LANES,
+    (out_dir / f"{stem}.json").write_text(json.dumps({
+        "example": example, "seeds": seeds, "schedule": schedule, "lanes": LANES,
         "max_loss": MAX_LOSS, "block_shape": list(BLOCK_SHAPE), "torch_threads": 1,
         "torch_version": torch.__version__, "quick": args.quick, "seconds": seconds,
         "points": points, "iso_accuracy": {m: {k: v for k, v in r.items() if k != "point"}
                                            for m, r in iso.items()},
         "iso_figure": fig, "iso_per_seed": seed_figs, "verilator_check": check}, indent=1))
-    plot(points, iso, out_dir / f"{STEM}.png", schedule, seeds)
-    print(f"\n{seconds:.0f} s; wrote {out_dir / STEM}.json and .png")
+    plot(points, iso, out_dir / f"{stem}.png", schedule, seeds, example)
+    print(f"\n{seconds:.0f} s; wrote {out_dir / stem}.json and .png")
     if fig["ratio"] is None:
         print("DARB / block at iso-accuracy: undefined (a method has no point within "
               f"{100 * MAX_LOSS:g} point)")
@@ -440,7 +455,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def plot(points, iso, path: Path, schedule, seeds) -> None:
+def plot(points, iso, path: Path, schedule, seeds, example: str = EXAMPLE) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -466,7 +481,7 @@ def plot(points, iso, path: Path, schedule, seeds) -> None:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
     ax1.set_xlabel("pruning ratio reached (dense / nnz)")
-    ax1.set_ylabel("test accuracy, int8 weights (360 images)")
+    ax1.set_ylabel("test accuracy, int8 weights")
     ax1.set_ylim(max(0.0, min(p["accuracy_int8"] for p in points) - 0.02), 1.0)
     ax1.legend(loc="lower left")
     ax1.set_title("accuracy vs pruning ratio (* = highest within 1 point)")
@@ -475,7 +490,7 @@ def plot(points, iso, path: Path, schedule, seeds) -> None:
     ax2.set_ylabel(f"engine cycles per inference (P = {LANES})")
     ax2.set_title("cycles per inference (3 layers, steady state)")
     ax2.legend()
-    fig.suptitle(f"digits MLP, DARB vs uniform block pruning; schedule "
+    fig.suptitle(f"{example}, DARB vs uniform block pruning; schedule "
                  f"{schedule['epochs']}/{schedule['finetune_epochs']}x{schedule['steps']}, "
                  f"seed(s) {','.join(map(str, seeds))}")
     fig.tight_layout()

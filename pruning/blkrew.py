@@ -128,10 +128,13 @@ class GroupPenalty:
 def blkrew_prune(model: torch.nn.Module, data, *, ratio: float, block_shape=(4, 4),
                  kind: str = "reweighted", lam: float = 1e-4, epochs: int = 30,
                  refresh_every: int = 5, retrain_epochs: int = 20, seed: int = 0,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, optimizer: str = "adam", lr: float = 1e-3,
+                 batch_size: int = 32) -> dict:
     """Regularize, hard-prune to ``ratio`` with :func:`bcr_mask`, retrain with masks fixed.
 
     Every Linear/Conv2d/LSTM matrix of ``model`` gets its own :class:`GroupPenalty`.
+    The regularized phase trains with ``optimizer`` at ``lr`` (see
+    :func:`darbgen.pruning.train.train`); retraining uses Adam at 5e-4.
     Returns the accuracies after regularized training, right after the hard prune,
     and after retraining, plus the reached ratio.
     """
@@ -154,7 +157,8 @@ def blkrew_prune(model: torch.nn.Module, data, *, ratio: float, block_shape=(4, 
                 pen.refresh(w)
 
     acc_reg = train(model, data, epochs=epochs, seed=seed, penalty=penalty, epoch_hook=refresh,
-                    desc=f"{kind}", progress=progress)
+                    desc=f"{kind}", progress=progress, optimizer=optimizer, lr=lr,
+                    batch_size=batch_size)
     kept = total = 0
     for layer in layers:
         mask = bcr_mask(layer.weight(), ratio, block_shape)
@@ -163,8 +167,8 @@ def blkrew_prune(model: torch.nn.Module, data, *, ratio: float, block_shape=(4, 
         total += mask.size
     acc_pruned = accuracy(model, data.x_test, data.y_test)
     acc = train(model, data, epochs=retrain_epochs, lr=5e-4, seed=seed + 1, desc="retrain",
-                progress=progress)
-    return {"kind": kind, "block_shape": list(block_shape), "lambda": lam,
+                progress=progress, batch_size=batch_size)
+    return {"kind": kind, "optimizer": optimizer, "block_shape": list(block_shape), "lambda": lam,
             "pruning_ratio": total / kept, "accuracy_regularized": acc_reg,
             "accuracy_pruned": acc_pruned, "accuracy": acc}
 

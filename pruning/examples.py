@@ -1,10 +1,11 @@
-"""Built-in examples: small models trained on data that ships with scikit-learn.
+"""Built-in examples: small models trained on data that ships with scikit-learn or Debian.
 
 ``digits-mlp``: a 64-300-100-10 MLP on scikit-learn's bundled 8×8 digits (1797
-images, no download); ``digits-cnn``: a small CNN on the same data; ``fashion-mlp``: a
-784-256-10 MLP on Fashion-MNIST when Debian's dataset-fashion-mnist is installed. Each is trained
-dense, pruned progressively with masked fine-tuning, quantized and exported as an
-artifact. Seeded and CPU-only.
+images, no download); ``digits-cnn``: a small CNN on the same data. On Fashion-MNIST
+(60000/10000 28×28 images from Debian's dataset-fashion-mnist, installed by ``make
+data``): ``fashion-mlp`` (784-256-10), ``fashion-lenet300`` (LeNet-300-100, 784-300-100-10)
+and ``fashion-lenet5`` (a LeNet-5-style CNN). Each is trained dense, pruned progressively
+with masked fine-tuning, quantized and exported as an artifact. Seeded and CPU-only.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from ..datasets import digits_split as _digits_split
 from ..conv import ConvSpec
 from ..format import Artifact
 from .methods import PruningMethod, export_layer, prunable_layers
-from .train import Dataset, accuracy, progressive_prune, train
+from .train import Dataset, accuracy, per_layer, progressive_prune, train
 
 __all__ = ["EXAMPLES", "EXAMPLE_DATA", "SCHEDULES", "ExampleResult", "digits_data", "digits_mlp",
-           "digits_cnn", "fashion_data", "fashion_mlp", "example_data", "run_example",
+           "digits_cnn", "fashion_data", "fashion_mlp", "fashion_lenet300", "fashion_lenet5", "mlp", "example_data", "run_example",
            "prune_trained", "prune_model", "export_network", "conv_spec", "USER_STEPS"]
 
 
@@ -62,8 +63,9 @@ def fashion_data(seed: int = 0) -> Dataset:
         The package is not installed; the message says how to install it.
     """
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
-        raise ValueError(f"fashion-mlp needs Fashion-MNIST from Debian's dataset-fashion-mnist "
-                         f"package (apt-get install dataset-fashion-mnist); {FASHION_DIR} has "
+        raise ValueError(f"the fashion-* examples need Fashion-MNIST from Debian's "
+                         f"dataset-fashion-mnist package (apt-get install "
+                         f"dataset-fashion-mnist, or `make data` as root); {FASHION_DIR} has "
                          "no data")
 
     def images(name):
@@ -77,17 +79,10 @@ def fashion_data(seed: int = 0) -> Dataset:
                    images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz"))
 
 
-def fashion_mlp(hidden: int = 256, seed: int = 0) -> nn.Sequential:
-    """A 784-256-10 ReLU MLP for Fashion-MNIST."""
+def mlp(inputs: int, hidden, seed: int = 0) -> nn.Sequential:
+    """A ReLU MLP ``inputs``-``hidden``-10: Linear layers ``fc1``, ``fc2``, …"""
     torch.manual_seed(seed)
-    return nn.Sequential(OrderedDict([("fc1", nn.Linear(784, hidden)), ("relu1", nn.ReLU()),
-                                      ("fc2", nn.Linear(hidden, 10))]))
-
-
-def digits_mlp(hidden=(300, 100), seed: int = 0) -> nn.Sequential:
-    """The digits MLP: 64 inputs, ReLU hidden layers, 10 classes."""
-    torch.manual_seed(seed)
-    dims = (64, *hidden, 10)
+    dims = (inputs, *hidden, 10)
     layers = OrderedDict()
     for i, (a, b) in enumerate(zip(dims, dims[1:]), start=1):
         layers[f"fc{i}"] = nn.Linear(a, b)
@@ -96,20 +91,57 @@ def digits_mlp(hidden=(300, 100), seed: int = 0) -> nn.Sequential:
     return nn.Sequential(layers)
 
 
+def fashion_mlp(hidden: int = 256, seed: int = 0) -> nn.Sequential:
+    """A 784-256-10 ReLU MLP for Fashion-MNIST."""
+    return mlp(784, (hidden,), seed)
+
+
+def fashion_lenet300(hidden=(300, 100), seed: int = 0) -> nn.Sequential:
+    """LeNet-300-100 (784-300-100-10), the MLP of the pruning literature (Han et al.)."""
+    return mlp(784, hidden, seed)
+
+
+def digits_mlp(hidden=(300, 100), seed: int = 0) -> nn.Sequential:
+    """The digits MLP: 64 inputs, ReLU hidden layers, 10 classes."""
+    return mlp(64, hidden, seed)
+
+
+def _cnn(size: int, convs, pools, hidden, seed: int) -> nn.Sequential:
+    """A CNN on ``size``×``size`` images: ``convs`` are ``(filters, kernel, padding)``, each
+    followed by a ReLU and, where ``pools`` says so, a 2×2 max-pool; then ReLU Linear
+    layers of ``hidden`` units and 10 classes."""
+    torch.manual_seed(seed)
+    layers, channels = OrderedDict(image=nn.Unflatten(1, (1, size, size))), 1
+    for i, ((filters, kernel, pad), pool) in enumerate(zip(convs, pools), start=1):
+        layers[f"conv{i}"] = nn.Conv2d(channels, filters, kernel, padding=pad)
+        layers[f"relu{i}"] = nn.ReLU()
+        size = size + 2 * pad - kernel + 1
+        if pool:
+            layers[f"pool{i}" if sum(pools) > 1 else "pool"] = nn.MaxPool2d(2)
+            size //= 2
+        channels = filters
+    layers["flatten"] = nn.Flatten()
+    dims = (channels * size * size, *hidden, 10)
+    for i, (a, b) in enumerate(zip(dims, dims[1:]), start=1):
+        layers[f"fc{i}"] = nn.Linear(a, b)
+        if i < len(dims) - 1:
+            layers[f"relu{len(convs) + i}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
 def digits_cnn(channels=(16, 32), hidden: int = 64, seed: int = 0) -> nn.Sequential:
     """The digits CNN: 8×8 images, two 3×3 convolutions (padding 1), a 2×2 max-pool,
     then two Linear layers. Its convolutions are the GEMM-view layers of the artifact
     (filters × C·3·3)."""
-    torch.manual_seed(seed)
     c1, c2 = channels
-    return nn.Sequential(OrderedDict([
-        ("image", nn.Unflatten(1, (1, 8, 8))),
-        ("conv1", nn.Conv2d(1, c1, 3, padding=1)), ("relu1", nn.ReLU()),
-        ("conv2", nn.Conv2d(c1, c2, 3, padding=1)), ("relu2", nn.ReLU()),
-        ("pool", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(c2 * 16, hidden)), ("relu3", nn.ReLU()),
-        ("fc2", nn.Linear(hidden, 10)),
-    ]))
+    return _cnn(8, ((c1, 3, 1), (c2, 3, 1)), (False, True), (hidden,), seed)
+
+
+def fashion_lenet5(channels=(6, 16), hidden=(120, 84), seed: int = 0) -> nn.Sequential:
+    """A LeNet-5-style CNN for 28×28 Fashion-MNIST: two 5×5 convolutions (no padding),
+    each followed by a ReLU and a 2×2 max-pool (28→24→12→8→4), then 256-120-84-10."""
+    c1, c2 = channels
+    return _cnn(28, ((c1, 5, 0), (c2, 5, 0)), (True, True), hidden, seed)
 
 
 @dataclass
@@ -146,18 +178,22 @@ def run_example(name: str, method: PruningMethod, *, weight_bits: int = 8, seed:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = example_data(name, seed)
     model = EXAMPLES[name](seed=seed)
-    acc_dense = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=progress)
+    batch_size = defaults["batch_size"]
+    acc_dense = train(model, data, epochs=epochs, seed=seed, desc="dense", progress=progress,
+                      batch_size=batch_size)
     pruned = prune_trained(model, data, method, weight_bits=weight_bits, seed=seed,
                            finetune_epochs=finetune_epochs, steps=steps, progress=progress,
-                           input_scale=INPUT_SCALES.get(name))
+                           input_scale=INPUT_SCALES.get(name), batch_size=batch_size)
     sparse, acc_pruned, acc_quant, log = (pruned[k] for k in ("layers", "accuracy_pruned",
                                                               "accuracy_quantized", "log"))
     provenance = {
         "source": name, "method": method.name, "parameters": method.params(),
         "weight_bits": weight_bits, "quantization": "symmetric, per-row scale",
         "training": {"seed": seed, "epochs": epochs, "finetune_epochs": finetune_epochs,
-                     "steps": steps, "dataset": "sklearn digits",
-                     "test_fraction": DIGITS_TEST_FRACTION, "split_seed": seed},
+                     "steps": steps, "batch_size": batch_size,
+                     "dataset": DATASET_NAMES[EXAMPLE_DATA[name]],
+                     **({"test_fraction": DIGITS_TEST_FRACTION, "split_seed": seed}
+                        if EXAMPLE_DATA[name] is digits_data else {})},
         "accuracy": {"dense": acc_dense, "pruned": acc_pruned, "quantized": acc_quant},
         "schedule": log,
     }
@@ -211,11 +247,14 @@ def prune_model(model, data: Dataset, method: PruningMethod, *, epochs: int,
                          pruned["accuracy_quantized"], pruned["log"], time.monotonic() - start)
 
 
-def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, seed: int = 0,
+def prune_trained(model, data, method, *, weight_bits: int = 8, seed: int = 0,
                   finetune_epochs: int, steps: int, progress: bool = False,
-                  input_scale: float | None = None) -> dict:
+                  input_scale: float | None = None, batch_size: int = 32) -> dict:
     """Prune a trained ``model`` with ``method`` progressively (``steps`` rounds of masked
     fine-tuning, seeds ``seed + 1 + step``), quantize, export and calibrate.
+
+    ``method`` is one :class:`PruningMethod` for every layer or a sequence of them, one
+    per prunable layer (per-layer ratios or formats).
 
     Returns
     -------
@@ -224,12 +263,15 @@ def prune_trained(model, data, method: PruningMethod, *, weight_bits: int = 8, s
         ``accuracy_quantized`` (int weights) and ``log`` (the schedule).
     """
     layers = list(prunable_layers(model))
+    methods = per_layer(method, layers)
     log = progressive_prune(
-        layers, method, steps,
+        layers, methods, steps,
         lambda step: train(model, data, epochs=finetune_epochs, seed=seed + 1 + step,
-                           lr=5e-4, desc=f"prune {step + 1}/{steps}", progress=progress))
+                           lr=5e-4, desc=f"prune {step + 1}/{steps}", progress=progress,
+                           batch_size=batch_size))
     acc_pruned = accuracy(model, data.x_test, data.y_test)
-    sparse = [export_layer(layer, method, weight_bits=weight_bits) for layer in layers]
+    sparse = [export_layer(layer, m, weight_bits=weight_bits)
+              for layer, m in zip(layers, methods)]
     acc_quant = _quantized_accuracy(model, layers, sparse, data)
     return {"layers": _calibrate(model, layers, sparse, data.x_train, input_scale),
             "accuracy_pruned": acc_pruned, "accuracy_quantized": acc_quant, "log": log}
@@ -348,9 +390,14 @@ def _load_weight(layer, w2d: np.ndarray) -> None:
 
 
 #: Built-in examples: name → model constructor.
-EXAMPLES = {"digits-mlp": digits_mlp, "digits-cnn": digits_cnn, "fashion-mlp": fashion_mlp}
+EXAMPLES = {"digits-mlp": digits_mlp, "digits-cnn": digits_cnn, "fashion-mlp": fashion_mlp,
+            "fashion-lenet300": fashion_lenet300, "fashion-lenet5": fashion_lenet5}
 #: ... and their data.
-EXAMPLE_DATA = {"digits-mlp": digits_data, "digits-cnn": digits_data, "fashion-mlp": fashion_data}
+EXAMPLE_DATA = {"digits-mlp": digits_data, "digits-cnn": digits_data, "fashion-mlp": fashion_data,
+                "fashion-lenet300": fashion_data, "fashion-lenet5": fashion_data}
+#: How the provenance names each data set.
+DATASET_NAMES = {digits_data: "sklearn digits",
+                 fashion_data: "Fashion-MNIST (Debian dataset-fashion-mnist)"}
 #: The input step of examples whose inputs are integers already (digits pixels 0..16,
 #: scaled by 1/16 for training): their int8 inputs are the pixels themselves.
 INPUT_SCALES = {"digits-mlp": 1 / 16, "digits-cnn": 1 / 16}
@@ -358,11 +405,18 @@ INPUT_SCALES = {"digits-mlp": 1 / 16, "digits-cnn": 1 / 16}
 #: Which quantile of a layer's input magnitudes its int8 range covers (see _calibrate):
 #: the plain maximum (1.0) spends the range on a handful of outliers.
 CALIBRATION_QUANTILE = 0.9999
-#: Their training schedules: dense epochs, then progressive steps of fine-tuning epochs.
-#: A CNN epoch costs more on the CPU, so the CNN trains shorter (about 18 s in all).
-SCHEDULES = {"digits-mlp": {"epochs": 60, "finetune_epochs": 30, "steps": 6},
-             "digits-cnn": {"epochs": 30, "finetune_epochs": 15, "steps": 4},
-             "fashion-mlp": {"epochs": 4, "finetune_epochs": 2, "steps": 3}}
+#: Their training schedules: dense epochs, then progressive steps of fine-tuning epochs,
+#: and the batch size. A CNN epoch costs more on the CPU, so the CNN trains shorter
+#: (digits-cnn: about 18 s in all). Fashion-MNIST's 60000 images take larger batches: an
+#: epoch of fashion-lenet300 at 128 is a few seconds on one core, fashion-lenet5 at 256
+#: about ten (see docs/fashion.md).
+SCHEDULES = {"digits-mlp": {"epochs": 60, "finetune_epochs": 30, "steps": 6, "batch_size": 32},
+             "digits-cnn": {"epochs": 30, "finetune_epochs": 15, "steps": 4, "batch_size": 32},
+             "fashion-mlp": {"epochs": 4, "finetune_epochs": 2, "steps": 3, "batch_size": 32},
+             "fashion-lenet300": {"epochs": 15, "finetune_epochs": 2, "steps": 3,
+                                  "batch_size": 128},
+             "fashion-lenet5": {"epochs": 6, "finetune_epochs": 2, "steps": 2,
+                                "batch_size": 256}}
 
 
 def example_data(name: str, seed: int = 0) -> Dataset:

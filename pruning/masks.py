@@ -20,7 +20,8 @@ from ..format import MAX_BLOCK_SIZE
 
 __all__ = [
     "DEFAULT_BLOCK_SIZES", "irregular_mask", "block_mask", "nm_mask", "bmwm_mask",
-    "darb_block_sizes", "darb_mask", "nearest_density_rule", "kept_per_row",
+    "darb_block_sizes", "darb_mask", "nearest_density_rule", "smaller_block_rule",
+    "larger_block_rule", "DENSITY_RULES", "kept_per_row",
 ]
 
 DEFAULT_BLOCK_SIZES = (2, 4, 8, 16, 32, 64)
@@ -205,6 +206,11 @@ def kept_per_row(cols: int, block_sizes, keep: int) -> np.ndarray:
 DensityRule = Callable[[np.ndarray, int, np.ndarray, int], np.ndarray]
 
 
+def _ideal_log2(counts, cols: int, keep: int) -> np.ndarray:
+    """log2 of each row's ideal block size ``keep · cols / count`` (an empty row: 2·cols)."""
+    return np.log2(keep * cols / np.maximum(np.asarray(counts, dtype=np.float64), 0.5))
+
+
 def nearest_density_rule(counts, cols: int, sizes, keep: int) -> np.ndarray:
     """Default DARB selection rule: the allowed size nearest (in log2) to the row's
     ideal ``keep · cols / count``, where ``count`` is the row's survivors under
@@ -212,10 +218,28 @@ def nearest_density_rule(counts, cols: int, sizes, keep: int) -> np.ndarray:
 
     Returns the index into ``sizes`` (sorted ascending) for every row.
     """
-    sizes = np.asarray(sizes)
-    ideal = np.log2(keep * cols / np.maximum(np.asarray(counts, dtype=np.float64), 0.5))
-    dist = np.abs(ideal[:, None] - np.log2(sizes)[None, :])
+    dist = np.abs(_ideal_log2(counts, cols, keep)[:, None] - np.log2(np.asarray(sizes))[None, :])
     return np.argmin(dist, axis=1)   # ties go to the smaller block (keeps more)
+
+
+def smaller_block_rule(counts, cols: int, sizes, keep: int) -> np.ndarray:
+    """Variant: the largest allowed size at or below the ideal (a row keeps at least its
+    irregular count; the budget correction then grows the blocks of the rows furthest
+    below their ideal)."""
+    below = np.log2(np.asarray(sizes))[None, :] <= _ideal_log2(counts, cols, keep)[:, None] + 1e-9
+    return np.maximum(below.sum(axis=1) - 1, 0)
+
+
+def larger_block_rule(counts, cols: int, sizes, keep: int) -> np.ndarray:
+    """Variant: the smallest allowed size at or above the ideal (a row keeps at most its
+    irregular count; the correction then shrinks the blocks of the rows furthest above)."""
+    below = np.log2(np.asarray(sizes))[None, :] < _ideal_log2(counts, cols, keep)[:, None] - 1e-9
+    return np.minimum(below.sum(axis=1), len(sizes) - 1)
+
+
+#: DARB's selection rules by name (``bench/iso_accuracy.py`` compares them).
+DENSITY_RULES = {"nearest": nearest_density_rule, "smaller": smaller_block_rule,
+                 "larger": larger_block_rule}
 
 
 def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
@@ -257,7 +281,7 @@ def darb_block_sizes(weight, ratio: float, block_sizes: Sequence[int] = DEFAULT_
         raise ValueError("block-size rule must return one index into the allowed sizes per row")
     kept = kept_per_row(cols, sizes, keep)
     # Distance of each row's block from its ideal size, in octaves (priority of a move).
-    ideal = np.log2(keep * cols / np.maximum(counts, 0.5))
+    ideal = _ideal_log2(counts, cols, keep)
     target = rows * cols / ratio
     total = int(kept[idx].sum())
     while total != target:

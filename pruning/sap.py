@@ -127,7 +127,8 @@ def _figures(layers, masks):
 
 def iterative_prune(model_fn: Callable[[], torch.nn.Module], data: Dataset, criterion: Criterion,
                     *, scope: str = "neuron", iterations: int = 10, epochs: int = 20,
-                    seed: int = 0, progress: bool = False) -> IterativeResult:
+                    seed: int = 0, progress: bool = False,
+                    batch_size: int = 32) -> IterativeResult:
     """Run ``iterations`` prune-rewind-train rounds; see the module docstring.
 
     Parameters
@@ -151,7 +152,7 @@ def iterative_prune(model_fn: Callable[[], torch.nn.Module], data: Dataset, crit
     for t in range(iterations + 1):
         model, layers = _model_with_masks(model_fn, masks)
         acc = train(model, data, epochs=epochs, seed=seed + t, desc=f"{criterion.name} {t}",
-                    progress=progress)
+                    progress=progress, batch_size=batch_size)
         weights = [layer.weight() for layer in layers]
         if dense_scores is None:
             dense_scores = [np.abs(w) for w in weights]

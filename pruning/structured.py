@@ -181,7 +181,7 @@ def select_units(weight: np.ndarray, granularity: str, keep_fraction: float, sel
 def structured_prune(model: torch.nn.Module, data, granularity: str, selector: str, *,
                      keep_fraction: float = 0.5, stride: int = 2, retrain_epochs: int = 5,
                      validation: int = 300, pf: ParticleFilter | None = None, seed: int = 0,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, batch_size: int = 32) -> dict:
     """Prune every Conv2d of ``model`` at ``granularity``, layer by layer, each followed
     by ``retrain_epochs`` of masked retraining.
 
@@ -219,7 +219,8 @@ def structured_prune(model: torch.nn.Module, data, granularity: str, selector: s
         layer.update_mask(mask.reshape(shape[0], -1))
         acc_pruned = accuracy(model, data.x_test, data.y_test)
         acc = train(model, fit, epochs=retrain_epochs, lr=5e-4, seed=seed + step,
-                    desc=f"{granularity} {layer.name}", progress=progress)
+                    desc=f"{granularity} {layer.name}", progress=progress,
+                    batch_size=batch_size)
         log.append({"layer": layer.name, "kept": float(mask.mean()),
                     "accuracy_pruned": acc_pruned, "accuracy": acc})
     kept = sum(int(l.mask().sum()) for l in convs)
