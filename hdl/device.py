@@ -54,6 +54,13 @@ def check_link(config: EngineConfig | NetworkConfig) -> None:
                          f"makes {config.output_beats}")
 
 
+def _times(value: Value, constant: int) -> Value:
+    """``value * constant`` as shifts and adds: a ``*`` by a constant becomes a DSP
+    block on iCE40 (Yosys ``-dsp``), and the lanes need every one of them."""
+    terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
 def _packed(fields, values) -> Value:
     """``values`` (one per field) as the fields' little-endian bytes, zero-extended."""
     return Cat(*(Cat(v, Const(0, 8 * n - len(v))) if len(v) < 8 * n else v[:8 * n]
@@ -200,9 +207,8 @@ class Controller(wiring.Component):
         next_length = Signal(16)
         settled = Signal()
         m.d.sync += [next_beats.eq(Mux(y_rest > frame_beats, frame_beats, y_rest)),
-                     next_length.eq(REPLY_HEAD_BYTES + PART_BYTES +
-                                    Mux(y_rest > frame_beats, frame_beats, y_rest) *
-                                    sizes.y_bytes),
+                     next_length.eq(REPLY_HEAD_BYTES + PART_BYTES + _times(
+                         Mux(y_rest > frame_beats, frame_beats, y_rest), sizes.y_bytes)),
                      settled.eq(1)]
 
         # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
@@ -308,7 +314,7 @@ class Controller(wiring.Component):
                         latch()
                         m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0),
                                      y_beats.eq(engine.slots), y_rest.eq(engine.slots),
-                                     y_first.eq(0), settled.eq(0)]
+                                     y_first.eq(0), settled.eq(0), body.eq(BODY_Y)]
                         m.next = "RUN"
                     with m.Else():
                         reply(Status.NAK_WEIGHTS)
@@ -362,13 +368,16 @@ class Controller(wiring.Component):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
         # A RUN's next reply frame, once the one before has gone out: the head, its part
-        # (first beat and the vector's count), then up to frame_beats beats.
-        with m.If((fsm.ongoing("RUN") | fsm.ongoing("REPLY")) & (y_rest != 0) & settled &
-                  ~xmt.busy & ~xmt.start):
+        # (first beat and the vector's count), then up to frame_beats beats. The decision
+        # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.
+        frame_due = Signal()
+        m.d.sync += frame_due.eq((fsm.ongoing("RUN") | fsm.ongoing("REPLY")) & (y_rest != 0) &
+                                 settled & ~xmt.busy & ~xmt.start)
+        with m.If(frame_due & ~xmt.start):
             m.d.sync += [start_reply.eq(1), reply_length.eq(next_length),
                          head.eq(Cat(Const(Status.OK.value, 8), reply_check,
                                      _packed(RUN_PART_FIELDS, [y_first, y_beats]))),
-                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES), body.eq(BODY_Y),
+                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES),
                          frame_left.eq(next_beats), y_first.eq(y_first + next_beats),
                          y_rest.eq(y_rest - next_beats), settled.eq(0)]
         m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
