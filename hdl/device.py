@@ -72,8 +72,8 @@ class Controller(wiring.Component):
 
     Parameters
     ----------
-    config : EngineConfig or NetworkConfig
-        The core: one engine, or a whole network's chain of engines.
+    config : EngineConfig, NetworkConfig or another kind of :mod:`darbgen.hdl.cores`
+        The core: one engine, a whole network's chain of engines, ...
     clock_hz, baud : int
         Reported by IDENTIFY (and part of the build ID).
     idle_cycles : int
