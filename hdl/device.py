@@ -54,6 +54,13 @@ def check_link(config: EngineConfig | NetworkConfig) -> None:
                          f"makes {config.output_beats}")
 
 
+def _times(value: Value, constant: int) -> Value:
+    """``value * constant`` as shifts and adds: a ``*`` by a constant becomes a DSP
+    block on iCE40 (Yosys ``-dsp``), and the lanes need every one of them."""
+    terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
 def _packed(fields, values) -> Value:
     """``values`` (one per field) as the fields' little-endian bytes, zero-extended."""
     return Cat(*(Cat(v, Const(0, 8 * n - len(v))) if len(v) < 8 * n else v[:8 * n]
@@ -65,8 +72,8 @@ class Controller(wiring.Component):
 
     Parameters
     ----------
-    config : EngineConfig or NetworkConfig
-        The core: one engine, or a whole network's chain of engines.
+    config : EngineConfig, NetworkConfig or another kind of :mod:`darbgen.hdl.cores`
+        The core: one engine, a whole network's chain of engines, ...
     clock_hz, baud : int
         Reported by IDENTIFY (and part of the build ID).
     idle_cycles : int
@@ -138,10 +145,10 @@ class Controller(wiring.Component):
         snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
         y_shift = Signal(8 * sizes.y_bytes)
         y_left = Signal(range(sizes.y_bytes + 1))
-        # A RUN's output beats: the vector's count, the first of the next frame, those
-        # not yet in a frame, and those the frame going out still takes from the engine.
+        # A RUN's output beats (the vector's count is the engine's `slots`, which holds
+        # still while a RUN runs): the first of the next frame, those not yet in a frame,
+        # and those the frame going out still takes from the engine.
         frame_beats = sizes.y_frame_beats
-        y_beats = Signal(range(c.output_beats + 1))
         y_first = Signal(range(c.output_beats + 1))
         y_rest = Signal(range(c.output_beats + 1))
         frame_left = Signal(range(frame_beats + 1))
@@ -180,30 +187,21 @@ class Controller(wiring.Component):
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
-        def latch():
-            """Keep the request's command, seq and CRC for its reply frames. The receiver
-            is disabled from the frame's end until here, so its fields are the request's."""
-            m.d.sync += [reply_command.eq(rcv.command | REPLY), reply_seq.eq(rcv.seq),
-                         reply_check.eq(rcv.check)]
-
         def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
             """Start a one-frame reply; its body streams while the FSM is in REPLY."""
-            latch()
             m.d.sync += [start_reply.eq(1), reply_length.eq(length),
                          head.eq(Cat(Const(code.value, 8), rcv.check)),
                          head_left.eq(REPLY_HEAD_BYTES), body.eq(source), index.eq(0)]
             m.next = "REPLY"
 
-        # The next RUN reply frame's beats and length, registered from y_rest: `settled`
-        # holds a frame back until they follow y_rest's last change.
+        # The next RUN reply frame's beats and length, registered from y_rest: they follow
+        # it a cycle later, and a frame starts two cycles after y_rest changed at the
+        # earliest (the registered decision below).
         next_beats = Signal(range(frame_beats + 1))
-        next_length = Signal(16)
-        settled = Signal()
+        next_length = Signal(range(MAX_PAYLOAD + 1))
         m.d.sync += [next_beats.eq(Mux(y_rest > frame_beats, frame_beats, y_rest)),
-                     next_length.eq(REPLY_HEAD_BYTES + PART_BYTES +
-                                    Mux(y_rest > frame_beats, frame_beats, y_rest) *
-                                    sizes.y_bytes),
-                     settled.eq(1)]
+                     next_length.eq(REPLY_HEAD_BYTES + PART_BYTES + _times(
+                         Mux(y_rest > frame_beats, frame_beats, y_rest), sizes.y_bytes))]
 
         # -- buffer reads: one byte per cycle from ptr, stalled by `hold` ----------------
         ptr = Signal(range(MAX_PAYLOAD + 1))
@@ -258,6 +256,11 @@ class Controller(wiring.Component):
                     m.d.sync += received.eq(0)
                     m.next = "DECIDE"
             with m.State("DECIDE"):
+                # Keep the request's command, seq and CRC for its reply frames: the
+                # receiver is disabled until the reply has started, but it may take the
+                # next request while a RUN's later frames go out.
+                m.d.sync += [reply_command.eq(rcv.command | REPLY), reply_seq.eq(rcv.seq),
+                             reply_check.eq(rcv.check)]
                 with m.If(~rcv.length_ok):
                     reply(Status.NAK_LENGTH)
                 with m.Elif(~rcv.crc_ok):
@@ -304,11 +307,9 @@ class Controller(wiring.Component):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
                 with m.If(verdict["RUN"]):
                     with m.If(guard_ok):
-                        # The reply's frames start from RUN on, as soon as they settle.
-                        latch()
+                        # The reply's frames start from RUN on (below).
                         m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0),
-                                     y_beats.eq(engine.slots), y_rest.eq(engine.slots),
-                                     y_first.eq(0), settled.eq(0)]
+                                     y_rest.eq(engine.slots), y_first.eq(0), body.eq(BODY_Y)]
                         m.next = "RUN"
                     with m.Else():
                         reply(Status.NAK_WEIGHTS)
@@ -362,15 +363,18 @@ class Controller(wiring.Component):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
         # A RUN's next reply frame, once the one before has gone out: the head, its part
-        # (first beat and the vector's count), then up to frame_beats beats.
-        with m.If((fsm.ongoing("RUN") | fsm.ongoing("REPLY")) & (y_rest != 0) & settled &
-                  ~xmt.busy & ~xmt.start):
+        # (first beat and the vector's count), then up to frame_beats beats. The decision
+        # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.
+        frame_due = Signal()
+        m.d.sync += frame_due.eq((fsm.ongoing("RUN") | fsm.ongoing("REPLY")) & (y_rest != 0) &
+                                 ~xmt.busy & ~xmt.start)
+        with m.If(frame_due & ~xmt.start):
             m.d.sync += [start_reply.eq(1), reply_length.eq(next_length),
                          head.eq(Cat(Const(Status.OK.value, 8), reply_check,
-                                     _packed(RUN_PART_FIELDS, [y_first, y_beats]))),
-                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES), body.eq(BODY_Y),
+                                     _packed(RUN_PART_FIELDS, [y_first, engine.slots]))),
+                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES),
                          frame_left.eq(next_beats), y_first.eq(y_first + next_beats),
-                         y_rest.eq(y_rest - next_beats), settled.eq(0)]
+                         y_rest.eq(y_rest - next_beats)]
         m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
         return m
 

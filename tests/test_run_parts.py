@@ -126,9 +126,9 @@ def test_every_frame_lost_gives_up_clearly(rng):
     layer = tall_layer(rng)
     link = simulated(layer)
     line = ReplyTamper(link, lambda first, n: "drop" if first else None)
-    board = Board(line, timeout=link.seconds(TIMEOUT), retries=3)
+    board = Board(line, timeout=link.seconds(TIMEOUT), retries=2)
     board.load(layer)
-    with pytest.raises(LinkError, match=r"^no reply to RUN after 3 attempts"):
+    with pytest.raises(LinkError, match=r"^no reply to RUN after 2 attempts"):
         board.run(np.zeros((1, layer.cols), dtype=np.int64))
 
 
