@@ -46,6 +46,7 @@ def measure(board_name, layer, x, outdir, keep_report=None):
     row.update({k: report[k] for k in ("device", "target_mhz", "fmax_mhz", "resources",
                                        "build_seconds")})
     if keep_report:
+        Path(keep_report).parent.mkdir(parents=True, exist_ok=True)
         Path(keep_report).write_text((Path(outdir) / "report.json").read_text())
     with BoardSim(device_verilog(dev), DEVICE_TOP, dev.divisor) as sim:
         host = Board(SerialTransport(sim.port, board.baud))
