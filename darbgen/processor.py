@@ -127,6 +127,25 @@ class ProcessorConfig:
         """Kept weights the lanes hold when every lane is full."""
         return self.lanes * self.lane_depth
 
+    @property
+    def memories(self) -> dict:
+        """Every memory of the processor: name → ``(count, depth, width in bits)``.
+
+        Per lane its weight ``beats``, row ``headers`` (with the end markers), its copy
+        of the activations ``x`` and its row ``sums``; once, the requantizer ``table``,
+        the ``program`` and the ``logits``. A lane's beat bank is one beat wide: on an
+        iCE40UP5K one SB_SPRAM256KA (16k × 16) holds 16,384 beats of up to 16 bits
+        (docs/processor.md).
+        """
+        e = self.engine
+        return {"beats": (self.lanes, self.lane_depth, layout_width(e.beat_fields)),
+                "headers": (self.lanes, self.lane_rows, layout_width(e.header_fields)),
+                "x": (self.lanes, e.x_depth, e.input_width * e.input_bits),
+                "sums": (self.lanes, self.lane_slots, e.acc_width),
+                "table": (1, self.table_depth, layout_width(self.requant_fields)),
+                "program": (1, self.max_steps, layout_width(self.step_fields)),
+                "logits": (1, self.act_depth, OUTPUT_BITS)}
+
     # -- layouts (LSB first) ------------------------------------------------------------
 
     @property

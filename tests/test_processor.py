@@ -212,3 +212,11 @@ def test_processor_check_fails_on_one_corrupted_word(two_networks, rng, target):
     run = simulate_processor(digits, x, config, load=words)
     assert not np.array_equal(run.logits, golden)
     np.testing.assert_array_equal(run.logits, network_ref(changed, x))
+
+
+def test_memories_list_every_bank(small):
+    _, c = small
+    mem = c.memories
+    assert mem["beats"] == (2, c.lane_depth, 8 + 3)        # int8 value, offset of blocks ≤ 8
+    assert mem["x"] == (2, 12, 16) and mem["logits"] == (1, 24, 32)
+    assert mem["table"][:2] == (1, c.table_depth) and mem["program"][:2] == (1, 3)
