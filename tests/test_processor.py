@@ -173,6 +173,28 @@ def test_one_processor_runs_digits_mlp_then_a_larger_network(two_networks, rng):
     assert sum(q.layer.nnz for q in big.layers) > 5 * sum(q.layer.nnz for q in digits.layers)
 
 
+@needs_verilator
+def test_lanes_without_rows_in_a_step(two_networks, rng):
+    """Two steps on the three-step processor: a first layer with weights in 2 of its 40
+    rows (two lanes hold only their end marker; 38 rows are the requantizer's tail, sum
+    0) and a last layer of 3 rows on 4 lanes."""
+    _, _, config = two_networks
+    seed = int(rng.integers(1 << 31))
+
+    def network(empty):
+        return random_network(np.random.default_rng(seed), dims=(64, 40, 3), empty=empty,
+                              relu=(False,), block_sizes=(8, 16, 32))
+
+    # Keep two fc1 rows that fc2 reads, so that their sums reach the logits.
+    read = np.flatnonzero(network(()).layers[1].dequantized().any(axis=0))
+    net = plan(network([r for r in range(40) if r not in read[:2]]))
+    assert [schedule(q.layer, 4).lane_counts.tolist() for q in net.layers] == \
+        [[1, 1, 0, 0], [1, 1, 1, 0]]
+    x = rng.integers(-128, 128, size=(3, 64))
+    run = simulate_processor(net, x, config)
+    np.testing.assert_array_equal(run.logits, network_ref(net, x))
+
+
 def one_changed_word(net, config, layer, change):
     """The load of ``net`` with the one word that ``change`` (a new ``layer``) alters,
     and the golden network with that change."""
