@@ -242,3 +242,20 @@ def test_memories_list_every_bank(small):
     assert mem["beats"] == (2, c.lane_depth, 8 + 3)        # int8 value, offset of blocks ≤ 8
     assert mem["x"] == (2, 12, 16) and mem["logits"] == (1, 24, 32)
     assert mem["table"][:2] == (1, c.table_depth) and mem["program"][:2] == (1, 3)
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_icebreaker_sized_processor_holds_40k_weights(digits_mlp, rng):
+    """The iCEBreaker plan of docs/processor.md: 4 lanes of 16,384 beats (an SPRAM each),
+    running a random 784-300-100-10 of over 40k kept weights and digits-mlp exactly."""
+    digits = plan(Artifact.load(digits_mlp[0]))
+    big = plan(random_network(rng, dims=(784, 300, 100, 10), block_sizes=(4, 8)))
+    assert sum(q.layer.nnz for q in big.layers) > 40_000
+    sized = ProcessorConfig.for_plans([digits, big], lanes=4)
+    config = replace(sized, engine=replace(sized.engine, lane_depth=16384))
+    assert config.capacity == 65536
+    for net in (big, digits):
+        x = rng.integers(-128, 128, size=(2, net.cols))
+        np.testing.assert_array_equal(simulate_processor(net, x, config).logits,
+                                      network_ref(net, x))
