@@ -13,12 +13,12 @@ Because every inference runs the steps in the same order, nothing needs a base a
   ``nnz = 0``, which no scheduled row has); its beat memory holds the rows' beats back
   to back. A step runs each lane up to its next marker; an inference rewinds them;
 * the requantizer table holds each step's entries
-  (:func:`darbgen.network.requant_entries`) back to back; a step's entry ends where
+  (:func:`darbgen.network.requant_entries`) back to back; a step's entries end where
   the program says (``table_end``);
-* the requantizer writes the step's results into an activation memory, which is then
-  copied, ``input_width`` elements per word, into every lane's x memory: the next
-  step's input. The last step's results (``mult = 1``, ``shift = 0``: the integer
-  ``acc + bias``) leave as logits, one per beat.
+* the requantizer writes a hidden step's results, element by element, straight into
+  every lane's x memory: the next step's input. The last step's results (``mult = 1``,
+  ``shift = 0``: the integer ``acc + bias``) go to a logit memory and leave as logits,
+  one per beat.
 
 :class:`ProcessorConfig` is the contract: every width and capacity of the hardware, the
 load words and the program encoding derive from it. Only numpy: no torch, no Amaranth.
