@@ -143,7 +143,7 @@ MUTANTS = (
     # -- the engine -----------------------------------------------------------------------
     Mutant("engine-lane-route", E, _lit("(word.lane == i)"), "(word.lane == (i + 1) % c.lanes)",
            "index", "load words go to the next lane (the schedule's lane index + 1)"),
-    Mutant("engine-load-reset", E, _lit("lane.wr_first.eq(self.load.valid & word.first)"),
+    Mutant("engine-load-reset", E, _lit("lane.wr_first.eq(valid & word.first)"),
            "lane.wr_first.eq(0)", "guard",
            "a new load does not reset the lanes' write pointers"),
     Mutant("engine-settle", E, _lit("settle.eq(depth + 2)"), "settle.eq(depth)", "constant",

@@ -63,6 +63,53 @@ def run(label, simulate, net, x, **kw) -> dict:
             "images": len(x), "seconds": round(seconds, 1)}
 
 
+#: Block RAM shapes (depth, width) of each part, and its count; the iCE40UP5K's four
+#: SB_SPRAM256KA (16k × 16, single-ported) hold the lanes' beats.
+BRAMS = {"ice40up5k": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
+         "ecp5-85f": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))}
+BRAM_COUNT = {"ice40up5k": 30, "ecp5-85f": 208}
+
+
+def blocks(depth: int, width: int, part: str) -> int:
+    """Block RAMs of ``part`` for one ``depth × width`` memory (its best shape)."""
+    return min(-(-width // w) * -(-depth // d) for d, w in BRAMS[part])
+
+
+def memory_plan(part: str, lanes: int, lane_depth: int, *, spram: bool) -> dict:
+    """The block RAMs of a processor sized for LeNet-300-100-scale networks on ``part``:
+    784 activations, blocks of 8 to 64, up to 256 entries a row, 256 row headers and
+    128 rows a step per lane, 2048 requantizer entries, 16 steps, 4 inputs a word."""
+    from darbgen.config import EngineConfig
+    engine = EngineConfig(lanes=lanes, shifts=(3, 4, 5, 6), max_keep=1, max_row_nnz=256,
+                          max_cols=784, lane_depth=lane_depth, lane_rows=256,
+                          input_width=4)
+    config = ProcessorConfig(engine, lane_slots=128, table_depth=2048, max_steps=16)
+    out = {}
+    for name, (count, depth, width) in config.memories.items():
+        per = 0 if spram and name == "beats" else blocks(depth, width, part)
+        out[name] = {"count": count, "depth": depth, "width": width, "blocks": count * per}
+    out["total"] = sum(v["blocks"] for v in out.values())
+    out["capacity"] = config.capacity
+    return out
+
+
+def print_memory_plans() -> dict:
+    plans = {"icebreaker, 4 lanes, a SPRAM per lane": memory_plan("ice40up5k", 4, 16384,
+                                                                  spram=True),
+             "ulx3s-85f, 12 lanes, 13 DP16KD per lane": memory_plan("ecp5-85f", 12, 13 * 1024,
+                                                                    spram=False)}
+    for name, plan_ in plans.items():
+        part = "ice40up5k" if name.startswith("ice") else "ecp5-85f"
+        print(f"\n{name}: capacity {plan_['capacity']:,} beats; block RAMs "
+              f"{plan_['total']} of {BRAM_COUNT[part]}")
+        print("| memory | count | depth × width | block RAMs |")
+        print("|---|---|---|---|")
+        for mem, v in plan_.items():
+            if isinstance(v, dict):
+                print(f"| {mem} | {v['count']} | {v['depth']} × {v['width']} | {v['blocks']} |")
+    return plans
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", type=Path, help="a pruned digits-mlp (default: prune one)")
@@ -70,7 +117,12 @@ def main(argv=None) -> int:
     parser.add_argument("--lanes", type=int, nargs="+", default=[4, 8, 12],
                         help="processor lane counts (default: %(default)s)")
     parser.add_argument("--chain-lanes", type=int, default=4, help="default: %(default)s")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="print the block-RAM plans only (no simulation)")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        print_memory_plans()
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = args.artifact
         if path is None:
@@ -112,9 +164,11 @@ def main(argv=None) -> int:
           f"that also holds digits-mlp (capacity {config.capacity} beats): "
           f"{r['per_inference']:.0f} cycles per inference, lane-beat bound {r['bound']} "
           f"({1 - r['bound'] / r['per_inference']:.0%} outside it)")
+    plans = print_memory_plans()
     at = commit() + ("+" if uncommitted_changes() else "")
     record("digits-mlp", {"commit": at, "images": args.images, "kept": kept, "designs": rows},
            ROOT / "docs" / "processor.json")
+    record("memory-plans", {"commit": at, "plans": plans}, ROOT / "docs" / "processor.json")
     print(f"recorded in docs/processor.json at {at}")
     return 0
 

@@ -13,12 +13,12 @@ Because every inference runs the steps in the same order, nothing needs a base a
   ``nnz = 0``, which no scheduled row has); its beat memory holds the rows' beats back
   to back. A step runs each lane up to its next marker; an inference rewinds them;
 * the requantizer table holds each step's entries
-  (:func:`darbgen.network.requant_entries`) back to back; a step's entry ends where
+  (:func:`darbgen.network.requant_entries`) back to back; a step's entries end where
   the program says (``table_end``);
-* the requantizer writes the step's results into an activation memory, which is then
-  copied, ``input_width`` elements per word, into every lane's x memory: the next
-  step's input. The last step's results (``mult = 1``, ``shift = 0``: the integer
-  ``acc + bias``) leave as logits, one per beat.
+* the requantizer writes a hidden step's results, element by element, straight into
+  every lane's x memory: the next step's input. The last step's results (``mult = 1``,
+  ``shift = 0``: the integer ``acc + bias``) go to a logit memory and leave as logits,
+  one per beat.
 
 :class:`ProcessorConfig` is the contract: every width and capacity of the hardware, the
 load words and the program encoding derive from it. Only numpy: no torch, no Amaranth.
@@ -126,6 +126,25 @@ class ProcessorConfig:
     def capacity(self) -> int:
         """Kept weights the lanes hold when every lane is full."""
         return self.lanes * self.lane_depth
+
+    @property
+    def memories(self) -> dict:
+        """Every memory of the processor: name → ``(count, depth, width in bits)``.
+
+        Per lane its weight ``beats``, row ``headers`` (with the end markers), its copy
+        of the activations ``x`` and its row ``sums``; once, the requantizer ``table``,
+        the ``program`` and the ``logits``. A lane's beat bank is one beat wide: on an
+        iCE40UP5K one SB_SPRAM256KA (16k × 16) holds 16,384 beats of up to 16 bits
+        (docs/processor.md).
+        """
+        e = self.engine
+        return {"beats": (self.lanes, self.lane_depth, layout_width(e.beat_fields)),
+                "headers": (self.lanes, self.lane_rows, layout_width(e.header_fields)),
+                "x": (self.lanes, e.x_depth, e.input_width * e.input_bits),
+                "sums": (self.lanes, self.lane_slots, e.acc_width),
+                "table": (1, self.table_depth, layout_width(self.requant_fields)),
+                "program": (1, self.max_steps, layout_width(self.step_fields)),
+                "logits": (1, self.act_depth, OUTPUT_BITS)}
 
     # -- layouts (LSB first) ------------------------------------------------------------
 

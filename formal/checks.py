@@ -17,12 +17,14 @@ from darbgen.packing import load_words
 
 from .decoder import DECODER_CONFIGS, DecoderSpec
 from .engine import ENGINE_LAYERS, FORMAL_ENGINE, EngineSpec, skeleton
-from .mutants import LANE_MUTANTS, mutant, replaced
+from .mutants import LANE_MUTANTS, SEQUENCED_LANE_MUTANTS, mutant, replaced
 from .sby import run_sby
 from .scheduler import SCHEDULER_CONFIGS, SchedulerSpec
+from .sequencer import SEQUENCED_CONFIG, SequencedSchedulerSpec
 
 __all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "prove_scheduler",
-           "scheduler_mutant_caught", "check_engine",
+           "scheduler_mutant_caught", "check_sequenced_lane", "sequenced_mutant_caught",
+           "check_engine",
            "engine_mutant_caught", "random_skeletons", "all_checks"]
 
 #: k-induction depth of the decoder proofs (the invariant makes it 1-inductive).
@@ -33,6 +35,9 @@ DECODER_COVER_DEPTH = 4
 SCHEDULER_DEPTH = 4
 #: Cycles of the scheduler's cover run (a start, then the third row's second beat).
 SCHEDULER_COVER_DEPTH = 12
+#: Cycles of the sequenced lane's bounded check in the default suite (its cover, the
+#: second step's second row after a rewind, needs 10; 24 cycles take ~90 s: slow).
+SEQUENCER_DEPTH = 16
 
 
 @dataclass
@@ -111,6 +116,26 @@ def scheduler_mutant_caught(config: EngineConfig, fault: str, workdir) -> Outcom
     dut = mutant(Lane, fault)(config)
     return _caught(run_sby(SchedulerSpec(config, dut), f"scheduler-mutant-{fault}", workdir,
                            mode="bmc", depth=SCHEDULER_COVER_DEPTH))
+
+
+def check_sequenced_lane(depth: int, workdir) -> Outcome:
+    """Bounded check of a sequenced lane (the processor's) for ``depth`` cycles from
+    reset, and its cover: a rewind, then the second row of the second step."""
+    name = f"sequencer-bmc{depth}"
+    result = run_sby(SequencedSchedulerSpec(SEQUENCED_CONFIG), name, workdir, mode="bmc",
+                     depth=depth, map_memories=True)
+    cover = run_sby(SequencedSchedulerSpec(SEQUENCED_CONFIG), f"{name}-cover", workdir,
+                    mode="cover", depth=depth, map_memories=True)
+    return Outcome(result.status == "PASS" and cover.status == "PASS", "bounded", depth,
+                   [result, cover])
+
+
+def sequenced_mutant_caught(fault: str, workdir) -> Outcome:
+    """The sequenced-lane check on the mutant ``fault``: caught when it FAILs."""
+    c = SEQUENCED_CONFIG
+    dut = mutant(Lane, fault, SEQUENCED_LANE_MUTANTS)(c, sequenced=True, slots=c.lane_rows)
+    return _caught(run_sby(SequencedSchedulerSpec(c, dut), f"sequencer-mutant-{fault}",
+                           workdir, mode="bmc", depth=SEQUENCER_DEPTH, map_memories=True))
 
 
 # Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
@@ -222,6 +247,13 @@ def all_checks() -> list:
         checks.append(Check(f"scheduler-mutant/{fault}", f"lane scheduler with fault {fault}",
                             lambda w, f=fault: scheduler_mutant_caught(
                                 SCHEDULER_CONFIGS["rows4-depth16-nnz8"], f, w)))
+    for depth, slow in ((SEQUENCER_DEPTH, False), (24, True)):
+        checks.append(Check(f"sequencer/bmc{depth}", f"processor lane: steps in order, none "
+                            f"skipped or repeated, beats continue across steps; {depth} cycles",
+                            lambda w, d=depth: check_sequenced_lane(d, w), slow))
+    for fault in SEQUENCED_LANE_MUTANTS:
+        checks.append(Check(f"sequencer-mutant/{fault}", f"processor lane with fault {fault}",
+                            lambda w, f=fault: sequenced_mutant_caught(f, w)))
     for layer_name, stalls, vectors, slack, slow in (
             ("two-full-lanes", "none", 2, 0, False),
             ("partial-blocks", "periodic", 2, 0, False),

@@ -16,7 +16,7 @@ import textwrap
 
 from darbgen.hdl import IndexDecoder, Lane
 
-__all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "mutant", "replaced"]
+__all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "SEQUENCED_LANE_MUTANTS", "mutant", "replaced"]
 
 #: Faults in :class:`~darbgen.hdl.IndexDecoder`: name → (text, replacement).
 DECODER_MUTANTS = {
@@ -44,12 +44,23 @@ LANE_MUTANTS = {
     "skips-a-row": ("m.d.sync += [slot.eq(slot + 1),", "m.d.sync += [slot.eq(slot + 2),"),
 }
 
+#: Faults of a sequenced :class:`~darbgen.hdl.Lane` (the processor's), in code the
+#: engine's lanes do not run: ``mutant(Lane, name, SEQUENCED_LANE_MUTANTS)``.
+SEQUENCED_LANE_MUTANTS = {
+    # after a step's last row the end marker is not skipped: the next step finds it
+    # and runs nothing (a step skipped)
+    "marker-not-skipped": ("base.eq(base + slot + 2)", "base.eq(base + slot + 1)"),
+    # every step restarts at beat 0: the first layer's weights are used again
+    "beats-restart-each-step": ("*([] if seq else [ptr.eq(0)])", "ptr.eq(0)"),
+}
+
 _KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}
 
 
-def mutant(cls: type, name: str) -> type:
+def mutant(cls: type, name: str, faults: dict | None = None) -> type:
     """A subclass of ``cls`` (:class:`~darbgen.hdl.IndexDecoder` or
-    :class:`~darbgen.hdl.Lane`) with the fault ``name``.
+    :class:`~darbgen.hdl.Lane`) with the fault ``name`` (of ``faults``, by default the
+    class's table).
 
     Raises
     ------
@@ -57,7 +68,7 @@ def mutant(cls: type, name: str) -> type:
         ``name`` is not a fault of ``cls``, or its text no longer occurs exactly once
         in ``cls.elaborate``.
     """
-    faults = _KINDS.get(cls, {})
+    faults = _KINDS.get(cls, {}) if faults is None else faults
     if name not in faults:
         raise ValueError(f"{cls.__name__} has no mutant {name!r}; known: "
                          f"{', '.join(faults) or 'none'}")

@@ -154,9 +154,10 @@ class Lane(wiring.Component):
             # base + slot + 1, which is the step's end marker after its last row.
             base = Signal(range(c.lane_rows + 2))
             empty = header_rd.data.nnz == 0         # at a start: the step has no rows here
+            row_ends = remaining == 1
             m.d.comb += [
                 go.eq(self.start & ~empty),
-                last.eq(remaining == 1),
+                last.eq(row_ends),
                 done.eq(self.active & last & empty),
                 beat_rd.addr.eq(ptr),
                 # The prefetch of the engine's lane, offset by `base`; after the last row

@@ -196,10 +196,9 @@ class Processor(wiring.Component):
                 # cycles after the lane stops issuing.
                 m.d.sync += retire.eq(retire - 1)
                 with m.If(retire == 0):
+                    # A layer keeps a weight (format.SparseLayer), so slots >= 1.
                     m.d.sync += [draining.eq(1), t.eq(0)]
                     m.next = "FILL"
-                    with m.If(step.slots == 0):     # no weights at all: every row is tail
-                        m.next = "TAIL"
             requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
                            tail_done, gapless=True)
             with m.State("FLUSH"):

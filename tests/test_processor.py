@@ -173,6 +173,28 @@ def test_one_processor_runs_digits_mlp_then_a_larger_network(two_networks, rng):
     assert sum(q.layer.nnz for q in big.layers) > 5 * sum(q.layer.nnz for q in digits.layers)
 
 
+@needs_verilator
+def test_lanes_without_rows_in_a_step(two_networks, rng):
+    """Two steps on the three-step processor: a first layer with weights in 2 of its 40
+    rows (two lanes hold only their end marker; 38 rows are the requantizer's tail, sum
+    0) and a last layer of 3 rows on 4 lanes."""
+    _, _, config = two_networks
+    seed = int(rng.integers(1 << 31))
+
+    def network(empty):
+        return random_network(np.random.default_rng(seed), dims=(64, 40, 3), empty=empty,
+                              relu=(False,), block_sizes=(8, 16, 32))
+
+    # Keep two fc1 rows that fc2 reads, so that their sums reach the logits.
+    read = np.flatnonzero(network(()).layers[1].dequantized().any(axis=0))
+    net = plan(network([r for r in range(40) if r not in read[:2]]))
+    assert [schedule(q.layer, 4).lane_counts.tolist() for q in net.layers] == \
+        [[1, 1, 0, 0], [1, 1, 1, 0]]
+    x = rng.integers(-128, 128, size=(3, 64))
+    run = simulate_processor(net, x, config)
+    np.testing.assert_array_equal(run.logits, network_ref(net, x))
+
+
 def one_changed_word(net, config, layer, change):
     """The load of ``net`` with the one word that ``change`` (a new ``layer``) alters,
     and the golden network with that change."""
@@ -212,3 +234,28 @@ def test_processor_check_fails_on_one_corrupted_word(two_networks, rng, target):
     run = simulate_processor(digits, x, config, load=words)
     assert not np.array_equal(run.logits, golden)
     np.testing.assert_array_equal(run.logits, network_ref(changed, x))
+
+
+def test_memories_list_every_bank(small):
+    _, c = small
+    mem = c.memories
+    assert mem["beats"] == (2, c.lane_depth, 8 + 3)        # int8 value, offset of blocks ≤ 8
+    assert mem["x"] == (2, 12, 16) and mem["logits"] == (1, 24, 32)
+    assert mem["table"][:2] == (1, c.table_depth) and mem["program"][:2] == (1, 3)
+
+
+@needs_verilator
+@pytest.mark.slow
+def test_icebreaker_sized_processor_holds_40k_weights(digits_mlp, rng):
+    """The iCEBreaker plan of docs/processor.md: 4 lanes of 16,384 beats (an SPRAM each),
+    running a random 784-300-100-10 of over 40k kept weights and digits-mlp exactly."""
+    digits = plan(Artifact.load(digits_mlp[0]))
+    big = plan(random_network(rng, dims=(784, 300, 100, 10), block_sizes=(4, 8)))
+    assert sum(q.layer.nnz for q in big.layers) > 40_000
+    sized = ProcessorConfig.for_plans([digits, big], lanes=4)
+    config = replace(sized, engine=replace(sized.engine, lane_depth=16384))
+    assert config.capacity == 65536
+    for net in (big, digits):
+        x = rng.integers(-128, 128, size=(2, net.cols))
+        np.testing.assert_array_equal(simulate_processor(net, x, config).logits,
+                                      network_ref(net, x))
