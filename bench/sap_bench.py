@@ -3,7 +3,7 @@
 Runs the SAP driver (neuron scope, rewinding to the same initial weights) for SAP(0.5,1)
 with η_r = 0 and 0.1, SAP(1,2), LT(0.2) and OS(0.2): on the digits MLP 64-128-256-10
 (default) 20 iterations of 10 epochs; on ``--example fashion-lenet300`` (LeNet-300-100 on
-Fashion-MNIST) SAP(0.5,1), SAP(1,2) and LT(0.2), 10 iterations of 1 epoch (an epoch is
+Fashion-MNIST) SAP(0.5,1), SAP(1,2) and LT(0.2), 20 iterations of 1 epoch (an epoch is
 60000 images). Then it turns the final neuron budgets of the first SAP(0.5,1) run into
 DARB block sizes (SAP-driven DARB), fine-tunes, exports and runs the first layer on the
 engine in Verilator (exact against the golden model). Writes ``docs/sap-bench.json`` and
@@ -44,7 +44,7 @@ SETUPS = {
                             ("OS(0.2)", one_shot(0.2))],
                    "darb_from": "SAP(0.5,1) η_r=0.1"},
     "fashion-lenet300": {"model": lambda: fashion_lenet300(seed=SEED),
-                         "title": "LeNet-300-100 on Fashion-MNIST", "iterations": 10,
+                         "title": "LeNet-300-100 on Fashion-MNIST", "iterations": 20,
                          "epochs": 1, "batch_size": 128,
                          "runs": [("SAP(0.5,1)", sap(0.5, 1)), ("SAP(1,2)", sap(1, 2)),
                                   ("LT(0.2)", lottery_ticket(0.2))],

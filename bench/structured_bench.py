@@ -83,9 +83,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--example", default="digits-cnn", choices=tuple(SETUPS),
                         help="the CNN example (default %(default)s)")
+    parser.add_argument("--lambdas", default=None, metavar="L,L,...",
+                        help="BLK-REW's λ grid instead of the example's")
+    parser.add_argument("--blkrew-only", action="store_true",
+                        help="only the BLK-REW grid (no Anwar, no word length)")
+    parser.add_argument("--tag", default="", metavar="TAG",
+                        help="appended to the output names (-TAG), to keep another run's")
     args = parser.parse_args(argv)
     example, setup = args.example, SETUPS[args.example]
-    suffix = "" if example == "digits-cnn" else f"-{example}"
+    if args.lambdas:
+        setup = {**setup, "lambdas": tuple(float(v) for v in args.lambdas.split(","))}
+    suffix = ("" if example == "digits-cnn" else f"-{example}") + \
+        (f"-{args.tag}" if args.tag else "")
     # one thread on the shared 2-core machine (two ran 3x slower there)
     torch.set_num_threads(1 if example != "digits-cnn" else 2)
     start = time.monotonic()
@@ -122,6 +131,8 @@ def main(argv=None) -> int:
                         conv2 = next(s for s in export(m, "blkrew") if s.name == "conv2")
                         out["engine"][f"{kind} conv2"] = on_engine(conv2, rng)
 
+    if args.blkrew_only:
+        return _write(out, start, suffix)
     print(f"\nAnwar et al. (both convolutions, layer by layer, {setup['anwar_retrain']} "
           "retraining epochs each)")
     print(f"{'granularity':12} {'setting':>8} {'selector':10} {'conv pruned':>11} "
@@ -159,6 +170,10 @@ def main(argv=None) -> int:
         out["word_length"].append({"bits": bits, "accuracy": acc})
         print(f"  {bits} bits: {acc:.4f}", flush=True)
 
+    return _write(out, start, suffix)
+
+
+def _write(out, start, suffix) -> int:
     print("\non the engine (conv2, P = 8, Verilator):", json.dumps(out["engine"]))
     if not all(v["exact"] for v in out["engine"].values()):
         return 1
@@ -192,6 +207,8 @@ def plot(out, suffix: str = "") -> None:
     fig.tight_layout()
     fig.savefig(DOCS / f"blkrew{suffix}.png", dpi=110)
 
+    if not out["structured"]:
+        return
     fig, ax = plt.subplots(figsize=(7, 4))
     markers = {"particle": "o", "magnitude": "s", "random": "^"}
     colors = {"feature_map": "C0", "kernel": "C1", "strided": "C2"}
