@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import without_rows
 from darbgen import lstm_format as lf
 from darbgen import quant
 from darbgen.config import ConfigError
@@ -33,14 +34,7 @@ def gate_layer(rng, inputs, hidden, ratio=2.0, spread=1.0, empty=()):
     mask, sizes = darb_mask(w, ratio)
     layer = SparseLayer.from_float("lstm.l0", w, mask, sizes, np.ones(4 * hidden, int),
                                    method="darb", bias=rng.normal(scale=0.5, size=4 * hidden))
-    if not empty:
-        return layer
-    keep = layer.keep.copy()
-    keep[list(empty)] = 0
-    starts = layer.row_starts
-    kept = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in range(layer.rows)
-                           if r not in set(empty)])
-    return replace(layer, keep=keep, offsets=layer.offsets[kept], values=layer.values[kept])
+    return without_rows(layer, empty) if empty else layer
 
 
 def streams(rng, inputs, lengths):
