@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError, EngineConfig, layout_width
+from .config import ConfigError, EngineConfig, _bits, layout_width
 from .format import ceil_log2
 from .network import OUTPUT_BITS, NetworkPlan, requant_entries, requant_fields
 from .packing import pack_fields, schedule, unpack_fields
@@ -51,11 +51,6 @@ class Target(enum.IntEnum):
     LANES = 0           #: a lane's header or beat: the data is an engine load word
     TABLE = 1           #: a requantizer table entry
     PROGRAM = 2         #: a program step
-
-
-def _bits(max_value: int) -> int:
-    """Unsigned bits to hold 0..max_value."""
-    return max(1, int(max_value).bit_length())
 
 
 @dataclass(frozen=True)
