@@ -720,14 +720,18 @@ def _load_inputs(path, layer) -> np.ndarray:
     return x
 
 
+#: The serial link's options and their defaults (``deploy``, ``eval --on PORT``).
+LINK_DEFAULTS = {"baud": 1_000_000, "timeout": 1.0, "deadline": 600.0}
+
+
 def _link_options(p, when: str = "") -> None:
     """The serial link's options, shared by ``deploy`` and ``eval --on PORT``."""
-    p.add_argument("--baud", type=int, default=1_000_000, metavar="N",
+    p.add_argument("--baud", type=int, default=LINK_DEFAULTS["baud"], metavar="N",
                    help=f"line rate the gateware was built for{when} (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
+    p.add_argument("--timeout", type=float, default=LINK_DEFAULTS["timeout"], metavar="S",
                    help=f"seconds a request waits for its reply before it is sent again{when} "
                         "(default %(default)s)")
-    p.add_argument("--deadline", type=float, default=600.0, metavar="S",
+    p.add_argument("--deadline", type=float, default=LINK_DEFAULTS["deadline"], metavar="S",
                    help=f"seconds after which the whole session gives up, however busy the "
                         f"line{when} (default %(default)s)")
 
@@ -746,8 +750,7 @@ def _link(args) -> dict:
 
 
 @contextlib.contextmanager
-def _board(port: str, *, baud: int = 1_000_000, timeout: float = 1.0,
-           deadline: float = 600.0, out=None):
+def _board(port: str, *, baud: int, timeout: float, deadline: float, out=None):
     """The board on serial ``port``, identified (its line printed to ``out``, default
     stdout); the port is closed on the way out."""
     from .host import Board, SerialTransport
@@ -864,7 +867,7 @@ def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: s
         run = simulate_network(net, xq, lanes=_lanes(lanes))
         hw, cycles = run.logits, run.cycles
     elif on != "golden":
-        with _board(on, **(link or {}), out=sys.stderr) as board:
+        with _board(on, **{**LINK_DEFAULTS, **(link or {})}, out=sys.stderr) as board:
             loaded = board.load(net)
             print(f"loaded {loaded.words} words of the network, verified by CRC-32; running "
                   f"{len(xq)} samples", file=sys.stderr)

@@ -5,7 +5,8 @@ A graph source (ONNX, ``torch.export.save``) becomes an ``nn.Sequential``
 calibration, :func:`~darbgen.pruning.examples.prune_model`), without data it is pruned
 one-shot like a state dict. A state dict names no ops, so with data the user says what
 runs between its Linear layers (``--activation relu``) and it is read as that chain
-(:func:`~darbgen.pruning.graphs.state_dict_chain`); a ``.npy`` matrix has no data path.
+(:func:`~darbgen.pruning.graphs.state_dict_chain`); a single layer (a ``.npy`` matrix)
+needs no activation.
 """
 
 from __future__ import annotations
@@ -60,17 +61,10 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
     if activation is not None and (data is None or not weights):
         raise ValueError(f"{source}: --activation is for weights (a state dict) pruned with "
                          "--data; a graph says its own activations")
-    if weights and data is None:
-        return prune_oneshot(load_source(source), method, weight_bits=weight_bits,
-                             source=str(source))
-    if source.suffix == ".onnx" and onnx_has_lstm(source):
-        if data is not None:
-            raise ValueError(f"{source}: has an LSTM, which darbgen prunes one-shot (its "
-                             "integer LSTM runs apart from the chain of layers): drop --data")
-        return prune_oneshot(read_onnx_weights(source), method, weight_bits=weight_bits,
-                             source=str(source))
     if weights:
         layers = load_source(source)
+        if data is None:
+            return prune_oneshot(layers, method, weight_bits=weight_bits, source=str(source))
         if len(layers) > 1 and activation is None:
             raise ValueError(f"{source}: --data needs the model's graph, and a state dict "
                              "names no ops: for Linear layers in a chain say what runs between "
@@ -78,6 +72,12 @@ def prune_source(source, method: PruningMethod, *, data=None, epochs: int = 5,
                              "model with torch.onnx.export or torch.export.save")
         chain = state_dict_chain(layers, activation or "none", str(source))
         model = chain_module(chain)
+    elif source.suffix == ".onnx" and onnx_has_lstm(source):
+        if data is not None:
+            raise ValueError(f"{source}: has an LSTM, which darbgen prunes one-shot (its "
+                             "integer LSTM runs apart from the chain of layers): drop --data")
+        return prune_oneshot(read_onnx_weights(source), method, weight_bits=weight_bits,
+                             source=str(source))
     else:
         model, chain = load_graph(source)
     if data is None:
