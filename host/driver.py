@@ -6,9 +6,9 @@ sequence number and retried with the same one after a NAK or a silence of
 ``timeout`` seconds; every command is idempotent on the device, so a retry is
 always safe. A RUN's reply may come in several frames: the host gathers them by
 the beats they name, across retries (a resent RUN is the same request, answered
-identically), until the vector's output is whole. Everything that travels is derived from the device's core config, an
-:class:`~darbgen.config.EngineConfig` or a whole network's
-:class:`~darbgen.network.NetworkConfig`: load words, input and output beats.
+identically), until the vector's output is whole. Everything that travels is
+derived from the device's core config through its description
+(:mod:`darbgen.hdl.cores`): load words, input and output beats.
 """
 
 from __future__ import annotations
