@@ -425,7 +425,7 @@ def cmd_prune_sap(args) -> Artifact:
         from .pruning.sources import load_source
         from .pruning.sap import sap_darb_masks
         layers = load_source(args.source)
-        weights = [w for _, w, _, _ in layers]
+        weights = [layer.weight for layer in layers]
         masks = sap_oneshot_masks(weights, criterion, o["scope"])
         sizes = None
         if args.block_sizes is not None:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .files import open_input, read_input
 
-__all__ = ["STEP_KINDS", "ACTIVATIONS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
+__all__ = ["SourceLayer", "STEP_KINDS", "ACTIVATIONS", "Step", "Chain", "GraphError", "read_onnx", "fold_batchnorm",
            "MAX_ONNX_BYTES", "integer_chain", "aten_constant", "aten_step", "read_pt2",
            "read_onnx_weights", "onnx_has_lstm"]
 
@@ -80,6 +81,21 @@ class Step:
         if self.kind not in STEP_KINDS:
             raise ValueError(f"step kind must be one of {', '.join(STEP_KINDS)}, "
                              f"not {self.kind!r}")
+
+
+class SourceLayer(NamedTuple):
+    """One weight matrix of a model file, in GEMM view, before pruning.
+
+    ``weight`` is ``rows × cols`` float64 (a convolution's ``F × C·kh·kw``, an LSTM's
+    stacked ``[W_ih | W_hh]``), ``shape`` the original one, ``recurrent`` whether it is
+    an LSTM's gate matrix: a kind the file said, not one guessed from a name.
+    """
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    shape: tuple
+    recurrent: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -619,8 +635,8 @@ def onnx_has_lstm(path) -> bool:
 
 
 def read_onnx_weights(path) -> list:
-    """The weight matrices of an ONNX graph in GEMM view, as ``(name, weight, bias,
-    shape)`` like a state dict's (:func:`darbgen.pruning.sources.load_source`): Gemm,
+    """The weight matrices of an ONNX graph in GEMM view, as :class:`SourceLayer` like a
+    state dict's (:func:`darbgen.pruning.sources.load_source`): Gemm,
     MatMul (its Add as bias), Conv and LSTM (``[W | R]`` with the gates in torch's order,
     ``Wb + Rb``), for one-shot pruning of a graph that is no chain (an LSTM classifier).
     Ops that move or select activations are passed over; any other op is refused by name.
@@ -659,7 +675,7 @@ def read_onnx_weights(path) -> list:
             layers += _onnx_lstm(node, name, a, args)
         elif op not in _SHAPE_OPS:
             raise _refuse(node)
-    return [tuple(layer) for layer in layers]
+    return [SourceLayer(*layer) for layer in layers]
 
 
 def _onnx_lstm(node, name, a, args) -> list:
@@ -676,5 +692,5 @@ def _onnx_lstm(node, name, a, args) -> list:
     for d in range(w.shape[0]):
         gemm = np.concatenate([w[d], r[d]], axis=1)[order]
         bias = (np.asarray(b[d][:4 * h], np.float64) + np.asarray(b[d][4 * h:], np.float64))[order]
-        out.append([f"{name}.l0" + ("_reverse" if d else ""), gemm, bias, gemm.shape])
+        out.append([f"{name}.l0" + ("_reverse" if d else ""), gemm, bias, gemm.shape, True])
     return out

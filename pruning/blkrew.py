@@ -199,6 +199,6 @@ def blkrew_artifact(source, *, ratio: float = 8.0, block_shape=(4, 4), kind: str
                                provenance={"source": source, "accuracy": {
                                    "regularized": result["accuracy_regularized"],
                                    "pruned": result["accuracy"]}})
-    masks = [bcr_mask(w, ratio, block_shape) for _, w, _, _ in source]
+    masks = [bcr_mask(s.weight, ratio, block_shape) for s in source]
     return masked_artifact(source, masks, "blkrew", {**params, "one_shot": True},
                            weight_bits=weight_bits)

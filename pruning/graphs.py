@@ -156,26 +156,26 @@ def state_dict_chain(layers, activation: str, where: str = "state dict") -> Chai
         or time steps are not in a state dict); layers whose sizes do not chain. The
         message names the layer.
     """
-    from .sources import is_recurrent
-
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not "
                          f"{activation!r}")
     steps = []
-    for i, (name, w, bias, shape) in enumerate(layers):
-        if len(shape) != 2 or is_recurrent(name):
-            kind = ("an LSTM" if is_recurrent(name)
-                    else f"a convolution ({'×'.join(map(str, shape))})")
-            raise ValueError(f"{where}: layer {name!r} is {kind}, which a state dict cannot "
-                             "chain (its padding, pooling or time steps are not in it): export "
-                             "the model to ONNX or with torch.export")
-        if steps and w.shape[1] != layers[i - 1][1].shape[0]:
-            raise ValueError(f"{where}: layer {name!r} takes {w.shape[1]} inputs, but "
-                             f"{layers[i - 1][0]!r} before it gives {layers[i - 1][1].shape[0]}")
+    for i, layer in enumerate(layers):
+        if len(layer.shape) != 2 or layer.recurrent:
+            kind = ("an LSTM" if layer.recurrent
+                    else f"a convolution ({'×'.join(map(str, layer.shape))})")
+            raise ValueError(f"{where}: layer {layer.name!r} is {kind}, which a state dict "
+                             "cannot chain (its padding, pooling or time steps are not in it): "
+                             "export the model to ONNX or with torch.export")
+        before = layers[i - 1] if steps else None
+        if before is not None and layer.weight.shape[1] != before.weight.shape[0]:
+            raise ValueError(f"{where}: layer {layer.name!r} takes {layer.weight.shape[1]} "
+                             f"inputs, but {before.name!r} before it gives "
+                             f"{before.weight.shape[0]}")
         if steps and activation == "relu":
             steps.append(Step("relu", f"relu{i}"))
-        steps.append(Step("linear", clean_name(name, f"fc{i}"), w, bias))
-    return Chain(tuple(steps), (layers[0][1].shape[1],))
+        steps.append(Step("linear", clean_name(layer.name, f"fc{i}"), layer.weight, layer.bias))
+    return Chain(tuple(steps), (layers[0].weight.shape[1],))
 
 
 def _module_path(node) -> str:

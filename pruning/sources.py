@@ -13,13 +13,12 @@ from torch import nn
 
 from ..files import read_input
 from ..format import Artifact, read_npy
+from ..graph import SourceLayer
 from .methods import PruningMethod, encode_layer, prunable_layers
 from .torchfile import load_weights
 
 __all__ = ["SourceLayer", "load_source", "state_dict_layers", "prune_oneshot", "masked_artifact",
-           "model_layers", "is_recurrent"]
-
-SourceLayer = tuple  # (name, weight rows × cols float64, bias or None, original shape)
+           "model_layers"]
 
 
 def load_source(path) -> list[SourceLayer]:
@@ -54,7 +53,7 @@ def load_source(path) -> list[SourceLayer]:
             raise ValueError(f"{path}: holds an empty matrix of shape {w.shape}")
         if not np.isfinite(w).all():
             raise ValueError(f"{path}: holds non-finite weights (NaN or infinity)")
-        return [("layer0", w.astype(np.float64), None, w.shape)]
+        return [SourceLayer("layer0", w.astype(np.float64), None, w.shape)]
     layers = state_dict_layers(_state_dict(load_weights(path, data), path), str(path))
     if not layers:
         raise ValueError(f"{path}: has no Linear, Conv2d or LSTM weights to prune")
@@ -80,13 +79,6 @@ def _state_dict(obj, path) -> dict:
 
 
 _RECURRENT_KEY = re.compile(r"^(?P<mod>.*?)\.?weight_ih_(?P<layer>l\d+(_reverse)?)$")
-#: The name :func:`state_dict_layers` gives an LSTM layer: ``'<module>.l0'``.
-_RECURRENT_NAME = re.compile(r"\.l\d+(_reverse)?$")
-
-
-def is_recurrent(name: str) -> bool:
-    """Whether a source layer named ``name`` is an LSTM layer of a state dict."""
-    return bool(_RECURRENT_NAME.search(name))
 _NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 #: The tail of every refusal of a state dict's content.
 EXPORT_HINT = ("export the model to ONNX (torch.onnx.export) or with torch.export (.pt2), "
@@ -154,8 +146,9 @@ def state_dict_layers(sd: dict, where: str = "state dict") -> list[SourceLayer]:
                                  "lookup, not a matrix product): it has no integer form "
                                  "on the engine")
             bias = sd.get(key[:-len("weight")] + "bias")
-            out.append((module or "layer0", t.reshape(t.shape[0], -1).double().numpy(),
-                        None if bias is None else bias.double().numpy(), tuple(t.shape)))
+            out.append(SourceLayer(module or "layer0", t.reshape(t.shape[0], -1).double().numpy(),
+                                   None if bias is None else bias.double().numpy(),
+                                   tuple(t.shape)))
             used.update((key, key[:-len("weight")] + "bias"))
     rest = [k for k in sd if k not in used]
     if rest and out:
@@ -184,15 +177,15 @@ def _lstm_layer(sd, key, m, where) -> SourceLayer:
     bias = sum(b for b in biases if b is not None) if any(
         b is not None for b in biases) else None
     name = f"{m['mod'] or 'layer0'}.{m['layer']}"
-    return (name, w.double().numpy(), None if bias is None else bias.double().numpy(),
-            tuple(w.shape))
+    return SourceLayer(name, w.double().numpy(), None if bias is None else bias.double().numpy(),
+                       tuple(w.shape), recurrent=True)
 
 
 def prune_oneshot(layers: list[SourceLayer], method: PruningMethod, *, weight_bits: int = 8,
                   source: str = "") -> Artifact:
     """Prune each matrix with ``method`` (no data, no fine-tuning) and quantize it."""
-    sparse = [encode_layer(name, w, method.mask_2d(w), method, weight_bits=weight_bits,
-                           bias=bias, shape=shape) for name, w, bias, shape in layers]
+    sparse = [encode_layer(s.name, s.weight, method.mask_2d(s.weight), method,
+                           weight_bits=weight_bits, bias=s.bias, shape=s.shape) for s in layers]
     return Artifact(sparse, {"source": source, "method": method.name,
                              "parameters": method.params(), "weight_bits": weight_bits,
                              "quantization": "symmetric, per-row scale", "fine_tuned": False})
@@ -212,7 +205,8 @@ def masked_artifact(source_layers: list[SourceLayer], masks, method: str, params
     from ..format import SparseLayer, single_block_layout
 
     layers = []
-    for i, ((name, w, bias, shape), mask) in enumerate(zip(source_layers, masks)):
+    for i, (source, mask) in enumerate(zip(source_layers, masks)):
+        name, w, bias, shape = source[:4]
         mask = np.ones(w.shape, dtype=bool) if mask is None else mask
         columns = None
         used = mask.any(axis=0)
@@ -234,5 +228,6 @@ def masked_artifact(source_layers: list[SourceLayer], masks, method: str, params
 
 def model_layers(model: nn.Module) -> list[SourceLayer]:
     """A model's prunable matrices as source layers (effective, masked weights)."""
-    return [(layer.name, layer.weight(), layer.bias(), layer.shape())
+    return [SourceLayer(layer.name, layer.weight(), layer.bias(), layer.shape(),
+                        recurrent=isinstance(layer.module, nn.LSTM))
             for layer in prunable_layers(model)]

@@ -273,7 +273,7 @@ def structured_artifact(source, *, granularity: str = "kernel", selector: str = 
         raise ValueError("the particle filter needs data: use a built-in example, or "
                          "--selector magnitude or random")
     masks, rng = [], np.random.default_rng(seed)
-    for _, w, _, shape in source:
+    for w, shape in ((s.weight, s.shape) for s in source):
         if len(shape) != 4:
             masks.append(None)
             continue

@@ -609,8 +609,9 @@ def test_onnx_lstm_weights_equal_the_state_dict(tmp_path, bidirectional):
     onnx_layers = read_onnx_weights(export_onnx(model, torch.zeros(2, 5, 8), tmp_path / "l.onnx"))
     torch_layers = state_dict_layers(model.state_dict())
     assert [w.shape for _, w, *_ in onnx_layers] == [w.shape for _, w, *_ in torch_layers]
-    for (_, w, b, _), (_, tw, tb, _) in zip(onnx_layers, torch_layers):   # gates i, f, g, o
-        assert np.allclose(w, tw) and np.allclose(b, tb)
+    for o, t in zip(onnx_layers, torch_layers):         # gates i, f, g, o
+        assert np.allclose(o.weight, t.weight) and np.allclose(o.bias, t.bias)
+        assert o.recurrent == t.recurrent
 
 
 def test_onnx_lstm_prunes_one_shot(tmp_path, capsys, small_onnx):

@@ -213,3 +213,23 @@ def test_data_file_refusals(tmp_path, change, message):
     np.savez(tmp_path / "d.npz", **{**arrays, **change})
     with pytest.raises(ValueError, match=message):
         load_data(tmp_path / "d.npz")
+
+
+def test_state_dict_chain_reads_kinds_not_names(tmp_path):
+    """A Linear whose module path looks like an LSTM layer's name (``enc.l0``) chains; an
+    LSTM is refused because the state dict's keys say it is one, whatever its name."""
+    from darbgen.pruning.graphs import state_dict_chain
+
+    enc = torch.nn.Module()
+    enc.l0 = torch.nn.Linear(6, 4)
+    model = torch.nn.Module()
+    model.enc, model.head = enc, torch.nn.Linear(4, 3)
+    chain = state_dict_chain(load_source(save(tmp_path, model)), "relu")
+    assert [(s.kind, s.name) for s in chain.steps] == [
+        ("linear", "enc_l0"), ("relu", "relu1"), ("linear", "head")]
+
+    layers = load_source(save(tmp_path, torch.nn.LSTM(4, 5)))
+    assert [s.recurrent for s in layers] == [True]
+    with pytest.raises(ValueError, match=r"layer 'layer0\.l0' is an LSTM, which a state dict "
+                                         r"cannot chain"):
+        state_dict_chain(layers, "relu")
