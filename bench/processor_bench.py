@@ -11,8 +11,15 @@ share of the processor's cycles spent outside it (requantization, copying the
 activations, sequencing). It then runs a random 784-300-100-10 DARB network (LeNet-300-100's
 shape) on the processor that holds both. Figures go to ``docs/processor.json``.
 
+With ``--cnn`` it measures convolution steps instead: digits-cnn (DARB 8×) on the chain
+and on the processor (each at ``--lanes``, the processor also holding digits-mlp), every
+logit checked, and a random DARB LeNet-5 (fashion-lenet5's shape on 28×28:
+conv 6@5×5, pool 2, conv 16@5×5, pool 2, 256-120-84-10) on the processor that holds all
+three; with the memories each needs (figures to ``docs/processor.json``, "digits-cnn").
+
 Run: ``nice -n 10 .venv/bin/python bench/processor_bench.py [--artifact digits.darb]``
-(without ``--artifact`` it prunes digits-mlp first through the CLI).
+(without ``--artifact`` it prunes digits-mlp first through the CLI; ``--cnn-artifact``
+likewise for digits-cnn).
 """
 
 from __future__ import annotations
@@ -110,6 +117,105 @@ def print_memory_plans() -> dict:
     return plans
 
 
+def pruned(example: str, ratio: int, path, tmp) -> Path:
+    """``path``, or ``example`` pruned by the CLI (DARB, ``ratio``×) into ``tmp``."""
+    if path is not None:
+        return path
+    path = Path(tmp) / f"{example}.darb"
+    subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", example, "--method", "darb",
+                    "--ratio", str(ratio), "-o", str(path)], check=True)
+    return path
+
+
+def lenet5(seed: int):
+    """A random DARB LeNet-5 on 28×28 (fashion-lenet5's shape), blocks of 4 to 16 keeping
+    one weight each, calibrated by the float network on random images."""
+    from dataclasses import replace
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import random_layer
+    from test_conv import float_forward
+    from darbgen.conv import ConvSpec
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, f, c, spec in (("conv1", 6, 1, ConvSpec(28, 0, 1, 2)),
+                             ("conv2", 16, 6, ConvSpec(12, 0, 1, 2))):
+        layer = random_layer(rng, f, c * 25, [4, 8, 16], name=name)
+        layers.append(replace(layer, shape=(f, c, 5, 5), conv=spec, activation="relu"))
+    for i, (cols, rows) in enumerate(((256, 120), (120, 84), (84, 10))):
+        layer = random_layer(rng, rows, cols, [4, 8, 16], name=f"fc{i + 1}")
+        layers.append(replace(layer, activation="relu" if i < 2 else "none"))
+    layers = [replace(l, bias=rng.normal(0, 2, size=l.rows).astype(np.float32)) for l in layers]
+    x = rng.integers(0, 128, size=(16, 784))
+    scales = [0.05] + float_forward(layers, x * 0.05, calibrate=True)
+    return plan(Artifact([replace(l, input_scale=s) for l, s in zip(layers, scales)]))
+
+
+def gather_memory(config: ProcessorConfig) -> dict:
+    """The gather's memories of ``config`` and their iCE40UP5K EBR (4 kbit) count."""
+    out = {}
+    for name in ("scratchpad", "positions", "columns", "pools"):
+        count, depth, width = config.memories[name]
+        out[name] = {"depth": depth, "width": width, "ebr": blocks(depth, width, "ice40up5k")}
+    out["ebr"] = sum(v["ebr"] for v in out.values())
+    return out
+
+
+def cnn_main(args) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        cnn = plan(Artifact.load(pruned("digits-cnn", 8, args.cnn_artifact, tmp)))
+        mlp = plan(Artifact.load(pruned("digits-mlp", 16, args.artifact, tmp)))
+    x, _ = test_split("digits")
+    x = cnn.quantize_input(x[:args.images])
+    kept = sum(q.layer.nnz for q in cnn.layers)
+    print(f"digits-cnn: {kept} kept weights, {args.images} images; every logit checked")
+    print("| design | multipliers | cycles per inference | one image | lane-beat bound | "
+          "outside the bound |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    chain = run("chain", simulate_network, cnn, x, lanes=args.chain_lanes)
+    chain["multipliers"] = args.chain_lanes * len(cnn.layers)
+    rows[f"chain, {args.chain_lanes} lanes per engine"] = chain
+    for lanes in args.lanes:
+        config = ProcessorConfig.for_plans([cnn, mlp], lanes)
+        r = run(f"processor {lanes}", simulate_processor, cnn, x, config=config)
+        positions = [1 if q.layer.conv_geometry is None else q.layer.conv_geometry.positions
+                     for q in cnn.layers]
+        bound = int(sum(p * schedule(q.layer, lanes).lane_beats.max()
+                        for p, q in zip(positions, cnn.layers)))
+        r.update(multipliers=lanes, bound=bound, gather=gather_memory(config),
+                 config=config.to_json())
+        rows[f"processor, {lanes} lanes (also runs digits-mlp)"] = r
+    for name, r in rows.items():
+        bound = r.get("bound")
+        outside = f"{1 - bound / r['per_inference']:.0%}" if bound else "-"
+        print(f"| {name} | {r['multipliers']} | {r['per_inference']:.0f} | {r['latency']} | "
+              f"{bound or '-'} | {outside} |", flush=True)
+    lenet = lenet5(SEED)
+    config = ProcessorConfig.for_plans([cnn, mlp, lenet], lanes=4)
+    xl = np.random.default_rng(SEED).integers(-128, 128, size=(2, lenet.cols))
+    r = run("lenet5", simulate_processor, lenet, xl, config=config)
+    r.update(kept=sum(q.layer.nnz for q in lenet.layers), gather=gather_memory(config),
+             config=config.to_json(), lenet_alone=gather_memory(
+                 ProcessorConfig.for_plans([lenet], lanes=4)))
+    rows["LeNet-5 (random DARB, 28x28) on the 4-lane processor holding all three"] = r
+    print(f"\nLeNet-5 (random DARB, {r['kept']} kept weights, 28×28) on the 4-lane processor "
+          f"that also runs digits-cnn and digits-mlp: {r['per_inference']:.0f} cycles per "
+          "inference, every logit checked")
+    print("\n| processor | scratchpad | positions | columns | pools | gather EBR (UP5K) |")
+    print("|---|---|---|---|---|---|")
+    for name, g in (("digits-cnn + digits-mlp, 4 lanes",
+                     rows[f"processor, {args.lanes[0]} lanes (also runs digits-mlp)"]["gather"]),
+                    ("LeNet-5 alone", r["lenet_alone"]), ("all three", r["gather"])):
+        print(f"| {name} | " + " | ".join(f"{g[k]['depth']} × {g[k]['width']} ({g[k]['ebr']})"
+                                          for k in ("scratchpad", "positions", "columns",
+                                                    "pools")) + f" | {g['ebr']} |")
+    at = commit() + ("+" if uncommitted_changes() else "")
+    record("digits-cnn", {"commit": at, "images": args.images, "kept": kept, "designs": rows},
+           ROOT / "docs" / "processor.json")
+    print(f"recorded in docs/processor.json at {at}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", type=Path, help="a pruned digits-mlp (default: prune one)")
@@ -119,7 +225,13 @@ def main(argv=None) -> int:
     parser.add_argument("--chain-lanes", type=int, default=4, help="default: %(default)s")
     parser.add_argument("--memory-only", action="store_true",
                         help="print the block-RAM plans only (no simulation)")
+    parser.add_argument("--cnn", action="store_true",
+                        help="convolution steps: digits-cnn and a LeNet-5 (see above)")
+    parser.add_argument("--cnn-artifact", type=Path,
+                        help="a pruned digits-cnn (default: prune one)")
     args = parser.parse_args(argv)
+    if args.cnn:
+        return cnn_main(args)
     if args.memory_only:
         print_memory_plans()
         return 0

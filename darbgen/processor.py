@@ -38,8 +38,12 @@ from .format import ceil_log2
 from .network import OUTPUT_BITS, NetworkPlan, requant_entries, requant_fields
 from .packing import pack_fields, schedule, unpack_fields
 from .packing import load_words as layer_load_words
+from .processor_conv import GATHER_CAPACITIES, check_gather, conv_cycles, conv_layout, conv_steps
+from .processor_conv import check_capacities as _check_gather_capacities
+from .processor_conv import (conv_step_fields, gather_capacities, gather_fields,
+                             gather_memories, gather_words, row_addresses)
 
-__all__ = ["Target", "ProcessorConfig", "load_words", "image_cycles"]
+__all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "load_words", "image_cycles"]
 
 #: Most program steps (a bound keeps the program memory from growing without limit).
 MAX_STEPS = 256
@@ -51,6 +55,24 @@ class Target(enum.IntEnum):
     LANES = 0           #: a lane's header or beat: the data is an engine load word
     TABLE = 1           #: a requantizer table entry
     PROGRAM = 2         #: a program step
+    GATHER = 3          #: an im2col table entry (:class:`GatherTable` says which table)
+
+
+class StepKind(enum.IntEnum):
+    """What a program step runs (its ``kind`` field)."""
+
+    LINEAR = 0          #: the step's rows once, over the lanes' x
+    CONV = 1            #: the step's rows once per position, over a patch gathered from the scratchpad
+    LSTM = 2            #: an LSTM cell step
+
+
+class GatherTable(enum.IntEnum):
+    """Which im2col table a :attr:`Target.GATHER` word writes (its ``table`` field);
+    :mod:`darbgen.processor_conv` says what each holds."""
+
+    POSITIONS = 0       #: per gathered position: patch base, write offset, skip
+    COLUMNS = 1         #: per gathered column: its offset from the patch base
+    POOLS = 2           #: per pool-window entry: its offset
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,11 @@ class ProcessorConfig:
         Requantizer entries, all steps together.
     max_steps : int
         Program steps (layers).
+    map_depth, gather_positions, gather_columns, gather_pools : int, optional
+        The im2col gather of convolution steps (:mod:`darbgen.processor_conv`): scratchpad
+        entries (feature maps), and entries of its position, column and pool-offset
+        tables, all steps together. All 0 (the default): a processor without a
+        gather, which runs Linear layers only.
 
     Raises
     ------
@@ -81,6 +108,10 @@ class ProcessorConfig:
     lane_slots: int
     table_depth: int
     max_steps: int
+    map_depth: int = 0
+    gather_positions: int = 0
+    gather_columns: int = 0
+    gather_pools: int = 0
 
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
@@ -90,6 +121,7 @@ class ProcessorConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
             object.__setattr__(self, name, int(v))
+        _check_gather_capacities(self)
         if self.max_steps > MAX_STEPS:
             raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
         if self.lane_slots > self.act_depth:
@@ -116,6 +148,16 @@ class ProcessorConfig:
     def act_depth(self) -> int:
         """Activations: the widest layer input or output."""
         return self.engine.max_cols
+
+    @property
+    def has_gather(self) -> bool:
+        """Whether the processor runs convolution steps (it has an im2col gather)."""
+        return self.map_depth > 0
+
+    @property
+    def map_bits(self) -> int:
+        """Bits of a scratchpad address."""
+        return max(1, ceil_log2(self.map_depth))
 
     @property
     def capacity(self) -> int:
@@ -163,30 +205,35 @@ class ProcessorConfig:
                 "sums": (self.lanes, self.lane_slots, e.acc_width),
                 "table": (1, self.table_depth, layout_width(self.requant_fields)),
                 "program": (1, self.max_steps, layout_width(self.step_fields)),
-                "logits": (1, self.act_depth, OUTPUT_BITS)}
+                "logits": (1, self.act_depth, OUTPUT_BITS),
+                **(gather_memories(self) if self.has_gather else {})}
 
     # -- layouts (LSB first) ------------------------------------------------------------
 
     @property
     def requant_fields(self) -> list:
         """One requantizer entry; ``dest`` is the row (an activation address)."""
-        return requant_fields(max(1, ceil_log2(self.act_depth)))
+        # With a gather, a destination may be a scratchpad address.
+        return requant_fields(max(1, ceil_log2(self.act_depth),
+                                  self.map_bits if self.has_gather else 0))
 
     @property
     def step_fields(self) -> list:
         """One program step: a Linear layer of ``rows`` outputs whose lanes drain
         ``slots`` sum beats, whose requantizer entries end at ``table_end``, with a ReLU
         (``relu``: clamp at 0) or not; ``last`` marks the step whose outputs are the
-        logits. ``first`` restarts the program."""
-        return [("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
+        logits. ``first`` restarts the program. ``kind`` is a :class:`StepKind`; the
+        rest (:func:`darbgen.processor_conv.conv_step_fields`) drives the gather."""
+        return [("kind", ("u", 2)), ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
                 ("table_end", ("u", _bits(self.table_depth))), ("relu", ("u", 1)),
-                ("last", ("u", 1)), ("first", ("u", 1))]
+                ("last", ("u", 1)), ("first", ("u", 1)), *conv_step_fields(self)]
 
     @property
     def load_fields(self) -> list:
         """One load word: its :class:`Target` and that target's own word in ``data``."""
         data = max(layout_width(self.engine.load_fields), layout_width(self.requant_fields),
-                   layout_width(self.step_fields))
+                   layout_width(self.step_fields),
+                   layout_width(gather_fields(self)) if self.has_gather else 0)
         return [("data", ("u", data)), ("target", ("u", _bits(max(Target)))),
                 ("first", ("u", 1))]
 
@@ -202,8 +249,11 @@ class ProcessorConfig:
     # -- identity -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        return {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
-                "table_depth": self.table_depth, "max_steps": self.max_steps}
+        d = {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
+             "table_depth": self.table_depth, "max_steps": self.max_steps}
+        if self.has_gather:     # a processor without a gather keeps its JSON (and digest)
+            d.update({name: getattr(self, name) for name in GATHER_CAPACITIES})
+        return d
 
     def digest(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
@@ -231,7 +281,8 @@ class ProcessorConfig:
             input_width=base.input_width)
         return cls(engine, lane_slots=max(max(n["slots"]) for n in needs),
                    table_depth=max(int(n["table"][-1]) for n in needs),
-                   max_steps=max(len(net.layers) for net in plans))
+                   max_steps=max(len(net.layers) for net in plans),
+                   **gather_capacities(plans, base.input_width))
 
     def check_plan(self, net: NetworkPlan) -> None:
         """Raise :class:`ConfigError` unless ``net`` runs on this processor; the message
@@ -246,14 +297,12 @@ class ProcessorConfig:
         for q in net.layers:
             layer = q.layer
             where = f"layer {layer.name!r}"
-            if layer.conv is not None:
-                raise ConfigError(f"{where} is a convolution: the processor runs Linear "
-                                  "layers only")
             for what, n in (("inputs", layer.cols), ("outputs", layer.rows)):
                 if n > self.act_depth:
                     raise ConfigError(f"{where} has {n:,} {what}, the processor's activations "
                                       f"hold {self.act_depth:,}")
             e.check_layer(layer)
+        check_gather(net, self)
         need = _needs(net, self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"
@@ -305,6 +354,8 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
     """
     config.check_plan(net)
     e = config.engine
+    lay = conv_layout(net, e.input_width)
+    kinds = conv_steps(net, lay)
     lane_words, entries, steps = [], [], []
     table_end = 0
     for i, q in enumerate(net.layers):
@@ -317,7 +368,7 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
         words["first"][:] = 0
         lane_words += pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
                                                   for k in words}, n + e.lanes)
-        table = requant_entries(q, sched)
+        table = requant_entries(q, sched, row_addresses(net, lay, i))
         if q.final:
             # mult 1, shift 0: the requantizer passes `acc + bias` through (the logits).
             table["mult"], table["shift"] = table["valid"], np.zeros_like(table["shift"])
@@ -327,16 +378,20 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
         table_end += count
         steps.append({"rows": q.layer.rows, "slots": sched.slots, "table_end": table_end,
                       "relu": int(q.lo == 0 and not q.final), "last": int(q.final),
-                      "first": int(i == 0)})
+                      "first": int(i == 0), **kinds[i]})
     lane_words[0] |= _field_bit(e.load_fields, "first")
     table = {k: np.concatenate([t[k] for t in entries]) for k in entries[0]}
     table["first"][0] = 1
     table_words = pack_fields(config.requant_fields, table, table_end)
     step_words = pack_fields(config.step_fields, {k: [s[k] for s in steps] for k in steps[0]},
                              len(steps))
-    data = lane_words + table_words + step_words
+    gather = []
+    if any(lay.gathered):
+        g = gather_words(net, lay)
+        gather = pack_fields(gather_fields(config), g, len(g["addr"]))
+    data = lane_words + table_words + gather + step_words
     targets = ([Target.LANES] * len(lane_words) + [Target.TABLE] * len(table_words)
-               + [Target.PROGRAM] * len(step_words))
+               + [Target.GATHER] * len(gather) + [Target.PROGRAM] * len(step_words))
     first = [1] + [0] * (len(data) - 1)
     return pack_fields(config.load_fields, {"data": data, "target": [int(t) for t in targets],
                                             "first": first}, len(data))
@@ -351,8 +406,13 @@ def image_cycles(net: NetworkPlan, config: ProcessorConfig) -> int:
     """A generous bound on one image's cycles (for simulation time limits): every
     step's work, as if nothing overlapped."""
     work = 0
-    for q in net.layers:
+    lay = conv_layout(net, config.engine.input_width)
+    work += 4 * lay.inputs
+    for j, q in enumerate(net.layers):
         sched = schedule(q.layer, config.lanes)
+        if lay.gathered[j]:
+            work += conv_cycles(q, config.lanes, int(sched.lane_beats.max()), sched.slots)
+            continue
         work += (int(sched.lane_beats.max()) + sched.slots * (config.lanes + 1)
                  + 3 * q.layer.rows + q.layer.cols + 32)
     return int(work)

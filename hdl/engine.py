@@ -57,6 +57,10 @@ class Lane(wiring.Component):
     y_data : Out(signed(acc_width))
     rewind : In(1)
         Sequenced lanes only: go back to the first row and beat (an inference starts).
+    mark, again : In(1)
+        Replaying lanes only: ``mark`` saves where the lane stands (a step begins),
+        ``again`` goes back there (the step runs its rows again, for the next position
+        of a convolution).
 
     Parameters
     ----------
@@ -70,11 +74,15 @@ class Lane(wiring.Component):
         is written element by element.
     slots : int
         Sequenced lanes only: the most rows the lane runs in one step (y memory depth).
+    replay : bool
+        Sequenced lanes only: add ``mark`` and ``again``.
     """
 
-    def __init__(self, config: EngineConfig, *, sequenced: bool = False, slots: int | None = None):
+    def __init__(self, config: EngineConfig, *, sequenced: bool = False, slots: int | None = None,
+                 replay: bool = False):
         self._config = c = config
         self._sequenced = sequenced
+        self._replay = replay and sequenced
         # Sums held per vector: a slot per row, or in a sequenced lane the most rows it
         # runs in one step (its header memory holds every step's rows).
         self._slots = slots if sequenced else c.lane_rows
@@ -100,6 +108,7 @@ class Lane(wiring.Component):
             "y_en": In(1), "y_addr": In(ceil_log2(2 * self._slots)),
             "y_data": Out(c.acc_width),
             **({"rewind": In(1)} if sequenced else {}),
+            **({"mark": In(1), "again": In(1)} if self._replay else {}),
         })
 
     def elaborate(self, platform):
@@ -166,8 +175,16 @@ class Lane(wiring.Component):
                                          Mux(last, base + slot + 2, base + slot + 1)))),
                 header_rd.addr.eq(self._header_addr),
             ]
+            if self._replay:
+                step_base, step_ptr = Signal.like(base), Signal.like(ptr)
+                with m.If(self.mark):
+                    m.d.sync += [step_base.eq(base), step_ptr.eq(ptr)]
             with m.If(self.rewind):
                 m.d.sync += [base.eq(0), ptr.eq(0)]
+            if self._replay:
+                # Only between a step's runs (the lane is idle): ptr is not counting.
+                with m.Elif(self.again):
+                    m.d.sync += [base.eq(step_base), ptr.eq(step_ptr)]
             with m.Elif(self.start & empty):
                 m.d.sync += base.eq(base + 1)
             with m.Elif(done):

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..network import OUTPUT_BITS
-from ..processor import ProcessorConfig, Target
+from ..processor import ProcessorConfig, StepKind, Target
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
 from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
@@ -77,9 +77,14 @@ class Processor(wiring.Component):
         m = Module()
         c = self._config
         e = c.engine
-        lanes = [Lane(e, sequenced=True, slots=c.lane_slots) for _ in range(e.lanes)]
+        conv = c.has_gather
+        lanes = [Lane(e, sequenced=True, slots=c.lane_slots, replay=conv)
+                 for _ in range(e.lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
+        if conv:
+            from .processor_conv import MapUnit
+            m.submodules.maps = maps = MapUnit(c)
 
         # -- loading: registered, then routed by target (as in the chain) -----------------
         m.d.comb += self.load.ready.eq(1)
@@ -96,6 +101,15 @@ class Processor(wiring.Component):
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
         table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
         program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
+        # A network starting with a convolution takes its image into the scratchpad:
+        # its program's first step says so (latched as the program is loaded).
+        map_input = Signal()
+        if conv:
+            gather_l = maps.load.payload.shape()
+            m.d.comb += [maps.load.valid.eq(valid & (word.target == Target.GATHER)),
+                         maps.load.payload.eq(word.data[:gather_l.size])]
+            with m.If(program_load.valid & program_load.payload.first):
+                m.d.sync += map_input.eq(program_load.payload.kind == StepKind.CONV)
 
         # -- the step being run ----------------------------------------------------------
         pc = Signal(range(c.max_steps + 1))
@@ -142,15 +156,25 @@ class Processor(wiring.Component):
                  Mux(step.relu, 0, Const(-in_hi - 1, signed(ib))))
         hi = Mux(step.last, Const(out_hi, signed(OUTPUT_BITS)), Const(in_hi, signed(ib)))
         ok, dest, result = requant_pipeline(m, table_rd.data, issue, acc, e.acc_width, False,
-                                            lo, hi)
+                                            lo, hi, **({"base": maps.offset, "skip": maps.skip}
+                                                       if conv else {}))
         m.d.comb += [logit_wr.en.eq(ok & step.last), logit_wr.addr.eq(dest),
                      logit_wr.data.eq(result)]
         sel = ceil_log2(iw)
         to_x = Signal(iw)
-        m.d.comb += to_x.eq(Mux(ok & ~step.last, 1, 0) << (dest[:sel] if sel else 0))
+        m.d.comb += to_x.eq(Mux(ok & ~step.last & ~step.to_map, 1, 0)
+                            << (dest[:sel] if sel else 0))
+        x_addr, x_data = Signal.like(lanes[0].x_addr), Signal.like(lanes[0].x_data)
+        m.d.comb += [x_addr.eq(dest >> sel), x_data.eq(Cat(*[result[:ib]] * iw))]
+        if conv:
+            # The requantizer writes the next map; the gather, a position's patch.
+            m.d.comb += [maps.w_en.eq(ok & step.to_map), maps.w_addr.eq(dest),
+                         maps.w_data.eq(result[:ib]), maps.cols.eq(step.cols),
+                         maps.pools.eq(step.pools)]
+            with m.If(maps.x_we.any()):
+                m.d.comb += [to_x.eq(maps.x_we), x_addr.eq(maps.x_addr), x_data.eq(maps.x_data)]
         for lane in lanes:
-            m.d.comb += [lane.x_we.eq(to_x), lane.x_addr.eq(dest >> sel),
-                         lane.x_data.eq(Cat(*[result[:ib]] * iw))]
+            m.d.comb += [lane.x_we.eq(to_x), lane.x_addr.eq(x_addr), lane.x_data.eq(x_data)]
 
         # -- the logits out, rows in order --------------------------------------------------
         r = Signal(range(c.act_depth + 1))                  # row read
@@ -161,6 +185,17 @@ class Processor(wiring.Component):
         in_word = Signal(range(e.x_depth + 1))
         retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
         flush = Signal(range(REQUANT_PIPELINE_DEPTH + 1))
+
+        held = Signal.like(self.x.payload)                 # an image beat being scattered
+        slot = Signal(range(max(iw, 2)))
+        kbase = Signal.like(k)
+        p = Signal(range(c.gather_positions + 1 if conv else 2))
+
+        def take_image_beat():
+            """Take an image beat into `held` for SCATTER (conv-first networks)."""
+            with m.If(self.x.valid):
+                m.d.sync += [held.eq(self.x.payload), slot.eq(0)]
+                m.next = "SCATTER"
 
         def tail_done():
             with m.Else():
@@ -173,20 +208,55 @@ class Processor(wiring.Component):
                 m.d.sync += [pc.eq(0), k.eq(0)]
                 for lane in lanes:
                     m.d.comb += lane.rewind.eq(1)
-                with m.If(self.x.valid):
+                if conv:
+                    # Loading the gather's tables clears the scratchpad: wait for it.
+                    m.d.comb += [maps.rewind.eq(1), self.x.ready.eq(~maps.clearing)]
+                    with m.If(map_input & ~maps.clearing):
+                        take_image_beat()
+                with m.If(self.x.valid & self.x.ready & ~map_input):
                     for lane in lanes:
                         m.d.comb += [lane.x_we.eq(-1), lane.x_addr.eq(in_word),
                                      lane.x_data.eq(self.x.payload.x.as_value())]
                     m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
                     with m.If(self.x.payload.last):
                         m.next = "FETCH"
+            if conv:
+                with m.State("SCATTER"):
+                    m.d.comb += [maps.scatter.eq(1), maps.scatter_data.eq(held.x[slot])]
+                    m.d.sync += slot.eq(slot + 1)
+                    with m.If(slot == iw - 1):
+                        m.next = "FETCH"
+                        with m.If(~held.last):
+                            m.next = "TAKE"
+                with m.State("TAKE"):
+                    m.d.comb += self.x.ready.eq(1)
+                    take_image_beat()
             with m.State("FETCH"):                  # the program memory reads step `pc`
                 m.next = "GO"
             with m.State("GO"):
                 m.d.sync += step.eq(program_rd.data)
-                for lane in lanes:
-                    m.d.comb += lane.start.eq(1)
-                m.next = "ISSUE"
+                if conv:
+                    m.d.comb += maps.step_begin.eq(1)
+                    m.d.sync += [kbase.eq(k), p.eq(0)]
+                    for lane in lanes:
+                        m.d.comb += lane.mark.eq(1)
+                with m.If(program_rd.data.kind == StepKind.CONV if conv else 0):
+                    m.next = "POSITION"
+                with m.Else():
+                    for lane in lanes:
+                        m.d.comb += lane.start.eq(1)
+                    m.next = "ISSUE"
+            if conv:
+                with m.State("POSITION"):           # the next position's entry, its patch
+                    m.d.comb += [maps.position.eq(1), maps.gather.eq(1)]
+                    m.next = "GATHER"
+                with m.State("GATHER"):
+                    with m.If(~maps.busy):
+                        m.next = "RUN"
+                with m.State("RUN"):
+                    for lane in lanes:
+                        m.d.comb += lane.start.eq(1)
+                    m.next = "ISSUE"
             with m.State("ISSUE"):
                 with m.If(~any_active):
                     m.d.sync += retire.eq(LANE_PIPELINE_DEPTH)
@@ -203,7 +273,16 @@ class Processor(wiring.Component):
                            tail_done, gapless=True)
             with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
-                with m.If(flush == 1):
+                again = (step.kind == StepKind.CONV) & (p + 1 < step.positions) if conv else 0
+                with m.If((flush == 1) & again):
+                    # The step's next position: its rows and table entries again.
+                    m.d.sync += [p.eq(p + 1), k.eq(kbase)]
+                    for lane in lanes:
+                        m.d.comb += lane.again.eq(1)
+                    m.next = "POSITION"
+                with m.Elif(flush == 1):
+                    if conv:
+                        m.d.comb += maps.step_end.eq(1)
                     m.d.sync += [r.eq(0), w.eq(0), pc.eq(pc + 1)]
                     m.next = "FETCH"
                     with m.If(step.last):

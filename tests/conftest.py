@@ -43,6 +43,19 @@ def digits_mlp(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.fixture(scope="session")
+def digits_cnn(tmp_path_factory):
+    """digits-cnn pruned by ``darbgen prune digits-cnn --method darb --ratio 8`` (the CLI,
+    once per session; tests/test_cli.py and tests/test_processor_conv.py share it): the
+    artifact's path and the command's stdout."""
+    out = tmp_path_factory.mktemp("digits-cnn") / "cnn.darb"
+    proc = subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-cnn",
+                           "--method", "darb", "--ratio", "8", "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -147,11 +147,9 @@ def test_eval_needs_calibrated_layers(weights, tmp_path):
     assert "layer 'layer' has no input_scale" in proc.stderr or "has no input_scale" in proc.stderr
 
 
-def test_prune_digits_cnn_conv_layers(tmp_path):
-    out = tmp_path / "cnn.darb"
-    proc = run("prune", "digits-cnn", "--method", "darb", "--ratio", "8", "-o", out)
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_prune_digits_cnn_conv_layers(digits_cnn):
+    out, stdout = digits_cnn           # conftest: pruned once per session, shared
+    summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["accuracy_dense"] - summary["accuracy_quantized"] < 0.03
     conv2 = Artifact.load(out).layer("conv2")
     assert conv2.shape == (32, 16, 3, 3) and (conv2.rows, conv2.cols) == (32, 144)

@@ -136,9 +136,10 @@ def test_refusals_of_layer_formats(small, rng):
                                           r"supports 2, 4, 8$"):
         c.check_plan(plan(random_network(rng, block_sizes=(16,))))
     cnn = plan(random_cnn(rng))
-    with pytest.raises(ConfigError, match=r"^layer 'conv1' is a convolution: the processor "
-                                          r"runs Linear layers only$"):
-        ProcessorConfig.for_plans([cnn]).check_plan(cnn)
+    with pytest.raises(ConfigError, match=r"^layer 'conv1' is a convolution: this processor "
+                                          r"has no im2col gather \(map_depth 0\), it runs "
+                                          r"Linear layers only$"):
+        c.check_plan(cnn)
 
 
 # -- one processor, two networks, in Verilator ---------------------------------------------

@@ -1,0 +1,190 @@
+"""The processor's im2col gather: the scratchpad of feature maps and its address tables.
+
+The contract (what the tables hold, where the maps go) is :mod:`darbgen.processor_conv`;
+:class:`~darbgen.hdl.processor.Processor` drives this unit from its sequencer:
+
+* ``scatter`` writes the network's input image, one element per cycle, at the next
+  ``POSITIONS`` entry's ``offset`` (unless ``skip``);
+* ``step_begin`` notes where the step's columns and pool offsets start, ``position``
+  reads its next position entry (patch base, write offset, skip), ``gather`` writes
+  that position's patch into every lane's x memory: element ``e`` is the maximum over
+  ``d`` of ``scratchpad[base + column[e] + pool[d]]``, one read per cycle (issue →
+  table reads → scratchpad read → maximum and lane write); ``step_end`` moves the
+  column and pool pointers past the step's entries;
+* the requantizer's writes (``w_*``) land at ``dest + offset`` (``offset`` and
+  ``skip`` are the current position's).
+
+Loading the tables (``first``) clears the scratchpad: a region's zero border is never
+written afterwards, so it stays zero for every inference.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..processor import GatherTable, ProcessorConfig
+from ..processor_conv import gather_fields, position_fields
+from .layouts import to_layout
+
+__all__ = ["MapUnit"]
+
+
+class MapUnit(wiring.Component):
+    """The scratchpad and the gather of a :class:`~darbgen.hdl.processor.Processor`.
+
+    Members
+    -------
+    load : In(stream.Signature(gather_fields))
+        Table words (always ready); ``first`` restarts the tables and clears the
+        scratchpad.
+    clearing : Out(1)
+        The scratchpad is being cleared: nothing may write or gather.
+    rewind : In(1)
+        An inference starts: every table pointer back to its first entry.
+    scatter, scatter_data : In
+        Write one element of the input image.
+    step_begin, step_end : In(1)
+    cols, pools : In
+        The step's column and pool entries (read at ``step_end`` and while gathering).
+    position : In(1)
+        Read the next position entry (its address must have been stable a cycle).
+    gather : In(1)
+        Write the current position's patch into the lanes' x; ``busy`` until done.
+    busy : Out(1)
+    x_we, x_addr, x_data : Out
+        The lanes' x writes (one element at a time, as the requantizer's).
+    offset, skip : Out
+        The current position's write offset (0 outside a gathered step) and skip.
+    w_en, w_addr, w_data : In
+        The requantizer's writes, at their final address.
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        if not config.has_gather:
+            raise ValueError("the processor has no gather (its map_depth is 0)")
+        self._config = c = config
+        e = c.engine
+        a = c.map_bits
+        super().__init__({
+            "load": In(stream.Signature(to_layout(gather_fields(c)))),
+            "clearing": Out(1), "rewind": In(1),
+            "scatter": In(1), "scatter_data": In(signed(e.input_bits)),
+            "step_begin": In(1), "step_end": In(1),
+            "cols": In(range(c.act_depth + 1)), "pools": In(range(c.gather_pools + 1)),
+            "position": In(1), "gather": In(1), "busy": Out(1),
+            "x_we": Out(e.input_width), "x_addr": Out(ceil_log2(2 * e.x_depth)),
+            "x_data": Out(e.input_width * e.input_bits),
+            "offset": Out(a), "skip": Out(1),
+            "w_en": In(1), "w_addr": In(a), "w_data": In(signed(e.input_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        e = c.engine
+        a, ib, iw = c.map_bits, e.input_bits, e.input_width
+        pos_l = to_layout(position_fields(c))
+        # Depths of at least 2: a one-entry memory would get a zero-width address.
+        m.submodules.scratchpad = pad = memory.Memory(shape=signed(ib),
+                                                      depth=max(c.map_depth, 2), init=[])
+        m.submodules.positions = positions = memory.Memory(
+            shape=pos_l, depth=max(c.gather_positions, 2), init=[])
+        m.submodules.columns = columns = memory.Memory(
+            shape=unsigned(a), depth=max(c.gather_columns, 2), init=[])
+        m.submodules.pools = pools = memory.Memory(
+            shape=unsigned(a), depth=max(c.gather_pools, 2), init=[])
+
+        # -- loading: each table written in order from `first` ---------------------------
+        word = self.load.payload
+        m.d.comb += self.load.ready.eq(1)
+        for mem, table, depth in ((positions, GatherTable.POSITIONS, c.gather_positions),
+                                  (columns, GatherTable.COLUMNS, c.gather_columns),
+                                  (pools, GatherTable.POOLS, c.gather_pools)):
+            loaded = Signal(range(depth + 1), name=f"{table.name.lower()}_loaded")
+            at = Mux(word.first, 0, loaded)
+            mine = self.load.valid & (word.table == table)
+            port = mem.write_port()
+            data = Cat(word.addr, word.offset, word.skip) if mem is positions else word.addr
+            m.d.comb += [port.en.eq(mine), port.addr.eq(at), port.data.eq(data)]
+            with m.If(self.load.valid & word.first):
+                m.d.sync += loaded.eq(mine)
+            with m.Elif(mine):
+                m.d.sync += loaded.eq(at + 1)
+
+        # -- the scratchpad's one write port: clearing, the input image, the requantizer --
+        clear_at = Signal(range(max(c.map_depth, 2)))
+        with m.If(self.load.valid & word.first):
+            m.d.sync += [self.clearing.eq(1), clear_at.eq(0)]
+        with m.Elif(self.clearing):
+            m.d.sync += clear_at.eq(clear_at + 1)
+            with m.If(clear_at == c.map_depth - 1):
+                m.d.sync += self.clearing.eq(0)
+        pad_wr = pad.write_port()
+        pos_ptr = Signal(range(c.gather_positions + 1))
+        pos_rd = positions.read_port()
+        m.d.comb += pos_rd.addr.eq(pos_ptr)
+        entry = pos_rd.data
+        # The input element whose entry is being read: written a cycle later.
+        sv, sdata = Signal(), Signal(signed(ib))
+        m.d.sync += [sv.eq(self.scatter), sdata.eq(self.scatter_data)]
+        with m.If(self.clearing):
+            m.d.comb += [pad_wr.en.eq(1), pad_wr.addr.eq(clear_at), pad_wr.data.eq(0)]
+        with m.Elif(sv):
+            m.d.comb += [pad_wr.en.eq(~entry.skip), pad_wr.addr.eq(entry.offset),
+                         pad_wr.data.eq(sdata)]
+        with m.Else():
+            m.d.comb += [pad_wr.en.eq(self.w_en), pad_wr.addr.eq(self.w_addr),
+                         pad_wr.data.eq(self.w_data)]
+
+        # -- table pointers ------------------------------------------------------------
+        col_ptr, col_base = Signal(range(c.gather_columns + 1)), Signal(range(c.gather_columns + 1))
+        pool_ptr, pool_base = Signal(range(c.gather_pools + 1)), Signal(range(c.gather_pools + 1))
+        base = Signal(a)
+        with m.If(self.rewind):
+            m.d.sync += [pos_ptr.eq(0), col_ptr.eq(0), pool_ptr.eq(0)]
+        with m.Elif(self.scatter | self.position):
+            m.d.sync += pos_ptr.eq(pos_ptr + 1)
+        with m.If(self.step_begin):
+            m.d.sync += [col_base.eq(col_ptr), pool_base.eq(pool_ptr), self.offset.eq(0),
+                         self.skip.eq(0)]
+        with m.If(self.step_end):
+            m.d.sync += [col_ptr.eq(col_base + self.cols), pool_ptr.eq(pool_base + self.pools)]
+        with m.If(self.position):
+            m.d.sync += [base.eq(entry.addr), self.offset.eq(entry.offset),
+                         self.skip.eq(entry.skip)]
+
+        # -- the gather: issue (e, d) → column and pool offsets → scratchpad → maximum ----
+        col = Signal(range(c.act_depth + 1))
+        d = Signal(range(c.gather_pools + 1))
+        issuing = Signal()
+        col_rd, pool_rd, pad_rd = columns.read_port(), pools.read_port(), pad.read_port()
+        m.d.comb += [col_rd.addr.eq(col_base + col), pool_rd.addr.eq(pool_base + d)]
+        with m.If(self.gather):
+            m.d.sync += [issuing.eq(1), self.busy.eq(1), col.eq(0), d.eq(0)]
+        with m.Elif(issuing):
+            with m.If(d == self.pools - 1):
+                m.d.sync += d.eq(0)
+                with m.If(col == self.cols - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += col.eq(col + 1)
+            with m.Else():
+                m.d.sync += d.eq(d + 1)
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        e1, e2 = Signal.like(col), Signal.like(col)
+        m.d.sync += [v1.eq(issuing), first1.eq(d == 0), last1.eq(d == self.pools - 1), e1.eq(col),
+                     v2.eq(v1), first2.eq(first1), last2.eq(last1), e2.eq(e1)]
+        m.d.comb += pad_rd.addr.eq(base + col_rd.data + pool_rd.data)
+        best = Signal(signed(ib))
+        value = pad_rd.data
+        top = Mux(first2 | (value > best), value, best)
+        with m.If(v2):
+            m.d.sync += best.eq(top)
+        sel = ceil_log2(iw)
+        m.d.comb += [self.x_we.eq(Mux(v2 & last2, 1, 0) << (e2[:sel] if sel else 0)),
+                     self.x_addr.eq(e2 >> sel), self.x_data.eq(Cat(*[top] * iw))]
+        with m.If(self.busy & ~self.gather & ~issuing & ~v1 & ~v2):
+            m.d.sync += self.busy.eq(0)
+        return m
