@@ -70,6 +70,9 @@ class ProcessorConfig:
         Requantizer entries, all steps together.
     max_steps : int
         Program steps (layers).
+    max_classes : int, optional
+        Outputs of the last layer (the logit memory's depth); 0, the default, means the
+        activation depth. A board sets it to spare block RAM (docs/processor.md).
 
     Raises
     ------
@@ -81,6 +84,7 @@ class ProcessorConfig:
     lane_slots: int
     table_depth: int
     max_steps: int
+    max_classes: int = 0
 
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
@@ -90,6 +94,13 @@ class ProcessorConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
             object.__setattr__(self, name, int(v))
+        v = self.max_classes
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ConfigError(f"max_classes must be a non-negative integer, not {v!r}")
+        object.__setattr__(self, "max_classes", int(v))
+        if self.max_classes > self.act_depth:
+            raise ConfigError(f"max_classes {self.max_classes} exceeds the activation depth "
+                              f"{self.act_depth}")
         if self.max_steps > MAX_STEPS:
             raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
         if self.lane_slots > self.act_depth:
@@ -118,6 +129,11 @@ class ProcessorConfig:
         return self.engine.max_cols
 
     @property
+    def logit_depth(self) -> int:
+        """Logits the last step may write: ``max_classes``, or the activation depth."""
+        return self.max_classes or self.act_depth
+
+    @property
     def capacity(self) -> int:
         """Kept weights the lanes hold when every lane is full."""
         return self.lanes * self.lane_depth
@@ -139,7 +155,7 @@ class ProcessorConfig:
                 "sums": (self.lanes, self.lane_slots, e.acc_width),
                 "table": (1, self.table_depth, layout_width(self.requant_fields)),
                 "program": (1, self.max_steps, layout_width(self.step_fields)),
-                "logits": (1, self.act_depth, OUTPUT_BITS)}
+                "logits": (1, self.logit_depth, OUTPUT_BITS)}
 
     # -- layouts (LSB first) ------------------------------------------------------------
 
@@ -178,8 +194,10 @@ class ProcessorConfig:
     # -- identity -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
+        # max_classes only when set, so that the digests of earlier configs stand.
         return {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
-                "table_depth": self.table_depth, "max_steps": self.max_steps}
+                "table_depth": self.table_depth, "max_steps": self.max_steps,
+                **({"max_classes": self.max_classes} if self.max_classes else {})}
 
     def digest(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
@@ -230,6 +248,10 @@ class ProcessorConfig:
                     raise ConfigError(f"{where} has {n:,} {what}, the processor's activations "
                                       f"hold {self.act_depth:,}")
             e.check_layer(layer)
+        final = net.layers[-1].layer
+        if final.rows > self.logit_depth:
+            raise ConfigError(f"layer {final.name!r} has {final.rows:,} outputs, the "
+                              f"processor's logits hold {self.logit_depth:,}")
         need = _needs(net, self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"
