@@ -26,6 +26,7 @@ load words and the program encoding derive from it. Only numpy: no torch, no Ama
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -97,6 +98,9 @@ class ProcessorConfig:
         entries (feature maps), and entries of its position, column and pool-offset
         tables, all steps together. All 0 (the default): a processor without a
         gather, which runs Linear layers only.
+    max_classes : int, optional
+        Outputs of the last layer (the logit memory's depth); 0, the default, means the
+        activation depth. A board sets it to spare block RAM (docs/processor.md).
 
     Raises
     ------
@@ -112,6 +116,7 @@ class ProcessorConfig:
     gather_positions: int = 0
     gather_columns: int = 0
     gather_pools: int = 0
+    max_classes: int = 0
 
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
@@ -122,6 +127,13 @@ class ProcessorConfig:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
             object.__setattr__(self, name, int(v))
         _check_gather_capacities(self)
+        v = self.max_classes
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ConfigError(f"max_classes must be a non-negative integer, not {v!r}")
+        object.__setattr__(self, "max_classes", int(v))
+        if self.max_classes > self.act_depth:
+            raise ConfigError(f"max_classes {self.max_classes} exceeds the activation depth "
+                              f"{self.act_depth}")
         if self.max_steps > MAX_STEPS:
             raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
         if self.lane_slots > self.act_depth:
@@ -158,6 +170,11 @@ class ProcessorConfig:
     def map_bits(self) -> int:
         """Bits of a scratchpad address."""
         return max(1, ceil_log2(self.map_depth))
+
+    @property
+    def logit_depth(self) -> int:
+        """Logits the last step may write: ``max_classes``, or the activation depth."""
+        return self.max_classes or self.act_depth
 
     @property
     def capacity(self) -> int:
@@ -205,7 +222,7 @@ class ProcessorConfig:
                 "sums": (self.lanes, self.lane_slots, e.acc_width),
                 "table": (1, self.table_depth, layout_width(self.requant_fields)),
                 "program": (1, self.max_steps, layout_width(self.step_fields)),
-                "logits": (1, self.act_depth, OUTPUT_BITS),
+                "logits": (1, self.logit_depth, OUTPUT_BITS),
                 **(gather_memories(self) if self.has_gather else {})}
 
     # -- layouts (LSB first) ------------------------------------------------------------
@@ -249,11 +266,12 @@ class ProcessorConfig:
     # -- identity -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        d = {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
-             "table_depth": self.table_depth, "max_steps": self.max_steps}
-        if self.has_gather:     # a processor without a gather keeps its JSON (and digest)
-            d.update({name: getattr(self, name) for name in GATHER_CAPACITIES})
-        return d
+        # The optional capacities (default 0) only when set, so that a processor without
+        # them keeps its JSON and digest.
+        optional = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.default == 0 and getattr(self, f.name)}
+        return {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
+                "table_depth": self.table_depth, "max_steps": self.max_steps, **optional}
 
     def digest(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
@@ -303,6 +321,10 @@ class ProcessorConfig:
                                       f"hold {self.act_depth:,}")
             e.check_layer(layer)
         check_gather(net, self)
+        final = net.layers[-1].layer
+        if final.rows > self.logit_depth:
+            raise ConfigError(f"layer {final.name!r} has {final.rows:,} outputs, the "
+                              f"processor's logits hold {self.logit_depth:,}")
         need = _needs(net, self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"

