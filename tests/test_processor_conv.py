@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import random_network
+from conftest import random_layer, random_network
 from darbgen import datasets
 from darbgen.config import ConfigError
 from darbgen.format import Artifact
@@ -17,7 +17,8 @@ from darbgen.processor import GatherTable, ProcessorConfig, StepKind, Target, lo
 from darbgen.processor_conv import GATHER_CAPACITIES, conv_layout, gather_fields
 from darbgen.sim.golden import network_ref
 from darbgen.sim.runner import simulate_processor, simulator_available
-from test_conv import random_cnn
+from darbgen.conv import ConvSpec
+from test_conv import float_forward, random_cnn
 
 needs_verilator = pytest.mark.skipif(not simulator_available("verilator"),
                                      reason="verilator not installed")
@@ -112,19 +113,35 @@ def test_refusals_name_the_layer_and_the_gather_capacity(cnn):
 
 # -- one processor: digits-cnn, a random CNN, digits-mlp, in Verilator ------------------------
 
+def linear_then_conv(rng):
+    """fc0 (12 → 2×4×4, ReLU) → conv (3@3×3, padding 1, pool 2) → fc2: a Linear layer's
+    rows written into a map (its elements, inside the conv's zero border)."""
+    fc0 = replace(random_layer(rng, 32, 12, [2, 4], name="fc0"), activation="relu")
+    conv = random_layer(rng, 3, 18, [2, 4], name="conv")
+    conv = replace(conv, shape=(3, 2, 3, 3), conv=ConvSpec(4, 1, 1, 2), activation="relu")
+    fc2 = replace(random_layer(rng, 4, 12, [2, 4], name="fc2"), activation="none")
+    layers = [replace(l, bias=rng.normal(0, 2, size=l.rows).astype(np.float32))
+              for l in (fc0, conv, fc2)]
+    x = rng.integers(0, 128, size=(16, 12))
+    scales = [0.05] + float_forward(layers, x * 0.05, calibrate=True)
+    return plan(Artifact([replace(l, input_scale=s) for l, s in zip(layers, scales)]))
+
+
 @pytest.fixture(scope="module")
 def three_networks(digits_mlp, digits_cnn):
-    """digits-cnn (DARB 8×), the random CNN, digits-mlp (DARB 16×) and the one 4-lane
-    processor that runs each of them."""
+    """digits-cnn (DARB 8×), the random CNN, digits-mlp (DARB 16×), a Linear layer
+    feeding a convolution, and the one 4-lane processor that runs each of them."""
     cnn_net = plan(Artifact.load(digits_cnn[0]))
     small = plan(random_cnn(np.random.default_rng(20261207)))
     mlp = plan(Artifact.load(digits_mlp[0]))
-    return cnn_net, small, mlp, ProcessorConfig.for_plans([cnn_net, small, mlp], lanes=4)
+    mixed = linear_then_conv(np.random.default_rng(20261208))
+    return cnn_net, small, mlp, mixed, ProcessorConfig.for_plans([cnn_net, small, mlp, mixed],
+                                                                 lanes=4)
 
 
 @needs_verilator
 def test_one_processor_runs_two_cnns_and_an_mlp(three_networks, rng):
-    digits_cnn, small, mlp, config = three_networks
+    digits_cnn, small, mlp, mixed, config = three_networks
     x, _ = datasets.test_split("digits")
     xq = digits_cnn.quantize_input(x[:3])
     run = simulate_processor(digits_cnn, xq, config, idle=0.2, backpressure=0.3, seed=3)
@@ -137,6 +154,9 @@ def test_one_processor_runs_two_cnns_and_an_mlp(three_networks, rng):
     run_mlp = simulate_processor(mlp, xm, config)
     np.testing.assert_array_equal(run_mlp.logits, network_ref(mlp, xm))
     assert run_mlp.config is run.config
+    xl = rng.integers(-128, 128, size=(2, mixed.cols))
+    np.testing.assert_array_equal(simulate_processor(mixed, xl, config).logits,
+                                  network_ref(mixed, xl))
 
 
 def changed_load(net, config, layer, change):
@@ -151,7 +171,7 @@ def changed_load(net, config, layer, change):
 def test_corrupted_load_fails_the_check(three_networks, rng, target):
     """A changed conv2 weight, column offset or patch base makes the logits differ from
     the golden model (with a changed weight: equal to the changed network's)."""
-    _, small, _, config = three_networks
+    _, small, _, _, config = three_networks
     seed = int(rng.integers(1 << 31))
     x = np.random.default_rng(seed).integers(-128, 128, size=(2, small.cols))
     golden = network_ref(small, x)
