@@ -39,7 +39,7 @@ from .network import OUTPUT_BITS, NetworkPlan, requant_entries, requant_fields
 from .packing import pack_fields, schedule, unpack_fields
 from .packing import load_words as layer_load_words
 
-__all__ = ["Target", "ProcessorConfig", "load_words", "image_cycles"]
+__all__ = ["Target", "StepKind", "ProcessorConfig", "load_words", "image_cycles"]
 
 #: Most program steps (a bound keeps the program memory from growing without limit).
 MAX_STEPS = 256
@@ -51,6 +51,16 @@ class Target(enum.IntEnum):
     LANES = 0           #: a lane's header or beat: the data is an engine load word
     TABLE = 1           #: a requantizer table entry
     PROGRAM = 2         #: a program step
+    # 3 is pconv's GATHER.
+    CELL = 4            #: an entry of the LSTM cell's table (darbgen.lstm.cell_table)
+
+
+class StepKind(enum.IntEnum):
+    """What a program step runs (its ``kind`` field)."""
+
+    LINEAR = 0          #: a Linear layer: the lanes, then the requantizer
+    CONV = 1            #: a convolution (pconv)
+    LSTM = 2            #: an LSTM layer's step: the gate layer on the lanes, then the cell
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,11 @@ class ProcessorConfig:
         Requantizer entries, all steps together.
     max_steps : int
         Program steps (layers).
+    lstm_hidden : int
+        Hidden units the LSTM cell holds (its gate activations and cell state); 0: the
+        processor has no LSTM cell (:mod:`darbgen.processor_lstm`).
+    lstm_table : int
+        Entries of the LSTM cell's table (one per gate output position); 0 without a cell.
 
     Raises
     ------
@@ -81,6 +96,8 @@ class ProcessorConfig:
     lane_slots: int
     table_depth: int
     max_steps: int
+    lstm_hidden: int = 0
+    lstm_table: int = 0
 
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
@@ -90,6 +107,20 @@ class ProcessorConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
             object.__setattr__(self, name, int(v))
+        for name in ("lstm_hidden", "lstm_table"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, not {v!r}")
+            object.__setattr__(self, name, int(v))
+        if (self.lstm_hidden == 0) != (self.lstm_table == 0):
+            raise ConfigError(f"lstm_hidden and lstm_table must both be 0 (no LSTM cell) or "
+                              f"both positive, not {self.lstm_hidden} and {self.lstm_table}")
+        if self.lstm_hidden and self.engine.input_bits < 8:
+            raise ConfigError(f"an LSTM cell needs 8-bit inputs to hold h, not "
+                              f"{self.engine.input_bits}-bit")
+        if 2 * self.lstm_hidden > self.act_depth:
+            raise ConfigError(f"lstm_hidden {self.lstm_hidden} needs an activation depth of at "
+                              f"least {2 * self.lstm_hidden} (x_t and h), not {self.act_depth}")
         if self.max_steps > MAX_STEPS:
             raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
         if self.lane_slots > self.act_depth:
@@ -133,13 +164,14 @@ class ProcessorConfig:
         (docs/processor.md).
         """
         e = self.engine
+        from .processor_lstm import cell_memories
         return {"beats": (self.lanes, self.lane_depth, layout_width(e.beat_fields)),
                 "headers": (self.lanes, self.lane_rows, layout_width(e.header_fields)),
                 "x": (self.lanes, e.x_depth, e.input_width * e.input_bits),
                 "sums": (self.lanes, self.lane_slots, e.acc_width),
                 "table": (1, self.table_depth, layout_width(self.requant_fields)),
                 "program": (1, self.max_steps, layout_width(self.step_fields)),
-                "logits": (1, self.act_depth, OUTPUT_BITS)}
+                "logits": (1, self.act_depth, OUTPUT_BITS), **cell_memories(self)}
 
     # -- layouts (LSB first) ------------------------------------------------------------
 
@@ -150,25 +182,33 @@ class ProcessorConfig:
 
     @property
     def step_fields(self) -> list:
-        """One program step: a Linear layer of ``rows`` outputs whose lanes drain
-        ``slots`` sum beats, whose requantizer entries end at ``table_end``, with a ReLU
-        (``relu``: clamp at 0) or not; ``last`` marks the step whose outputs are the
-        logits. ``first`` restarts the program."""
-        return [("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
+        """One program step: its ``kind`` (a :class:`StepKind`); a Linear layer of
+        ``rows`` outputs whose lanes drain ``slots`` sum beats, whose requantizer entries
+        end at ``table_end``, with a ReLU (``relu``: clamp at 0) or not; ``last`` marks
+        the step whose outputs are the logits. ``first`` restarts the program. With an
+        LSTM cell, an LSTM step also carries its ``inputs`` (the column of ``h``'s first
+        unit) and the cell format ``c_frac`` (:mod:`darbgen.processor_lstm`)."""
+        from .processor_lstm import lstm_step_fields
+        return [("kind", ("u", 2)),
+                ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
                 ("table_end", ("u", _bits(self.table_depth))), ("relu", ("u", 1)),
-                ("last", ("u", 1)), ("first", ("u", 1))]
+                ("last", ("u", 1)), ("first", ("u", 1)), *lstm_step_fields(self)]
 
     @property
     def load_fields(self) -> list:
         """One load word: its :class:`Target` and that target's own word in ``data``."""
+        from .processor_lstm import cell_fields
         data = max(layout_width(self.engine.load_fields), layout_width(self.requant_fields),
-                   layout_width(self.step_fields))
+                   layout_width(self.step_fields),
+                   *([layout_width(cell_fields(self))] if self.lstm_hidden else []))
         return [("data", ("u", data)), ("target", ("u", _bits(max(Target)))),
                 ("first", ("u", 1))]
 
     @property
     def input_fields(self) -> list:
-        return self.engine.input_fields
+        """One input beat: the engine's; with an LSTM cell also ``reset`` (the step
+        starts from ``h = c = 0``; :func:`darbgen.processor_lstm.lstm_input_words`)."""
+        return self.engine.input_fields + ([("reset", ("u", 1))] if self.lstm_hidden else [])
 
     @property
     def output_fields(self) -> list:
@@ -178,8 +218,11 @@ class ProcessorConfig:
     # -- identity -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
+        # The LSTM capacities only when present: a processor without a cell keeps its digest.
+        extra = ({"lstm_hidden": self.lstm_hidden, "lstm_table": self.lstm_table}
+                 if self.lstm_hidden else {})
         return {"engine": self.engine.to_json(), "lane_slots": self.lane_slots,
-                "table_depth": self.table_depth, "max_steps": self.max_steps}
+                "table_depth": self.table_depth, "max_steps": self.max_steps, **extra}
 
     def digest(self) -> str:
         text = json.dumps(self.to_json(), sort_keys=True)
@@ -188,26 +231,31 @@ class ProcessorConfig:
     # -- networks -----------------------------------------------------------------------
 
     @classmethod
-    def for_plans(cls, plans, lanes: int = 4, *, input_width: int | None = None
-                  ) -> "ProcessorConfig":
-        """The smallest processor that runs each of ``plans`` (one at a time)."""
-        plans = list(plans)
-        if not plans:
+    def for_plans(cls, plans, lanes: int = 4, *, input_width: int | None = None,
+                  gates=()) -> "ProcessorConfig":
+        """The smallest processor that runs each of ``plans`` (one at a time) and, given
+        LSTM gate layers ``gates``, each of their steps (:mod:`darbgen.processor_lstm`)."""
+        plans, gates = list(plans), list(gates)
+        if not plans and not gates:
             raise ConfigError("need at least one network to size a processor")
-        layers = [q.layer for net in plans for q in net.layers]
+        layers = [q.layer for net in plans for q in net.layers] + gates
         base = EngineConfig.for_layers(layers, lanes, input_width=input_width)
-        needs = [_needs(net, lanes) for net in plans]
+        needs = ([_needs([q.layer for q in net.layers], lanes) for net in plans]
+                 + [_needs([g], lanes, lstm=True) for g in gates])
         engine = EngineConfig(
             lanes=lanes, shifts=base.shifts, max_keep=base.max_keep,
             max_row_nnz=base.max_row_nnz,
             max_cols=max(n["act"] for n in needs),
             lane_depth=max(int(n["beats"][-1].max()) for n in needs),
             lane_rows=max(int(n["headers"][-1].max()) for n in needs),
-            weight_bits=base.weight_bits, input_bits=plans[0].input_bits,
+            weight_bits=base.weight_bits, input_bits=plans[0].input_bits if plans else 8,
             input_width=base.input_width)
+        hidden = max([g.rows // 4 for g in gates], default=0)
         return cls(engine, lane_slots=max(max(n["slots"]) for n in needs),
-                   table_depth=max(int(n["table"][-1]) for n in needs),
-                   max_steps=max(len(net.layers) for net in plans))
+                   table_depth=max([int(n["table"][-1]) for n in needs[:len(plans)]], default=1),
+                   max_steps=max([len(net.layers) for net in plans] + [1]),
+                   lstm_hidden=hidden,
+                   lstm_table=max([int(n["table"][-1]) for n in needs[len(plans):]], default=0))
 
     def check_plan(self, net: NetworkPlan) -> None:
         """Raise :class:`ConfigError` unless ``net`` runs on this processor; the message
@@ -230,7 +278,7 @@ class ProcessorConfig:
                     raise ConfigError(f"{where} has {n:,} {what}, the processor's activations "
                                       f"hold {self.act_depth:,}")
             e.check_layer(layer)
-        need = _needs(net, self.lanes)
+        need = _needs([q.layer for q in net.layers], self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"
             if need["slots"][i] > self.lane_slots:
@@ -250,23 +298,38 @@ class ProcessorConfig:
                                   f"entries, the processor holds {self.table_depth:,}")
 
 
-def _needs(net: NetworkPlan, lanes: int) -> dict:
-    """What ``net`` fills at ``lanes`` lanes, cumulative over its layers: per layer the
-    beats and row headers (markers included) per lane, the table entries; and per
-    layer its rows per lane (``slots``) and the activation depth it needs."""
+def _needs(layers, lanes: int, *, lstm: bool = False) -> dict:
+    """What ``layers`` (the steps of one program) fill at ``lanes`` lanes, cumulative:
+    per layer the beats and row headers (markers included) per lane, the table entries;
+    and per layer its rows per lane (``slots``) and the activation depth it needs (an
+    LSTM gate layer's outputs go to the cell, not to the activations: ``lstm``)."""
     beats, headers, table, slots = [], [], [], []
     b, h, t = np.zeros(lanes, np.int64), np.zeros(lanes, np.int64), 0
-    for q in net.layers:
-        sched = schedule(q.layer, lanes)
+    for layer in layers:
+        sched = schedule(layer, lanes)
         b = b + sched.lane_beats
         h = h + sched.lane_counts + 1
-        t += sched.slots * lanes + int((q.layer.row_nnz == 0).sum())
+        t += sched.slots * lanes + int((layer.row_nnz == 0).sum())
         beats.append(b)
         headers.append(h)
         table.append(t)
         slots.append(sched.slots)
-    act = max(max(q.layer.cols, q.layer.rows) for q in net.layers)
+    act = max(layer.cols if lstm else max(layer.cols, layer.rows) for layer in layers)
     return {"beats": beats, "headers": headers, "table": table, "slots": slots, "act": act}
+
+
+def lane_words(layer, engine: EngineConfig, sched) -> list:
+    """One step's engine load words for every lane: its rows' headers and beats, then
+    each lane's end marker (no ``first``: the stream's first word sets it)."""
+    e = engine
+    words = unpack_fields(e.load_fields, layer_load_words(layer, e, sched))
+    n = len(words["data"])
+    markers = {"data": np.zeros(e.lanes, np.int64), "lane": np.arange(e.lanes),
+               "header": np.ones(e.lanes, np.int64), "first": np.zeros(e.lanes, np.int64)}
+    # One `first` for the whole stream: it rewinds every lane's write pointers.
+    words["first"][:] = 0
+    return pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
+                                       for k in words}, n + e.lanes)
 
 
 def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
@@ -281,18 +344,11 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
     """
     config.check_plan(net)
     e = config.engine
-    lane_words, entries, steps = [], [], []
+    lane_stream, entries, steps = [], [], []
     table_end = 0
     for i, q in enumerate(net.layers):
         sched = schedule(q.layer, e.lanes)
-        words = unpack_fields(e.load_fields, layer_load_words(q.layer, e, sched))
-        n = len(words["data"])
-        markers = {"data": np.zeros(e.lanes, np.int64), "lane": np.arange(e.lanes),
-                   "header": np.ones(e.lanes, np.int64), "first": np.zeros(e.lanes, np.int64)}
-        # One `first` for the whole stream: it rewinds every lane's write pointers.
-        words["first"][:] = 0
-        lane_words += pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
-                                                  for k in words}, n + e.lanes)
+        lane_stream += lane_words(q.layer, e, sched)
         table = requant_entries(q, sched)
         if q.final:
             # mult 1, shift 0: the requantizer passes `acc + bias` through (the logits).
@@ -301,21 +357,28 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
         table["first"] = np.zeros(count, np.int64)
         entries.append(table)
         table_end += count
-        steps.append({"rows": q.layer.rows, "slots": sched.slots, "table_end": table_end,
+        steps.append({"kind": int(StepKind.LINEAR), "rows": q.layer.rows,
+                      "slots": sched.slots, "table_end": table_end,
                       "relu": int(q.lo == 0 and not q.final), "last": int(q.final),
                       "first": int(i == 0)})
-    lane_words[0] |= _field_bit(e.load_fields, "first")
+    lane_stream[0] |= _field_bit(e.load_fields, "first")
     table = {k: np.concatenate([t[k] for t in entries]) for k in entries[0]}
     table["first"][0] = 1
     table_words = pack_fields(config.requant_fields, table, table_end)
     step_words = pack_fields(config.step_fields, {k: [s[k] for s in steps] for k in steps[0]},
                              len(steps))
-    data = lane_words + table_words + step_words
-    targets = ([Target.LANES] * len(lane_words) + [Target.TABLE] * len(table_words)
-               + [Target.PROGRAM] * len(step_words))
+    return load_stream(config, [(Target.LANES, lane_stream), (Target.TABLE, table_words),
+                                (Target.PROGRAM, step_words)])
+
+
+def load_stream(config: ProcessorConfig, parts) -> list:
+    """Load words from ``(target, that target's words)`` pairs, in order; the first
+    word carries ``first``."""
+    data = [w for _, words in parts for w in words]
+    targets = [int(t) for t, words in parts for _ in words]
     first = [1] + [0] * (len(data) - 1)
-    return pack_fields(config.load_fields, {"data": data, "target": [int(t) for t in targets],
-                                            "first": first}, len(data))
+    return pack_fields(config.load_fields, {"data": data, "target": targets, "first": first},
+                       len(data))
 
 
 def _field_bit(fields, name: str) -> int:

@@ -30,12 +30,13 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..network import OUTPUT_BITS
-from ..processor import ProcessorConfig, Target
+from ..processor import ProcessorConfig, StepKind, Target
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
 from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
 from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
 from .network import requant_pipeline, requant_states, requant_table
+from .processor_lstm import lstm_unit
 
 __all__ = ["Processor"]
 
@@ -96,10 +97,14 @@ class Processor(wiring.Component):
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
         table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
         program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
+        # The LSTM cell (None without one): its table loads from target CELL.
+        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
 
         # -- the step being run ----------------------------------------------------------
         pc = Signal(range(c.max_steps + 1))
         step = Signal(step_l)
+        if cell is not None:
+            cell.bind(step)
         m.d.comb += program_rd.addr.eq(pc)
         any_active = Signal()
         m.d.comb += any_active.eq(Cat(*(lane.active for lane in lanes)).any())
@@ -174,8 +179,9 @@ class Processor(wiring.Component):
                 for lane in lanes:
                     m.d.comb += lane.rewind.eq(1)
                 with m.If(self.x.valid):
+                    mask = -1 if cell is None else cell.x_mask(self.x.payload, in_word)
                     for lane in lanes:
-                        m.d.comb += [lane.x_we.eq(-1), lane.x_addr.eq(in_word),
+                        m.d.comb += [lane.x_we.eq(mask), lane.x_addr.eq(in_word),
                                      lane.x_data.eq(self.x.payload.x.as_value())]
                     m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
                     with m.If(self.x.payload.last):
@@ -199,6 +205,9 @@ class Processor(wiring.Component):
                     # A layer keeps a weight (format.SparseLayer), so slots >= 1.
                     m.d.sync += [draining.eq(1), t.eq(0)]
                     m.next = "FILL"
+                    if cell is not None:
+                        with m.If(step.kind == StepKind.LSTM):
+                            m.next = "CELL"
             requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
                            tail_done, gapless=True)
             with m.State("FLUSH"):
@@ -208,6 +217,14 @@ class Processor(wiring.Component):
                     m.next = "FETCH"
                     with m.If(step.last):
                         m.next = "READ"
+            if cell is not None:
+                with m.State("CELL"):
+                    # The gate sums go to the cell, its h_t into the lanes' x memories.
+                    with m.If(cell.state(m, sums, step, lanes, self.y)):
+                        m.d.sync += pc.eq(pc + 1)
+                        m.next = "FETCH"
+                        with m.If(step.last):
+                            m.next = "IDLE"
             with m.State("READ"):                    # the logit memory reads row `r`
                 m.d.comb += logit_rd.en.eq(1)
                 m.d.sync += r.eq(r + 1)
