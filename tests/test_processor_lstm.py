@@ -197,7 +197,8 @@ def test_a_corrupted_weight_or_cell_entry_is_caught(shared, tiny, fault):  # noq
     x, reset = text_streams(tiny, starts=(0,), length=5)
     bad_gate, bad_params = gate, params
     if fault == "weight":
-        i = int(np.flatnonzero(gate.columns >= inputs)[gate.nnz // 4])
+        recurrent = np.flatnonzero(gate.columns >= inputs)
+        i = int(recurrent[len(recurrent) // 2])
         values = np.array(gate.values)
         values[i] = values[i] + 40 if values[i] < 80 else values[i] - 40
         bad_gate = replace(gate, values=values)
