@@ -28,7 +28,8 @@ import numpy as np
 
 from .config import ConfigError, _bits, layout_width
 from .format import SparseLayer
-from .lstm import C_BITS, C_FRAC_BITS, GATES, LUT_BITS, LSTMConfig, cell_table, lut_init
+from .lstm import (C_BITS, C_FRAC_BITS, GATES, LUT_BITS, LSTMConfig, cell_table,
+                   check_steps, lut_init)
 from .lstm_format import IntLSTMParams, lstm_shape
 from .packing import pack_fields, schedule, unpack_fields
 from .processor import (ProcessorConfig, StepKind, Target, _field_bit, _needs, lane_words,
@@ -142,38 +143,27 @@ def lstm_load_words(gate: SparseLayer, params: IntLSTMParams, config: ProcessorC
                                 (Target.PROGRAM, step)])
 
 
-def lstm_input_words(x, reset, config: ProcessorConfig, hidden: int) -> list:
-    """The ``x`` beats of a sequence of LSTM time steps (one inference each).
+def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> list:
+    """The ``x`` beats of a sequence of LSTM time steps of ``gate`` (one inference each).
 
     Parameters
     ----------
     x : array of int, shape (steps, inputs)
         int8 ``x_t`` (one-hot: ``X_ONE``).
     reset : array of bool, shape (steps,)
-        Steps that start from ``h = c = 0``; the first one must.
+        Steps that start from ``h = c = 0`` (the first one must): they send
+        ``[x_t; 0]``, ``inputs + hidden`` elements, which clear ``h`` in the lanes.
     config : ProcessorConfig
-    hidden : int
-        The layer's hidden units: a reset step sends ``[x_t; 0]``, ``inputs + hidden``
-        elements.
+    gate : SparseLayer
 
     Raises
     ------
     ValueError
         A shape is wrong, an input is out of range or the first step does not reset.
     """
-    x, reset = np.asarray(x), np.asarray(reset)
-    if x.dtype.kind not in "iu" or x.ndim != 2:
-        raise ValueError(f"x must be integers of shape (steps, inputs), not {x.dtype} of "
-                         f"shape {x.shape}")
-    if reset.shape != (x.shape[0],):
-        raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
-    if x.shape[0] and not reset[0]:
-        raise ValueError("the first step must reset the state")
-    lim = 1 << (config.engine.input_bits - 1)
-    if x.size and (x.min() < -lim or x.max() >= lim):
-        raise ValueError(f"x must be between {-lim} and {lim - 1}, not "
-                         f"{int(x.min())}..{int(x.max())}")
-    iw, inputs = config.engine.input_width, x.shape[1]
+    inputs, hidden = lstm_shape(gate)
+    x, reset = check_steps(x, reset, inputs, config.engine.input_bits)
+    iw = config.engine.input_width
     words = []
     for xt, r in zip(x, reset.astype(bool)):
         n = -(-(inputs + hidden * r) // iw)

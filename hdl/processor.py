@@ -17,7 +17,11 @@ memories are laid out. Per inference the sequencer walks the program:
   reading it): the next step's input, with no copy. The last step's go to the logit
   memory;
 * **FLUSH** lets the pipeline empty; after the last step **READ/SEND** send the
-  logits out on ``y``, rows in order, one per beat.
+  logits out on ``y``, rows in order, one per beat;
+* an LSTM step (a processor with an LSTM cell, :mod:`darbgen.hdl.processor_lstm`)
+  goes from RETIRE to **CELL** instead: the sums go to the chain's LSTM cell, which
+  writes ``h_t`` into every lane's x memory (the next time step's ``h_{t-1}``) and,
+  as the last step, sends ``(h_t, c_t)`` out on ``y``.
 
 Everything happens in turn (no two steps overlap): a step costs its busiest lane's
 beats plus about ``slots · lanes + empty rows`` cycles of requantization and a dozen

@@ -401,7 +401,7 @@ def simulate_processor_lstm(gate: SparseLayer, params, x, reset, config: Process
 
     _, hidden = lstm_shape(gate)
     words = load if load is not None else processor_lstm.lstm_load_words(gate, params, config)
-    beats = processor_lstm.lstm_input_words(x, reset, config, hidden)
+    beats = processor_lstm.lstm_input_words(x, reset, config, gate)
     build_dir = build_verilog(engine_verilog(None, TOP_NAME, Processor(config)), simulator)
     steps = len(reset)
     work = processor_lstm.lstm_image_cycles(gate, config)

@@ -117,17 +117,17 @@ def test_load_words_hold_lanes_cell_table_and_one_step(mixed):
 
 
 def test_input_words_clear_h_only_on_a_reset(mixed, rng):
-    _, _, c = mixed                                  # input_width 2
+    _, gate, c = mixed                               # input_width 2
     x, reset = streams(rng, 7, [2, 1])
-    f = unpack_fields(c.input_fields, lstm_input_words(x, reset, c, 5))
+    f = unpack_fields(c.input_fields, lstm_input_words(x, reset, c, gate))
     # A reset sends [x_t; 0]: 12 elements in 6 words; otherwise x_t: 7 elements in 4.
     assert f["last"].tolist() == [0] * 5 + [1] + [0] * 3 + [1] + [0] * 5 + [1]
     assert f["reset"].tolist() == [1] * 6 + [0] * 4 + [1] * 6
     assert np.array_equal(f["x"][:6].reshape(-1), np.r_[x[0], np.zeros(5, int)])
     with pytest.raises(ValueError, match=r"^the first step must reset the state$"):
-        lstm_input_words(x, ~reset, c, 5)
+        lstm_input_words(x, ~reset, c, gate)
     with pytest.raises(ValueError, match=r"^x must be between -128 and 127, not 1..128$"):
-        lstm_input_words(x + 1, reset, c, 5)
+        lstm_input_words(x + 1, reset, c, gate)
     with pytest.raises(ValueError, match=r"^7 output beats are not a whole number of steps of "
                                          r"5 beats$"):
         unpack_lstm_outputs([0] * 7, c, 5)
@@ -147,7 +147,7 @@ def test_lstm_step_matches_golden(rng, inputs, hidden, lanes, input_width, stall
                                        input_width=input_width, gates=[gate, big])
     x, reset = streams(rng, inputs, [3, 1, 2])
     run = drive_streams(Processor(config), lstm_load_words(gate, params, config),
-                        lstm_input_words(x, reset, config, hidden), len(reset) * hidden,
+                        lstm_input_words(x, reset, config, gate), len(reset) * hidden,
                         idle=stalls, backpressure=stalls, seed=4, max_cycles=20_000)
     h, c = unpack_lstm_outputs(run.beats, config, hidden)
     h_gold, c_gold = lg.int_lstm_sequence(gate, params, x, reset)
