@@ -19,8 +19,8 @@ and the EBR of a lookup table folded by the tables' symmetries (checked exactly 
 
 Records in ``docs/processor.json`` (key ``lstm``).
 
-Run: ``nice .venv/bin/python bench/processor_lstm_bench.py`` (about 10 minutes on the
-shared machine: training, four Verilator builds, then about 10 s per run).
+Run: ``nice .venv/bin/python bench/processor_lstm_bench.py`` (12.5 minutes on the
+loaded shared machine: training, four Verilator builds, then about 10 s per run).
 """
 
 from __future__ import annotations
