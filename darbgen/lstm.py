@@ -55,7 +55,7 @@ from .quant import MULT_BITS
 
 __all__ = ["LOAD_ENGINE", "LOAD_TABLE", "LOAD_C_FRAC", "GATES", "LUT_BITS", "C_BITS",
            "SHIFT_BITS", "BIAS_BITS", "C_FRAC_BITS", "Z_BITS", "LSTMConfig", "lut_init",
-           "cell_table", "load_words", "input_words", "unpack_outputs"]
+           "cell_table", "load_words", "check_steps", "input_words", "unpack_outputs"]
 
 #: Load targets of the step's ``load`` stream.
 LOAD_ENGINE, LOAD_TABLE, LOAD_C_FRAC = 0, 1, 2
@@ -233,6 +233,32 @@ def load_words(gate: SparseLayer, params: IntLSTMParams, config: LSTMConfig) -> 
     return pack_fields(config.load_fields, {"data": data, "target": targets}, len(data))
 
 
+def check_steps(x, reset, inputs: int, input_bits: int):
+    """``x`` and ``reset`` of a sequence of steps as arrays, checked.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not integers of shape ``(steps, inputs)``, ``reset`` not of shape
+        ``(steps,)``, an input is out of the ``input_bits`` range or the first step does
+        not reset.
+    """
+    x = np.asarray(x)
+    reset = np.asarray(reset)
+    if x.dtype.kind not in "iu" or x.ndim != 2 or x.shape[1] != inputs:
+        raise ValueError(f"x must be integers of shape (steps, {inputs}), not "
+                         f"{x.dtype} of shape {x.shape}")
+    if reset.shape != (x.shape[0],):
+        raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
+    if x.shape[0] and not reset[0]:
+        raise ValueError("the first step must reset the state")
+    lim = 1 << (input_bits - 1)
+    if x.size and (x.min() < -lim or x.max() >= lim):
+        raise ValueError(f"x must be between {-lim} and {lim - 1}, not "
+                         f"{int(x.min())}..{int(x.max())}")
+    return x, reset
+
+
 def input_words(x, config: LSTMConfig, reset) -> list:
     """The ``x`` beats of a sequence of steps.
 
@@ -250,19 +276,7 @@ def input_words(x, config: LSTMConfig, reset) -> list:
     ValueError
         A shape is wrong, an input is out of range or the first step does not reset.
     """
-    x = np.asarray(x)
-    reset = np.asarray(reset)
-    if x.dtype.kind not in "iu" or x.ndim != 2 or x.shape[1] != config.inputs:
-        raise ValueError(f"x must be integers of shape (steps, {config.inputs}), not "
-                         f"{x.dtype} of shape {x.shape}")
-    if reset.shape != (x.shape[0],):
-        raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
-    if x.shape[0] and not reset[0]:
-        raise ValueError("the first step must reset the state")
-    lim = 1 << (config.engine.input_bits - 1)
-    if x.size and (x.min() < -lim or x.max() >= lim):
-        raise ValueError(f"x must be between {-lim} and {lim - 1}, not "
-                         f"{int(x.min())}..{int(x.max())}")
+    x, reset = check_steps(x, reset, config.inputs, config.engine.input_bits)
     steps, iw, per = x.shape[0], config.engine.input_width, config.x_words
     padded = np.zeros((steps, per * iw), dtype=np.int64)
     padded[:, :config.inputs] = x

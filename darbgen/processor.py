@@ -57,6 +57,7 @@ class Target(enum.IntEnum):
     TABLE = 1           #: a requantizer table entry
     PROGRAM = 2         #: a program step
     GATHER = 3          #: an im2col table entry (:class:`GatherTable` says which table)
+    CELL = 4            #: an entry of the LSTM cell's table (darbgen.lstm.cell_table)
 
 
 class StepKind(enum.IntEnum):
@@ -64,7 +65,7 @@ class StepKind(enum.IntEnum):
 
     LINEAR = 0          #: the step's rows once, over the lanes' x
     CONV = 1            #: the step's rows once per position, over a patch gathered from the scratchpad
-    LSTM = 2            #: an LSTM cell step
+    LSTM = 2            #: an LSTM layer's step: the gate layer on the lanes, then the cell
 
 
 class GatherTable(enum.IntEnum):
@@ -101,6 +102,11 @@ class ProcessorConfig:
     max_classes : int, optional
         Outputs of the last layer (the logit memory's depth); 0, the default, means the
         activation depth. A board sets it to spare block RAM (docs/processor.md).
+    lstm_hidden : int
+        Hidden units the LSTM cell holds (its gate activations and cell state); 0: the
+        processor has no LSTM cell (:mod:`darbgen.processor_lstm`).
+    lstm_table : int
+        Entries of the LSTM cell's table (one per gate output position); 0 without a cell.
 
     Raises
     ------
@@ -117,6 +123,8 @@ class ProcessorConfig:
     gather_columns: int = 0
     gather_pools: int = 0
     max_classes: int = 0
+    lstm_hidden: int = 0
+    lstm_table: int = 0
 
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
@@ -134,6 +142,20 @@ class ProcessorConfig:
         if self.max_classes > self.act_depth:
             raise ConfigError(f"max_classes {self.max_classes} exceeds the activation depth "
                               f"{self.act_depth}")
+        for name in ("lstm_hidden", "lstm_table"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, not {v!r}")
+            object.__setattr__(self, name, int(v))
+        if (self.lstm_hidden == 0) != (self.lstm_table == 0):
+            raise ConfigError(f"lstm_hidden and lstm_table must both be 0 (no LSTM cell) or "
+                              f"both positive, not {self.lstm_hidden} and {self.lstm_table}")
+        if self.lstm_hidden and self.engine.input_bits < 8:
+            raise ConfigError(f"an LSTM cell needs 8-bit inputs to hold h, not "
+                              f"{self.engine.input_bits}-bit")
+        if 2 * self.lstm_hidden > self.act_depth:
+            raise ConfigError(f"lstm_hidden {self.lstm_hidden} needs an activation depth of at "
+                              f"least {2 * self.lstm_hidden} (x_t and h), not {self.act_depth}")
         if self.max_steps > MAX_STEPS:
             raise ConfigError(f"max_steps must be at most {MAX_STEPS}, not {self.max_steps}")
         if self.lane_slots > self.act_depth:
@@ -216,6 +238,7 @@ class ProcessorConfig:
         (docs/processor.md).
         """
         e = self.engine
+        from .processor_lstm import cell_memories
         return {"beats": (self.lanes, self.lane_depth, layout_width(e.beat_fields)),
                 "headers": (self.lanes, self.lane_rows, layout_width(e.header_fields)),
                 "x": (self.lanes, e.x_depth, e.input_width * e.input_bits),
@@ -223,7 +246,7 @@ class ProcessorConfig:
                 "table": (1, self.table_depth, layout_width(self.requant_fields)),
                 "program": (1, self.max_steps, layout_width(self.step_fields)),
                 "logits": (1, self.logit_depth, OUTPUT_BITS),
-                **(gather_memories(self) if self.has_gather else {})}
+                **(gather_memories(self) if self.has_gather else {}), **cell_memories(self)}
 
     # -- layouts (LSB first) ------------------------------------------------------------
 
@@ -236,27 +259,36 @@ class ProcessorConfig:
 
     @property
     def step_fields(self) -> list:
-        """One program step: a Linear layer of ``rows`` outputs whose lanes drain
-        ``slots`` sum beats, whose requantizer entries end at ``table_end``, with a ReLU
-        (``relu``: clamp at 0) or not; ``last`` marks the step whose outputs are the
-        logits. ``first`` restarts the program. ``kind`` is a :class:`StepKind`; the
-        rest (:func:`darbgen.processor_conv.conv_step_fields`) drives the gather."""
-        return [("kind", ("u", 2)), ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
+        """One program step: its ``kind`` (a :class:`StepKind`); a Linear layer of
+        ``rows`` outputs whose lanes drain ``slots`` sum beats, whose requantizer entries
+        end at ``table_end``, with a ReLU (``relu``: clamp at 0) or not; ``last`` marks
+        the step whose outputs are the logits. ``first`` restarts the program. With a
+        gather, the fields of :func:`darbgen.processor_conv.conv_step_fields` drive it;
+        with an LSTM cell, an LSTM step also carries its ``inputs`` (the column of ``h``'s
+        first unit) and the cell format ``c_frac`` (:mod:`darbgen.processor_lstm`)."""
+        from .processor_lstm import lstm_step_fields
+        return [("kind", ("u", 2)),
+                ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
                 ("table_end", ("u", _bits(self.table_depth))), ("relu", ("u", 1)),
-                ("last", ("u", 1)), ("first", ("u", 1)), *conv_step_fields(self)]
+                ("last", ("u", 1)), ("first", ("u", 1)), *conv_step_fields(self),
+                *lstm_step_fields(self)]
 
     @property
     def load_fields(self) -> list:
         """One load word: its :class:`Target` and that target's own word in ``data``."""
+        from .processor_lstm import cell_fields
         data = max(layout_width(self.engine.load_fields), layout_width(self.requant_fields),
                    layout_width(self.step_fields),
-                   layout_width(gather_fields(self)) if self.has_gather else 0)
+                   *([layout_width(gather_fields(self))] if self.has_gather else []),
+                   *([layout_width(cell_fields(self))] if self.lstm_hidden else []))
         return [("data", ("u", data)), ("target", ("u", _bits(max(Target)))),
                 ("first", ("u", 1))]
 
     @property
     def input_fields(self) -> list:
-        return self.engine.input_fields
+        """One input beat: the engine's; with an LSTM cell also ``reset`` (the step
+        starts from ``h = c = 0``; :func:`darbgen.processor_lstm.lstm_input_words`)."""
+        return self.engine.input_fields + ([("reset", ("u", 1))] if self.lstm_hidden else [])
 
     @property
     def output_fields(self) -> list:
@@ -280,26 +312,31 @@ class ProcessorConfig:
     # -- networks -----------------------------------------------------------------------
 
     @classmethod
-    def for_plans(cls, plans, lanes: int = 4, *, input_width: int | None = None
-                  ) -> "ProcessorConfig":
-        """The smallest processor that runs each of ``plans`` (one at a time)."""
-        plans = list(plans)
-        if not plans:
+    def for_plans(cls, plans, lanes: int = 4, *, input_width: int | None = None,
+                  gates=()) -> "ProcessorConfig":
+        """The smallest processor that runs each of ``plans`` (one at a time) and, given
+        LSTM gate layers ``gates``, each of their steps (:mod:`darbgen.processor_lstm`)."""
+        plans, gates = list(plans), list(gates)
+        if not plans and not gates:
             raise ConfigError("need at least one network to size a processor")
-        layers = [q.layer for net in plans for q in net.layers]
+        layers = [q.layer for net in plans for q in net.layers] + gates
         base = EngineConfig.for_layers(layers, lanes, input_width=input_width)
-        needs = [_needs(net, lanes) for net in plans]
+        needs = ([_needs([q.layer for q in net.layers], lanes) for net in plans]
+                 + [_needs([g], lanes, lstm=True) for g in gates])
         engine = EngineConfig(
             lanes=lanes, shifts=base.shifts, max_keep=base.max_keep,
             max_row_nnz=base.max_row_nnz,
             max_cols=max(n["act"] for n in needs),
             lane_depth=max(int(n["beats"][-1].max()) for n in needs),
             lane_rows=max(int(n["headers"][-1].max()) for n in needs),
-            weight_bits=base.weight_bits, input_bits=plans[0].input_bits,
+            weight_bits=base.weight_bits, input_bits=plans[0].input_bits if plans else 8,
             input_width=base.input_width)
+        hidden = max([g.rows // 4 for g in gates], default=0)
         return cls(engine, lane_slots=max(max(n["slots"]) for n in needs),
-                   table_depth=max(int(n["table"][-1]) for n in needs),
-                   max_steps=max(len(net.layers) for net in plans),
+                   table_depth=max([int(n["table"][-1]) for n in needs[:len(plans)]], default=1),
+                   max_steps=max([len(net.layers) for net in plans] + [1]),
+                   lstm_hidden=hidden,
+                   lstm_table=max([int(n["table"][-1]) for n in needs[len(plans):]], default=0),
                    **gather_capacities(plans, base.input_width))
 
     def check_plan(self, net: NetworkPlan) -> None:
@@ -325,7 +362,7 @@ class ProcessorConfig:
         if final.rows > self.logit_depth:
             raise ConfigError(f"layer {final.name!r} has {final.rows:,} outputs, the "
                               f"processor's logits hold {self.logit_depth:,}")
-        need = _needs(net, self.lanes)
+        need = _needs([q.layer for q in net.layers], self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"
             if need["slots"][i] > self.lane_slots:
@@ -345,23 +382,38 @@ class ProcessorConfig:
                                   f"entries, the processor holds {self.table_depth:,}")
 
 
-def _needs(net: NetworkPlan, lanes: int) -> dict:
-    """What ``net`` fills at ``lanes`` lanes, cumulative over its layers: per layer the
-    beats and row headers (markers included) per lane, the table entries; and per
-    layer its rows per lane (``slots``) and the activation depth it needs."""
+def _needs(layers, lanes: int, *, lstm: bool = False) -> dict:
+    """What ``layers`` (the steps of one program) fill at ``lanes`` lanes, cumulative:
+    per layer the beats and row headers (markers included) per lane, the table entries;
+    and per layer its rows per lane (``slots``) and the activation depth it needs (an
+    LSTM gate layer's outputs go to the cell, not to the activations: ``lstm``)."""
     beats, headers, table, slots = [], [], [], []
     b, h, t = np.zeros(lanes, np.int64), np.zeros(lanes, np.int64), 0
-    for q in net.layers:
-        sched = schedule(q.layer, lanes)
+    for layer in layers:
+        sched = schedule(layer, lanes)
         b = b + sched.lane_beats
         h = h + sched.lane_counts + 1
-        t += sched.slots * lanes + int((q.layer.row_nnz == 0).sum())
+        t += sched.slots * lanes + int((layer.row_nnz == 0).sum())
         beats.append(b)
         headers.append(h)
         table.append(t)
         slots.append(sched.slots)
-    act = max(max(q.layer.cols, q.layer.rows) for q in net.layers)
+    act = max(layer.cols if lstm else max(layer.cols, layer.rows) for layer in layers)
     return {"beats": beats, "headers": headers, "table": table, "slots": slots, "act": act}
+
+
+def lane_words(layer, engine: EngineConfig, sched) -> list:
+    """One step's engine load words for every lane: its rows' headers and beats, then
+    each lane's end marker (no ``first``: the stream's first word sets it)."""
+    e = engine
+    words = unpack_fields(e.load_fields, layer_load_words(layer, e, sched))
+    n = len(words["data"])
+    markers = {"data": np.zeros(e.lanes, np.int64), "lane": np.arange(e.lanes),
+               "header": np.ones(e.lanes, np.int64), "first": np.zeros(e.lanes, np.int64)}
+    # One `first` for the whole stream: it rewinds every lane's write pointers.
+    words["first"][:] = 0
+    return pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
+                                       for k in words}, n + e.lanes)
 
 
 def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
@@ -378,18 +430,11 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
     e = config.engine
     lay = conv_layout(net, e.input_width)
     kinds = conv_steps(net, lay)
-    lane_words, entries, steps = [], [], []
+    lane_stream, entries, steps = [], [], []
     table_end = 0
     for i, q in enumerate(net.layers):
         sched = schedule(q.layer, e.lanes)
-        words = unpack_fields(e.load_fields, layer_load_words(q.layer, e, sched))
-        n = len(words["data"])
-        markers = {"data": np.zeros(e.lanes, np.int64), "lane": np.arange(e.lanes),
-                   "header": np.ones(e.lanes, np.int64), "first": np.zeros(e.lanes, np.int64)}
-        # One `first` for the whole stream: it rewinds every lane's write pointers.
-        words["first"][:] = 0
-        lane_words += pack_fields(e.load_fields, {k: np.concatenate([words[k], markers[k]])
-                                                  for k in words}, n + e.lanes)
+        lane_stream += lane_words(q.layer, e, sched)
         table = requant_entries(q, sched, row_addresses(net, lay, i))
         if q.final:
             # mult 1, shift 0: the requantizer passes `acc + bias` through (the logits).
@@ -398,10 +443,11 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
         table["first"] = np.zeros(count, np.int64)
         entries.append(table)
         table_end += count
-        steps.append({"rows": q.layer.rows, "slots": sched.slots, "table_end": table_end,
+        steps.append({"kind": int(StepKind.LINEAR), "rows": q.layer.rows,
+                      "slots": sched.slots, "table_end": table_end,
                       "relu": int(q.lo == 0 and not q.final), "last": int(q.final),
                       "first": int(i == 0), **kinds[i]})
-    lane_words[0] |= _field_bit(e.load_fields, "first")
+    lane_stream[0] |= _field_bit(e.load_fields, "first")
     table = {k: np.concatenate([t[k] for t in entries]) for k in entries[0]}
     table["first"][0] = 1
     table_words = pack_fields(config.requant_fields, table, table_end)
@@ -411,12 +457,18 @@ def load_words(net: NetworkPlan, config: ProcessorConfig) -> list:
     if any(lay.gathered):
         g = gather_words(net, lay)
         gather = pack_fields(gather_fields(config), g, len(g["addr"]))
-    data = lane_words + table_words + gather + step_words
-    targets = ([Target.LANES] * len(lane_words) + [Target.TABLE] * len(table_words)
-               + [Target.GATHER] * len(gather) + [Target.PROGRAM] * len(step_words))
+    return load_stream(config, [(Target.LANES, lane_stream), (Target.TABLE, table_words),
+                                (Target.GATHER, gather), (Target.PROGRAM, step_words)])
+
+
+def load_stream(config: ProcessorConfig, parts) -> list:
+    """Load words from ``(target, that target's words)`` pairs, in order; the first
+    word carries ``first``."""
+    data = [w for _, words in parts for w in words]
+    targets = [int(t) for t, words in parts for _ in words]
     first = [1] + [0] * (len(data) - 1)
-    return pack_fields(config.load_fields, {"data": data, "target": [int(t) for t in targets],
-                                            "first": first}, len(data))
+    return pack_fields(config.load_fields, {"data": data, "target": targets, "first": first},
+                       len(data))
 
 
 def _field_bit(fields, name: str) -> int:

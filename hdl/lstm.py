@@ -70,6 +70,13 @@ class LSTMCell(wiring.Component):
     luts : sequence of int, optional
         The lookup memory (:func:`darbgen.lstm.lut_init`: sigmoid then tanh); only for
         fault-injection tests.
+    positions : int, optional
+        Table entries (default ``config.positions``): the processor's cell holds
+        ``lstm_table``.
+    dynamic : bool
+        The layer's hidden units come from the ``units`` port (at most
+        ``config.hidden``) instead of being ``config.hidden``: the processor's cell runs
+        any layer up to its size.
 
     Members
     -------
@@ -87,6 +94,8 @@ class LSTMCell(wiring.Component):
         ``h_t`` of unit ``h_unit``, as it enters ``out``.
     done : Out(1)
         The step's last unit entered ``out`` (one cycle).
+    units : In(range(hidden + 1))
+        Only if ``dynamic``: hidden units of the step; static while a step runs.
 
     Raises
     ------
@@ -94,10 +103,13 @@ class LSTMCell(wiring.Component):
         ``luts`` does not have one entry per index of both tables.
     """
 
-    def __init__(self, config: LSTMConfig, *, luts=None):
+    def __init__(self, config: LSTMConfig, *, luts=None, positions: int | None = None,
+                 dynamic: bool = False):
         if not isinstance(config, LSTMConfig):
             raise TypeError(f"config must be an LSTMConfig, not {config!r}")
         self._config = config
+        self._positions = config.positions if positions is None else positions
+        self._dynamic = dynamic
         self._luts = lut_init() if luts is None else [int(v) for v in luts]
         if len(self._luts) != 2 * (Z_MAX - Z_MIN + 1):
             raise ValueError(f"luts must have {2 * (Z_MAX - Z_MIN + 1)} entries, not "
@@ -112,6 +124,7 @@ class LSTMCell(wiring.Component):
             "h_en": Out(1), "h_unit": Out(config.unit_bits),
             "h_data": Out(signed(e.input_bits)),
             "done": Out(1),
+            **({"units": In(range(config.hidden + 1))} if dynamic else {}),
         })
 
     @property
@@ -121,15 +134,17 @@ class LSTMCell(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        e, hidden = c.engine, c.hidden
+        e, size = c.engine, c.hidden
+        hidden = self.units if self._dynamic else size
         m.submodules.lut = lut = memory.Memory(shape=signed(LUT_BITS), depth=len(self._luts),
                                                init=self._luts)
         acts = []
         for g, name in enumerate("ifgo"):
-            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=hidden, init=[]))
+            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=size, init=[]))
             m.submodules[f"act_{name}"] = acts[g]
-        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=hidden, init=[])
-        table_rd, loaded = requant_table(m, self.load, c.positions, to_layout(c.table_fields))
+        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=size, init=[])
+        table_rd, loaded = requant_table(m, self.load, self._positions,
+                                         to_layout(c.table_fields))
         lut_rd = lut.read_port()
         act_wr = [a.write_port() for a in acts]
         act_rd = [a.read_port() for a in acts]
@@ -146,7 +161,7 @@ class LSTMCell(wiring.Component):
         # -- gates: one table position per cycle -----------------------------------------
         beat = Signal.like(self.y.payload)
         lane = Signal(range(e.lanes))
-        k = Signal(range(c.positions + 1))
+        k = Signal(range(self._positions + 1))
         issue = Signal()
         acc = Signal(signed(e.acc_width))
         m.d.comb += table_rd.addr.eq(k)
@@ -168,7 +183,7 @@ class LSTMCell(wiring.Component):
         sb = Signal(range(2 * A_FRAC + 1))          # i·g is Q2.28 → Q.c_frac
         sc = Signal(range(A_FRAC - Z_FRAC + 1))     # c is Q.c_frac → Q3.7
         m.d.sync += [sb.eq(2 * A_FRAC - self.c_frac), sc.eq(self.c_frac - Z_FRAC)]
-        j = Signal(range(hidden + 1))
+        j = Signal(range(size + 1))
         issue_unit = Signal()
         for g in range(GATES):
             m.d.comb += [act_rd[g].addr.eq(j), act_rd[g].en.eq(advance)]

@@ -17,7 +17,11 @@ memories are laid out. Per inference the sequencer walks the program:
   reading it): the next step's input, with no copy. The last step's go to the logit
   memory;
 * **FLUSH** lets the pipeline empty; after the last step **READ/SEND** send the
-  logits out on ``y``, rows in order, one per beat.
+  logits out on ``y``, rows in order, one per beat;
+* an LSTM step (a processor with an LSTM cell, :mod:`darbgen.hdl.processor_lstm`)
+  goes from RETIRE to **CELL** instead: the sums go to the chain's LSTM cell, which
+  writes ``h_t`` into every lane's x memory (the next time step's ``h_{t-1}``) and,
+  as the last step, sends ``(h_t, c_t)`` out on ``y``.
 
 Everything happens in turn (no two steps overlap): a step costs its busiest lane's
 beats plus about ``slots · lanes + empty rows`` cycles of requantization and a dozen
@@ -37,6 +41,7 @@ from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
 from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
 from .network import requant_pipeline, requant_states, requant_table
+from .processor_lstm import lstm_unit
 from .spram import uses_spram
 
 __all__ = ["Processor"]
@@ -134,10 +139,14 @@ class Processor(wiring.Component):
                          maps.load.payload.eq(word.data[:gather_l.size])]
             with m.If(program_load.valid & program_load.payload.first):
                 m.d.sync += map_input.eq(program_load.payload.kind == StepKind.CONV)
+        # The LSTM cell (None without one): its table loads from target CELL.
+        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
 
         # -- the step being run ----------------------------------------------------------
         pc = Signal(range(c.max_steps + 1))
         step = Signal(step_l)
+        if cell is not None:
+            cell.bind(step)
         m.d.comb += program_rd.addr.eq(pc)
         any_active = Signal()
         m.d.comb += any_active.eq(Cat(*(lane.active for lane in lanes)).any())
@@ -238,8 +247,9 @@ class Processor(wiring.Component):
                     with m.If(map_input & ~maps.clearing):
                         take_image_beat()
                 with m.If(self.x.valid & self.x.ready & ~map_input):
+                    mask = -1 if cell is None else cell.x_mask(self.x.payload, in_word)
                     for lane in lanes:
-                        m.d.comb += [lane.x_we.eq(-1), lane.x_addr.eq(in_word),
+                        m.d.comb += [lane.x_we.eq(mask), lane.x_addr.eq(in_word),
                                      lane.x_data.eq(self.x.payload.x.as_value())]
                     m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
                     with m.If(self.x.payload.last):
@@ -293,6 +303,9 @@ class Processor(wiring.Component):
                     # A layer keeps a weight (format.SparseLayer), so slots >= 1.
                     m.d.sync += [draining.eq(1), t.eq(0)]
                     m.next = "FILL"
+                    if cell is not None:
+                        with m.If(step.kind == StepKind.LSTM):
+                            m.next = "CELL"
             requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
                            tail_done, gapless=True)
             with m.State("FLUSH"):
@@ -311,6 +324,14 @@ class Processor(wiring.Component):
                     m.next = "FETCH"
                     with m.If(step.last):
                         m.next = "READ"
+            if cell is not None:
+                with m.State("CELL"):
+                    # The gate sums go to the cell, its h_t into the lanes' x memories.
+                    with m.If(cell.state(m, sums, step, lanes, self.y)):
+                        m.d.sync += pc.eq(pc + 1)
+                        m.next = "FETCH"
+                        with m.If(step.last):
+                            m.next = "IDLE"
             with m.State("READ"):                    # the logit memory reads row `r`
                 m.d.comb += logit_rd.en.eq(1)
                 m.d.sync += r.eq(r + 1)

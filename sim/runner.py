@@ -36,12 +36,14 @@ from ..network import load_words as network_load_words
 from ..processor import ProcessorConfig
 from ..processor import image_cycles as processor_image_cycles
 from ..processor import load_words as processor_load_words
+from .. import processor_lstm
+from ..lstm_format import lstm_shape
 from ..packing import Schedule, input_words, load_words, schedule, unpack_fields, unpack_outputs
 from .golden import INPUT_BITS, check_inputs
 
 __all__ = ["SIMULATORS", "SimulationError", "SimRun", "NetworkRun", "LSTMRun",
            "simulator_available", "build", "build_verilog", "simulate_layer", "simulate_network",
-           "simulate_processor", "simulate_lstm"]
+           "simulate_processor", "simulate_lstm", "simulate_processor_lstm"]
 
 SIMULATORS = ("verilator", "icarus")
 _HERE = Path(__file__).parent
@@ -349,7 +351,7 @@ class LSTMRun:
     h: np.ndarray          # (steps, hidden) int64
     c: np.ndarray          # (steps, hidden) int64
     cycles: int            # first x beat accepted to last output beat, inclusive
-    config: LSTMConfig
+    config: LSTMConfig | ProcessorConfig
     simulator: str
 
 
@@ -399,6 +401,39 @@ def simulate_lstm(gate: SparseLayer, params, x, reset, config: LSTMConfig | None
                           max_cycles=int(20 * work * (steps + 2)))
     try:
         h, c = lstm_unpack_outputs(result["outputs"], config)
+    except ValueError as e:
+        raise SimulationError(str(e)) from None
+    return LSTMRun(h, c, result["cycles"], config, simulator)
+
+
+def simulate_processor_lstm(gate: SparseLayer, params, x, reset, config: ProcessorConfig, *,
+                            simulator: str = "verilator", idle: float = 0.0,
+                            backpressure: float = 0.0, seed: int = 0,
+                            load: list | None = None) -> LSTMRun:
+    """Run a sequence of LSTM time steps on the layer-sequenced processor
+    (:mod:`darbgen.processor_lstm`): one inference per step, ``h`` and ``c`` kept on chip.
+
+    Parameters as in :func:`simulate_lstm`; ``config`` is a processor with an LSTM cell
+    (the same build runs networks with :func:`simulate_processor`).
+
+    Raises
+    ------
+    SimulationError
+        The build failed, or the processor did not produce every output beat.
+    """
+    from ..hdl.processor import Processor
+
+    _, hidden = lstm_shape(gate)
+    words = load if load is not None else processor_lstm.lstm_load_words(gate, params, config)
+    beats = processor_lstm.lstm_input_words(x, reset, config, gate)
+    build_dir = build_verilog(engine_verilog(None, TOP_NAME, Processor(config)), simulator)
+    steps = len(reset)
+    work = processor_lstm.lstm_image_cycles(gate, config)
+    result = _run_streams(build_dir, simulator, words, beats, steps * hidden, idle=idle,
+                          backpressure=backpressure, seed=seed,
+                          max_cycles=int(20 * work * (steps + 2)))
+    try:
+        h, c = processor_lstm.unpack_lstm_outputs(result["outputs"], config, hidden)
     except ValueError as e:
         raise SimulationError(str(e)) from None
     return LSTMRun(h, c, result["cycles"], config, simulator)
