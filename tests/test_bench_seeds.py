@@ -94,3 +94,42 @@ def test_sap_bench_seed(monkeypatch, tmp_path):
     assert seed == 2
     assert torch.equal(weight, digits_mlp(hidden=(128, 256), seed=2)[0].weight)
     assert not torch.equal(weight, digits_mlp(hidden=(128, 256), seed=0)[0].weight)
+
+
+def test_fashion_seeds_spread(tmp_path):
+    """bench/fashion_seeds.py on two hand-made seeds: per-seed values, paired differences
+    and the t-interval, and seed 0's other-λ file merged in."""
+    import fashion_seeds as fs
+
+    def structured(seed, shift, rows):
+        return {"seed": seed, "accuracy_dense": 0.86 + shift, "word_length": [],
+                "blkrew": [{"kind": k, "optimizer": o, "lambda": lam, "ratio": 8,
+                            "accuracy": 0.70 + shift + 0.01 * i}
+                           for i, (k, o, lam) in enumerate(rows)],
+                "structured": [{"granularity": "kernel", "setting": "keep=0.3",
+                                "selector": sel, "conv_pruned": 0.7, "accuracy": acc + shift,
+                                "layers": [{"accuracy_pruned": acc - 0.1}]}
+                               for sel, acc in (("particle", 0.83), ("magnitude", 0.82))]}
+    name = "structured-bench-fashion-lenet5"
+    (tmp_path / f"{name}.json").write_text(json.dumps(structured(0, 0.0, fs.ARMS[2:])))
+    small = structured(0, 0.0, fs.ARMS[:2])
+    (tmp_path / f"{name}-small-lambda.json").write_text(json.dumps(small))
+    (tmp_path / f"{name}-seed1.json").write_text(json.dumps(structured(1, 0.02, fs.ARMS)))
+    runs = fs.load_seeds(name, tmp_path, extra=("small-lambda",))
+    assert list(runs) == [0, 1]
+    b = fs.blkrew(runs)
+    # seed 0: reweighted arms 0.70, 0.71 (small-lambda file); group lasso 0.70, 0.71
+    assert b["arms"]["reweighted sgd λ=1e-05"]["per_seed"] == {0: 0.71, 1: pytest.approx(0.73)}
+    d = b["differences"]["reweighted - group lasso, adam"]
+    assert d["per_seed"] == {0: 0.0, 1: pytest.approx(-0.02)}
+    assert d["mean"] == pytest.approx(-0.01) and d["half"] == pytest.approx(12.706 * 0.01, 1e-4)
+    a = fs.anwar(runs)
+    assert a["rows"]["kernel keep=0.3 particle"]["loss_points"]["per_seed"] == \
+        {0: pytest.approx(3.0), 1: pytest.approx(3.0)}
+    assert a["particle_minus_magnitude"]["kernel keep=0.3"]["accuracy"]["mean"] == \
+        pytest.approx(0.01)
+    log = [{"iteration": i, "remaining": 0.8 ** i, "accuracy": 0.85 - 0.01 * i,
+            "pqi_0.5_1": p} for i, p in enumerate((0.16, 0.05, 0.03, 0.2))]
+    f = fs.sap_figures(log)
+    assert (f["pqi_min"], f["pqi_min_iteration"], f["pqi_end"]) == (0.03, 2, 0.2)
+    assert f["rise"] == pytest.approx(0.2 / 0.03) and f["loss_points_end"] == pytest.approx(3)
