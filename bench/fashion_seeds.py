@@ -4,7 +4,7 @@ fashion-lenet5, SAP and the PQ Index on fashion-lenet300.
 Reads what ``bench/structured_bench.py --example fashion-lenet5 [--seed N]`` and
 ``bench/sap_bench.py --example fashion-lenet300 [--seed N]`` wrote for each seed (seed 0's
 unsuffixed files, plus ``-small-lambda`` for seed 0's λ 1e-6 and 1e-5; ``-seedN`` for the
-others) and writes per-seed values with their mean and 95 % Student-t interval to
+others, plus ``-grid-seedN`` for their other λ) and writes per-seed values with their mean and 95 % Student-t interval to
 ``docs/fashion-seeds.md`` and ``docs/fashion-seeds.json``, with one plot per study
 (``docs/*-seeds.png``). It trains nothing; a seed whose files are missing is left out and
 the tables say which seeds they hold.
@@ -27,21 +27,25 @@ STRUCTURED, SAP = "structured-bench-fashion-lenet5", "sap-bench-fashion-lenet300
 #: The BLK-REW arms run on every seed: each (penalty, optimizer)'s best λ on seed 0.
 ARMS = [("reweighted", "adam", 1e-6), ("reweighted", "sgd", 1e-5),
         ("group_lasso", "adam", 1e-4), ("group_lasso", "sgd", 1e-6)]
+#: The λ over which each (penalty, optimizer) takes its best where a seed ran them all.
+GRID = (1e-6, 1e-5, 1e-4)
+_GRID = "λ of " + ", ".join(f"{lam:g}" for lam in GRID)
 SAP_RUNS = ("SAP(0.5,1)", "SAP(1,2)", "LT(0.2)")
 
 
 def load_seeds(stem: str, docs: Path = DOCS, extra: tuple = ()) -> dict:
-    """``{seed: result}`` for each seed whose json exists; seed 0's BLK-REW rows also come
-    from ``stem-EXTRA.json`` (runs of other λ on the same seed)."""
+    """``{seed: result}`` for each seed whose json exists; each seed's BLK-REW rows also
+    come from ``stem-TAG[-seedN].json`` for each TAG in ``extra`` (other λ, same seed)."""
     runs = {}
     for path in [docs / f"{stem}.json", *sorted(docs.glob(f"{stem}-seed*.json"))]:
         if path.exists():
             out = json.loads(path.read_text())
             runs[out["seed"]] = out
-    for tag in extra:
-        path = docs / f"{stem}-{tag}.json"
-        if 0 in runs and path.exists():
-            runs[0]["blkrew"] += json.loads(path.read_text())["blkrew"]
+    for seed, out in runs.items():
+        for tag in extra:
+            path = docs / (f"{stem}-{tag}-seed{seed}.json" if seed else f"{stem}-{tag}.json")
+            if path.exists():
+                out["blkrew"] += json.loads(path.read_text())["blkrew"]
     return dict(sorted(runs.items()))
 
 
@@ -68,8 +72,22 @@ def blkrew(runs: dict) -> dict:
             for kind in ("reweighted", "group_lasso")}
     diffs["best reweighted - best group lasso"] = {
         s: best["reweighted"][s] - best["group_lasso"][s] for s in seeds}
+    # each (penalty, optimizer) at its best λ of GRID, on the seeds that ran all of GRID
+    tuned = {(kind, opt): {s: max(acc(out, kind, opt, lam) for lam in GRID)
+                           for s, out in runs.items()
+                           if all(acc(out, kind, opt, lam) is not None for lam in GRID)}
+             for kind in ("reweighted", "group_lasso") for opt in ("adam", "sgd")}
+    tuned_seeds = [s for s in runs if all(s in v for v in tuned.values())]
+    for opt in ("adam", "sgd"):
+        diffs[f"reweighted - group lasso, {opt}, each at its best {_GRID}"] = {
+            s: tuned["reweighted", opt][s] - tuned["group_lasso", opt][s] for s in tuned_seeds}
+    diffs["best reweighted - best group lasso, λ and optimizer tuned per seed"] = {
+        s: max(tuned["reweighted", o][s] for o in ("adam", "sgd"))
+        - max(tuned["group_lasso", o][s] for o in ("adam", "sgd")) for s in tuned_seeds}
     return {"arms": {k: spread({s: a for s, a in v.items() if a is not None})
                      for k, v in arms.items()},
+            "tuned": {f"{kind} {opt}, best {_GRID}": spread(v)
+                      for (kind, opt), v in tuned.items()},
             "differences": {k: spread(v) for k, v in diffs.items()},
             "dense": spread({s: out["accuracy_dense"] for s, out in runs.items()})}
 
@@ -153,6 +171,7 @@ def markdown(summary: dict) -> str:
              f"Dense: {fmt(b['dense'])}.", "",
              "| arm (seed 0's best λ) | seeds | accuracy after retraining |", "|---|---|---|"]
     lines += [f"| {k} | {seeds(t)} | {fmt(t)} |" for k, t in b["arms"].items()]
+    lines += [f"| {k} | {seeds(t)} | {fmt(t)} |" for k, t in b["tuned"].items()]
     lines += ["", "| difference (points) | seeds | mean ± CI (per seed) |", "|---|---|---|"]
     lines += [f"| {k} | {seeds(t)} | {fmt(t, 100, 2)} |" for k, t in b["differences"].items()]
     lines += ["", f"## Anwar et al., fashion-lenet5 (seeds {', '.join(map(str, a['seeds']))})",
@@ -249,7 +268,7 @@ def plot(summary: dict, sap_runs: dict, docs: Path = DOCS) -> None:
 
 
 def main(argv=None) -> int:
-    structured = load_seeds(STRUCTURED, extra=("small-lambda",))
+    structured = load_seeds(STRUCTURED, extra=("small-lambda", "grid"))
     sap_runs = load_seeds(SAP)
     summary = {"blkrew": blkrew(structured), "anwar": anwar(structured), "sap": sap(sap_runs)}
     (DOCS / "fashion-seeds.json").write_text(json.dumps(summary, indent=1))

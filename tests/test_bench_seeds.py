@@ -98,7 +98,7 @@ def test_sap_bench_seed(monkeypatch, tmp_path):
 
 def test_fashion_seeds_spread(tmp_path):
     """bench/fashion_seeds.py on two hand-made seeds: per-seed values, paired differences
-    and the t-interval, and seed 0's other-λ file merged in."""
+    and the t-interval, and each seed's other-λ files merged in."""
     import fashion_seeds as fs
 
     def structured(seed, shift, rows):
@@ -115,8 +115,10 @@ def test_fashion_seeds_spread(tmp_path):
     small = structured(0, 0.0, fs.ARMS[:2])
     (tmp_path / f"{name}-small-lambda.json").write_text(json.dumps(small))
     (tmp_path / f"{name}-seed1.json").write_text(json.dumps(structured(1, 0.02, fs.ARMS)))
-    runs = fs.load_seeds(name, tmp_path, extra=("small-lambda",))
-    assert list(runs) == [0, 1]
+    grid = structured(1, 0.0, [("reweighted", "adam", 1e-4)])
+    (tmp_path / f"{name}-grid-seed1.json").write_text(json.dumps(grid))
+    runs = fs.load_seeds(name, tmp_path, extra=("small-lambda", "grid"))
+    assert list(runs) == [0, 1] and [len(r["blkrew"]) for r in runs.values()] == [4, 5]
     b = fs.blkrew(runs)
     # seed 0: reweighted arms 0.70, 0.71 (small-lambda file); group lasso 0.70, 0.71
     assert b["arms"]["reweighted sgd λ=1e-05"]["per_seed"] == {0: 0.71, 1: pytest.approx(0.73)}
