@@ -7,10 +7,11 @@ Fashion-MNIST) SAP(0.5,1), SAP(1,2) and LT(0.2), 20 iterations of 1 epoch (an ep
 60000 images). Then it turns the final neuron budgets of the first SAP(0.5,1) run into
 DARB block sizes (SAP-driven DARB), fine-tunes, exports and runs the first layer on the
 engine in Verilator (exact against the golden model). Writes ``docs/sap-bench.json`` and
-``docs/sap.png`` (another example: ``-EXAMPLE`` before the suffix).
+``docs/sap.png`` (another example: ``-EXAMPLE`` before the suffix; a seed other than 0:
+``-seedN``, so seed 0's files keep their names).
 
-Run: ``.venv/bin/python bench/sap_bench.py [--example fashion-lenet300]`` (digits: about
-5 minutes on 2 cores; fashion-lenet300: about 10).
+Run: ``.venv/bin/python bench/sap_bench.py [--example fashion-lenet300] [--seed N]``
+(digits: about 5 minutes on 2 cores; fashion-lenet300: about 23).
 """
 
 from __future__ import annotations
@@ -31,19 +32,18 @@ from darbgen.pruning.sap import finetune_sap_darb, iterative_prune, lottery_tick
 from darbgen.sim.golden import spmv_ref
 from darbgen.sim.runner import simulate_layer
 
-SEED = 0
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-#: Per example: the model (at its seeded initial weights), iterations, epochs per
+#: Per example: the model (a function of the seed giving its initial weights), iterations, epochs per
 #: iteration, batch size and the runs.
 SETUPS = {
-    "digits-mlp": {"model": lambda: digits_mlp(hidden=(128, 256), seed=SEED),
+    "digits-mlp": {"model": lambda seed: digits_mlp(hidden=(128, 256), seed=seed),
                    "title": "digits MLP 64-128-256-10", "iterations": 20, "epochs": 10,
                    "batch_size": 32,
                    "runs": [("SAP(0.5,1)", sap(0.5, 1)), ("SAP(0.5,1) η_r=0.1", sap(0.5, 1, eta_r=0.1)),
                             ("SAP(1,2)", sap(1, 2)), ("LT(0.2)", lottery_ticket(0.2)),
                             ("OS(0.2)", one_shot(0.2))],
                    "darb_from": "SAP(0.5,1) η_r=0.1"},
-    "fashion-lenet300": {"model": lambda: fashion_lenet300(seed=SEED),
+    "fashion-lenet300": {"model": lambda seed: fashion_lenet300(seed=seed),
                          "title": "LeNet-300-100 on Fashion-MNIST", "iterations": 20,
                          "epochs": 1, "batch_size": 128,
                          "runs": [("SAP(0.5,1)", sap(0.5, 1)), ("SAP(1,2)", sap(1, 2)),
@@ -56,19 +56,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--example", default="digits-mlp", choices=tuple(SETUPS),
                         help="the MLP example (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the initial weights, data order and pruning (default 0)")
     args = parser.parse_args(argv)
-    setup = SETUPS[args.example]
-    suffix = "" if args.example == "digits-mlp" else f"-{args.example}"
+    setup, seed = SETUPS[args.example], args.seed
+    suffix = ("" if args.example == "digits-mlp" else f"-{args.example}") + \
+        (f"-seed{seed}" if seed else "")
     # one thread on the shared 2-core machine for the large data set (two ran 3x slower)
     torch.set_num_threads(2 if args.example == "digits-mlp" else 1)
     start = time.monotonic()
-    data = example_data(args.example, SEED)
+    torch.manual_seed(seed)
+    data = example_data(args.example, seed)
     runs = {}
     for label, criterion in setup["runs"]:
         t = time.monotonic()
-        result = iterative_prune(setup["model"], data, criterion, scope="neuron",
+        result = iterative_prune(lambda: setup["model"](seed), data, criterion, scope="neuron",
                                  iterations=setup["iterations"], epochs=setup["epochs"],
-                                 seed=SEED, batch_size=setup["batch_size"])
+                                 seed=seed, batch_size=setup["batch_size"])
         runs[label] = result
         print(f"\n{label}, neuron scope ({time.monotonic() - t:.0f} s)")
         print(" it  remaining  acc(retrained)  acc(just pruned)  PQI(0.5,1)  PQI(1,2)   Gini")
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
     # SAP-driven DARB from the budgets of a SAP(0.5,1) run
     source = runs[setup["darb_from"]]
     epochs = setup["epochs"]
-    darb = finetune_sap_darb(source.model, source.masks, data, epochs=epochs, seed=SEED)
+    darb = finetune_sap_darb(source.model, source.masks, data, epochs=epochs, seed=seed)
     acc_before, acc_darb = darb["accuracy_before"], darb["accuracy"]
     layers = list(prunable_layers(source.model))
     sparse = [SparseLayer.from_float(layer.name, layer.weight(), layer.mask(), sizes,
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
               for layer, sizes in zip(layers, darb["row_block_sizes"])]
     kept = sum(s.nnz for s in sparse)
     total = sum(s.rows * s.cols for s in sparse)
-    x = np.random.default_rng(SEED).integers(-128, 128, size=(16, sparse[0].cols))
+    x = np.random.default_rng(seed).integers(-128, 128, size=(16, sparse[0].cols))
     run = simulate_layer(sparse[0], x, lanes=8)
     exact = bool(np.array_equal(run.y, spmv_ref(sparse[0], x)))
     sap_darb = {"source": f"{setup['darb_from']}, final masks", "pruning_ratio": total / kept,
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
 
     DOCS.mkdir(exist_ok=True)
     (DOCS / f"sap-bench{suffix}.json").write_text(json.dumps({
-        "example": args.example, "seed": SEED, "iterations": setup["iterations"],
+        "example": args.example, "seed": seed, "iterations": setup["iterations"],
         "epochs": epochs, "batch_size": setup["batch_size"], "scope": "neuron",
         "model": setup["title"], "seconds": time.monotonic() - start,
         "runs": {k: v.log for k, v in runs.items()}, "sap_darb": sap_darb}, indent=1))

@@ -14,9 +14,11 @@
 
 ``--example digits-cnn`` (default) writes ``docs/structured-bench.json``,
 ``docs/blkrew.png`` and ``docs/structured.png``; another example writes the same names
-with ``-EXAMPLE`` before the suffix. Run: ``.venv/bin/python bench/structured_bench.py
-[--example fashion-lenet5]`` (digits: a few minutes on 2 cores; fashion-lenet5: about
-15 minutes).
+with ``-EXAMPLE`` before the suffix, and a seed other than 0 adds ``-seedN`` (so seed 0's
+files keep their names). ``--arms`` restricts BLK-REW to chosen (penalty, optimizer, λ)
+arms, e.g. each arm's best λ of another seed. Run: ``.venv/bin/python
+bench/structured_bench.py [--example fashion-lenet5] [--seed N]`` (digits: a few minutes on
+2 cores; fashion-lenet5: about 35 minutes).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from darbgen.pruning.train import accuracy, train
 from darbgen.sim.golden import spmv_ref
 from darbgen.sim.runner import simulate_layer
 
-SEED = 0
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 _ANWAR_DIGITS = [("feature_map", 0.5, 2), ("feature_map", 0.25, 2), ("kernel", 0.5, 2),
                  ("kernel", 0.25, 2), ("strided", 1.0, 2), ("strided", 1.0, 3)]
@@ -79,6 +80,22 @@ def on_engine(layer, rng) -> dict:
             "pruning_ratio": layer.pruning_ratio}
 
 
+def _arms(text: str) -> list[tuple[str, str, float]]:
+    """``kind:optimizer:lambda,...`` as a list of BLK-REW arms, checked."""
+    arms = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or parts[0] not in ("reweighted", "group_lasso") \
+                or parts[1] not in ("adam", "sgd"):
+            raise ValueError(f"a BLK-REW arm is reweighted|group_lasso:adam|sgd:LAMBDA, not "
+                             f"{item!r}")
+        try:
+            arms.append((parts[0], parts[1], float(parts[2])))
+        except ValueError:
+            raise ValueError(f"the λ of arm {item!r} is not a number") from None
+    return arms
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--example", default="digits-cnn", choices=tuple(SETUPS),
@@ -87,49 +104,57 @@ def main(argv=None) -> int:
                         help="BLK-REW's λ grid instead of the example's")
     parser.add_argument("--blkrew-only", action="store_true",
                         help="only the BLK-REW grid (no Anwar, no word length)")
+    parser.add_argument("--arms", default=None, metavar="KIND:OPT:L,...",
+                        help="only these BLK-REW arms (e.g. reweighted:sgd:1e-5) instead of "
+                             "the full penalty x optimizer x λ grid")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the model, data order and selectors (default 0)")
     parser.add_argument("--tag", default="", metavar="TAG",
                         help="appended to the output names (-TAG), to keep another run's")
     args = parser.parse_args(argv)
     example, setup = args.example, SETUPS[args.example]
     if args.lambdas:
         setup = {**setup, "lambdas": tuple(float(v) for v in args.lambdas.split(","))}
+    seed = args.seed
+    if args.arms:
+        setup = {**setup, "arms": _arms(args.arms)}
+    arms = setup.get("arms") or [(kind, opt, lam) for kind in ("reweighted", "group_lasso")
+                                 for opt in setup["optimizers"] for lam in setup["lambdas"]]
     suffix = ("" if example == "digits-cnn" else f"-{example}") + \
-        (f"-{args.tag}" if args.tag else "")
+        (f"-{args.tag}" if args.tag else "") + (f"-seed{seed}" if seed else "")
     # one thread on the shared 2-core machine (two ran 3x slower there)
     torch.set_num_threads(1 if example != "digits-cnn" else 2)
     start = time.monotonic()
-    rng = np.random.default_rng(SEED)
-    data = example_data(example, SEED)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = example_data(example, seed)
     bs = setup["batch_size"]
-    dense = EXAMPLES[example](seed=SEED)
-    acc_dense = train(dense, data, epochs=setup["epochs"], seed=SEED, progress=False,
+    dense = EXAMPLES[example](seed=seed)
+    acc_dense = train(dense, data, epochs=setup["epochs"], seed=seed, progress=False,
                       batch_size=bs)
     print(f"{example} dense accuracy {acc_dense:.4f} ({time.monotonic() - start:.0f} s)",
           flush=True)
-    out = {"example": example, "seed": SEED, "setup": setup, "accuracy_dense": acc_dense,
+    out = {"example": example, "seed": seed, "setup": setup, "accuracy_dense": acc_dense,
            "blkrew": [], "structured": [], "word_length": [], "engine": {}}
 
     print("\nBLK-REW vs group lasso (4x4 blocks, all layers): accuracy after retraining")
     print(f"{'kind':12} {'opt':4} {'lambda':>7} {'ratio':>6} {'reached':>8} {'acc reg':>8} "
           f"{'acc pruned':>10} {'acc':>7}")
-    for kind in ("reweighted", "group_lasso"):
-        for opt, lr in setup["optimizers"].items():
-            for lam in setup["lambdas"]:
-                for ratio in setup["ratios"]:
-                    m = EXAMPLES[example](seed=SEED)
-                    r = blkrew_prune(m, data, ratio=ratio, kind=kind, lam=lam,
-                                     epochs=setup["reg_epochs"],
-                                     retrain_epochs=setup["retrain_epochs"], seed=SEED,
-                                     optimizer=opt, lr=lr, batch_size=bs)
-                    r["ratio"] = ratio
-                    out["blkrew"].append(r)
-                    print(f"{kind:12} {opt:4} {lam:7.0e} {ratio:6} {r['pruning_ratio']:8.2f} "
-                          f"{r['accuracy_regularized']:8.4f} {r['accuracy_pruned']:10.4f} "
-                          f"{r['accuracy']:7.4f}  [{time.monotonic() - start:.0f} s]",
-                          flush=True)
-                    if (opt, lam, ratio) == ("adam", setup["lambdas"][0], 8):
-                        conv2 = next(s for s in export(m, "blkrew") if s.name == "conv2")
-                        out["engine"][f"{kind} conv2"] = on_engine(conv2, rng)
+    for kind, opt, lam in arms:
+        for ratio in setup["ratios"]:
+            m = EXAMPLES[example](seed=seed)
+            r = blkrew_prune(m, data, ratio=ratio, kind=kind, lam=lam, epochs=setup["reg_epochs"],
+                             retrain_epochs=setup["retrain_epochs"], seed=seed, optimizer=opt,
+                             lr=setup["optimizers"][opt], batch_size=bs)
+            r["ratio"] = ratio
+            out["blkrew"].append(r)
+            print(f"{kind:12} {opt:4} {lam:7.0e} {ratio:6} {r['pruning_ratio']:8.2f} "
+                  f"{r['accuracy_regularized']:8.4f} {r['accuracy_pruned']:10.4f} "
+                  f"{r['accuracy']:7.4f}  [{time.monotonic() - start:.0f} s]", flush=True)
+            # conv2 of each penalty's first Adam arm at 8x runs on the engine
+            if opt == "adam" and ratio == 8 and f"{kind} conv2" not in out["engine"]:
+                conv2 = next(s for s in export(m, "blkrew") if s.name == "conv2")
+                out["engine"][f"{kind} conv2"] = on_engine(conv2, rng)
 
     if args.blkrew_only:
         return _write(out, start, suffix)
@@ -142,7 +167,7 @@ def main(argv=None) -> int:
         for selector in setup["selectors"]:
             m = copy.deepcopy(dense)
             r = structured_prune(m, data, gran, selector, keep_fraction=keep, stride=stride,
-                                 retrain_epochs=setup["anwar_retrain"], seed=SEED,
+                                 retrain_epochs=setup["anwar_retrain"], seed=seed,
                                  batch_size=bs)
             setting = f"s={stride}" if gran == "strided" else f"keep={keep}"
             r["setting"] = setting
@@ -198,6 +223,8 @@ def plot(out, suffix: str = "") -> None:
             for lam in dict.fromkeys(r["lambda"] for r in out["blkrew"]):
                 rows = [r for r in out["blkrew"] if r["kind"] == kind and r["lambda"] == lam
                         and r.get("optimizer", "adam") == opt]
+                if not rows:     # --arms runs part of the grid
+                    continue
                 ax.plot([r["pruning_ratio"] for r in rows], [100 * r["accuracy"] for r in rows],
                         style, marker="o", label=f"{kind} {opt} λ={lam:g}")
     ax.axhline(100 * out["accuracy_dense"], color="gray", lw=0.8, label="dense")
