@@ -264,8 +264,9 @@ class ProcessorConfig:
         end at ``table_end``, with a ReLU (``relu``: clamp at 0) or not; ``last`` marks
         the step whose outputs are the logits. ``first`` restarts the program. With a
         gather, the fields of :func:`darbgen.processor_conv.conv_step_fields` drive it;
-        with an LSTM cell, an LSTM step also carries its ``inputs`` (the column of ``h``'s
-        first unit) and the cell format ``c_frac`` (:mod:`darbgen.processor_lstm`)."""
+        with an LSTM cell, a step also carries an LSTM layer's ``units``, ``inputs`` (the
+        column of ``h``'s first unit) and cell format ``c_frac``
+        (:mod:`darbgen.processor_lstm`)."""
         from .processor_lstm import lstm_step_fields
         return [("kind", ("u", 2)),
                 ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),

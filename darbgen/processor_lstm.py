@@ -101,9 +101,6 @@ def check_lstm(gate: SparseLayer, params: IntLSTMParams, config: ProcessorConfig
     if gate.cols > config.act_depth:
         raise ConfigError(f"{where} has {gate.cols:,} inputs (x_t and h), the processor's "
                           f"activations hold {config.act_depth:,}")
-    if config.engine.input_bits != 8:
-        raise ConfigError(f"{where} takes 8-bit inputs, the processor "
-                          f"{config.engine.input_bits}-bit")
     config.engine.check_layer(gate)
     need = _needs([gate], config.lanes, lstm=True)
     if need["slots"][0] > config.lane_slots:

@@ -73,6 +73,13 @@ def test_config_errors(mixed, change, message):
         replace(c, **change)
 
 
+def test_config_needs_8_bit_inputs_for_h(mixed):
+    _, _, c = mixed
+    with pytest.raises(ConfigError, match=r"^an LSTM cell needs 8-bit inputs to hold h, not "
+                                          r"6-bit$"):
+        replace(c, engine=replace(c.engine, input_bits=6))
+
+
 def test_refusals_name_the_layer_and_capacity(mixed, rng):
     net, gate, c = mixed
     params = lf.derive_params(gate, c_frac=10)
