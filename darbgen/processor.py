@@ -270,6 +270,7 @@ class ProcessorConfig:
         if net.input_bits != e.input_bits:
             raise ConfigError(f"the network takes {net.input_bits}-bit inputs, the processor "
                               f"{e.input_bits}-bit")
+        check_gather(net, self)
         for q in net.layers:
             layer = q.layer
             where = f"layer {layer.name!r}"
@@ -278,7 +279,6 @@ class ProcessorConfig:
                     raise ConfigError(f"{where} has {n:,} {what}, the processor's activations "
                                       f"hold {self.act_depth:,}")
             e.check_layer(layer)
-        check_gather(net, self)
         need = _needs(net, self.lanes)
         for i, q in enumerate(net.layers):
             where = f"layer {q.layer.name!r}"
