@@ -14,7 +14,8 @@ from darbgen.format import Artifact
 from darbgen.network import plan
 from darbgen.packing import pack_fields, unpack_fields
 from darbgen.processor import GatherTable, ProcessorConfig, StepKind, Target, load_words
-from darbgen.processor_conv import GATHER_CAPACITIES, conv_layout, gather_fields
+from darbgen.processor_conv import (GATHER_CAPACITIES, check_scratchpad, conv_layout,
+                                    gather_fields, gather_words)
 from darbgen.sim.golden import network_ref
 from darbgen.sim.runner import simulate_processor, simulator_available
 from darbgen.conv import ConvSpec
@@ -206,3 +207,19 @@ def test_corrupted_load_fails_the_check(three_networks, rng, target):
     assert not np.array_equal(run.logits, golden), seed
     if expect is not None:
         np.testing.assert_array_equal(run.logits, expect)
+
+
+def test_no_step_reads_the_scratchpad_before_it_is_written(cnn, rng):
+    """The bounded check of the tables (check_scratchpad): every read of one inference
+    finds an entry written earlier in it, or a zero border no step writes; a patch base
+    moved into a map that a later step writes (a value of the previous image) is caught."""
+    net, _, c = cnn
+    lay = conv_layout(net, c.engine.input_width)
+    for network in (net, linear_then_conv(rng)):
+        check_scratchpad(network, conv_layout(network, c.engine.input_width))
+    tables = gather_words(net, lay)
+    first = np.flatnonzero(tables["table"] == GatherTable.POSITIONS)[lay.inputs]
+    tables["addr"][first] = lay.regions[2]          # conv1's first patch, in conv2's output
+    with pytest.raises(ConfigError, match=rf"^layer 'conv1' reads scratchpad entry "
+                                          rf"{lay.regions[2]} before this inference writes it$"):
+        check_scratchpad(net, lay, tables)
