@@ -62,7 +62,7 @@ class StepKind(enum.IntEnum):
     """What a program step runs (its ``kind`` field)."""
 
     LINEAR = 0          #: the step's rows once, over the lanes' x
-    CONV = 1            #: the step's rows once per position, over a patch gathered from the scratchpad
+    CONV = 1            #: the step's rows once per position, over a gathered patch
     LSTM = 2            #: an LSTM cell step
 
 
@@ -200,7 +200,8 @@ class ProcessorConfig:
         (``relu``: clamp at 0) or not; ``last`` marks the step whose outputs are the
         logits. ``first`` restarts the program. ``kind`` is a :class:`StepKind`; the
         rest (:func:`darbgen.processor_conv.conv_step_fields`) drives the gather."""
-        return [("kind", ("u", 2)), ("rows", ("u", _bits(self.act_depth))), ("slots", ("u", _bits(self.lane_slots))),
+        return [("kind", ("u", 2)), ("rows", ("u", _bits(self.act_depth))),
+                ("slots", ("u", _bits(self.lane_slots))),
                 ("table_end", ("u", _bits(self.table_depth))), ("relu", ("u", 1)),
                 ("last", ("u", 1)), ("first", ("u", 1)), *conv_step_fields(self)]
 

@@ -41,9 +41,9 @@ import numpy as np
 from .config import ConfigError, _bits
 from .network import NetworkPlan, _buffer
 
-__all__ = ["GATHER_CAPACITIES", "ConvLayout", "conv_layout", "conv_step_fields", "check_scratchpad",
+__all__ = ["GATHER_CAPACITIES", "ConvLayout", "conv_layout", "conv_step_fields",
            "gather_fields", "gather_memories", "gather_capacities", "check_gather",
-           "gather_words"]
+           "gather_words", "check_scratchpad"]
 
 #: The :class:`~darbgen.processor.ProcessorConfig` capacities of the gather.
 GATHER_CAPACITIES = ("map_depth", "gather_positions", "gather_columns", "gather_pools")

@@ -144,7 +144,7 @@ def three_networks(digits_mlp, digits_cnn):
 def test_one_processor_runs_two_cnns_and_an_mlp(three_networks, rng):
     digits_cnn, small, mlp, mixed, config = three_networks
     x, _ = datasets.test_split("digits")
-    xq = digits_cnn.quantize_input(x[:3])
+    xq = digits_cnn.quantize_input(x[:2])
     run = simulate_processor(digits_cnn, xq, config, idle=0.2, backpressure=0.3, seed=3)
     np.testing.assert_array_equal(run.logits, network_ref(digits_cnn, xq))
     # The same config is the same Verilog: the build is reused, only the load differs.
