@@ -20,6 +20,9 @@ Because every inference runs the steps in the same order, nothing needs a base a
   ``shift = 0``: the integer ``acc + bias``) go to a logit memory and leave as logits,
   one per beat.
 
+Convolutions (and the Linear layer after one) are *gathered* steps, their feature maps
+in a scratchpad: :mod:`darbgen.processor_conv`.
+
 :class:`ProcessorConfig` is the contract: every width and capacity of the hardware, the
 load words and the program encoding derive from it. Only numpy: no torch, no Amaranth.
 """
@@ -350,6 +353,7 @@ class ProcessorConfig:
         if net.input_bits != e.input_bits:
             raise ConfigError(f"the network takes {net.input_bits}-bit inputs, the processor "
                               f"{e.input_bits}-bit")
+        check_gather(net, self)
         for q in net.layers:
             layer = q.layer
             where = f"layer {layer.name!r}"

@@ -43,7 +43,7 @@ from .network import NetworkPlan, _buffer
 
 __all__ = ["GATHER_CAPACITIES", "ConvLayout", "conv_layout", "conv_step_fields",
            "gather_fields", "gather_memories", "gather_capacities", "check_gather",
-           "gather_words"]
+           "gather_words", "check_scratchpad"]
 
 #: The :class:`~darbgen.processor.ProcessorConfig` capacities of the gather.
 GATHER_CAPACITIES = ("map_depth", "gather_positions", "gather_columns", "gather_pools")
@@ -275,3 +275,56 @@ def conv_cycles(q, lanes: int, beats: int, slots: int) -> int:
     return positions * (beats + slots * (lanes + 1) + 3 * q.layer.rows
                         + 4 * q.layer.cols + 48)
 
+
+
+def check_scratchpad(net: NetworkPlan, lay: ConvLayout, tables: dict | None = None) -> None:
+    """Raise :class:`ConfigError` if, in one inference of ``net``, a gathered step reads a
+    scratchpad entry before it is written, or writes an entry it reads.
+
+    The check walks the tables (``tables``: fields of :func:`gather_words`, default
+    ``net``'s own) in the order the sequencer uses them. The sequencer finishes every
+    write of a step before the next step's first read (its FLUSH state), and a step's
+    position ``p`` writes only after its lanes have read the patch of ``p``; so an entry
+    is safe to read when this inference has written it before, or when no step ever
+    writes it (a zero border, cleared at load). An entry written by a step and read by
+    a later position of the same step would break the positions' independence.
+    """
+    g = gather_words(net, lay) if tables is None else tables
+    from .processor import GatherTable
+
+    def section(table):
+        mine = g["table"] == table
+        return g["addr"][mine], g["offset"][mine], g["skip"][mine]
+
+    pos_addr, pos_off, pos_skip = section(GatherTable.POSITIONS)
+    columns, pools = section(GatherTable.COLUMNS)[0], section(GatherTable.POOLS)[0]
+    steps = conv_steps(net, lay)
+    none = np.zeros(0, np.int64)
+    image = pos_off[:lay.inputs][pos_skip[:lay.inputs] == 0]
+    reads, writes = [], []
+    p, c, d = lay.inputs, 0, 0
+    for j, s in enumerate(steps):
+        n = s["positions"] if lay.gathered[j] else 1
+        off, skip = (pos_off[p:p + n], pos_skip[p:p + n]) if lay.gathered[j] else \
+            (np.zeros(1, np.int64), np.zeros(1, np.int64))
+        rows = row_addresses(net, lay, j)
+        writes.append(none if rows is None else
+                      (rows[None, :] + off[skip == 0, None]).reshape(-1))
+        if lay.gathered[j]:
+            patch = (columns[c:c + s["cols"], None] + pools[None, d:d + s["pools"]]).reshape(-1)
+            reads.append((pos_addr[p:p + n, None] + patch[None, :]).reshape(-1))
+            p, c, d = p + n, c + s["cols"], d + s["pools"]
+        else:
+            reads.append(none)
+    ever = np.concatenate([image, *writes])
+    for j, q in enumerate(net.layers):
+        where = f"layer {q.layer.name!r}"
+        before = image if j == 0 else writes[j - 1]
+        stale = np.setdiff1d(np.intersect1d(reads[j], ever), before)
+        if len(stale):
+            raise ConfigError(f"{where} reads scratchpad entry {int(stale[0])} before this "
+                              "inference writes it")
+        both = np.intersect1d(reads[j], writes[j])
+        if len(both):
+            raise ConfigError(f"{where} writes scratchpad entry {int(both[0])}, which it "
+                              "also reads")

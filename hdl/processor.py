@@ -23,6 +23,13 @@ memories are laid out. Per inference the sequencer walks the program:
   writes ``h_t`` into every lane's x memory (the next time step's ``h_{t-1}``) and,
   as the last step, sends ``(h_t, c_t)`` out on ``y``.
 
+A processor with a gather (``config.has_gather``) also runs convolution steps
+(:mod:`darbgen.processor_conv`, :class:`~darbgen.hdl.processor_conv.MapUnit`): a
+network starting with one takes its image into the scratchpad (**SCATTER**/**TAKE**);
+a gathered step runs, per position, **POSITION** (its table entry) → **GATHER** (the
+patch into every lane's x) → **RUN** (lanes start) → ... → **FLUSH**, and back to
+**POSITION** with the lanes and the table replaying the step, until its last position.
+
 Everything happens in turn (no two steps overlap): a step costs its busiest lane's
 beats plus about ``slots · lanes + empty rows`` cycles of requantization and a dozen
 of sequencing (docs/processor.md has the figures).

@@ -139,7 +139,7 @@ def test_refusals_of_layer_formats(small, rng):
     with pytest.raises(ConfigError, match=r"^layer 'conv1' is a convolution: this processor "
                                           r"has no im2col gather \(map_depth 0\), it runs "
                                           r"Linear layers only$"):
-        c.check_plan(cnn)
+        replace(c, max_steps=4).check_plan(cnn)
 
 
 # -- one processor, two networks, in Verilator ---------------------------------------------

@@ -14,7 +14,8 @@ from darbgen.format import Artifact
 from darbgen.network import plan
 from darbgen.packing import pack_fields, unpack_fields
 from darbgen.processor import GatherTable, ProcessorConfig, StepKind, Target, load_words
-from darbgen.processor_conv import GATHER_CAPACITIES, conv_layout, gather_fields
+from darbgen.processor_conv import (GATHER_CAPACITIES, check_scratchpad, conv_layout,
+                                    gather_fields, gather_words)
 from darbgen.sim.golden import network_ref
 from darbgen.sim.runner import simulate_processor, simulator_available
 from darbgen.conv import ConvSpec
@@ -128,7 +129,7 @@ def linear_then_conv(rng):
 
 
 @pytest.fixture(scope="module")
-def three_networks(digits_mlp, digits_cnn):
+def networks(digits_mlp, digits_cnn):
     """digits-cnn (DARB 8×), the random CNN, digits-mlp (DARB 16×), a Linear layer
     feeding a convolution, and the one 4-lane processor that runs each of them."""
     cnn_net = plan(Artifact.load(digits_cnn[0]))
@@ -140,10 +141,10 @@ def three_networks(digits_mlp, digits_cnn):
 
 
 @needs_verilator
-def test_one_processor_runs_two_cnns_and_an_mlp(three_networks, rng):
-    digits_cnn, small, mlp, mixed, config = three_networks
+def test_one_processor_runs_two_cnns_and_an_mlp(networks, rng):
+    digits_cnn, small, mlp, mixed, config = networks
     x, _ = datasets.test_split("digits")
-    xq = digits_cnn.quantize_input(x[:3])
+    xq = digits_cnn.quantize_input(x[:2])
     run = simulate_processor(digits_cnn, xq, config, idle=0.2, backpressure=0.3, seed=3)
     np.testing.assert_array_equal(run.logits, network_ref(digits_cnn, xq))
     # The same config is the same Verilog: the build is reused, only the load differs.
@@ -168,12 +169,13 @@ def changed_load(net, config, layer, change):
 
 @needs_verilator
 @pytest.mark.parametrize("target", ["weight", "column", "position"])
-def test_corrupted_load_fails_the_check(three_networks, rng, target):
+def test_corrupted_load_fails_the_check(networks, target):
     """A changed conv2 weight, column offset or patch base makes the logits differ from
-    the golden model (with a changed weight: equal to the changed network's)."""
-    _, small, _, _, config = three_networks
-    seed = int(rng.integers(1 << 31))
-    x = np.random.default_rng(seed).integers(-128, 128, size=(2, small.cols))
+    the golden model (with a changed weight: equal to the changed network's). Fixed
+    inputs: a shifted patch of one position could, by chance, not move a logit."""
+    _, small, _, _, config = networks
+    seed = 20261207
+    x = np.random.default_rng(seed).integers(-128, 128, size=(4, small.cols))
     golden = network_ref(small, x)
     words = load_words(small, config)
     expect = None
@@ -193,11 +195,13 @@ def test_corrupted_load_fails_the_check(three_networks, rng, target):
         lay = conv_layout(small, config.engine.input_width)
         is_gather = fields["target"] == Target.GATHER
         table = GatherTable.COLUMNS if target == "column" else GatherTable.POSITIONS
-        # conv2's first column (its table entries follow conv1's 27), or conv2's first
-        # patch base (after the image's and conv1's positions).
-        index = 27 if target == "column" else lay.positions[0]
+        # conv2's most used column (its table entries follow conv1's 27), moved to
+        # another channel's plane; or conv2's first patch base (after the image's and
+        # conv1's positions), moved by a pixel.
+        used = (small.layers[1].layer.dequantized() != 0).sum(axis=0)
+        index = 27 + int(np.argmax(used)) if target == "column" else lay.positions[0]
         at = np.flatnonzero(is_gather & (gather["table"] == table))[index]
-        gather["addr"][at] += 1
+        gather["addr"][at] += lay.buffers[1].plane if target == "column" else 1
         data = fields["data"].copy()
         data[at] = pack_fields(gather_fields(config), {k: v[at:at + 1] for k, v in gather.items()},
                                1)[0]
@@ -206,3 +210,19 @@ def test_corrupted_load_fails_the_check(three_networks, rng, target):
     assert not np.array_equal(run.logits, golden), seed
     if expect is not None:
         np.testing.assert_array_equal(run.logits, expect)
+
+
+def test_no_step_reads_the_scratchpad_before_it_is_written(cnn, rng):
+    """The bounded check of the tables (check_scratchpad): every read of one inference
+    finds an entry written earlier in it, or a zero border no step writes; a patch base
+    moved into a map that a later step writes (a value of the previous image) is caught."""
+    net, _, c = cnn
+    lay = conv_layout(net, c.engine.input_width)
+    for network in (net, linear_then_conv(rng)):
+        check_scratchpad(network, conv_layout(network, c.engine.input_width))
+    tables = gather_words(net, lay)
+    first = np.flatnonzero(tables["table"] == GatherTable.POSITIONS)[lay.inputs]
+    tables["addr"][first] = lay.regions[2]          # conv1's first patch, in conv2's output
+    with pytest.raises(ConfigError, match=rf"^layer 'conv1' reads scratchpad entry "
+                                          rf"{lay.regions[2]} before this inference writes it$"):
+        check_scratchpad(net, lay, tables)
