@@ -174,7 +174,7 @@ def test_deploy_refuses_what_does_not_fit_before_loading(served, rng, tmp_path, 
 
 # -- build -------------------------------------------------------------------------------
 
-def test_build_makes_the_processor_without_an_artifact(tmp_path, digits_mlp, rng, capsys):
+def test_build_makes_the_processor_without_an_artifact(tmp_path, rng, capsys):
     """``darbgen build --board arty-a7`` (no open flow: the plan only, quick) writes the
     processor's capacity into report.json; an artifact given is checked to fit."""
     assert main(["build", "--board", "arty-a7", "--lanes", "2", "-o",
