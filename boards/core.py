@@ -11,9 +11,9 @@ through :func:`engine_config`; the host recomputes it to check a board's build I
 
 from __future__ import annotations
 
-from amaranth.back import verilog
-
 from dataclasses import dataclass
+
+from amaranth.back import verilog
 
 from ..config import EngineConfig
 from ..format import SparseLayer

@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the user's data: its x_test and y_test")
     p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
                    help="where the hardware result comes from (default %(default)s: none; "
-                        "PORT: a board serving the network, e.g. the port serve-sim "
-                        "--network printed)")
+                        "PORT: a board that runs the network, e.g. the port serve-sim "
+                        "--board NAME printed)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
@@ -674,18 +674,19 @@ def _board_device(args, artifact, *, processor: bool = True):
     board = get_board(args.board)
     lanes = _lanes(args.lanes) if getattr(args, "lanes", None) is not None else None
     if processor and not (args.layer or getattr(args, "network", False)):
-        dev = core.processor_device(board, lanes)
+        config = core.processor_config(board, lanes)
         if artifact is not None:
             from .config import ConfigError
             from .hdl.cores import describe
             from .network import plan
             net = plan(artifact)
             try:
-                describe(dev.config).check_target(net)
+                describe(config).check_target(net)
             except ConfigError as e:
                 raise CLIError(f"{args.artifact} does not fit {board.name}'s processor: "
                                f"{e}") from None
-        return board, "processor", dev
+        from .hdl.device import Device
+        return board, "processor", Device(config, clock_hz=board.clock_hz, baud=board.baud)
     if artifact is None:
         raise CLIError(f"--{'layer' if args.layer else 'network'} needs an ARTIFACT")
     target, name = _target(args, artifact)

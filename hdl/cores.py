@@ -307,17 +307,39 @@ class EngineCore(CoreDescription):
         return lambda beats: unpack_outputs(beats, self.config, sched)[0]
 
 
+class _WholeNetwork(CoreDescription):
+    """What every core that runs a whole network (:class:`~darbgen.network.NetworkPlan`)
+    does alike: the plan's checks, its logits out one per beat."""
+
+    target_type = NetworkPlan
+    target_text = "a whole network"
+    target_noun = "network"
+
+    def check_target(self, target):
+        self.config.check_plan(target)
+
+    def name(self, target):
+        return "the network"
+
+    @classmethod
+    def default_target(cls, artifact):
+        return plan(artifact)
+
+    def outputs(self, target):
+        return target.classes
+
+    def unpacker(self, target):
+        return _logits(self.config.output_fields)
+
+
 @register
-class NetworkCore(CoreDescription):
+class NetworkCore(_WholeNetwork):
     """A chain of engines with requantizers (:class:`~darbgen.hdl.network.Network`) for a
     whole network."""
 
     config_type = NetworkConfig
     code = 1
     runs = "a whole network"
-    target_type = NetworkPlan
-    target_text = "a whole network"
-    target_noun = "network"
 
     def records(self):
         c = self.config
@@ -340,12 +362,6 @@ class NetworkCore(CoreDescription):
     def for_target(cls, target, lanes, input_width):
         return NetworkConfig.for_plan(target, lanes, input_width=input_width)
 
-    def check_target(self, target):
-        self.config.check_plan(target)
-
-    def name(self, target):
-        return "the network"
-
     def load_words(self, target):
         return network_load_words(target, self.config)
 
@@ -356,16 +372,6 @@ class NetworkCore(CoreDescription):
         return input_words(_padded(x, self.config.max_cols), self.config.engines[0],
                            last=False)
 
-    @classmethod
-    def default_target(cls, artifact):
-        return plan(artifact)
-
-    def outputs(self, target):
-        return target.classes
-
-    def unpacker(self, target):
-        return _logits(self.config.output_fields)
-
 
 #: The capacities of a processor in its IDENTIFY record, after its engine's fields:
 #: every :class:`~darbgen.processor.ProcessorConfig` field but ``engine``, 4 bytes each,
@@ -375,7 +381,7 @@ CAPACITY_FIELDS = [(f.name, 4) for f in dataclasses.fields(ProcessorConfig)
 
 
 @register
-class ProcessorCore(CoreDescription):
+class ProcessorCore(_WholeNetwork):
     """The layer-sequenced processor (:class:`~darbgen.hdl.processor.Processor`): one set
     of lanes that runs every network that fits its capacities, loaded at run time.
 
@@ -387,9 +393,6 @@ class ProcessorCore(CoreDescription):
     config_type = ProcessorConfig
     code = 2
     runs = "the layer-sequenced processor"
-    target_type = NetworkPlan
-    target_text = "a whole network"
-    target_noun = "network"
     record_fields = [(name, 4) for name in _CONFIG_FIELDS] + CAPACITY_FIELDS
 
     def records(self):
@@ -414,12 +417,6 @@ class ProcessorCore(CoreDescription):
     def for_target(cls, target, lanes, input_width):
         return ProcessorConfig.for_plans([target], lanes, input_width=input_width)
 
-    def check_target(self, target):
-        self.config.check_plan(target)
-
-    def name(self, target):
-        return "the network"
-
     def load_words(self, target):
         return processor_load_words(target, self.config)
 
@@ -431,16 +428,6 @@ class ProcessorCore(CoreDescription):
 
     def input_beats_range(self):
         return 1, self.config.x_depth
-
-    @classmethod
-    def default_target(cls, artifact):
-        return plan(artifact)
-
-    def outputs(self, target):
-        return target.classes
-
-    def unpacker(self, target):
-        return _logits(self.config.output_fields)
 
     def capacity(self):
         """Kept weights (every lane full), activations, lanes, program steps, the step

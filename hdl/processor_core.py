@@ -10,8 +10,8 @@ The program is the end of every load (:func:`darbgen.processor.load_words`).
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out, connect
 
 from ..processor import ProcessorConfig, Target
 from .layouts import to_layout
@@ -41,12 +41,9 @@ class CoreProcessor(wiring.Component):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self._config = config
-        super().__init__({
-            "load": In(stream.Signature(to_layout(config.load_fields))),
-            "x": In(stream.Signature(to_layout(config.input_fields))),
-            "y": Out(stream.Signature(to_layout(config.output_fields))),
-            "slots": Out(range(config.output_beats + 1)),
-        })
+        self._processor = Processor(config)
+        super().__init__({**self._processor.signature.members,
+                          "slots": Out(range(config.output_beats + 1))})
 
     @property
     def config(self) -> ProcessorConfig:
@@ -55,7 +52,7 @@ class CoreProcessor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        m.submodules.processor = processor = Processor(c)
+        m.submodules.processor = processor = self._processor
         connect(m, wiring.flipped(self.load), processor.load)
         connect(m, wiring.flipped(self.x), processor.x)
         connect(m, processor.y, wiring.flipped(self.y))

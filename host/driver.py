@@ -253,8 +253,9 @@ class Board:
         layer (one engine) or a whole network (a chain of engines).
 
         A board built for one layer also runs any layer that fits its engine (block
-        sizes, keep count, widths and lane memories); the message names the field
-        that does not fit.
+        sizes, keep count, widths and lane memories), and a processor any network that
+        fits its capacities and whose input fits one RUN frame; the message names the
+        field, layer or capacity that does not fit.
         """
         core = cores.describe(self.config)
         try:

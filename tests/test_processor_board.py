@@ -174,7 +174,7 @@ def test_deploy_refuses_what_does_not_fit_before_loading(served, rng, tmp_path, 
 
 # -- build -------------------------------------------------------------------------------
 
-def test_build_makes_the_processor_without_an_artifact(tmp_path, digits_mlp, rng, capsys):
+def test_build_makes_the_processor_without_an_artifact(tmp_path, rng, capsys):
     """``darbgen build --board arty-a7`` (no open flow: the plan only, quick) writes the
     processor's capacity into report.json; an artifact given is checked to fit."""
     assert main(["build", "--board", "arty-a7", "--lanes", "2", "-o",
@@ -193,3 +193,23 @@ def test_build_makes_the_processor_without_an_artifact(tmp_path, digits_mlp, rng
         f"darbgen build: error: {tmp_path / 'w.darb'} does not fit arty-a7's processor: "
         "layer 'fc1' has 1,030 inputs, the processor's activations hold 1,024\n")
     assert not (tmp_path / "b").exists()
+
+
+@needs_verilator
+def test_run_frames_of_partial_or_no_beats_are_refused(served):
+    """The processor takes RUNs of 1 to x_depth whole beats (2 bytes each here): a RUN
+    with a partial beat or none is refused by its length, before anything runs."""
+    from darbgen.hdl.protocol import Command, Status, run_guard
+    from darbgen.host import NakError
+
+    with SerialTransport(served, BOARD.baud) as link:
+        board = Board(link, timeout=10, retries=1)
+        guard = run_guard(0, 0)
+        for payload in (guard, guard + bytes(3), guard + bytes(101)):
+            with pytest.raises(NakError) as refused:
+                board.request(Command.RUN, payload)
+            assert refused.value.status == Status.NAK_LENGTH.value, payload
+        # A whole beat is the right length: refused for naming other weights instead.
+        with pytest.raises(NakError) as refused:
+            board.request(Command.RUN, guard + bytes(2))
+        assert refused.value.status in (Status.NAK_WEIGHTS.value, Status.NO_WEIGHTS.value)
