@@ -27,9 +27,11 @@ data:
 # Prune the digits MLP with DARB, show the artifact, then run its first layer on the
 # generated engine in Verilator over 64 digits test images, checked against the golden model;
 # run the whole network (a chain of engines with requantizers) on the full test split and
-# print dense, integer and hardware accuracy; then serve a simulated ULX3S (UART +
-# protocol controller + the chain in Verilator) and deploy the whole network to it over
-# the serial link: stream, verify, run, check the logits exactly.
+# print dense, integer and hardware accuracy; then serve a simulated iCEBreaker running its
+# layer-sequenced processor (UART + protocol controller + processor in Verilator, built with
+# no artifact: one bitstream for every network that fits) and deploy the whole network to
+# it over the serial link: check fit, stream, verify, run, check every logit exactly; then
+# evaluate it there on the test split.
 demo: install data
 	mkdir -p build
 	$(DARBGEN) prune digits-mlp --method darb --ratio 16 -o build/digits-mlp.darb
@@ -40,14 +42,16 @@ demo: install data
 	    --inputs build/digits-x.npy -o build/digits-fc1-y.npy
 	@echo "== the whole network (3 engines + requantizers) in Verilator on the test split"
 	$(DARBGEN) eval build/digits-mlp.darb --dataset digits --on verilator
-	@echo "== the whole network on a simulated ULX3S (its UART on a pseudo-terminal)"
-	$(DARBGEN) serve-sim --board ulx3s --network --lanes 4 build/digits-mlp.darb \
-	    > build/serve-sim.json & \
+	@echo "== one simulated iCEBreaker processor (its UART on a pseudo-terminal), no rebuild"
+# digits-cnn goes to the same served board (no rebuild) once the processor runs
+# convolution steps: a `deploy build/digits-cnn.darb --port $$port ...` after the eval.
+	$(DARBGEN) serve-sim --board icebreaker > build/serve-sim.json & \
 	  sim=$$!; trap "kill $$sim 2>/dev/null" EXIT; \
 	  until grep -q port build/serve-sim.json; do kill -0 $$sim; sleep 0.2; done; \
 	  port=$$(sed -n 's/.*"port": "\(.*\)".*/\1/p' build/serve-sim.json); \
-	  $(DARBGEN) deploy build/digits-mlp.darb --network --port $$port --timeout 10 \
-	      --inputs build/digits-x.npy -o build/digits-board-logits.npy
+	  $(DARBGEN) deploy build/digits-mlp.darb --port $$port --timeout 10 \
+	      --inputs build/digits-x.npy -o build/digits-board-logits.npy; \
+	  $(DARBGEN) eval build/digits-mlp.darb --dataset digits --on $$port --timeout 10
 
 # pytest exits non-zero (5) when no test ran, so an empty run fails too.
 test: install data

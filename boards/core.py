@@ -1,22 +1,30 @@
-"""The core a board runs for one layer or a whole network: its config and its :class:`Device`.
+"""The core a board runs: its config and its :class:`Device`.
 
-``darbgen build``, ``serve-sim`` and ``deploy`` all derive the engine from the same
-three things, the layer, the board and the lane count, through
-:func:`engine_config`; the host recomputes it to check a board's build ID
+By default a board runs the layer-sequenced processor (:func:`processor_config`): one
+bitstream per board and lane count, sized by the board's memories
+(:data:`PROCESSORS`, the one place its capacities are set), that runs every network
+that fits. The older cores are sized to one artifact: ``darbgen build``, ``serve-sim``
+and ``deploy`` derive them from the layer (or network), the board and the lane count,
+through :func:`engine_config`; the host recomputes it to check a board's build ID
 (:func:`darbgen.host.driver.expected_config`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.back import verilog
 
+from ..config import EngineConfig
 from ..format import SparseLayer
 from ..network import NetworkPlan
+from ..processor import ProcessorConfig
 from ..hdl.device import Device
 from ..host.driver import expected_config
 from .targets import Board
 
-__all__ = ["DEVICE_TOP", "input_width", "engine_config", "device", "device_verilog"]
+__all__ = ["DEVICE_TOP", "input_width", "engine_config", "device", "device_verilog",
+           "ProcessorSizes", "PROCESSORS", "processor_config", "processor_device"]
 
 #: Verilog module name of the device core (the simulated board's top).
 DEVICE_TOP = "darbgen_device"
@@ -45,6 +53,70 @@ def engine_config(board: Board, target: SparseLayer | NetworkPlan, lanes: int | 
 def device(board: Board, target: SparseLayer | NetworkPlan, lanes: int | None = None) -> Device:
     """UART + protocol controller + core for ``target`` at the board's clock and baud."""
     return Device(engine_config(board, target, lanes), clock_hz=board.clock_hz, baud=board.baud)
+
+
+@dataclass(frozen=True)
+class ProcessorSizes:
+    """A board's default processor, in the capacities of
+    :class:`~darbgen.processor.ProcessorConfig` (docs/processor.md, "Weight banks").
+
+    ``lane_depth`` and ``lane_rows`` are per lane (its beat bank and header memory), so
+    other lane counts keep them; the rest is shared by the lanes.
+    """
+
+    lanes: int
+    lane_depth: int                 # weight beats per lane (one bank each)
+    lane_rows: int                  # row headers per lane, all layers + one marker a step
+    activations: int                # the widest layer input or output
+    lane_slots: int                 # rows one lane runs in one step
+    table_depth: int                # requantizer entries, all steps
+    max_steps: int                  # layers
+    shifts: tuple = (1, 2, 3, 4, 5, 6)      # block sizes 2 to 64 (DARB's default set)
+    max_keep: int = 2
+    weight_bits: int = 8
+    input_bits: int = 8
+
+
+#: Each board's default processor: what ``darbgen build --board NAME`` and ``serve-sim
+#: --board NAME`` make without an artifact.
+PROCESSORS = {
+    # 4 lanes, one SB_SPRAM256KA (16k x 16) of beats each: 65,536 kept weights.
+    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384, lane_rows=512, activations=1024,
+                                 lane_slots=256, table_depth=2048, max_steps=16),
+    # 12 lanes of 13 DP16KD (1024 x 18) each: 159,744 kept weights.
+    "ulx3s": ProcessorSizes(lanes=12, lane_depth=13312, lane_rows=1024, activations=1024,
+                            lane_slots=256, table_depth=4096, max_steps=16),
+    "arty-a7": ProcessorSizes(lanes=8, lane_depth=8192, lane_rows=1024, activations=1024,
+                              lane_slots=256, table_depth=4096, max_steps=16),
+}
+
+
+def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
+    """The processor ``board`` runs by default (:data:`PROCESSORS`), at ``lanes`` lanes
+    (default: the board's processor's).
+
+    Raises
+    ------
+    ValueError
+        The board has no default processor.
+    """
+    if board.name not in PROCESSORS:
+        raise ValueError(f"board {board.name!r} has no default processor; boards with one: "
+                         f"{', '.join(PROCESSORS)}")
+    s = PROCESSORS[board.name]
+    lanes = lanes or s.lanes
+    engine = EngineConfig(lanes=lanes, shifts=s.shifts, max_keep=s.max_keep,
+                          max_row_nnz=s.activations, max_cols=s.activations,
+                          lane_depth=s.lane_depth, lane_rows=s.lane_rows,
+                          weight_bits=s.weight_bits, input_bits=s.input_bits,
+                          input_width=input_width(board, s.input_bits))
+    return ProcessorConfig(engine, lane_slots=s.lane_slots, table_depth=s.table_depth,
+                           max_steps=s.max_steps)
+
+
+def processor_device(board: Board, lanes: int | None = None) -> Device:
+    """UART + protocol controller + the board's default processor."""
+    return Device(processor_config(board, lanes), clock_hz=board.clock_hz, baud=board.baud)
 
 
 def device_verilog(dev: Device) -> str:

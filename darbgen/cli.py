@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .files import atomic_write, check_output, read_input
-from .format import JSON_NAMES, Artifact, ArtifactError, read_npy
+from .format import JSON_NAMES, Artifact, ArtifactError, SparseLayer, read_npy
 from .graph import ACTIVATIONS
 
 __all__ = ["main", "build_parser"]
@@ -182,40 +182,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel multipliers (default %(default)s)")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
 
-    # What `build` and `serve-sim` share: the device core a board runs for one layer.
+    # What `build` and `serve-sim` share: the device core a board runs. By default the
+    # board's layer-sequenced processor; --layer or --network: an older core sized to
+    # the artifact (one engine, a chain of engines).
     board_core = argparse.ArgumentParser(add_help=False)
-    board_core.add_argument("artifact", metavar="ARTIFACT")
+    board_core.add_argument("artifact", metavar="ARTIFACT", nargs="?",
+                            help="without --layer or --network: a network that must fit the "
+                                 "board's processor (checked); optional")
     board_core.add_argument("--board", required=True, metavar="NAME")
-    board_core.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    board_core.add_argument("--layer", metavar="NAME",
+                            help="instead of the processor: one engine sized to this layer")
     board_core.add_argument("--lanes", type=int, metavar="P",
                             help="lanes (default: the board's)")
     board_core.add_argument("--network", action="store_true",
-                            help="the whole network: a chain of engines with requantizers")
+                            help="instead of the processor: the whole network as a chain of "
+                                 "engines with requantizers")
 
     p = sub.add_parser("build", parents=[verbose, board_core],
-                       help="build a board's bitstream for one layer (open toolchain)",
+                       help="build a board's bitstream: its processor (open toolchain)",
                        description="Synthesize, place and route UART link + protocol "
-                                   "controller + engine for one layer with the YoWASP tools; "
-                                   "write the bitstream and DIR/report.json.")
+                                   "controller + the board's layer-sequenced processor (or, "
+                                   "with --layer/--network, an engine or chain sized to the "
+                                   "artifact) with the YoWASP tools; write the bitstream and "
+                                   "DIR/report.json.")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
 
     p = sub.add_parser("serve-sim", parents=[verbose, board_core],
                        help="simulate a board in Verilator behind a pseudo-terminal",
-                       description="Build the board's device (UART included) in Verilator, "
-                                   "bridge its UART to a pseudo-terminal, print "
-                                   '{"port": "/dev/pts/N"} and serve until killed.')
+                       description="Build the board's device (UART included; its processor "
+                                   "unless --layer/--network) in Verilator, bridge its UART "
+                                   'to a pseudo-terminal, print {"port": "/dev/pts/N"} and '
+                                   "serve until killed.")
 
     p = sub.add_parser("deploy", parents=[verbose],
-                       help="load a layer onto a board over serial, verify it, run inputs",
-                       description="Optionally program the board, identify it, stream the "
-                                   "layer's weights, verify them, run input vectors and write "
-                                   "the exact outputs.")
+                       help="load a network or a layer onto a board over serial, verify it, "
+                            "run inputs",
+                       description="Optionally program the board, identify it, check that "
+                                   "what it is asked to run fits, stream the weights, verify "
+                                   "them, run input vectors and write the exact outputs.")
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--port", required=True, metavar="PORT",
                    help="serial device or pyserial URL (e.g. the port serve-sim printed)")
-    p.add_argument("--layer", metavar="NAME", help="layer to run (default: the first)")
+    p.add_argument("--layer", metavar="NAME",
+                   help="run this layer alone (default: what the board runs: the whole "
+                        "network on a processor or chain, the first layer on one engine)")
     p.add_argument("--network", action="store_true",
-                   help="deploy the whole network (the board must be built with --network)")
+                   help="deploy the whole network (a processor, or a chain built with "
+                        "--network)")
     p.add_argument("--inputs", metavar="X.npy", help="int8 input vectors, n × cols")
     p.add_argument("-o", "--output", metavar="Y.npy", help="where to write the outputs")
     p.add_argument("--program", metavar="BITSTREAM",
@@ -238,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the user's data: its x_test and y_test")
     p.add_argument("--on", default="golden", metavar="golden|verilator|PORT",
                    help="where the hardware result comes from (default %(default)s: none; "
-                        "PORT: a board serving the network, e.g. the port serve-sim "
-                        "--network printed)")
+                        "PORT: a board that runs the network, e.g. the port serve-sim "
+                        "--board NAME printed)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N test samples")
     p.add_argument("--lanes", type=int, default=4, metavar="P",
                    help="lanes per engine with --on verilator (default %(default)s)")
@@ -644,21 +657,51 @@ def _target(args, artifact):
     return layer, layer.name
 
 
-def _board_device(args, artifact):
-    """The board, the target (layer or network), its name and the device core the board
-    options describe."""
+def _board_device(args, artifact, *, processor: bool = True):
+    """The board, what its core runs (a layer's or the network's name, or "processor")
+    and the device core the board options describe: the board's processor unless
+    ``--layer`` or ``--network`` asks for a core sized to the artifact (or
+    ``processor`` is false). An artifact given to a processor must fit it.
+
+    Raises
+    ------
+    CLIError
+        The artifact does not fit the processor (the message says what), or an option
+        needs an artifact.
+    """
     from .boards import core, get_board
 
     board = get_board(args.board)
-    target, name = _target(args, artifact)
     lanes = _lanes(args.lanes) if getattr(args, "lanes", None) is not None else None
+    if processor and not (args.layer or getattr(args, "network", False)):
+        config = core.processor_config(board, lanes)
+        if artifact is not None:
+            from .config import ConfigError
+            from .hdl.cores import describe
+            from .network import plan
+            net = plan(artifact)
+            try:
+                describe(config).check_target(net)
+            except ConfigError as e:
+                raise CLIError(f"{args.artifact} does not fit {board.name}'s processor: "
+                               f"{e}") from None
+        from .hdl.device import Device
+        return board, "processor", Device(config, clock_hz=board.clock_hz, baud=board.baud)
+    if artifact is None:
+        raise CLIError(f"--{'layer' if args.layer else 'network'} needs an ARTIFACT")
+    target, name = _target(args, artifact)
     return board, name, core.device(board, target, lanes)
+
+
+def _load_artifact(path):
+    """The artifact at ``path``, or ``None`` when no path was given."""
+    return None if path is None else Artifact.load(path)
 
 
 def _generate_board(args, artifact) -> int:
     from .boards import build
 
-    board, name, dev = _board_device(args, artifact)
+    board, name, dev = _board_device(args, artifact, processor=False)
     report = build(dev, board, args.output, lanes=dev.config.lanes, do_build=False,
                    extra_report={"layer": name})
     print(f"wrote {board.name} sources for {name!r} to {args.output}")
@@ -668,21 +711,25 @@ def _generate_board(args, artifact) -> int:
 
 def cmd_build(args) -> int:
     _output_dir(args.output)
-    report = build_board(args, Artifact.load(args.artifact), args.output)
+    report = build_board(args, _load_artifact(args.artifact), args.output)
     print(f"{report['board']}: {report['layer']!r}, {report['lanes']} lanes, "
           f"fmax {report['fmax_mhz']} MHz (target {report['target_mhz']} MHz)")
     print(json.dumps(report))
     return 0
 
 
-def build_board(args, artifact: Artifact, output) -> dict:
+def build_board(args, artifact: Artifact | None, output) -> dict:
     """Build the bitstream the board options (``board``, ``layer``, ``lanes``, ``network``)
-    describe into ``output``; the build's report (see :func:`darbgen.boards.build`)."""
+    describe into ``output``; the build's report (see :func:`darbgen.boards.build`), with
+    the core's ``capacity`` when it runs any network that fits (the processor)."""
     from .boards import build
+    from .hdl.cores import describe
 
     board, name, dev = _board_device(args, artifact)
+    capacity = describe(dev.config).capacity()
     return build(dev, board, output, lanes=dev.config.lanes,
-                 extra_report={"layer": name, "config": dev.config.to_json()})
+                 extra_report={"layer": name, "config": dev.config.to_json(),
+                               **({} if capacity is None else {"capacity": capacity})})
 
 
 def cmd_serve_sim(args) -> int:
@@ -691,8 +738,7 @@ def cmd_serve_sim(args) -> int:
     from .boards.core import DEVICE_TOP, device_verilog
     from .sim.board_sim import build_bridge
 
-    artifact = Artifact.load(args.artifact)
-    board, name, dev = _board_device(args, artifact)
+    board, name, dev = _board_device(args, _load_artifact(args.artifact))
     print(f"serve-sim: building {board.name}'s device for {name!r} "
           f"({dev.config.lanes} lanes, {dev.divisor} cycles per UART bit) in Verilator",
           file=sys.stderr)
@@ -755,11 +801,19 @@ def _board(port: str, *, baud: int, timeout: float, deadline: float, out=None):
     stdout); the port is closed on the way out."""
     from .host import Board, SerialTransport
 
+    from .hdl.cores import describe
+
     with SerialTransport(port, baud) as link:
         board = Board(link, timeout=timeout, deadline=deadline, progress=sys.stderr.isatty())
         identity = board.identify()
+        core = describe(identity.config)
+        cap = core.capacity()
+        holds = "" if cap is None else (
+            f"; {core.runs} holding {cap['weights']:,} kept weights, {cap['activations']:,} "
+            f"activations, {cap['steps']} steps ({', '.join(cap['step_kinds'])})")
         print(f"identified build {identity.build_id.hex()}: {identity.config.lanes} lanes at "
-              f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud", file=out or sys.stdout)
+              f"{identity.clock_hz / 1e6:g} MHz, {identity.baud} baud{holds}",
+              file=out or sys.stdout)
         yield board
 
 
@@ -772,12 +826,15 @@ def cmd_deploy(args) -> int:
     if args.output is not None:
         _output_file(args.output, args.artifact, args.inputs, args.program)
     artifact = Artifact.load(args.artifact)
-    target, name = _target(args, artifact)
-    x = _load_inputs(args.inputs, artifact.layers[0] if args.network else target) \
-        if args.inputs else None
+    # What the options name, checked before the board is touched; else what the board runs.
+    named = _target(args, artifact) if args.layer or args.network else None
+    # A network's input is its first layer's.
+    x = _load_inputs(args.inputs, artifact.layer(args.layer) if args.layer
+                     else artifact.layers[0]) if args.inputs else None
     if args.program:
         program(args.program)
     with _board(args.port, **link) as board:
+        target, name = named or _default_target(artifact, board)
         loaded = board.load(target)
         print(f"loaded {loaded.words} words ({loaded.payload_bytes} bytes) of {name!r}, "
               f"verified by CRC-32; link efficiency {loaded.link_efficiency:.3f}")
@@ -788,7 +845,8 @@ def cmd_deploy(args) -> int:
             y = board.run(x)
             atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
             vectors = len(x)
-            golden = network_ref(target, x) if args.network else spmv_ref(target, x)
+            golden = spmv_ref(target, x) if isinstance(target, SparseLayer) else \
+                network_ref(target, x)
             exact = bool(np.array_equal(y, golden))
             print(f"ran {vectors} vector(s) on the board, wrote {args.output}: "
                   f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
@@ -796,6 +854,16 @@ def cmd_deploy(args) -> int:
                       "link_efficiency": loaded.link_efficiency, "vectors": vectors,
                       "exact": exact, "retries": board.retried}))
     return 3 if exact is False else 0
+
+
+def _default_target(artifact, board):
+    """What the board's kind of core runs of ``artifact`` when the options name nothing
+    (the whole network on a processor or chain, the first layer on one engine); and its
+    name."""
+    from .hdl.cores import describe
+
+    target = describe(board.config).default_target(artifact)
+    return target, target.name if isinstance(target, SparseLayer) else "network"
 
 
 def simulate(layer, x, *, lanes: int = 8, simulator: str = "verilator"):

@@ -139,6 +139,30 @@ class ProcessorConfig:
         return self.lanes * self.lane_depth
 
     @property
+    def step_kinds(self) -> tuple:
+        """Names of the kinds of step this processor runs (a unit whose capacity is 0 is
+        absent, and so is its kind)."""
+        return ("linear",)
+
+    # -- the streams, as a device core (darbgen.hdl.cores.ProcessorCore) ----------------
+
+    @property
+    def max_cols(self) -> int:
+        """The widest input vector: the activation depth."""
+        return self.act_depth
+
+    @property
+    def x_depth(self) -> int:
+        """Input beats of the widest input vector (a network's own input may be shorter:
+        the device marks its last beat)."""
+        return self.engine.x_depth
+
+    @property
+    def output_beats(self) -> int:
+        """Most output beats per vector: one logit per beat, the last step's rows."""
+        return self.act_depth
+
+    @property
     def memories(self) -> dict:
         """Every memory of the processor: name → ``(count, depth, width in bits)``.
 

@@ -390,11 +390,13 @@ def _step_build(task: dict, artifact_path: Path, work: Path):
     from .format import Artifact
 
     opts = task["options"]
-    args = argparse.Namespace(board=opts["board"], layer=opts.get("layer"),
-                              lanes=opts["lanes"], network=False)
+    artifact = Artifact.load(artifact_path)
+    # A design point is an engine sized to one layer (not the board's processor).
+    args = argparse.Namespace(board=opts["board"], lanes=opts["lanes"], network=False,
+                              layer=opts.get("layer") or artifact.layers[0].name)
     out = work / "build"
     try:
-        report = build_board(args, Artifact.load(artifact_path), out)
+        report = build_board(args, artifact, out)
         timing_met = True
     except TimingError:              # the report is written; the row says timing failed
         report = json.loads((out / "report.json").read_text())

@@ -2,7 +2,9 @@
 
 A board's device is UART + protocol controller + a *core*: one engine for a layer
 (:class:`~darbgen.config.EngineConfig`), a chain of engines for a whole network
-(:class:`~darbgen.network.NetworkConfig`), or another kind. Everything that differs
+(:class:`~darbgen.network.NetworkConfig`), the layer-sequenced processor that runs
+every network that fits it (:class:`~darbgen.processor.ProcessorConfig`), or another
+kind. Everything that differs
 between kinds is a member of the kind's :class:`CoreDescription`; the controller, the
 IDENTIFY reply and the host driver ask :func:`describe` instead of branching on the
 config's type. The streams themselves (load words, input and output beats) are already
@@ -28,12 +30,15 @@ import numpy as np
 
 from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
-from ..network import NetworkConfig, NetworkPlan
+from ..network import NetworkConfig, NetworkPlan, plan
 from ..network import load_words as network_load_words
 from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
+from ..processor import ProcessorConfig
+from ..processor import load_words as processor_load_words
 
 __all__ = ["CoreDescription", "register", "describe", "kind_of", "target_kind", "for_target",
-           "KINDS", "ENGINE_FIELDS", "EngineCore", "NetworkCore"]
+           "KINDS", "ENGINE_FIELDS", "CAPACITY_FIELDS", "EngineCore", "NetworkCore",
+           "ProcessorCore"]
 
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 
@@ -133,9 +138,24 @@ class CoreDescription:
         raise NotImplementedError
 
     def input_words(self, x) -> list:
-        """The input beats of one vector ``x`` (``max_cols`` integers), as RUN sends them
-        (the device marks the last beat itself)."""
+        """The input beats of one vector ``x`` (the target's ``cols`` integers), as RUN
+        sends them (the device marks the last beat itself)."""
         raise NotImplementedError
+
+    def input_beats_range(self) -> tuple[int, int]:
+        """The fewest and the most input beats one RUN may carry: by default exactly
+        ``x_depth`` (the core takes whole vectors of its width)."""
+        return self.config.x_depth, self.config.x_depth
+
+    @classmethod
+    def default_target(cls, artifact):
+        """What this kind runs of ``artifact`` when nothing more is said: its first layer,
+        or its whole network."""
+        raise NotImplementedError
+
+    def capacity(self) -> dict | None:
+        """What the core holds, for reports (``None``: it is sized to one target)."""
+        return None
 
     def outputs(self, target) -> int:
         """Outputs per vector of ``target``."""
@@ -208,6 +228,18 @@ def target_kind(target) -> type[CoreDescription]:
     raise TypeError(f"no device core runs a {type(target).__name__}")
 
 
+def _logits(fields) -> Callable[[list], np.ndarray]:
+    """One vector's logits from its output beats (one logit per beat)."""
+    return lambda beats: np.asarray(unpack_fields(fields, beats)["y"])
+
+
+def _padded(x, cols: int) -> np.ndarray:
+    """``x`` zero-padded to ``cols`` elements: a chain or an engine takes whole vectors."""
+    out = np.zeros(cols, dtype=np.int64)
+    out[:len(x)] = x
+    return out
+
+
 def _engine_record(engine: EngineConfig, rows: int = 0, relu: bool = False) -> dict:
     values = {name: getattr(engine, name) for name in _CONFIG_FIELDS}
     values["shifts"] = sum(1 << s for s in engine.shifts)
@@ -261,7 +293,11 @@ class EngineCore(CoreDescription):
         return self.config.input_bits
 
     def input_words(self, x):
-        return input_words(x, self.config, last=False)
+        return input_words(_padded(x, self.config.max_cols), self.config, last=False)
+
+    @classmethod
+    def default_target(cls, artifact):
+        return artifact.layers[0]
 
     def outputs(self, target):
         return target.rows
@@ -271,17 +307,39 @@ class EngineCore(CoreDescription):
         return lambda beats: unpack_outputs(beats, self.config, sched)[0]
 
 
+class _WholeNetwork(CoreDescription):
+    """What every core that runs a whole network (:class:`~darbgen.network.NetworkPlan`)
+    does alike: the plan's checks, its logits out one per beat."""
+
+    target_type = NetworkPlan
+    target_text = "a whole network"
+    target_noun = "network"
+
+    def check_target(self, target):
+        self.config.check_plan(target)
+
+    def name(self, target):
+        return "the network"
+
+    @classmethod
+    def default_target(cls, artifact):
+        return plan(artifact)
+
+    def outputs(self, target):
+        return target.classes
+
+    def unpacker(self, target):
+        return _logits(self.config.output_fields)
+
+
 @register
-class NetworkCore(CoreDescription):
+class NetworkCore(_WholeNetwork):
     """A chain of engines with requantizers (:class:`~darbgen.hdl.network.Network`) for a
     whole network."""
 
     config_type = NetworkConfig
     code = 1
     runs = "a whole network"
-    target_type = NetworkPlan
-    target_text = "a whole network"
-    target_noun = "network"
 
     def records(self):
         c = self.config
@@ -304,12 +362,6 @@ class NetworkCore(CoreDescription):
     def for_target(cls, target, lanes, input_width):
         return NetworkConfig.for_plan(target, lanes, input_width=input_width)
 
-    def check_target(self, target):
-        self.config.check_plan(target)
-
-    def name(self, target):
-        return "the network"
-
     def load_words(self, target):
         return network_load_words(target, self.config)
 
@@ -317,10 +369,70 @@ class NetworkCore(CoreDescription):
         return self.config.engines[0].input_bits
 
     def input_words(self, x):
-        return input_words(x, self.config.engines[0], last=False)
+        return input_words(_padded(x, self.config.max_cols), self.config.engines[0],
+                           last=False)
 
-    def outputs(self, target):
-        return target.classes
 
-    def unpacker(self, target):
-        return lambda beats: np.asarray(unpack_fields(self.config.output_fields, beats)["y"])
+#: The capacities of a processor in its IDENTIFY record, after its engine's fields:
+#: every :class:`~darbgen.processor.ProcessorConfig` field but ``engine``, 4 bytes each,
+#: so that a capacity added to the contract travels without a change here.
+CAPACITY_FIELDS = [(f.name, 4) for f in dataclasses.fields(ProcessorConfig)
+                   if f.name != "engine"]
+
+
+@register
+class ProcessorCore(_WholeNetwork):
+    """The layer-sequenced processor (:class:`~darbgen.hdl.processor.Processor`): one set
+    of lanes that runs every network that fits its capacities, loaded at run time.
+
+    IDENTIFY describes it in one record: its engine's fields, then its capacities
+    (:data:`CAPACITY_FIELDS`). A RUN carries the network's own input (``cols``
+    elements), not the activation depth.
+    """
+
+    config_type = ProcessorConfig
+    code = 2
+    runs = "the layer-sequenced processor"
+    record_fields = [(name, 4) for name in _CONFIG_FIELDS] + CAPACITY_FIELDS
+
+    def records(self):
+        c = self.config
+        record = _engine_record(c.engine)
+        del record["rows"], record["relu"]
+        return [{**record, **{name: getattr(c, name) for name, _ in CAPACITY_FIELDS}}]
+
+    @classmethod
+    def from_records(cls, records):
+        if len(records) != 1:
+            raise ConfigError(f"a processor is described by one record, not {len(records)}")
+        record = records[0]
+        engine = _engine_of(record)
+        return ProcessorConfig(engine, **{name: record[name] for name, _ in CAPACITY_FIELDS})
+
+    def hardware(self):
+        from .processor_core import CoreProcessor
+        return CoreProcessor(self.config)
+
+    @classmethod
+    def for_target(cls, target, lanes, input_width):
+        return ProcessorConfig.for_plans([target], lanes, input_width=input_width)
+
+    def load_words(self, target):
+        return processor_load_words(target, self.config)
+
+    def input_bits(self):
+        return self.config.engine.input_bits
+
+    def input_words(self, x):
+        return input_words(x, self.config.engine, last=False)
+
+    def input_beats_range(self):
+        return 1, self.config.x_depth
+
+    def capacity(self):
+        """Kept weights (every lane full), activations, lanes, program steps, the step
+        kinds and the memories' other capacities."""
+        c = self.config
+        return {"weights": c.capacity, "activations": c.act_depth, "lanes": c.lanes,
+                "steps": c.max_steps, "step_kinds": list(c.step_kinds),
+                **{name: getattr(c, name) for name, _ in CAPACITY_FIELDS}}

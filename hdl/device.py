@@ -38,13 +38,14 @@ __all__ = ["Controller", "Device", "check_link"]
 _COUNTER_BITS = 32
 
 
-def check_link(config: EngineConfig | NetworkConfig) -> None:
+def check_link(config) -> None:
     """Raise ``ValueError`` unless a RUN request (one input vector) fits in one frame, a
     RUN reply can count the output beats, and the core is one IDENTIFY can describe.
     The output may take any number of reply frames."""
-    describe(config).records()          # raises unless IDENTIFY can describe the core
+    core = describe(config)
+    core.records()                      # raises unless IDENTIFY can describe the core
     sizes = Sizes.of(config)
-    x_len = GUARD_BYTES + config.x_depth * sizes.x_bytes
+    x_len = GUARD_BYTES + core.input_beats_range()[0] * sizes.x_bytes
     if x_len > MAX_PAYLOAD:
         raise ValueError(f"a RUN request carries one input vector in one frame: "
                          f"{config.max_cols} columns need {x_len} payload bytes, the link "
@@ -119,6 +120,20 @@ class Controller(wiring.Component):
         m.d.sync += cycles.eq(cycles + 1)
         with m.If(rcv.dropped | (rcv.done & ~(rcv.length_ok & rcv.crc_ok))):
             m.d.sync += refused.eq(refused + 1)
+
+        # A core that takes input vectors of any length up to its width (the processor:
+        # a network's own input) gets as many beats as the RUN carries, whole ones
+        # only; the others take exactly x_depth beats.
+        fewest, most = describe(c).input_beats_range()
+        most = min(most, (MAX_PAYLOAD - GUARD_BYTES) // sizes.x_bytes)
+        fixed = fewest == most == c.x_depth
+        x_unit = Signal(range(sizes.x_bytes))   # bytes of a RUN's last, partial beat
+        if not fixed and sizes.x_bytes > 1:
+            with m.If(rcv.wr_en):
+                with m.If(rcv.wr_addr == 0):
+                    m.d.sync += x_unit.eq(0)
+                with m.Elif(rcv.wr_addr >= GUARD_BYTES):
+                    m.d.sync += x_unit.eq(Mux(x_unit == sizes.x_bytes - 1, 0, x_unit + 1))
 
         # While a LOAD_WEIGHTS payload arrives, count its whole words (no divider).
         unit = Signal(range(sizes.load_bytes))
@@ -246,7 +261,10 @@ class Controller(wiring.Component):
         m.d.sync += [
             *(flag.eq(rcv.command == Command[name]) for name, flag in verdict.items()),
             load_short.eq((rcv.length < OFFSET_BYTES + sizes.load_bytes) | (unit != 0)),
-            run_length_bad.eq(rcv.length != GUARD_BYTES + c.x_depth * sizes.x_bytes),
+            run_length_bad.eq(rcv.length != GUARD_BYTES + c.x_depth * sizes.x_bytes if fixed
+                              else (rcv.length < GUARD_BYTES + fewest * sizes.x_bytes) |
+                              (rcv.length > GUARD_BYTES + most * sizes.x_bytes) |
+                              (x_unit != 0)),
             no_weights.eq(engine.slots == 0),
         ]
 
@@ -308,7 +326,8 @@ class Controller(wiring.Component):
                 with m.If(verdict["RUN"]):
                     with m.If(guard_ok):
                         # The reply's frames start from RUN on (below).
-                        m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth), y_left.eq(0),
+                        m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth if fixed else 1),
+                                     y_left.eq(0),
                                      y_rest.eq(engine.slots), y_first.eq(0), body.eq(BODY_Y)]
                         m.next = "RUN"
                     with m.Else():
@@ -343,20 +362,26 @@ class Controller(wiring.Component):
                     reply(Status.OK)
 
             with m.State("RUN"):
-                # Input beats from the buffer (the reply's head goes out meanwhile).
+                # Input beats from the buffer (the reply's head goes out meanwhile). A
+                # fixed-width core's last beat is its x_depth-th; another's is the one
+                # that ends the payload (beats_left stays 1 until it has gone).
+                x_last = beats_left == 1 if fixed else Signal(name="x_last")
                 m.d.comb += [hold.eq(beat_full & ~engine.x.ready),
                              engine.x.valid.eq(beat_full),
                              engine.x.payload.x.as_value().eq(beat),
-                             engine.x.payload.last.eq(beats_left == 1)]
+                             engine.x.payload.last.eq(x_last)]
                 fresh = read_bytes()
                 with m.If(engine.x.valid & engine.x.ready):
-                    m.d.sync += [beat_full.eq(0), beats_left.eq(beats_left - 1)]
+                    m.d.sync += [beat_full.eq(0),
+                                 beats_left.eq(beats_left - (1 if fixed else x_last))]
                 with m.If(fresh):
                     last_byte = nbyte == sizes.x_bytes - 1
                     m.d.sync += [beat.word_select(nbyte, 8).eq(rd.data),
                                  nbyte.eq(Mux(last_byte, 0, nbyte + 1))]
                     with m.If(last_byte):
                         m.d.sync += beat_full.eq(1)
+                        if not fixed:       # rd.data is the payload's byte ptr - 1
+                            m.d.sync += x_last.eq(ptr == end)
                 with m.If(beats_left == 0):
                     m.next = "REPLY"            # the output beats keep streaming out
             with m.State("REPLY"):

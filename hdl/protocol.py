@@ -26,7 +26,10 @@ Every command is idempotent, so a retry after a lost reply is always safe:
   starts a new load, one at the device's word count extends it, a repeat of the chunk
   just applied is acknowledged without being applied again, anything else is refused
   with ``NAK_OFFSET``;
-* ``RUN`` carries one input vector and returns its output beats: it leaves no state
+* ``RUN`` carries one input vector (``x_depth`` beats; for a core that takes shorter
+  vectors, such as the processor running a network narrower than its activations,
+  any whole number of beats up to that, the last one marked by the payload's end) and
+  returns its output beats: it leaves no state
   behind, so a repeat recomputes the same result instead of needing a replay buffer.
   Its reply is as long as the output needs, in as many frames as it takes (below);
   it first names the weights it is meant for (:data:`RUN_GUARD_FIELDS`: their word
@@ -234,8 +237,10 @@ class Sizes:
 
 #: IDENTIFY reply fields, in order, with their byte counts (little-endian). ``core`` is the
 #: kind of the device's core (:attr:`~darbgen.hdl.cores.CoreDescription.code`: 0 one
-#: engine, 1 a chain of engines); ``records`` of that kind's ``record_fields`` follow
-#: (:data:`ENGINE_FIELDS` for both: one, or one per engine of the chain).
+#: engine, 1 a chain of engines, 2 the layer-sequenced processor); ``records`` of that
+#: kind's ``record_fields`` follow (:data:`ENGINE_FIELDS` for the first two: one, or one
+#: per engine of the chain; for the processor one record, its engine's fields and then
+#: its capacities, :data:`~darbgen.hdl.cores.CAPACITY_FIELDS`).
 IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("core", 1),
                    ("records", 1)]
 

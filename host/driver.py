@@ -23,7 +23,7 @@ import numpy as np
 from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
 from ..hdl import cores
-from ..hdl.protocol import (MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
+from ..hdl.protocol import (GUARD_BYTES, MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VERSION, Command, Identity,
                             Sizes, Status, bytes_to_words, parse_identity, parse_run_part,
                             parse_status, run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
@@ -262,6 +262,7 @@ class Board:
                 raise ConfigError(f"the board runs {core.runs}; this is "
                                   f"{cores.target_kind(target).target_text}")
             core.check_target(target)
+            _check_run_frame(core, target)
         except ConfigError as e:
             raise BuildMismatch(f"build ID mismatch: board build {self.identity.build_id.hex()} "
                                 f"cannot run this {cores.target_kind(target).target_noun}: {e}; "
@@ -351,11 +352,8 @@ class Board:
                              f"({bits}-bit), not {x.min()}..{x.max()}")
         if not len(x):                     # an empty batch: nothing to send
             return np.zeros((0, core.outputs(self._target)), dtype=np.int64)
-        # The device takes whole vectors of the core's width: pad with zeros.
-        padded = np.zeros((len(x), config.max_cols), dtype=np.int64)
-        padded[:, :x.shape[1]] = x
         out = []
-        for vector in padded:
+        for vector in x:
             x_bytes = words_to_bytes(core.input_words(vector), sizes.x_bits)
             out.append(self._unpack(bytes_to_words(self._run_one(x_bytes), sizes.y_bits)))
         return np.stack(out)
@@ -375,6 +373,20 @@ class Board:
                     raise
         raise WeightsMismatch("the board ran no vector on the verified weights, even after "
                               "loading them again")
+
+
+def _check_run_frame(core: cores.CoreDescription, target) -> None:
+    """Raise :class:`ConfigError` unless one input vector of ``target`` fits a RUN frame
+    and has as many beats as the core takes."""
+    beats = len(core.input_words(np.zeros(target.cols, dtype=np.int64)))
+    need = GUARD_BYTES + beats * Sizes.of(core.config).x_bytes
+    lo, hi = core.input_beats_range()
+    if need > MAX_PAYLOAD:
+        raise ConfigError(f"{core.name(target)}'s {target.cols:,} inputs need {need:,} bytes "
+                          f"in one RUN frame, a frame carries at most {MAX_PAYLOAD:,}")
+    if not lo <= beats <= hi:
+        raise ConfigError(f"{core.name(target)}'s {target.cols:,} inputs make {beats} input "
+                          f"beats, the board takes {lo} to {hi}")
 
 
 class _Parts:

@@ -161,14 +161,15 @@ def test_layer_that_does_not_fit_is_refused(served):
 
 
 def test_cli_serve_sim_and_deploy(tmp_path, base, capsys):
-    """The contract end to end: `darbgen serve-sim` prints its port; `darbgen deploy`
-    identifies, streams, verifies and runs; its last line is one JSON object."""
+    """The contract end to end for one engine: `darbgen serve-sim --layer` prints its
+    port; `darbgen deploy` identifies, streams, verifies and runs the layer the board
+    runs; its last line is one JSON object."""
     art = tmp_path / "base.darb"
     Artifact([base], {"source": "test"}).save(art)
     x = np.random.default_rng(SEED).integers(-128, 128, size=(4, base.cols)).astype(np.int8)
     np.save(tmp_path / "x.npy", x)
     proc = subprocess.Popen([sys.executable, "-m", "darbgen.cli", "serve-sim", "--board",
-                             "icebreaker", "--lanes", str(LANES), str(art)],
+                             "icebreaker", "--lanes", str(LANES), str(art), "--layer", "base"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = json.loads(proc.stdout.readline())["port"]
@@ -189,7 +190,7 @@ def test_cli_build_icebreaker_bitstream(tmp_path, base):
     art = tmp_path / "base.darb"
     Artifact([base], {"source": "test"}).save(art)
     out = tmp_path / "ice"
-    assert main(["build", str(art), "--board", "icebreaker", "--lanes", "2",
+    assert main(["build", str(art), "--board", "icebreaker", "--layer", "base", "--lanes", "2",
                  "-o", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert (out / "top.bin").stat().st_size > 100_000

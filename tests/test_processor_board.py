@@ -1,0 +1,195 @@
+"""The processor as a board's core (issue 14): IDENTIFY of its capacities, the host's fit
+checks, and the CLI end to end: ``serve-sim --board icebreaker`` with no artifact serves
+the board's processor in Verilator, and ``deploy``/``eval --on PORT`` run networks on it
+over pyserial, every logit equal to the golden model's."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import random_network
+from darbgen import datasets
+from darbgen.boards import get_board
+from darbgen.boards.core import PROCESSORS, processor_config
+from darbgen.cli import main
+from darbgen.config import ConfigError
+from darbgen.format import Artifact
+from darbgen.hdl import cores
+from darbgen.hdl.protocol import IDENTIFY_FIELDS, identity_bytes, parse_identity
+from darbgen.host import Board, SerialTransport
+from darbgen.network import plan
+from darbgen.processor import ProcessorConfig
+from darbgen.sim.golden import network_ref
+from darbgen.sim.runner import simulator_available
+
+SEED = 20261207
+BOARD = get_board("icebreaker")
+
+needs_verilator = pytest.mark.skipif(not simulator_available("verilator"),
+                                     reason="verilator not installed")
+
+
+# -- IDENTIFY and the fit checks (no simulator) ------------------------------------------
+
+def test_identify_round_trips_the_processor_and_its_capacities():
+    config = processor_config(BOARD)
+    core = cores.describe(config)
+    assert type(core) is cores.ProcessorCore
+    body = identity_bytes(config, BOARD.clock_hz, BOARD.baud)
+    head = sum(n for _, n in IDENTIFY_FIELDS)
+    assert body[head - 2:head] == bytes([2, 1])             # core 2, one record
+    assert parse_identity(body).config == config
+    # Every capacity of the contract travels, whatever fields it gains.
+    assert [name for name, _ in cores.CAPACITY_FIELDS] == \
+        [f.name for f in dataclasses.fields(ProcessorConfig) if f.name != "engine"]
+    assert core.capacity() | {"step_kinds": None} == {
+        "weights": 65536, "activations": 1024, "lanes": 4, "steps": 16, "step_kinds": None,
+        "lane_slots": 256, "table_depth": 2048, "max_steps": 16}
+    assert core.capacity()["step_kinds"] == list(config.step_kinds)
+
+
+def test_identify_of_an_invalid_processor_is_refused():
+    config = processor_config(BOARD)
+    body = bytearray(identity_bytes(config, BOARD.clock_hz, BOARD.baud))
+    body[-4:] = bytes(4)                                    # max_steps, the last field: 0
+    with pytest.raises(ValueError, match=r"^IDENTIFY reply describes no valid core \(the "
+                                         r"layer-sequenced processor\): max_steps must be a "
+                                         r"positive integer, not 0$"):
+        parse_identity(bytes(body))
+
+
+def test_every_board_has_a_default_processor():
+    for name, sizes in PROCESSORS.items():
+        config = processor_config(get_board(name))
+        assert config.lanes == sizes.lanes and config.capacity == sizes.lanes * sizes.lane_depth
+        assert processor_config(get_board(name), lanes=2).lane_depth == sizes.lane_depth
+
+
+def test_a_network_too_wide_for_one_run_frame_is_refused(rng):
+    """A processor of 1,100 activations holds the network, but a RUN frame carries 1,016
+    inputs (2 a beat, 2 bytes each, after the 8-byte guard)."""
+    from darbgen.host.driver import _check_run_frame
+
+    config = processor_config(BOARD)
+    wide = dataclasses.replace(config, engine=dataclasses.replace(
+        config.engine, max_cols=1100, max_row_nnz=1100))
+    net = plan(random_network(rng, dims=(1100, 8, 4), block_sizes=(32, 64)))
+    core = cores.describe(wide)
+    core.check_target(net)                                  # it fits the memories
+    with pytest.raises(ConfigError, match=r"^the network's 1,100 inputs need 1,108 bytes in "
+                                          r"one RUN frame, a frame carries at most 1,024$"):
+        _check_run_frame(core, net)
+
+
+# -- the CLI on one served board ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served():
+    """``darbgen serve-sim --board icebreaker``: no artifact, the board's processor."""
+    proc = subprocess.Popen([sys.executable, "-m", "darbgen.cli", "serve-sim", "--board",
+                             "icebreaker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        yield json.loads(line)["port"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def last_json(capsys):
+    captured = capsys.readouterr()
+    return json.loads(captured.out.strip().splitlines()[-1]), captured
+
+
+@needs_verilator
+def test_deploy_and_eval_digits_mlp_on_the_served_processor(served, digits_mlp, tmp_path,
+                                                            capsys):
+    art = digits_mlp[0]
+    net = plan(Artifact.load(art))
+    x, _ = datasets.test_split("digits")
+    xq = net.quantize_input(x[:6]).astype(np.int8)
+    np.save(tmp_path / "x.npy", xq)
+    assert main(["deploy", str(art), "--port", served, "--timeout", "10",
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    result, captured = last_json(capsys)
+    assert result["exact"] is True and result["vectors"] == 6 and result["weights_verified"]
+    assert "the layer-sequenced processor holding 65,536 kept weights, 1,024 activations, " \
+           "16 steps (linear)" in captured.out
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), network_ref(net, xq))
+
+    assert main(["eval", str(art), "--dataset", "digits", "--on", served, "--limit", "12",
+                 "--timeout", "10"]) == 0
+    result, _ = last_json(capsys)
+    assert result["hw_matches_int"] is True and result["samples"] == 12
+
+
+@needs_verilator
+def test_another_network_runs_on_the_same_board_and_a_corrupted_weight_shows(served, rng):
+    """A second network (other widths, other depth) on the same served processor, no
+    rebuild; the same network with one weight changed gives other logits."""
+    net = plan(random_network(rng, dims=(200, 96, 48, 7), block_sizes=(4, 8, 16)))
+    x = rng.integers(-128, 128, size=(3, net.cols))
+    with SerialTransport(served, BOARD.baud) as link:
+        board = Board(link, timeout=10)
+        board.load(net)
+        golden = network_ref(net, x)
+        np.testing.assert_array_equal(board.run(x), golden, err_msg=f"seed {SEED}")
+        last = net.layers[-1]
+        values = last.layer.values.copy()
+        values[0] = ~values[0]
+        changed = dataclasses.replace(net, layers=[
+            *net.layers[:-1], dataclasses.replace(last, layer=dataclasses.replace(
+                last.layer, values=values))])
+        board.load(changed)
+        y = board.run(x)
+    assert not np.array_equal(y, golden)
+    np.testing.assert_array_equal(y, network_ref(changed, x))
+
+
+@needs_verilator
+def test_deploy_refuses_what_does_not_fit_before_loading(served, rng, tmp_path, capsys):
+    random_network(rng, dims=(1030, 8, 4), block_sizes=(32, 64)).save(tmp_path / "wide.darb")
+    random_network(rng, dims=(16,) * 18 + (4,), relu=(True,) * 17,
+                   block_sizes=(4,)).save(tmp_path / "deep.darb")
+    with SerialTransport(served, BOARD.baud) as link:
+        before = Board(link, timeout=10).status()
+    for name, message in (
+            ("wide", "layer 'fc1' has 1,030 inputs, the processor's activations hold 1,024"),
+            ("deep", "the network has 18 layers, the processor runs at most 16 steps")):
+        assert main(["deploy", str(tmp_path / f"{name}.darb"), "--port", served,
+                     "--timeout", "10"]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot run this network: {message}" in err, err
+    # Nothing was sent: the board holds what it held.
+    with SerialTransport(served, BOARD.baud) as link:
+        after = Board(link, timeout=10).status()
+    assert (after["words"], after["weights_crc"]) == (before["words"], before["weights_crc"])
+
+
+# -- build -------------------------------------------------------------------------------
+
+def test_build_makes_the_processor_without_an_artifact(tmp_path, rng, capsys):
+    """``darbgen build --board arty-a7`` (no open flow: the plan only, quick) writes the
+    processor's capacity into report.json; an artifact given is checked to fit."""
+    assert main(["build", "--board", "arty-a7", "--lanes", "2", "-o",
+                 str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["capacity"] | {"step_kinds": None} == {
+        "weights": 2 * 8192, "activations": 1024, "lanes": 2, "steps": 16,
+        "step_kinds": None, "lane_slots": 256, "table_depth": 4096, "max_steps": 16}
+    assert report["layer"] == "processor" and report["lanes"] == 2
+    assert (tmp_path / "a" / "top.v").exists()
+    random_network(rng, dims=(1030, 8, 4), block_sizes=(32, 64)).save(tmp_path / "w.darb")
+    capsys.readouterr()
+    assert main(["build", str(tmp_path / "w.darb"), "--board", "arty-a7", "-o",
+                 str(tmp_path / "b")]) == 1
+    assert capsys.readouterr().err == (
+        f"darbgen build: error: {tmp_path / 'w.darb'} does not fit arty-a7's processor: "
+        "layer 'fc1' has 1,030 inputs, the processor's activations hold 1,024\n")
+    assert not (tmp_path / "b").exists()
