@@ -107,7 +107,9 @@ class NextpnrLog:
 
 _UTILISATION_HEADER = re.compile(r"^Info: Device utilisation:\s*$")
 _UTILISATION_LINE = re.compile(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
-_FMAX_LINE = re.compile(r"^(?:Info|Warning|ERROR): Max frequency for clock '([^']+)': ([0-9.]+) MHz"
+# nextpnr pads the clock names to align them ("for clock      'clk'") when several fail.
+_FMAX_LINE = re.compile(r"^(?:Info|Warning|ERROR): Max frequency for clock\s+'([^']+)': "
+                        r"([0-9.]+) MHz"
                         r"(?: \((?:PASS|FAIL) at ([0-9.]+) MHz\))?")
 
 

@@ -70,7 +70,7 @@ SHIFTS, MAX_KEEP, MAX_ROW_NNZ = (1, 2, 3, 4, 5, 6), 1, 256
 
 #: The plan per board (measured: docs/processor.md).
 PART_PLANS = {
-    "icebreaker": PartPlan(lanes=4, lane_depth=16384, lane_rows=256, lane_slots=256,
+    "icebreaker": PartPlan(lanes=4, lane_depth=16384 - 512, lane_rows=256, lane_slots=256,
                            table_depth=512, max_classes=256, input_width=2),
     "ulx3s": PartPlan(lanes=32, lane_depth=5 * 1024, lane_rows=64, lane_slots=32,
                       table_depth=1024, max_classes=256, input_width=4),

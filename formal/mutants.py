@@ -49,7 +49,7 @@ LANE_MUTANTS = {
 SEQUENCED_LANE_MUTANTS = {
     # after a step's last row the end marker is not skipped: the next step finds it
     # and runs nothing (a step skipped)
-    "marker-not-skipped": ("base.eq(base + slot + 2)", "base.eq(base + slot + 1)"),
+    "marker-not-skipped": ("base.eq(after2)", "base.eq(after)"),
     # every step restarts at beat 0: the first layer's weights are used again
     "beats-restart-each-step": ("*([] if seq else [ptr.eq(0)])", "ptr.eq(0)"),
 }

@@ -191,8 +191,18 @@ class Lane(wiring.Component):
             # The step's first header is at `base`; the row after `slot` is at
             # base + slot + 1, which is the step's end marker after its last row.
             base = Signal(range(c.lane_rows + 2))
+            # While active, `after` = base + slot + 1 and `after2` = base + slot + 2, kept
+            # in registers: the adders in front of the header memory's address limited
+            # the iCE40UP5K processor to 25.5 MHz.
+            after, after2 = Signal.like(base), Signal.like(base)
             empty = header_rd.data.nnz == 0         # at a start: the step has no rows here
-            row_ends = remaining == 1
+            # `remaining == 1`, registered: computed a cycle early from what `remaining`
+            # becomes (its compare led the UP5K processor's critical path, 28.4 MHz).
+            row_ends = Signal()
+            with m.If(go):
+                m.d.sync += row_ends.eq(header_rd.data.nnz == 1)
+            with m.Elif(self.active):
+                m.d.sync += row_ends.eq(Mux(last, header_rd.data.nnz == 1, remaining == 2))
             m.d.comb += [
                 go.eq(self.start & ~empty),
                 last.eq(row_ends),
@@ -200,9 +210,14 @@ class Lane(wiring.Component):
                 # The prefetch of the engine's lane, offset by `base`; after the last row
                 # it skips the marker to present the next step's first header.
                 self._header_addr.eq(Mux(self.start, base + 1, Mux(~self.active, base,
-                                         Mux(last, base + slot + 2, base + slot + 1)))),
+                                                                  Mux(last, after2, after)))),
                 header_rd.addr.eq(self._header_addr),
             ]
+            first_at = Mux(self.rewind, 0, base)
+            with m.If(go):
+                m.d.sync += [after.eq(first_at + 1), after2.eq(first_at + 2)]
+            with m.Elif(self.active & last & ~done):
+                m.d.sync += [after.eq(after + 1), after2.eq(after2 + 1)]
             m.d.comb += [beats.addr.eq(Mux(self.wr_beat, beat_at, ptr)),
                          beats.wdata.eq(self.wr_data[:beat_l.size]),
                          beats.we.eq(self.wr_beat), beats.en.eq(1)]
@@ -226,7 +241,7 @@ class Lane(wiring.Component):
             with m.Elif(self.start & empty):
                 m.d.sync += base.eq(base + 1)
             with m.Elif(done):
-                m.d.sync += base.eq(base + slot + 2)
+                m.d.sync += base.eq(after2)
         else:
             m.d.comb += [
                 go.eq(self.start & (row_ptr != 0)),

@@ -196,8 +196,9 @@ class Processor(wiring.Component):
                  Mux(step.relu, 0, Const(-in_hi - 1, signed(ib))))
         hi = Mux(step.last, Const(out_hi, signed(OUTPUT_BITS)), Const(in_hi, signed(ib)))
         ok, dest, result = requant_pipeline(m, table_rd.data, issue, acc, e.acc_width, False,
-                                            lo, hi, **({"base": maps.offset, "skip": maps.skip}
-                                                       if conv else {}))
+                                            lo, hi, clamp_stage=True,
+                                            **({"base": maps.offset, "skip": maps.skip}
+                                               if conv else {}))
         m.d.comb += [logit_wr.en.eq(ok & step.last), logit_wr.addr.eq(dest),
                      logit_wr.data.eq(result)]
         sel = ceil_log2(iw)
@@ -224,7 +225,7 @@ class Processor(wiring.Component):
 
         in_word = Signal(range(e.x_depth + 1))
         retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
-        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 1))
+        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 2))
 
         held = Signal.like(self.x.payload)                 # an image beat being scattered
         slot = Signal(range(max(iw, 2)))
@@ -239,7 +240,7 @@ class Processor(wiring.Component):
 
         def tail_done():
             with m.Else():
-                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH)
+                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH + 1)      # + the clamp stage
                 m.next = "FLUSH"
 
         with m.FSM(init="IDLE") as fsm:

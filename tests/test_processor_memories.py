@@ -1,0 +1,122 @@
+"""The processor's memories on the parts (issue 14): the board plans' capacities, the
+logit memory's ``max_classes``, and the iCEBreaker processor itself (beat banks on
+SB_SPRAM256KA, simulated on Yosys's own model of the primitive, the requantizer table in
+the banks behind the beats) running two networks exactly in Verilator."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import random_network
+from darbgen.boards.processor import PART_PLANS, processor_config
+from darbgen.config import ConfigError
+from darbgen.format import Artifact
+from darbgen.network import plan
+from darbgen.processor import Target, load_words
+from darbgen.packing import pack_fields, unpack_fields
+from darbgen.sim.golden import network_ref
+from darbgen.sim.runner import simulate_processor, simulator_available
+
+needs_verilator = pytest.mark.skipif(not simulator_available("verilator"),
+                                     reason="verilator not installed")
+
+
+@pytest.mark.parametrize("board, lanes, capacity", [("icebreaker", 4, 63_488),
+                                                    ("ulx3s", 32, 163_840)])
+def test_board_plans_hold_the_issues_capacities(board, lanes, capacity):
+    c = processor_config(board)
+    assert (c.lanes, c.capacity) == (lanes, capacity)
+    assert c.capacity >= {"icebreaker": 40_000, "ulx3s": 150_000}[board]
+    assert c.act_depth == 784 and c.logit_depth == 256
+    # More lanes keep each lane's banks: the capacity scales.
+    assert processor_config(board, 2 * lanes).capacity == 2 * capacity
+
+
+def test_icebreaker_bank_is_one_spram():
+    """A lane's beats and its quarter of the requantizer table fill one SB_SPRAM256KA."""
+    c = processor_config("icebreaker")
+    entry_bits = sum(int(f[1][1]) for f in c.requant_fields) - 1      # without `first`
+    assert c.lane_depth + c.table_depth == 16384
+    assert max(c.memories["beats"][2], -(-entry_bits // c.lanes)) <= 16
+
+
+@pytest.mark.parametrize("board, lanes, message", [
+    ("arty-a7", None, r"^board 'arty-a7' has no processor plan; boards with one: "
+                      r"icebreaker, ulx3s$"),
+    ("nexys", None, r"^unknown board 'nexys'; choose from "),
+    ("ulx3s", 0, r"^lanes must be a positive integer, not 0$"),
+])
+def test_board_plan_errors(board, lanes, message):
+    with pytest.raises(ValueError, match=message):
+        processor_config(board, lanes)
+    assert set(PART_PLANS) == {"icebreaker", "ulx3s"}
+
+
+def test_max_classes(rng):
+    net = plan(random_network(rng))                   # 24-20-12-5
+    c = processor_config("icebreaker")
+    with pytest.raises(ConfigError, match=r"^layer 'fc3' has 5 outputs, the processor's "
+                                          r"logits hold 4$"):
+        replace(c, max_classes=4).check_plan(net)
+    with pytest.raises(ConfigError, match=r"^max_classes 785 exceeds the activation depth "
+                                          r"784$"):
+        replace(c, max_classes=785)
+    with pytest.raises(ConfigError, match=r"^max_classes must be a non-negative integer, "
+                                          r"not -1$"):
+        replace(c, max_classes=-1)
+    # 0 means the activation depth, and leaves the digest of a config without it alone.
+    plain = replace(c, max_classes=0)
+    assert plain.logit_depth == 784 and "max_classes" not in plain.to_json()
+    assert c.memories["logits"] == (1, 256, 32) and c.digest() != plain.digest()
+
+
+def lenet_300_100(rng):
+    """A random DARB 784-300-100-10 network, blocks of 8 to 32 keeping one weight each."""
+    return plan(random_network(rng, dims=(784, 300, 100, 10), block_sizes=(8, 16, 32)))
+
+
+def corrupt_table_bias(net, config, words):
+    """``words`` with the bias of the last step's first valid table entry changed."""
+    fields = unpack_fields(config.load_fields, words)
+    at = np.flatnonzero(fields["target"] == Target.TABLE)
+    table = unpack_fields(config.requant_fields, fields["data"][at])
+    i = int(np.flatnonzero(table["valid"])[-1])
+    table["bias"][i] += 1
+    fields["data"][at[i]] = pack_fields(config.requant_fields, table, len(at))[i]
+    return pack_fields(config.load_fields, fields, len(words))
+
+
+@needs_verilator
+def test_icebreaker_processor_on_spram_runs_two_networks(digits_mlp, rng):
+    """The iCEBreaker's processor as built (SPRAM beat banks on Yosys's SB_SPRAM256KA
+    model, the table in the banks): digits-mlp, then a random 784-300-100-10, without a
+    rebuild, every logit exact; one corrupted table entry makes the check fail."""
+    from darbgen import datasets
+
+    config = processor_config("icebreaker")
+    digits = plan(Artifact.load(digits_mlp[0]))
+    x, _ = datasets.test_split("digits")
+    xq = digits.quantize_input(x[:8])
+    run = simulate_processor(digits, xq, config, spram=True, idle=0.2, backpressure=0.3,
+                             seed=3)
+    golden = network_ref(digits, xq)
+    np.testing.assert_array_equal(run.logits, golden)
+    big = lenet_300_100(rng)
+    xb = rng.integers(-128, 128, size=(2, big.cols))
+    np.testing.assert_array_equal(simulate_processor(big, xb, config, spram=True).logits,
+                                  network_ref(big, xb))
+    bad = corrupt_table_bias(digits, config, load_words(digits, config))
+    run = simulate_processor(digits, xq, config, spram=True, load=bad)
+    assert not np.array_equal(run.logits, golden)
+
+
+def test_nextpnr_padded_clock_lines_are_parsed():
+    """nextpnr pads clock names when several clocks are reported; a failing sync clock
+    must not be mistaken for another clock's figure."""
+    from darbgen.boards import parse_nextpnr_log
+
+    log = parse_nextpnr_log(
+        "Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 313.28 MHz (PASS at 12.00 MHz)\n"
+        "Warning: Max frequency for clock                      'clk': 19.61 MHz (FAIL at 30.00 MHz)\n")
+    assert log.fmax_for(30.0) == 19.61
