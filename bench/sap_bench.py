@@ -33,8 +33,8 @@ from darbgen.sim.golden import spmv_ref
 from darbgen.sim.runner import simulate_layer
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-#: Per example: the model (a function of the seed giving its initial weights), iterations, epochs per
-#: iteration, batch size and the runs.
+#: Per example: the model (a function of the seed giving its initial weights),
+#: iterations, epochs per iteration, batch size and the runs.
 SETUPS = {
     "digits-mlp": {"model": lambda seed: digits_mlp(hidden=(128, 256), seed=seed),
                    "title": "digits MLP 64-128-256-10", "iterations": 20, "epochs": 10,

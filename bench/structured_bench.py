@@ -118,6 +118,10 @@ def main(argv=None) -> int:
     seed = args.seed
     if args.arms:
         setup = {**setup, "arms": _arms(args.arms)}
+        for kind, opt, lam in setup["arms"]:
+            if opt not in setup["optimizers"]:
+                raise ValueError(f"{example} runs BLK-REW with "
+                                 f"{' or '.join(setup['optimizers'])}, not {opt}")
     arms = setup.get("arms") or [(kind, opt, lam) for kind in ("reweighted", "group_lasso")
                                  for opt in setup["optimizers"] for lam in setup["lambdas"]]
     suffix = ("" if example == "digits-cnn" else f"-{example}") + \

@@ -71,6 +71,12 @@ def test_structured_bench_bad_arm(arm, message):
     assert str(err.value) == message
 
 
+def test_structured_bench_arm_without_its_optimizer():
+    with pytest.raises(ValueError) as err:
+        structured_bench.main(["--arms", "reweighted:sgd:1e-5"])
+    assert str(err.value) == "digits-cnn runs BLK-REW with adam, not sgd"
+
+
 def test_sap_bench_seed(monkeypatch, tmp_path):
     setup = {**sap_bench.SETUPS["digits-mlp"], "iterations": 1, "epochs": 1,
              "runs": [("SAP(0.5,1)", sap(0.5, 1))], "darb_from": "SAP(0.5,1)"}
