@@ -282,9 +282,12 @@ class Processor(wiring.Component):
                     m.d.sync += [kbase.eq(k), p.eq(0)]
                     for lane in lanes:
                         m.d.comb += lane.mark.eq(1)
-                with m.If(program_rd.data.kind == StepKind.CONV if conv else 0):
-                    m.next = "POSITION"
-                with m.Else():
+                gathered = Signal()                 # the step gathers its input
+                if conv:
+                    m.d.comb += gathered.eq(program_rd.data.kind == StepKind.CONV)
+                    with m.If(gathered):
+                        m.next = "POSITION"
+                with m.If(~gathered):
                     for lane in lanes:
                         m.d.comb += lane.start.eq(1)
                     m.next = "ISSUE"
@@ -318,16 +321,17 @@ class Processor(wiring.Component):
                            tail_done, gapless=True)
             with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
-                again = (step.kind == StepKind.CONV) & (p + 1 < step.positions) if conv else 0
-                with m.If((flush == 1) & again):
-                    # The step's next position: its rows and table entries again.
-                    m.d.sync += [p.eq(p + 1), k.eq(kbase)]
-                    for lane in lanes:
-                        m.d.comb += lane.again.eq(1)
-                    m.next = "POSITION"
-                with m.Elif(flush == 1):
-                    if conv:
-                        m.d.comb += maps.step_end.eq(1)
+                again = Signal()                    # a gathered step's next position
+                if conv:
+                    m.d.comb += again.eq((step.kind == StepKind.CONV) & (p + 1 < step.positions))
+                    with m.If((flush == 1) & again):
+                        # Its rows and table entries again.
+                        m.d.sync += [p.eq(p + 1), k.eq(kbase)]
+                        for lane in lanes:
+                            m.d.comb += lane.again.eq(1)
+                        m.next = "POSITION"
+                    m.d.comb += maps.step_end.eq((flush == 1) & ~again)
+                with m.If((flush == 1) & ~again):
                     m.d.sync += [r.eq(0), w.eq(0), pc.eq(pc + 1)]
                     m.next = "FETCH"
                     with m.If(step.last):
