@@ -101,7 +101,8 @@ def processor_networks(artifact, images: int = 8):
 def measure_processor(board_name, networks, reuse=None, keep_report=None):
     """Build ``board_name``'s processor (or take the build from ``reuse``) and run
     ``networks`` on it in Verilator."""
-    from darbgen.boards.processor import ProcessorProbe, processor_config
+    from darbgen.boards.core import processor_config
+    from darbgen.boards.processor import ProcessorProbe
     from darbgen.boards.targets import get_board
     from darbgen.sim.golden import network_ref
     from darbgen.sim.runner import simulate_processor
