@@ -185,11 +185,11 @@ class Processor(wiring.Component):
 
         in_word = Signal(range(e.x_depth + 1))
         retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
-        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 2))
+        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 3))
 
         def tail_done():
             with m.Else():
-                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH + 1)      # + the clamp stage
+                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH + 2)      # + the clamp stages
                 m.next = "FLUSH"
 
         with m.FSM(init="IDLE") as fsm:
