@@ -98,10 +98,13 @@ def processor_networks(artifact, images: int = 8):
             "784-300-100-10": (big, rng.integers(-128, 128, size=(2, big.cols)))}
 
 
-def measure_processor(board_name, networks, reuse=None, keep_report=None):
-    """Build ``board_name``'s processor (or take the build from ``reuse``) and run
-    ``networks`` on it in Verilator."""
-    from darbgen.boards.processor import ProcessorProbe, processor_config
+def measure_processor(board_name, networks, reuse=None, keep_report=None, probe=False):
+    """Build ``board_name``'s processor as its device (UART, protocol controller and
+    processor; with ``probe``, the bare processor in
+    :class:`~darbgen.boards.processor.ProcessorProbe`), or take the build from
+    ``reuse``, and run ``networks`` on it in Verilator."""
+    from darbgen.boards.core import processor_config
+    from darbgen.boards.processor import ProcessorProbe
     from darbgen.boards.targets import get_board
     from darbgen.sim.golden import network_ref
     from darbgen.sim.runner import simulate_processor
@@ -110,15 +113,18 @@ def measure_processor(board_name, networks, reuse=None, keep_report=None):
     config = processor_config(board)
     report = None
     if reuse and reuse.exists():
+        # A build of this very processor: by this bench, or `darbgen build --board`.
         report = json.loads(reuse.read_text())
-        if report.get("config") != config.digest():
+        if report.get("config") not in (config.digest(), config.to_json()):
             report = None
     if report is None:
+        from darbgen.boards.core import processor_device
         with tempfile.TemporaryDirectory(prefix=f"darbgen-{board.name}-") as out:
-            extra = {"config": config.digest(), "top": "ProcessorProbe"}
+            top = "ProcessorProbe" if probe else "device"
+            core = ProcessorProbe(config) if probe else processor_device(board)
             try:
-                report = build(ProcessorProbe(config), board, out, lanes=config.lanes,
-                               extra_report=extra)
+                report = build(core, board, out, lanes=config.lanes,
+                               extra_report={"config": config.digest(), "top": top})
             except TimingError:
                 report = json.loads((Path(out) / "report.json").read_text())
             if keep_report:
@@ -130,7 +136,7 @@ def measure_processor(board_name, networks, reuse=None, keep_report=None):
     row = {"board": board.name, "device": report["device"], "lanes": config.lanes,
            "capacity": {"weights": config.capacity, "activations": config.act_depth,
                         "lanes": config.lanes},
-           "config": config.digest(), "top": report.get("top", "ProcessorProbe"),
+           "config": config.digest(), "top": report.get("top", "device"),
            "target_mhz": report["target_mhz"], "fmax_mhz": report["fmax_mhz"],
            "margin_met": report["fmax_mhz"] >= 1.1 * report["target_mhz"],
            "resources": {k: v for k, v in report["resources"].items() if v["used"]},
@@ -159,7 +165,7 @@ def processor_main(args) -> int:
     for name in args.boards.split(","):
         reuse = args.reuse and args.reuse / f"report-processor-{name}.json"
         keep = args.reports and args.reports / f"report-processor-{name}.json"
-        row = measure_processor(name, networks, reuse, keep)
+        row = measure_processor(name, networks, reuse, keep, args.probe)
         rows.append(row)
         res = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in row["resources"].items())
         print(f"{name}: {row['lanes']} lanes, capacity {row['capacity']['weights']:,} kept "
@@ -189,6 +195,8 @@ def main(argv=None):
         p.add_argument("-o", "--output", type=Path)
         p.add_argument("--reports", type=Path, help="keep each build's report.json here")
         p.add_argument("--reuse", type=Path, help="take builds from this --reports directory")
+        p.add_argument("--probe", action="store_true",
+                       help="build the bare processor (ProcessorProbe), not the device")
         toolenv.setup()
         return processor_main(p.parse_args(argv))
     p.add_argument("artifact")

@@ -71,6 +71,7 @@ class ProcessorSizes:
     lane_slots: int                 # rows one lane runs in one step
     table_depth: int                # requantizer entries, all steps
     max_steps: int                  # layers
+    max_classes: int = 0            # logits (0: the activations)
     shifts: tuple = (1, 2, 3, 4, 5, 6)      # block sizes 2 to 64 (DARB's default set)
     max_keep: int = 2
     weight_bits: int = 8
@@ -80,12 +81,16 @@ class ProcessorSizes:
 #: Each board's default processor: what ``darbgen build --board NAME`` and ``serve-sim
 #: --board NAME`` make without an artifact.
 PROCESSORS = {
-    # 4 lanes, one SB_SPRAM256KA (16k x 16) of beats each: 65,536 kept weights.
-    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384, lane_rows=512, activations=1024,
-                                 lane_slots=256, table_depth=2048, max_steps=16),
-    # 12 lanes of 13 DP16KD (1024 x 18) each: 159,744 kept weights.
-    "ulx3s": ProcessorSizes(lanes=12, lane_depth=13312, lane_rows=1024, activations=1024,
-                            lane_slots=256, table_depth=4096, max_steps=16),
+    # Measured (docs/processor.md, "Memories on the parts"): 4 lanes, each lane's beats
+    # and a quarter of every requantizer entry in one SB_SPRAM256KA (16,384 words of 16
+    # bits: 15,872 beats + 512 entries), 63,488 kept weights; 24 of 30 EBR for the rest.
+    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 512, lane_rows=256,
+                                 activations=784, lane_slots=256, table_depth=512,
+                                 max_steps=16, max_classes=256),
+    # 32 lanes of 5 DP16KD (1024 x 18) of beats and one for x each: 163,840 kept weights,
+    # 197 of 208 DP16KD; headers, sums and the program in LUT RAM.
+    "ulx3s": ProcessorSizes(lanes=32, lane_depth=5 * 1024, lane_rows=64, activations=784,
+                            lane_slots=32, table_depth=1024, max_steps=16, max_classes=256),
     "arty-a7": ProcessorSizes(lanes=8, lane_depth=8192, lane_rows=1024, activations=1024,
                               lane_slots=256, table_depth=4096, max_steps=16),
 }
@@ -111,7 +116,7 @@ def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
                           weight_bits=s.weight_bits, input_bits=s.input_bits,
                           input_width=input_width(board, s.input_bits))
     return ProcessorConfig(engine, lane_slots=s.lane_slots, table_depth=s.table_depth,
-                           max_steps=s.max_steps)
+                           max_steps=s.max_steps, max_classes=s.max_classes)
 
 
 def processor_device(board: Board, lanes: int | None = None) -> Device:

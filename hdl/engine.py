@@ -155,9 +155,11 @@ class Lane(wiring.Component):
                                                  init=[])
         m.submodules.ybuf = ybuf = memory.Memory(shape=c.acc_width,
                                                   depth=max(buffers * self._slots, 2), init=[])
-        header_wr, header_rd = headers.write_port(), headers.read_port()
-        if not seq:
-            beat_wr, beat_rd = beats.write_port(), beats.read_port()
+        if seq:
+            header_wr, header_rd = headers.write_port(), headers.read_port()
+        else:
+            beat_wr, header_wr = beats.write_port(), headers.write_port()
+            beat_rd, header_rd = beats.read_port(), headers.read_port()
         x_wr, x_rd = xbuf.write_port(**({"granularity": 1} if seq else {})), xbuf.read_port()
         y_wr, y_rd = ybuf.write_port(), ybuf.read_port()
 

@@ -225,7 +225,7 @@ class Processor(wiring.Component):
 
         in_word = Signal(range(e.x_depth + 1))
         retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
-        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 2))
+        flush = Signal(range(REQUANT_PIPELINE_DEPTH + 3))
 
         held = Signal.like(self.x.payload)                 # an image beat being scattered
         slot = Signal(range(max(iw, 2)))
@@ -240,7 +240,7 @@ class Processor(wiring.Component):
 
         def tail_done():
             with m.Else():
-                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH + 1)      # + the clamp stage
+                m.d.sync += flush.eq(REQUANT_PIPELINE_DEPTH + 2)      # + the clamp stages
                 m.next = "FLUSH"
 
         with m.FSM(init="IDLE") as fsm:

@@ -47,15 +47,17 @@ def test_identify_round_trips_the_processor_and_its_capacities():
     assert [name for name, _ in cores.CAPACITY_FIELDS] == \
         [f.name for f in dataclasses.fields(ProcessorConfig) if f.name != "engine"]
     assert core.capacity() | {"step_kinds": None} == {
-        "weights": 65536, "activations": 1024, "lanes": 4, "steps": 16, "step_kinds": None,
-        "lane_slots": 256, "table_depth": 2048, "max_steps": 16}
+        "weights": 63488, "activations": 784, "lanes": 4, "steps": 16, "step_kinds": None,
+        "lane_slots": 256, "table_depth": 512, "max_steps": 16, "max_classes": 256}
     assert core.capacity()["step_kinds"] == list(config.step_kinds)
 
 
 def test_identify_of_an_invalid_processor_is_refused():
     config = processor_config(BOARD)
     body = bytearray(identity_bytes(config, BOARD.clock_hz, BOARD.baud))
-    body[-4:] = bytes(4)                                    # max_steps, the last field: 0
+    at = [name for name, _ in cores.CAPACITY_FIELDS].index("max_steps")
+    end = len(body) - 4 * (len(cores.CAPACITY_FIELDS) - 1 - at)
+    body[end - 4:end] = bytes(4)                            # max_steps: 0
     with pytest.raises(ValueError, match=r"^IDENTIFY reply describes no valid core \(the "
                                          r"layer-sequenced processor\): max_steps must be a "
                                          r"positive integer, not 0$"):
