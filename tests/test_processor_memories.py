@@ -110,6 +110,8 @@ def test_nextpnr_padded_clock_lines_are_parsed():
     from darbgen.boards import parse_nextpnr_log
 
     log = parse_nextpnr_log(
-        "Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 313.28 MHz (PASS at 12.00 MHz)\n"
-        "Warning: Max frequency for clock                      'clk': 19.61 MHz (FAIL at 30.00 MHz)\n")
+        "Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 313.28 MHz "
+        "(PASS at 12.00 MHz)\n"
+        "Warning: Max frequency for clock                      'clk': 19.61 MHz "
+        "(FAIL at 30.00 MHz)\n")
     assert log.fmax_for(30.0) == 19.61
