@@ -72,6 +72,12 @@ class ProcessorSizes:
     table_depth: int                # requantizer entries, all steps
     max_steps: int                  # layers
     max_classes: int = 0            # logits (0: the activations)
+    # The im2col gather of convolution steps (darbgen.processor_conv; 0: Linear layers
+    # only): scratchpad entries and position, column and pool-offset table entries.
+    map_depth: int = 0
+    gather_positions: int = 0
+    gather_columns: int = 0
+    gather_pools: int = 0
     shifts: tuple = (1, 2, 3, 4, 5, 6)      # block sizes 2 to 64 (DARB's default set)
     max_keep: int = 2
     weight_bits: int = 8
@@ -88,9 +94,13 @@ PROCESSORS = {
                                  activations=784, lane_slots=256, table_depth=512,
                                  max_steps=16, max_classes=256),
     # 32 lanes of 5 DP16KD (1024 x 18) of beats and one for x each: 163,840 kept weights,
-    # 197 of 208 DP16KD; headers, sums and the program in LUT RAM.
+    # 197 of 208 DP16KD; headers, sums and the program in LUT RAM. The gather holds
+    # LeNet-5 on 28x28 and digits-cnn (docs/processor.md, "Memory of the gather": about
+    # 8 DP16KD more, an estimate: no ECP5 build of it has finished yet).
     "ulx3s": ProcessorSizes(lanes=32, lane_depth=5 * 1024, lane_rows=64, activations=784,
-                            lane_slots=32, table_depth=1024, max_steps=16, max_classes=256),
+                            lane_slots=32, table_depth=1024, max_steps=16, max_classes=256,
+                            map_depth=6144, gather_positions=1536, gather_columns=768,
+                            gather_pools=16),
     "arty-a7": ProcessorSizes(lanes=8, lane_depth=8192, lane_rows=1024, activations=1024,
                               lane_slots=256, table_depth=4096, max_steps=16),
 }
@@ -110,13 +120,19 @@ def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
                          f"{', '.join(PROCESSORS)}")
     s = PROCESSORS[board.name]
     lanes = lanes or s.lanes
+    # Fewer lanes than the board's: each keeps its beat bank, and the rows the board's
+    # lanes would share (headers, sums) go to the lanes there are.
+    share = -(-s.lanes // lanes)
     engine = EngineConfig(lanes=lanes, shifts=s.shifts, max_keep=s.max_keep,
                           max_row_nnz=s.activations, max_cols=s.activations,
-                          lane_depth=s.lane_depth, lane_rows=s.lane_rows,
+                          lane_depth=s.lane_depth, lane_rows=s.lane_rows * share,
                           weight_bits=s.weight_bits, input_bits=s.input_bits,
                           input_width=input_width(board, s.input_bits))
-    return ProcessorConfig(engine, lane_slots=s.lane_slots, table_depth=s.table_depth,
-                           max_steps=s.max_steps, max_classes=s.max_classes)
+    return ProcessorConfig(engine, lane_slots=min(s.lane_slots * share, s.activations),
+                           table_depth=s.table_depth,
+                           max_steps=s.max_steps, max_classes=s.max_classes,
+                           map_depth=s.map_depth, gather_positions=s.gather_positions,
+                           gather_columns=s.gather_columns, gather_pools=s.gather_pools)
 
 
 def processor_device(board: Board, lanes: int | None = None) -> Device:

@@ -748,9 +748,10 @@ def cmd_serve_sim(args) -> int:
     os.execv(str(exe), [str(exe), "--divisor", str(dev.divisor)])
 
 
-def _load_inputs(path, layer) -> np.ndarray:
+def _load_inputs(path, layer, *, network: bool = False) -> np.ndarray:
     """int8 input vectors for ``layer`` from a .npy file (full-width inputs of a
-    compacted layer are gathered to its stored columns)."""
+    compacted layer are gathered to its stored columns). As the first layer of a
+    ``network``, a convolution takes whole images (``C·H·W``, flattened), not patches."""
     data = read_input(path, what="a .npy file")
     try:
         x = read_npy(data)                          # checks the header before allocating
@@ -758,10 +759,14 @@ def _load_inputs(path, layer) -> np.ndarray:
         raise CLIError(f"{path}: not a readable .npy file ({e})") from None
     if x.dtype != np.int8:
         raise CLIError(f"{path}: inputs must be int8, not {x.dtype}")
-    if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
-        x = layer.gather(x)                  # a compacted layer: keep its stored columns
-    if x.ndim != 2 or x.shape[1] != layer.cols:
-        raise CLIError(f"{path}: inputs must have shape (n, {layer.cols}) for layer "
+    if network and layer.conv is not None:
+        width, what = layer.conv_geometry.input_width, "the network's first layer"
+    else:
+        width, what = layer.cols, "layer"
+        if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
+            x = layer.gather(x)              # a compacted layer: keep its stored columns
+    if x.ndim != 2 or x.shape[1] != width:
+        raise CLIError(f"{path}: inputs must have shape (n, {width}) for {what} "
                        f"{layer.name!r}, not {x.shape}")
     return x
 
@@ -830,7 +835,7 @@ def cmd_deploy(args) -> int:
     named = _target(args, artifact) if args.layer or args.network else None
     # A network's input is its first layer's.
     x = _load_inputs(args.inputs, artifact.layer(args.layer) if args.layer
-                     else artifact.layers[0]) if args.inputs else None
+                     else artifact.layers[0], network=not args.layer) if args.inputs else None
     if args.program:
         program(args.program)
     with _board(args.port, **link) as board:

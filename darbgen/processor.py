@@ -210,7 +210,8 @@ class ProcessorConfig:
     def step_kinds(self) -> tuple:
         """Names of the kinds of step this processor runs (a unit whose capacity is 0 is
         absent, and so is its kind)."""
-        return ("linear",)
+        return (("linear",) + (("conv",) if self.has_gather else ())
+                + (("lstm",) if self.lstm_hidden else ()))
 
     # -- the streams, as a device core (darbgen.hdl.cores.ProcessorCore) ----------------
 

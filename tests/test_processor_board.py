@@ -48,8 +48,13 @@ def test_identify_round_trips_the_processor_and_its_capacities():
         [f.name for f in dataclasses.fields(ProcessorConfig) if f.name != "engine"]
     assert core.capacity() | {"step_kinds": None} == {
         "weights": 63488, "activations": 784, "lanes": 4, "steps": 16, "step_kinds": None,
-        "lane_slots": 256, "table_depth": 512, "max_steps": 16, "max_classes": 256}
-    assert core.capacity()["step_kinds"] == list(config.step_kinds)
+        "lane_slots": 256, "table_depth": 512, "max_steps": 16, "max_classes": 256,
+        "map_depth": 0, "gather_positions": 0, "gather_columns": 0, "gather_pools": 0,
+        "lstm_hidden": 0, "lstm_table": 0}
+    assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear"]
+    ulx3s = processor_config(get_board("ulx3s"))
+    assert ulx3s.step_kinds == ("linear", "conv")
+    assert parse_identity(identity_bytes(ulx3s, 25_000_000, 115_200)).config == ulx3s
 
 
 def test_identify_of_an_invalid_processor_is_refused():
@@ -89,12 +94,10 @@ def test_a_network_too_wide_for_one_run_frame_is_refused(rng):
 
 # -- the CLI on one served board ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def served():
-    """``darbgen serve-sim --board icebreaker``: no artifact, the board's processor."""
-    proc = subprocess.Popen([sys.executable, "-m", "darbgen.cli", "serve-sim", "--board",
-                             "icebreaker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def serve(*args):
+    """``darbgen serve-sim ARGS`` running: its port, until the generator is closed."""
+    proc = subprocess.Popen([sys.executable, "-m", "darbgen.cli", "serve-sim", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()
@@ -102,6 +105,12 @@ def served():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served():
+    """``darbgen serve-sim --board icebreaker``: no artifact, the board's processor."""
+    yield from serve("--board", "icebreaker")
 
 
 def last_json(capsys):
@@ -121,8 +130,9 @@ def test_deploy_and_eval_digits_mlp_on_the_served_processor(served, digits_mlp, 
                  "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
     result, captured = last_json(capsys)
     assert result["exact"] is True and result["vectors"] == 6 and result["weights_verified"]
-    assert "the layer-sequenced processor holding 65,536 kept weights, 1,024 activations, " \
-           "16 steps (linear)" in captured.out
+    cap = processor_config(BOARD)
+    assert f"the layer-sequenced processor holding {cap.capacity:,} kept weights, " \
+           f"{cap.act_depth:,} activations, 16 steps (linear)" in captured.out
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), network_ref(net, xq))
 
     assert main(["eval", str(art), "--dataset", "digits", "--on", served, "--limit", "12",
@@ -162,7 +172,8 @@ def test_deploy_refuses_what_does_not_fit_before_loading(served, rng, tmp_path, 
     with SerialTransport(served, BOARD.baud) as link:
         before = Board(link, timeout=10).status()
     for name, message in (
-            ("wide", "layer 'fc1' has 1,030 inputs, the processor's activations hold 1,024"),
+            ("wide", f"layer 'fc1' has 1,030 inputs, the processor's activations hold "
+                     f"{processor_config(BOARD).act_depth:,}"),
             ("deep", "the network has 18 layers, the processor runs at most 16 steps")):
         assert main(["deploy", str(tmp_path / f"{name}.darb"), "--port", served,
                      "--timeout", "10"]) == 1
@@ -178,13 +189,16 @@ def test_deploy_refuses_what_does_not_fit_before_loading(served, rng, tmp_path, 
 
 def test_build_makes_the_processor_without_an_artifact(tmp_path, rng, capsys):
     """``darbgen build --board arty-a7`` (no open flow: the plan only, quick) writes the
-    processor's capacity into report.json; an artifact given is checked to fit."""
+    processor's capacity into report.json (at 2 of the board's 8 lanes each lane runs
+    4 times the rows in a step); an artifact given is checked to fit."""
     assert main(["build", "--board", "arty-a7", "--lanes", "2", "-o",
                  str(tmp_path / "a")]) == 0
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["capacity"] | {"step_kinds": None} == {
         "weights": 2 * 8192, "activations": 1024, "lanes": 2, "steps": 16,
-        "step_kinds": None, "lane_slots": 256, "table_depth": 4096, "max_steps": 16}
+        "step_kinds": None, "lane_slots": 1024, "table_depth": 4096, "max_steps": 16,
+        "max_classes": 0, "map_depth": 0, "gather_positions": 0, "gather_columns": 0,
+        "gather_pools": 0, "lstm_hidden": 0, "lstm_table": 0}
     assert report["layer"] == "processor" and report["lanes"] == 2
     assert (tmp_path / "a" / "top.v").exists()
     random_network(rng, dims=(1030, 8, 4), block_sizes=(32, 64)).save(tmp_path / "w.darb")
@@ -215,3 +229,34 @@ def test_run_frames_of_partial_or_no_beats_are_refused(served):
         with pytest.raises(NakError) as refused:
             board.request(Command.RUN, guard + bytes(2))
         assert refused.value.status in (Status.NAK_WEIGHTS.value, Status.NO_WEIGHTS.value)
+
+
+@needs_verilator
+def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(digits_mlp, digits_cnn, tmp_path,
+                                                          capsys):
+    """The ULX3S processor (at 4 lanes, to keep the simulation small; its gather holds
+    LeNet-5) takes digits-mlp and then digits-cnn with no rebuild: every logit exact."""
+    x, _ = datasets.test_split("digits")
+    for port in serve("--board", "ulx3s", "--lanes", "4"):
+        for art in (digits_mlp[0], digits_cnn[0]):
+            net = plan(Artifact.load(art))
+            np.save(tmp_path / "x.npy", net.quantize_input(x[:3]).astype(np.int8))
+            assert main(["deploy", str(art), "--port", port, "--timeout", "20",
+                         "--inputs", str(tmp_path / "x.npy"),
+                         "-o", str(tmp_path / "y.npy")]) == 0
+            result, _ = last_json(capsys)
+            assert result["exact"] is True and result["vectors"] == 3
+            np.testing.assert_array_equal(
+                np.load(tmp_path / "y.npy"),
+                network_ref(net, np.load(tmp_path / "x.npy")))
+
+
+def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsys):
+    """A network starting with a convolution takes flattened images; the check runs
+    before any board is opened."""
+    np.save(tmp_path / "x.npy", np.zeros((2, 9), np.int8))
+    assert main(["deploy", str(digits_cnn[0]), "--port", str(tmp_path / "no-port"),
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 1
+    assert capsys.readouterr().err.endswith(
+        "x.npy: inputs must have shape (n, 64) for the network's first layer 'conv1', not "
+        "(2, 9)\n")
