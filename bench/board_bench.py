@@ -76,21 +76,15 @@ def measure(board_name, layer, x, outdir, keep_report=None):
 def processor_networks(artifact, images: int = 8):
     """digits-mlp (pruned through the CLI unless ``artifact`` is given) with the first
     ``images`` digits test images, and a random DARB 784-300-100-10 with 2 vectors."""
-    import subprocess
-
     from _record import ROOT
     from darbgen.datasets import test_split
     from darbgen.network import plan
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import random_network
+    from processor_bench import pruned
     with tempfile.TemporaryDirectory() as tmp:
-        path = artifact
-        if path is None:
-            path = Path(tmp) / "digits.darb"
-            subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-mlp",
-                            "--method", "darb", "--ratio", "16", "-o", str(path)], check=True)
-        digits = plan(Artifact.load(path))
+        digits = plan(Artifact.load(pruned("digits-mlp", 16, artifact, tmp)))
     x, _ = test_split("digits")
     rng = np.random.default_rng(20261207)
     big = plan(random_network(rng, dims=(784, 300, 100, 10), block_sizes=(8, 16, 32)))

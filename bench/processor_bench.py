@@ -237,12 +237,7 @@ def main(argv=None) -> int:
         print_memory_plans()
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.artifact
-        if path is None:
-            path = Path(tmp) / "digits.darb"
-            subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-mlp",
-                            "--method", "darb", "--ratio", "16", "-o", str(path)], check=True)
-        digits = plan(Artifact.load(path))
+        digits = plan(Artifact.load(pruned("digits-mlp", 16, args.artifact, tmp)))
     x, _ = test_split("digits")
     x = digits.quantize_input(x[:args.images])
     kept = sum(q.layer.nnz for q in digits.layers)
