@@ -9,8 +9,14 @@ network (only the load words change between them), checks every logit against th
 golden integer model, and prints cycles per inference, index bits per kept weight and
 weight memory. Figures go to ``docs/iso-processor.json``.
 
+The best point (target ratio, reached ratio, int8 accuracy) is read from the search's raw
+file ``build/iso/EXAMPLE/seedS.json``; when that is gone, from the committed report
+``docs/iso-EXAMPLE.json``, which keeps every seed's best point. Either way the rebuilt
+artifact's int8 accuracy must equal the recorded one, or the bench stops. The dense model
+is retrained (and cached under ``build/iso-cache/``) when no cache exists.
+
     python bench/iso_processor.py [--example fashion-lenet300] [--seed 0] [--lanes 8]
-                                  [--variants "DARB,irregular,block 2x2,block 4x4"]
+                                  [--variants "DARB;irregular;..."]   (default: all winners)
 """
 
 from __future__ import annotations
@@ -38,13 +44,28 @@ from darbgen.sim.runner import simulate_processor
 logger = logging.getLogger("iso_processor")
 
 
-def winner(example: str, seed: int, variant: iso.Variant, raw: Path) -> tuple:
-    """The artifact of ``variant``'s best point on ``seed`` (from ``raw``'s search), with
-    that point's recorded figures."""
+def search_results(example: str, seed: int) -> dict:
+    """``seed``'s search results (``variants`` with each ``best`` point): the raw file
+    when it exists, else the seed's entry in the committed ``docs/iso-EXAMPLE.json``."""
+    raw = iso.BUILD / "iso" / example / f"seed{seed}.json"
+    if raw.exists():
+        return json.loads(raw.read_text())
+    report = iso.DOCS / f"iso-{example}.json"
+    if not report.exists():
+        raise SystemExit(f"neither {raw} nor {report} exists: run bench/iso_accuracy.py")
+    for entry in json.loads(report.read_text())["seeds"]:
+        if entry["seed"] == seed:
+            logger.info("%s is gone: best points from %s", raw, report)
+            return entry
+    raise SystemExit(f"{report} has no seed {seed}")
+
+
+def winner(example: str, seed: int, variant: iso.Variant, best: dict) -> tuple:
+    """The artifact of ``variant``'s ``best`` point on ``seed``, its rebuilt int8 accuracy
+    and the test images."""
     from darbgen.pruning.examples import EXAMPLES
     from darbgen.pruning.methods import prunable_layers
 
-    best = json.loads((raw / f"seed{seed}.json").read_text())["variants"][variant.label]["best"]
     state, _, data = iso.dense_model(example, seed, iso.BUILD / "iso-cache")
     n_layers = len(list(prunable_layers(EXAMPLES[example](seed=seed))))
     dvb.seed_all(seed)
@@ -52,7 +73,7 @@ def winner(example: str, seed: int, variant: iso.Variant, raw: Path) -> tuple:
                         seed=seed, finetune_epochs=iso.FINETUNE["epochs"],
                         steps=iso.FINETUNE["steps"], example=example)
     x = data.x_test.reshape(len(data.x_test), -1).numpy()
-    return Artifact(r["layers"], {"source": example}), best, r["accuracy_int8"], x
+    return Artifact(r["layers"], {"source": example}), r["accuracy_int8"], x
 
 
 def own_beat_bits(net, lanes: int) -> int:
@@ -66,18 +87,28 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lanes", type=int, default=8)
     p.add_argument("--images", type=int, default=16)
-    p.add_argument("--variants", default="DARB,irregular,block 2x2,block 4x4")
+    p.add_argument("--variants", default=None, metavar="LABEL;LABEL",
+                   help="';'-separated labels (default: every variant with a winner)")
     p.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "iso-processor.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
     torch.set_num_threads(1)          # as iso_accuracy.py ran: the same float sums
-    raw = iso.BUILD / "iso" / args.example
+    found = search_results(args.example, args.seed)["variants"]
     variants = {v.label: v for v in iso.VARIANTS}
+    labels = [v.label for v in iso.VARIANTS if found.get(v.label, {}).get("best")] \
+        if args.variants is None else args.variants.split(";")
+    unknown = [label for label in labels if label not in variants]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from "
+                         f"{'; '.join(variants)}")
     nets, rows = {}, []
-    for label in args.variants.split(","):
+    for label in labels:
+        best = found[label]["best"]
+        if best is None:
+            raise SystemExit(f"{label}: no passing point on seed {args.seed}")
         t = time.monotonic()
-        artifact, best, acc, x = winner(args.example, args.seed, variants[label], raw)
+        artifact, acc, x = winner(args.example, args.seed, variants[label], best)
         if abs(acc - best["accuracy_int8"]) > 1e-9:
             raise SystemExit(f"{label}: rebuilt int8 accuracy {acc:.4f}, the search recorded "
                              f"{best['accuracy_int8']:.4f}: not the same artifact")
