@@ -143,3 +143,26 @@ def test_search_on_a_tiny_fashion_subset(request):
     e = iso.engine_figures(layers_seen[0])
     assert e["cycles_per_inference"] == sum(p["cycles"] for p in e["layers"]) > 0
     assert e["weight_memory_bytes"] > sum(l.nnz for l in layers_seen[0])   # >= 1 byte each
+
+
+def test_iso_processor_reads_best_points_from_the_report_when_the_raw_file_is_gone(
+        tmp_path, monkeypatch):
+    import json
+
+    import iso_processor
+
+    monkeypatch.setattr(iso, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(iso, "DOCS", tmp_path / "docs")
+    with pytest.raises(SystemExit, match="neither .*seed0.json nor .*iso-ex.json exists"):
+        iso_processor.search_results("ex", 0)
+    (tmp_path / "docs").mkdir()
+    best = {"target": 8.6314, "ratio": 8.52, "accuracy_int8": 0.881}
+    (tmp_path / "docs" / "iso-ex.json").write_text(json.dumps(
+        {"seeds": [{"seed": 1, "variants": {"DARB": {"best": best}}}]}))
+    assert iso_processor.search_results("ex", 1)["variants"]["DARB"]["best"] == best
+    with pytest.raises(SystemExit, match="has no seed 0"):
+        iso_processor.search_results("ex", 0)
+    raw = tmp_path / "build" / "iso" / "ex"
+    raw.mkdir(parents=True)
+    (raw / "seed1.json").write_text(json.dumps({"variants": {"DARB": {"best": None}}}))
+    assert iso_processor.search_results("ex", 1)["variants"]["DARB"]["best"] is None
