@@ -55,8 +55,41 @@ def lenet_300_100(seed: int):
 
 
 def beat_bound(net, lanes: int) -> int:
-    """Cycles a processor step can take at the least: its busiest lane's beats."""
-    return int(sum(schedule(q.layer, lanes).lane_beats.max() for q in net.layers))
+    """Cycles a processor's steps can take at the least: each step's busiest lane's
+    beats, once per output position of a convolution."""
+    return int(sum((1 if q.layer.conv_geometry is None else q.layer.conv_geometry.positions)
+                   * schedule(q.layer, lanes).lane_beats.max() for q in net.layers))
+
+
+def nnz(net) -> int:
+    """Kept weights of a network."""
+    return sum(q.layer.nnz for q in net.layers)
+
+
+def compare(name: str, net, x, args, others=(), extra=None) -> dict:
+    """``net`` over ``x`` on the chain and on a processor of each ``args.lanes`` lanes
+    (that also holds the networks ``others``), every logit checked; prints the table and
+    returns its rows. ``extra(config)`` adds figures to a processor's row."""
+    print(f"{name}: {nnz(net)} kept weights, {len(x)} images; every logit checked")
+    print("| design | multipliers | cycles per inference | one image | lane-beat bound | "
+          "outside the bound |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    chain = run("chain", simulate_network, net, x, lanes=args.chain_lanes)
+    chain["multipliers"] = args.chain_lanes * len(net.layers)
+    rows[f"chain, {args.chain_lanes} lanes per engine"] = chain
+    for lanes in args.lanes:
+        config = ProcessorConfig.for_plans([net, *others], lanes)
+        r = run(f"processor {lanes}", simulate_processor, net, x, config=config)
+        r.update(multipliers=lanes, bound=beat_bound(net, lanes),
+                 **(extra(config) if extra else {}))
+        rows[f"processor, {lanes} lanes"] = r
+    for label, r in rows.items():
+        bound = r.get("bound")
+        outside = f"{1 - bound / r['per_inference']:.0%}" if bound else "-"
+        print(f"| {label} | {r['multipliers']} | {r['per_inference']:.0f} | {r['latency']} | "
+              f"{bound or '-'} | {outside} |", flush=True)
+    return rows
 
 
 def run(label, simulate, net, x, **kw) -> dict:
@@ -166,36 +199,14 @@ def cnn_main(args) -> int:
         # With --artifact the processors also hold digits-mlp (the cycles do not change).
         mlps = [] if args.artifact is None else [plan(Artifact.load(args.artifact))]
     x, _ = test_split("digits")
-    x = cnn.quantize_input(x[:args.images])
-    kept = sum(q.layer.nnz for q in cnn.layers)
-    print(f"digits-cnn: {kept} kept weights, {args.images} images; every logit checked")
-    print("| design | multipliers | cycles per inference | one image | lane-beat bound | "
-          "outside the bound |")
-    print("|---|---|---|---|---|---|")
-    rows = {}
-    chain = run("chain", simulate_network, cnn, x, lanes=args.chain_lanes)
-    chain["multipliers"] = args.chain_lanes * len(cnn.layers)
-    rows[f"chain, {args.chain_lanes} lanes per engine"] = chain
-    for lanes in args.lanes:
-        config = ProcessorConfig.for_plans([cnn, *mlps], lanes)
-        r = run(f"processor {lanes}", simulate_processor, cnn, x, config=config)
-        positions = [1 if q.layer.conv_geometry is None else q.layer.conv_geometry.positions
-                     for q in cnn.layers]
-        bound = int(sum(p * schedule(q.layer, lanes).lane_beats.max()
-                        for p, q in zip(positions, cnn.layers)))
-        r.update(multipliers=lanes, bound=bound, gather=gather_memory(config),
-                 config=config.to_json())
-        rows[f"processor, {lanes} lanes"] = r
-    for name, r in rows.items():
-        bound = r.get("bound")
-        outside = f"{1 - bound / r['per_inference']:.0%}" if bound else "-"
-        print(f"| {name} | {r['multipliers']} | {r['per_inference']:.0f} | {r['latency']} | "
-              f"{bound or '-'} | {outside} |", flush=True)
+    rows = compare("digits-cnn", cnn, cnn.quantize_input(x[:args.images]), args, mlps,
+                   lambda config: {"gather": gather_memory(config),
+                                   "config": config.to_json()})
     lenet = lenet5(SEED)
     config = ProcessorConfig.for_plans([cnn, *mlps, lenet], lanes=4)
     xl = np.random.default_rng(SEED).integers(-128, 128, size=(2, lenet.cols))
     r = run("lenet5", simulate_processor, lenet, xl, config=config)
-    r.update(kept=sum(q.layer.nnz for q in lenet.layers), gather=gather_memory(config),
+    r.update(kept=nnz(lenet), gather=gather_memory(config),
              config=config.to_json(), lenet_alone=gather_memory(
                  ProcessorConfig.for_plans([lenet], lanes=4)))
     rows["LeNet-5 (random DARB, 28x28) on the 4-lane processor that also runs digits-cnn"] = r
@@ -211,7 +222,8 @@ def cnn_main(args) -> int:
                                           for k in ("scratchpad", "positions", "columns",
                                                     "pools")) + f" | {g['ebr']} |")
     at = commit() + ("+" if uncommitted_changes() else "")
-    record("digits-cnn", {"commit": at, "images": args.images, "kept": kept, "designs": rows},
+    record("digits-cnn", {"commit": at, "images": args.images, "kept": nnz(cnn),
+                          "designs": rows},
            ROOT / "docs" / "processor.json")
     print(f"recorded in docs/processor.json at {at}")
     return 0
@@ -239,33 +251,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         digits = plan(Artifact.load(pruned("digits-mlp", 16, args.artifact, tmp)))
     x, _ = test_split("digits")
-    x = digits.quantize_input(x[:args.images])
-    kept = sum(q.layer.nnz for q in digits.layers)
-    print(f"digits-mlp: {kept} kept weights, {args.images} images; every logit checked")
-    print("| design | multipliers | cycles per inference | one image | lane-beat bound | "
-          "outside the bound |")
-    print("|---|---|---|---|---|---|")
-    rows = {}
-    chain = run("chain", simulate_network, digits, x, lanes=args.chain_lanes)
-    chain["multipliers"] = args.chain_lanes * len(digits.layers)
-    rows[f"chain, {args.chain_lanes} lanes per engine"] = chain
-    for lanes in args.lanes:
-        config = ProcessorConfig.for_plans([digits], lanes)
-        r = run(f"processor {lanes}", simulate_processor, digits, x, config=config)
-        r.update(multipliers=lanes, bound=beat_bound(digits, lanes),
-                 load_words=len(load_words(digits, config)))
-        rows[f"processor, {lanes} lanes"] = r
-    for name, r in rows.items():
-        bound = r.get("bound")
-        outside = f"{1 - bound / r['per_inference']:.0%}" if bound else "-"
-        print(f"| {name} | {r['multipliers']} | {r['per_inference']:.0f} | {r['latency']} | "
-              f"{bound or '-'} | {outside} |", flush=True)
+    rows = compare("digits-mlp", digits, digits.quantize_input(x[:args.images]), args,
+                   extra=lambda config: {"load_words": len(load_words(digits, config))})
 
     big = lenet_300_100(SEED)
     config = ProcessorConfig.for_plans([digits, big], lanes=4)
     xb = np.random.default_rng(SEED).integers(-128, 128, size=(4, big.cols))
     r = run("784-300-100-10", simulate_processor, big, xb, config=config)
-    r.update(kept=sum(q.layer.nnz for q in big.layers), bound=beat_bound(big, 4),
+    r.update(kept=nnz(big), bound=beat_bound(big, 4),
              config=config.to_json(), capacity=config.capacity)
     rows["784-300-100-10 on the 4-lane processor that holds both"] = r
     print(f"\n784-300-100-10 (random DARB, {r['kept']} kept weights) on the 4-lane processor "
@@ -274,7 +267,8 @@ def main(argv=None) -> int:
           f"({1 - r['bound'] / r['per_inference']:.0%} outside it)")
     plans = print_memory_plans()
     at = commit() + ("+" if uncommitted_changes() else "")
-    record("digits-mlp", {"commit": at, "images": args.images, "kept": kept, "designs": rows},
+    record("digits-mlp", {"commit": at, "images": args.images, "kept": nnz(digits),
+                          "designs": rows},
            ROOT / "docs" / "processor.json")
     record("memory-plans", {"commit": at, "plans": plans}, ROOT / "docs" / "processor.json")
     print(f"recorded in docs/processor.json at {at}")
