@@ -31,16 +31,22 @@ def rng(request):
     yield gen
 
 
+def pruned_example(tmp_path_factory, example: str, ratio: int, name: str):
+    """``example`` pruned by ``darbgen prune EXAMPLE --method darb --ratio RATIO`` (the
+    CLI) into a fresh directory: the artifact's path and the command's stdout."""
+    out = tmp_path_factory.mktemp(example) / name
+    proc = subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", example,
+                           "--method", "darb", "--ratio", str(ratio), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
 @pytest.fixture(scope="session")
 def digits_mlp(tmp_path_factory):
     """digits-mlp pruned by ``darbgen prune digits-mlp --method darb --ratio 16`` (the CLI;
     about 2 minutes, so once per session): the artifact's path and the command's stdout."""
-    out = tmp_path_factory.mktemp("digits") / "digits.darb"
-    proc = subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-mlp",
-                           "--method", "darb", "--ratio", "16", "-o", str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+    return pruned_example(tmp_path_factory, "digits-mlp", 16, "digits.darb")
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +54,7 @@ def digits_cnn(tmp_path_factory):
     """digits-cnn pruned by ``darbgen prune digits-cnn --method darb --ratio 8`` (the CLI,
     once per session; tests/test_cli.py and tests/test_processor_conv.py share it): the
     artifact's path and the command's stdout."""
-    out = tmp_path_factory.mktemp("digits-cnn") / "cnn.darb"
-    proc = subprocess.run([sys.executable, "-m", "darbgen.cli", "prune", "digits-cnn",
-                           "--method", "darb", "--ratio", "8", "-o", str(out)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out, proc.stdout
+    return pruned_example(tmp_path_factory, "digits-cnn", 8, "cnn.darb")
 
 
 @pytest.hookimpl(hookwrapper=True)
