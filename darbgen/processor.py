@@ -42,7 +42,7 @@ from .format import ceil_log2
 from .network import OUTPUT_BITS, NetworkPlan, requant_entries, requant_fields
 from .packing import pack_fields, schedule, unpack_fields
 from .packing import load_words as layer_load_words
-from .processor_conv import GATHER_CAPACITIES, check_gather, conv_cycles, conv_layout, conv_steps
+from .processor_conv import check_gather, conv_cycles, conv_layout, conv_steps
 from .processor_conv import check_capacities as _check_gather_capacities
 from .processor_conv import (conv_step_fields, gather_capacities, gather_fields,
                              gather_memories, gather_words, row_addresses)
@@ -132,24 +132,20 @@ class ProcessorConfig:
     def __post_init__(self):
         if not isinstance(self.engine, EngineConfig):
             raise ConfigError(f"engine must be an EngineConfig, not {self.engine!r}")
-        for name in ("lane_slots", "table_depth", "max_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
-            object.__setattr__(self, name, int(v))
+        # Every capacity is an integer: the required ones positive, the optional ones
+        # (default 0: the unit is absent) non-negative.
+        for f in dataclasses.fields(self):
+            if f.name == "engine":
+                continue
+            v, optional = getattr(self, f.name), f.default == 0
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 - optional:
+                kind = "non-negative" if optional else "positive"
+                raise ConfigError(f"{f.name} must be a {kind} integer, not {v!r}")
+            object.__setattr__(self, f.name, int(v))
         _check_gather_capacities(self)
-        v = self.max_classes
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ConfigError(f"max_classes must be a non-negative integer, not {v!r}")
-        object.__setattr__(self, "max_classes", int(v))
         if self.max_classes > self.act_depth:
             raise ConfigError(f"max_classes {self.max_classes} exceeds the activation depth "
                               f"{self.act_depth}")
-        for name in ("lstm_hidden", "lstm_table"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, not {v!r}")
-            object.__setattr__(self, name, int(v))
         if (self.lstm_hidden == 0) != (self.lstm_table == 0):
             raise ConfigError(f"lstm_hidden and lstm_table must both be 0 (no LSTM cell) or "
                               f"both positive, not {self.lstm_hidden} and {self.lstm_table}")

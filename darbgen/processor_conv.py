@@ -140,13 +140,9 @@ def gather_memories(config) -> dict:
 
 
 def check_capacities(config) -> None:
-    """Raise :class:`ConfigError` unless the gather capacities are all 0 (no gather)
-    or all positive integers."""
+    """Raise :class:`ConfigError` unless the gather capacities (non-negative integers,
+    checked by the config) are all 0 (no gather) or all positive."""
     values = [getattr(config, name) for name in GATHER_CAPACITIES]
-    for name, v in zip(GATHER_CAPACITIES, values):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, not {v!r}")
-        object.__setattr__(config, name, int(v))
     if any(values) and not all(values):
         text = ", ".join(f"{n} {v}" for n, v in zip(GATHER_CAPACITIES, values))
         raise ConfigError(f"the gather capacities must be all 0 (no gather) or all "
