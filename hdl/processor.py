@@ -89,6 +89,13 @@ class Processor(wiring.Component):
         self._config = config
         self._spram = spram
         self._table_in_banks = table_in_banks
+        # The sequencer's registers, made here (with the names they had) so that the
+        # formal spec (formal/processor.py) can read them; so is the FSM, at elaboration.
+        self._pc = Signal(range(config.max_steps + 1), name="pc")
+        self._step = Signal(to_layout(config.step_fields), name="step")
+        self._p = Signal(range(config.gather_positions + 1 if config.has_gather else 2),
+                         name="p")
+        self._fsm = None
         super().__init__({
             "load": In(stream.Signature(to_layout(config.load_fields))),
             "x": In(stream.Signature(to_layout(config.input_fields))),
@@ -150,8 +157,7 @@ class Processor(wiring.Component):
         cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
 
         # -- the step being run ----------------------------------------------------------
-        pc = Signal(range(c.max_steps + 1))
-        step = Signal(step_l)
+        pc, step = self._pc, self._step
         if cell is not None:
             cell.bind(step)
         m.d.comb += program_rd.addr.eq(pc)
@@ -230,7 +236,7 @@ class Processor(wiring.Component):
         held = Signal.like(self.x.payload)                 # an image beat being scattered
         slot = Signal(range(max(iw, 2)))
         kbase = Signal.like(k)
-        p = Signal(range(c.gather_positions + 1 if conv else 2))
+        p = self._p
 
         def take_image_beat():
             """Take an image beat into `held` for SCATTER (conv-first networks)."""
@@ -355,6 +361,7 @@ class Processor(wiring.Component):
                     m.next = "READ"
                     with m.If(self.y.payload.last):
                         m.next = "IDLE"
+        self._fsm = fsm
         if in_banks:
             # The requantizer reads the table only while every lane is idle.
             owns = Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL", "FLUSH"))).any()

@@ -66,6 +66,10 @@ class MapUnit(wiring.Component):
         self._config = c = config
         e = c.engine
         a = c.map_bits
+        # The scratchpad's accesses, made here so that the formal spec
+        # (formal/processor.py) can follow them: a write, and a gather read's address.
+        self._pad_we, self._pad_waddr = Signal(name="pad_we"), Signal(a, name="pad_waddr")
+        self._pad_read, self._pad_raddr = Signal(name="v1"), Signal(a, name="pad_raddr")
         super().__init__({
             "load": In(stream.Signature(to_layout(gather_fields(c)))),
             "clearing": Out(1), "rewind": In(1),
@@ -128,6 +132,7 @@ class MapUnit(wiring.Component):
         # The input element whose entry is being read: written a cycle later.
         sv, sdata = Signal(), Signal(signed(ib))
         m.d.sync += [sv.eq(self.scatter), sdata.eq(self.scatter_data)]
+        m.d.comb += [self._pad_we.eq(pad_wr.en), self._pad_waddr.eq(pad_wr.addr)]
         with m.If(self.clearing):
             m.d.comb += [pad_wr.en.eq(1), pad_wr.addr.eq(clear_at), pad_wr.data.eq(0)]
         with m.Elif(sv):
@@ -171,12 +176,13 @@ class MapUnit(wiring.Component):
                     m.d.sync += col.eq(col + 1)
             with m.Else():
                 m.d.sync += d.eq(d + 1)
-        v1, first1, last1 = Signal(), Signal(), Signal()
+        v1, first1, last1 = self._pad_read, Signal(), Signal()
         v2, first2, last2 = Signal(), Signal(), Signal()
         e1, e2 = Signal.like(col), Signal.like(col)
         m.d.sync += [v1.eq(issuing), first1.eq(d == 0), last1.eq(d == self.pools - 1), e1.eq(col),
                      v2.eq(v1), first2.eq(first1), last2.eq(last1), e2.eq(e1)]
-        m.d.comb += pad_rd.addr.eq(base + col_rd.data + pool_rd.data)
+        m.d.comb += [self._pad_raddr.eq(base + col_rd.data + pool_rd.data),
+                     pad_rd.addr.eq(self._pad_raddr)]
         best = Signal(signed(ib))
         value = pad_rd.data
         top = Mux(first2 | (value > best), value, best)
