@@ -202,11 +202,16 @@ class Controller(wiring.Component):
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
+        # A reply is chosen in several places of the FSM, but its registers are loaded
+        # in one (below it): each choice sets only these narrow signals, so the wide head
+        # does not get a multiplexer per choice.
+        reply_go, reply_code = Signal(), Signal(8)
+        reply_len, reply_src = Signal.like(reply_length), Signal.like(body)
+
         def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
             """Start a one-frame reply; its body streams while the FSM is in REPLY."""
-            m.d.sync += [start_reply.eq(1), reply_length.eq(length),
-                         head.eq(Cat(Const(code.value, 8), rcv.check)),
-                         head_left.eq(REPLY_HEAD_BYTES), body.eq(source), index.eq(0)]
+            m.d.comb += [reply_go.eq(1), reply_code.eq(code.value), reply_len.eq(length),
+                         reply_src.eq(source)]
             m.next = "REPLY"
 
         # The next RUN reply frame's beats and length, registered from y_rest: they follow
@@ -387,6 +392,10 @@ class Controller(wiring.Component):
             with m.State("REPLY"):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
+        with m.If(reply_go):
+            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len),
+                         head.eq(Cat(reply_code, rcv.check)), head_left.eq(REPLY_HEAD_BYTES),
+                         body.eq(reply_src), index.eq(0)]
         # A RUN's next reply frame, once the one before has gone out: the head, its part
         # (first beat and the vector's count), then up to frame_beats beats. The decision
         # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.
