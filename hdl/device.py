@@ -239,13 +239,15 @@ class Controller(wiring.Component):
             return pending & ~hold
 
         # The payload's fixed head: a load chunk's first-word index, or a RUN's guard.
-        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES))
+        # One register takes the payload's bytes: first its prefix, which COMPARE has
+        # checked before APPLY assembles load words or RUN input beats in it.
+        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES, sizes.load_bytes, sizes.x_bytes))
         offset = prefix[:8 * OFFSET_BYTES]
         restart, extend, repeat, guard_ok = Signal(), Signal(), Signal(), Signal()
-        word = Signal(8 * sizes.load_bytes)
+        word = prefix[:8 * sizes.load_bytes]
         nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, OFFSET_BYTES,
                                  GUARD_BYTES) + 1))
-        beat = Signal(8 * sizes.x_bytes)
+        beat = prefix[:8 * sizes.x_bytes]
         beat_full = Signal()
         beats_left = Signal(range(c.x_depth + 1))
         first_word = Signal()
