@@ -79,11 +79,22 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
                  s2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
                  s2_dest.eq(tag)]
     s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
-    s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
+    s3_p = Signal(signed(p_bits))
     m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
-                 s3_p.eq(s2_v if final else s2_v * s2_mult),
-                 # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
-                 s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
+                 s3_p.eq(s2_v if final else s2_v * s2_mult)]
+    if clamp_stage and not final:
+        # darbgen.quant.round_shift rounds after the shift: floor((p + 2^(s-1)) / 2^s)
+        # = floor((floor(2p / 2^s) + 1) / 2), also for s = 0. Shifting first needs no
+        # half-LSB term (a 49-bit decoder and register, ~100 iCE40 logic cells).
+        s4_ok, s4_dest = Signal(), Signal.like(s3_dest)
+        s4_t = Signal(signed(p_bits + 1))
+        m.d.sync += [s4_ok.eq(s3_ok), s4_dest.eq(s3_dest), s4_t.eq((s3_p << 1) >> s3_shift)]
+        s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal(signed(p_bits + 1))
+        m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq((s4_t + 1) >> 1)]
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
+    s3_half = Signal(p_bits)
+    # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
+    m.d.sync += s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])
     # The add and the shift-and-clamp get a stage each: together with the multiply
     # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.
     s4_ok, s4_shift, s4_dest = Signal(), Signal.like(s3_shift), Signal.like(s3_dest)
@@ -94,13 +105,18 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     if clamp_stage:
         s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal.like(s4_sum)
         m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq(scaled)]
-        s6_ok, s6_dest = Signal(), Signal.like(s4_dest)
-        s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
-        m.d.sync += [s6_ok.eq(s5_ok), s6_dest.eq(s5_dest),
-                     s6_result.eq(Mux(s5_scaled < lo, lo, Mux(s5_scaled > hi, hi, s5_scaled)))]
-        return s6_ok, s6_dest, s6_result
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
     result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
     return s4_ok, s4_dest, result
+
+
+def _clamp_stage(m: Module, ok, dest, scaled, lo, hi):
+    """``scaled`` clamped to ``[lo, hi]``, registered with ``ok`` and ``dest``."""
+    s6_ok, s6_dest = Signal(), Signal.like(dest)
+    s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
+    m.d.sync += [s6_ok.eq(ok), s6_dest.eq(dest),
+                 s6_result.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))]
+    return s6_ok, s6_dest, s6_result
 
 
 def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,
