@@ -63,12 +63,15 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     s1_valid, s1_acc = Signal(), Signal(signed(acc_width))
     m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
     v_bits = max(acc_width, len(entry.bias)) + 1
-    s2_ok, s2_v = Signal(), Signal(signed(v_bits))
+    # The multiplier's operands and product have no reset (the valid bits do): Yosys packs
+    # them into the iCE40 DSPs instead of logic cells.
+    s2_ok, s2_v = Signal(), Signal(signed(v_bits), reset_less=True)
     p_bits = v_bits + (0 if final else len(entry.mult) + 1)
     # A shift of p_bits already rounds every product to 0, as any larger one does
     # (|p| < 2^(p_bits-2)): saturating it keeps the rounding term inside s3_half.
     shift_max = min(p_bits, (1 << len(entry.shift)) - 1)
-    s2_mult, s2_shift = Signal.like(entry.mult), Signal(range(shift_max + 1))
+    s2_mult = Signal.like(entry.mult, reset_less=True)
+    s2_shift = Signal(range(shift_max + 1))
     if tag is None:
         s2_dest = Signal.like(entry.dest)
         tag = entry.dest if base is None else entry.dest + base
@@ -79,7 +82,7 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
                  s2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
                  s2_dest.eq(tag)]
     s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
-    s3_p = Signal(signed(p_bits))
+    s3_p = Signal(signed(p_bits), reset_less=True)
     m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
                  s3_p.eq(s2_v if final else s2_v * s2_mult)]
     if clamp_stage and not final:
