@@ -10,8 +10,8 @@ A frame is received whole into a buffer and executed only after its CRC matched:
 * ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
 * ``STATUS`` with a snapshot of the counters;
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
-  far, then streams the words into the engine's ``load`` port (one per cycle; it is
-  always ready) while a CRC-32 of their bytes accumulates;
+  far, then streams the words into the engine's ``load`` port (from registers, at most
+  one per cycle; it is always ready) while a CRC-32 of their bytes accumulates;
 * ``RUN`` checks that its guard names the weights the device holds (word count and
   CRC-32), then feeds the payload's input beats into the engine (marking the last
   one) and streams the output beats straight into the reply: into as many frames as
@@ -252,6 +252,10 @@ class Controller(wiring.Component):
         beats_left = Signal(range(c.x_depth + 1))
         first_word = Signal()
         load_word = engine.load.payload
+        load_valid, load_first = Signal(), Signal()
+        m.d.sync += load_valid.eq(0)
+        m.d.comb += [engine.load.valid.eq(load_valid), load_word.as_value().eq(word),
+                     load_word.first.eq(load_first)]
 
         # The receiver may take the next frame whenever the buffer is not being read,
         # including while a reply is still going out; `received` remembers it.
@@ -356,15 +360,13 @@ class Controller(wiring.Component):
                 with m.If(fresh):
                     m.d.sync += [word.word_select(nbyte, 8).eq(rd.data),
                                  nbyte.eq(Mux(last_byte, 0, nbyte + 1))]
-                # A word goes to the engine the cycle its last byte is read. The first
-                # word of a restart always resets the lanes' write pointers.
-                m.d.comb += [
-                    engine.load.valid.eq(fresh & last_byte),
-                    load_word.as_value().eq(Cat(word[:8 * (sizes.load_bytes - 1)], rd.data)),
-                    load_word.first.eq(first_word),
-                ]
+                # A word goes to the engine the cycle after its last byte is read, from
+                # registers (the core need not register it again; the next word's first
+                # byte lands a cycle later). The first word of a restart always resets
+                # the lanes' write pointers.
                 with m.If(fresh & last_byte):
-                    m.d.sync += [words.eq(words + 1), first_word.eq(0)]
+                    m.d.sync += [words.eq(words + 1), first_word.eq(0), load_valid.eq(1),
+                                 load_first.eq(first_word)]
                 with m.If(~pending & (ptr == end)):
                     reply(Status.OK)
 

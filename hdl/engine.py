@@ -322,9 +322,18 @@ class Lane(wiring.Component):
         m.d.comb += total.eq(Mux(d_first, 0, acc) + d_prod)
         with m.If(d_valid):
             m.d.sync += acc.eq(total)
+        if seq:
+            # A sequenced lane starts a step with its pipeline empty and writes the step's
+            # rows in order: a counter addresses the sums (in place of the slot carried
+            # down the pipeline, 24 flip-flops).
+            y_slot = Signal.like(slot)
+            with m.If(go):
+                m.d.sync += y_slot.eq(0)
+            with m.Elif(d_valid & d_last):
+                m.d.sync += y_slot.eq(y_slot + 1)
         m.d.comb += [
             y_wr.en.eq(d_valid & d_last),
-            y_wr.addr.eq(d_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
+            y_wr.addr.eq(y_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
             y_wr.data.eq(total),
             y_rd.en.eq(self.y_en), y_rd.addr.eq(self.y_addr), self.y_data.eq(y_rd.data),
         ]

@@ -123,7 +123,7 @@ def _clamp_stage(m: Module, ok, dest, scaled, lo, hi):
 
 
 def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,
-                   can_take=None, gapless=False):
+                   can_take=None, gapless=False, in_place=False):
     """The FILL, APPLY and TAIL states of a requantizer's FSM (inside ``with m.FSM()``).
 
     FILL takes an engine output beat from ``y`` (when ``can_take``, if given), APPLY
@@ -133,25 +133,40 @@ def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, 
     is called right after TAIL's ``with m.If(k < loaded)``, so it continues that chain
     with ``m.Elif``/``m.Else``. ``gapless`` takes the next beat in APPLY's last cycle
     instead of passing through FILL (the LSTM cell: a cycle per beat saved).
+    ``in_place`` (with ``gapless``, ``beat`` unused) reads the sums from ``y``'s payload
+    and takes the beat in APPLY's last cycle: for a producer that holds its payload
+    until it is taken and sends a vector's next beat in the cycle after (the
+    processor's lanes' sum memories). Same cycles, without a copy of the beat (105
+    flip-flops on the iCE40 processor).
     """
     with m.State("FILL"):
-        if can_take is None:
+        if in_place:
+            take = y.valid
+        elif can_take is None:
             m.d.comb += y.ready.eq(1)
             take = y.valid
         else:
             m.d.comb += y.ready.eq(can_take)
             take = y.valid & can_take
         with m.If(take):
-            m.d.sync += [beat.eq(y.payload), lane.eq(0)]
+            m.d.sync += lane.eq(0)
+            if not in_place:
+                m.d.sync += beat.eq(y.payload)
             m.next = "APPLY"
     with m.State("APPLY"):
-        m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
+        src = y.payload if in_place else beat
+        m.d.comb += [issue.eq(1), acc.eq(src.y[lane])]
         m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
         with m.If(lane == lanes - 1):
-            with m.If(beat.last):
+            if in_place:
+                m.d.comb += y.ready.eq(1)
+                m.d.sync += lane.eq(0)
+            with m.If(src.last):
                 m.next = "TAIL"
             with m.Else():
-                if gapless:
+                if in_place:
+                    pass                # the next beat is in y's payload from the next cycle
+                elif gapless:
                     # Take the next beat now: the engine drains one per cycle.
                     m.d.comb += y.ready.eq(1)
                     with m.If(y.valid):
