@@ -10,8 +10,8 @@ A frame is received whole into a buffer and executed only after its CRC matched:
 * ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
 * ``STATUS`` with a snapshot of the counters;
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
-  far, then streams the words into the engine's ``load`` port (one per cycle; it is
-  always ready) while a CRC-32 of their bytes accumulates;
+  far, then streams the words into the engine's ``load`` port (from registers, at most
+  one per cycle; it is always ready) while a CRC-32 of their bytes accumulates;
 * ``RUN`` checks that its guard names the weights the device holds (word count and
   CRC-32), then feeds the payload's input beats into the engine (marking the last
   one) and streams the output beats straight into the reply: into as many frames as
@@ -202,11 +202,16 @@ class Controller(wiring.Component):
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
+        # A reply is chosen in several places of the FSM, but its registers are loaded
+        # in one (below it): each choice sets only these narrow signals, so the wide head
+        # does not get a multiplexer per choice.
+        reply_go, reply_code = Signal(), Signal(8)
+        reply_len, reply_src = Signal.like(reply_length), Signal.like(body)
+
         def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
             """Start a one-frame reply; its body streams while the FSM is in REPLY."""
-            m.d.sync += [start_reply.eq(1), reply_length.eq(length),
-                         head.eq(Cat(Const(code.value, 8), rcv.check)),
-                         head_left.eq(REPLY_HEAD_BYTES), body.eq(source), index.eq(0)]
+            m.d.comb += [reply_go.eq(1), reply_code.eq(code.value), reply_len.eq(length),
+                         reply_src.eq(source)]
             m.next = "REPLY"
 
         # The next RUN reply frame's beats and length, registered from y_rest: they follow
@@ -234,17 +239,23 @@ class Controller(wiring.Component):
             return pending & ~hold
 
         # The payload's fixed head: a load chunk's first-word index, or a RUN's guard.
-        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES))
+        # One register takes the payload's bytes: first its prefix, which COMPARE has
+        # checked before APPLY assembles load words or RUN input beats in it.
+        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES, sizes.load_bytes, sizes.x_bytes))
         offset = prefix[:8 * OFFSET_BYTES]
         restart, extend, repeat, guard_ok = Signal(), Signal(), Signal(), Signal()
-        word = Signal(8 * sizes.load_bytes)
+        word = prefix[:8 * sizes.load_bytes]
         nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, OFFSET_BYTES,
                                  GUARD_BYTES) + 1))
-        beat = Signal(8 * sizes.x_bytes)
+        beat = prefix[:8 * sizes.x_bytes]
         beat_full = Signal()
         beats_left = Signal(range(c.x_depth + 1))
         first_word = Signal()
         load_word = engine.load.payload
+        load_valid, load_first = Signal(), Signal()
+        m.d.sync += load_valid.eq(0)
+        m.d.comb += [engine.load.valid.eq(load_valid), load_word.as_value().eq(word),
+                     load_word.first.eq(load_first)]
 
         # The receiver may take the next frame whenever the buffer is not being read,
         # including while a reply is still going out; `received` remembers it.
@@ -349,15 +360,13 @@ class Controller(wiring.Component):
                 with m.If(fresh):
                     m.d.sync += [word.word_select(nbyte, 8).eq(rd.data),
                                  nbyte.eq(Mux(last_byte, 0, nbyte + 1))]
-                # A word goes to the engine the cycle its last byte is read. The first
-                # word of a restart always resets the lanes' write pointers.
-                m.d.comb += [
-                    engine.load.valid.eq(fresh & last_byte),
-                    load_word.as_value().eq(Cat(word[:8 * (sizes.load_bytes - 1)], rd.data)),
-                    load_word.first.eq(first_word),
-                ]
+                # A word goes to the engine the cycle after its last byte is read, from
+                # registers (the core need not register it again; the next word's first
+                # byte lands a cycle later). The first word of a restart always resets
+                # the lanes' write pointers.
                 with m.If(fresh & last_byte):
-                    m.d.sync += [words.eq(words + 1), first_word.eq(0)]
+                    m.d.sync += [words.eq(words + 1), first_word.eq(0), load_valid.eq(1),
+                                 load_first.eq(first_word)]
                 with m.If(~pending & (ptr == end)):
                     reply(Status.OK)
 
@@ -387,6 +396,10 @@ class Controller(wiring.Component):
             with m.State("REPLY"):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
+        with m.If(reply_go):
+            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len),
+                         head.eq(Cat(reply_code, rcv.check)), head_left.eq(REPLY_HEAD_BYTES),
+                         body.eq(reply_src), index.eq(0)]
         # A RUN's next reply frame, once the one before has gone out: the head, its part
         # (first beat and the vector's count), then up to frame_beats beats. The decision
         # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.

@@ -301,8 +301,10 @@ class Lane(wiring.Component):
         # path: in front of an ECP5 DSP they were the critical path of a 16-lane chain.
         s_valid, s_first, s_last, s_par = Signal(), Signal(), Signal(), Signal()
         s_slot = Signal.like(slot)
-        s_value = Signal.like(beat.value)
-        s_x = Signal(signed(c.input_bits))
+        # The multiplier's operands and product have no reset (the valid bits do): Yosys
+        # then packs these registers into the iCE40 DSP instead of logic cells.
+        s_value = Signal.like(beat.value, reset_less=True)
+        s_x = Signal(signed(c.input_bits), reset_less=True)
         m.d.sync += [s_valid.eq(c_valid), s_first.eq(c_first), s_last.eq(c_last),
                      s_par.eq(c_par), s_slot.eq(c_slot), s_value.eq(c_value),
                      s_x.eq(x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0])]
@@ -310,7 +312,7 @@ class Lane(wiring.Component):
         # -- stage E: multiply ----------------------------------------------------------
         d_valid, d_first, d_last, d_par = Signal(), Signal(), Signal(), Signal()
         d_slot = Signal.like(slot)
-        d_prod = Signal(signed(c.weight_bits + c.input_bits))
+        d_prod = Signal(signed(c.weight_bits + c.input_bits), reset_less=True)
         m.d.sync += [d_valid.eq(s_valid), d_first.eq(s_first), d_last.eq(s_last),
                      d_par.eq(s_par), d_slot.eq(s_slot), d_prod.eq(s_value * s_x)]
 
@@ -320,9 +322,18 @@ class Lane(wiring.Component):
         m.d.comb += total.eq(Mux(d_first, 0, acc) + d_prod)
         with m.If(d_valid):
             m.d.sync += acc.eq(total)
+        if seq:
+            # A sequenced lane starts a step with its pipeline empty and writes the step's
+            # rows in order: a counter addresses the sums (in place of the slot carried
+            # down the pipeline, 24 flip-flops).
+            y_slot = Signal.like(slot)
+            with m.If(go):
+                m.d.sync += y_slot.eq(0)
+            with m.Elif(d_valid & d_last):
+                m.d.sync += y_slot.eq(y_slot + 1)
         m.d.comb += [
             y_wr.en.eq(d_valid & d_last),
-            y_wr.addr.eq(d_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
+            y_wr.addr.eq(y_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
             y_wr.data.eq(total),
             y_rd.en.eq(self.y_en), y_rd.addr.eq(self.y_addr), self.y_data.eq(y_rd.data),
         ]

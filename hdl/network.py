@@ -63,12 +63,15 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     s1_valid, s1_acc = Signal(), Signal(signed(acc_width))
     m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
     v_bits = max(acc_width, len(entry.bias)) + 1
-    s2_ok, s2_v = Signal(), Signal(signed(v_bits))
+    # The multiplier's operands and product have no reset (the valid bits do): Yosys packs
+    # them into the iCE40 DSPs instead of logic cells.
+    s2_ok, s2_v = Signal(), Signal(signed(v_bits), reset_less=True)
     p_bits = v_bits + (0 if final else len(entry.mult) + 1)
     # A shift of p_bits already rounds every product to 0, as any larger one does
     # (|p| < 2^(p_bits-2)): saturating it keeps the rounding term inside s3_half.
     shift_max = min(p_bits, (1 << len(entry.shift)) - 1)
-    s2_mult, s2_shift = Signal.like(entry.mult), Signal(range(shift_max + 1))
+    s2_mult = Signal.like(entry.mult, reset_less=True)
+    s2_shift = Signal(range(shift_max + 1))
     if tag is None:
         s2_dest = Signal.like(entry.dest)
         tag = entry.dest if base is None else entry.dest + base
@@ -79,11 +82,22 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
                  s2_shift.eq(Mux(entry.shift > shift_max, shift_max, entry.shift)),
                  s2_dest.eq(tag)]
     s3_ok, s3_shift, s3_dest = Signal(), Signal.like(s2_shift), Signal.like(s2_dest)
-    s3_p, s3_half = Signal(signed(p_bits)), Signal(p_bits)
+    s3_p = Signal(signed(p_bits), reset_less=True)
     m.d.sync += [s3_ok.eq(s2_ok), s3_shift.eq(s2_shift), s3_dest.eq(s2_dest),
-                 s3_p.eq(s2_v if final else s2_v * s2_mult),
-                 # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
-                 s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])]
+                 s3_p.eq(s2_v if final else s2_v * s2_mult)]
+    if clamp_stage and not final:
+        # darbgen.quant.round_shift rounds after the shift: floor((p + 2^(s-1)) / 2^s)
+        # = floor((floor(2p / 2^s) + 1) / 2), also for s = 0. Shifting first needs no
+        # half-LSB term (a 49-bit decoder and register, ~100 iCE40 logic cells).
+        s4_ok, s4_dest = Signal(), Signal.like(s3_dest)
+        s4_t = Signal(signed(p_bits + 1))
+        m.d.sync += [s4_ok.eq(s3_ok), s4_dest.eq(s3_dest), s4_t.eq((s3_p << 1) >> s3_shift)]
+        s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal(signed(p_bits + 1))
+        m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq((s4_t + 1) >> 1)]
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
+    s3_half = Signal(p_bits)
+    # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
+    m.d.sync += s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])
     # The add and the shift-and-clamp get a stage each: together with the multiply
     # in one cycle they limited a 16-lane chain on ECP5 to 51.6 MHz.
     s4_ok, s4_shift, s4_dest = Signal(), Signal.like(s3_shift), Signal.like(s3_dest)
@@ -94,17 +108,22 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     if clamp_stage:
         s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal.like(s4_sum)
         m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq(scaled)]
-        s6_ok, s6_dest = Signal(), Signal.like(s4_dest)
-        s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
-        m.d.sync += [s6_ok.eq(s5_ok), s6_dest.eq(s5_dest),
-                     s6_result.eq(Mux(s5_scaled < lo, lo, Mux(s5_scaled > hi, hi, s5_scaled)))]
-        return s6_ok, s6_dest, s6_result
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
     result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
     return s4_ok, s4_dest, result
 
 
+def _clamp_stage(m: Module, ok, dest, scaled, lo, hi):
+    """``scaled`` clamped to ``[lo, hi]``, registered with ``ok`` and ``dest``."""
+    s6_ok, s6_dest = Signal(), Signal.like(dest)
+    s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
+    m.d.sync += [s6_ok.eq(ok), s6_dest.eq(dest),
+                 s6_result.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))]
+    return s6_ok, s6_dest, s6_result
+
+
 def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,
-                   can_take=None, gapless=False):
+                   can_take=None, gapless=False, in_place=False):
     """The FILL, APPLY and TAIL states of a requantizer's FSM (inside ``with m.FSM()``).
 
     FILL takes an engine output beat from ``y`` (when ``can_take``, if given), APPLY
@@ -114,25 +133,40 @@ def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, 
     is called right after TAIL's ``with m.If(k < loaded)``, so it continues that chain
     with ``m.Elif``/``m.Else``. ``gapless`` takes the next beat in APPLY's last cycle
     instead of passing through FILL (the LSTM cell: a cycle per beat saved).
+    ``in_place`` (with ``gapless``, ``beat`` unused) reads the sums from ``y``'s payload
+    and takes the beat in APPLY's last cycle: for a producer that holds its payload
+    until it is taken and sends a vector's next beat in the cycle after (the
+    processor's lanes' sum memories). Same cycles, without a copy of the beat (105
+    flip-flops on the iCE40 processor).
     """
     with m.State("FILL"):
-        if can_take is None:
+        if in_place:
+            take = y.valid
+        elif can_take is None:
             m.d.comb += y.ready.eq(1)
             take = y.valid
         else:
             m.d.comb += y.ready.eq(can_take)
             take = y.valid & can_take
         with m.If(take):
-            m.d.sync += [beat.eq(y.payload), lane.eq(0)]
+            m.d.sync += lane.eq(0)
+            if not in_place:
+                m.d.sync += beat.eq(y.payload)
             m.next = "APPLY"
     with m.State("APPLY"):
-        m.d.comb += [issue.eq(1), acc.eq(beat.y[lane])]
+        src = y.payload if in_place else beat
+        m.d.comb += [issue.eq(1), acc.eq(src.y[lane])]
         m.d.sync += [k.eq(k + 1), lane.eq(lane + 1)]
         with m.If(lane == lanes - 1):
-            with m.If(beat.last):
+            if in_place:
+                m.d.comb += y.ready.eq(1)
+                m.d.sync += lane.eq(0)
+            with m.If(src.last):
                 m.next = "TAIL"
             with m.Else():
-                if gapless:
+                if in_place:
+                    pass                # the next beat is in y's payload from the next cycle
+                elif gapless:
                     # Take the next beat now: the engine drains one per cycle.
                     m.d.comb += y.ready.eq(1)
                     with m.If(y.valid):

@@ -75,7 +75,7 @@ class Processor(wiring.Component):
     load : In(stream.Signature(load_fields))
         Words of :func:`darbgen.processor.load_words` (always ready): ``target`` (a
         :class:`~darbgen.processor.Target`) picks the lanes, the requantizer table or
-        the program.
+        the program. Taken as they come: present them from registers.
     x : In(stream.Signature(input_fields))
         The input vector, ``input_width`` elements per beat; taken between inferences.
     y : Out(stream.Signature(output_fields))
@@ -126,10 +126,10 @@ class Processor(wiring.Component):
             from .processor_conv import MapUnit
             m.submodules.maps = maps = MapUnit(c)
 
-        # -- loading: registered, then routed by target (as in the chain) -----------------
+        # -- loading: routed by target. Not registered here: the controller presents each
+        # word from registers (hdl/device.py), and another copy cost 69 iCE40 logic cells.
         m.d.comb += self.load.ready.eq(1)
-        valid, word = Signal(), Signal.like(self.load.payload)
-        m.d.sync += [valid.eq(self.load.valid), word.eq(self.load.payload)]
+        valid, word = self.load.valid, self.load.payload
         lane_word = Signal(load_layout(e))
         m.d.comb += lane_word.eq(word.data[:len(lane_word.as_value())])
         load_lanes(m, lanes, valid & (word.target == Target.LANES), lane_word)
@@ -189,7 +189,6 @@ class Processor(wiring.Component):
         m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
                                                      depth=max(c.logit_depth, 2), init=[])
         logit_wr, logit_rd = logits.write_port(), logits.read_port()
-        beat = Signal.like(sums.payload)
         lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
         k = Signal(range(c.table_depth + 1))
         issue = Signal()
@@ -323,8 +322,8 @@ class Processor(wiring.Component):
                     if cell is not None:
                         with m.If(step.kind == StepKind.LSTM):
                             m.next = "CELL"
-            requant_states(m, sums, beat, lane_i, k, issue, acc, e.lanes, step.table_end,
-                           tail_done, gapless=True)
+            requant_states(m, sums, None, lane_i, k, issue, acc, e.lanes, step.table_end,
+                           tail_done, gapless=True, in_place=True)
             with m.State("FLUSH"):
                 m.d.sync += flush.eq(flush - 1)
                 again = Signal()                    # a gathered step's next position
