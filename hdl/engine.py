@@ -330,8 +330,10 @@ class Lane(wiring.Component):
             # A sequenced lane starts a step with its pipeline empty and writes the step's
             # rows in order: a counter addresses the sums (in place of the slot carried
             # down the pipeline, 24 flip-flops).
+            # Cleared at every start, rows or not: from `go` it hung on the header memory's
+            # output and was the iCE40 device's critical path (28.5 MHz).
             y_slot = Signal.like(slot)
-            with m.If(go):
+            with m.If(self.start):
                 m.d.sync += y_slot.eq(0)
             with m.Elif(e_valid & e_last):
                 m.d.sync += y_slot.eq(y_slot + 1)
