@@ -31,7 +31,7 @@ from .layouts import beat_layout, header_layout, input_layout, load_layout, outp
 __all__ = ["SpMVEngine", "Lane", "load_lanes"]
 
 # Cycles from a lane issuing its last beat to that beat's sum being in the y memory.
-_PIPELINE_DEPTH = 4
+_PIPELINE_DEPTH = 5
 
 
 class Lane(wiring.Component):
@@ -307,7 +307,8 @@ class Lane(wiring.Component):
         s_x = Signal(signed(c.input_bits), reset_less=True)
         m.d.sync += [s_valid.eq(c_valid), s_first.eq(c_first), s_last.eq(c_last),
                      s_par.eq(c_par), s_slot.eq(c_slot), s_value.eq(c_value),
-                     s_x.eq(x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0])]
+                     s_x.eq(Mux(c_valid, x_rd.data[c_sel] if c.input_width > 1 else x_rd.data[0],
+                                0))]
 
         # -- stage E: multiply ----------------------------------------------------------
         d_valid, d_first, d_last, d_par = Signal(), Signal(), Signal(), Signal()
@@ -316,25 +317,30 @@ class Lane(wiring.Component):
         m.d.sync += [d_valid.eq(s_valid), d_first.eq(s_first), d_last.eq(s_last),
                      d_par.eq(s_par), d_slot.eq(s_slot), d_prod.eq(s_value * s_x)]
 
-        # -- stage F: accumulate, write the row's sum -------------------------------------
-        acc = Signal(signed(c.acc_width))
-        total = Signal(signed(c.acc_width))
-        m.d.comb += total.eq(Mux(d_first, 0, acc) + d_prod)
-        with m.If(d_valid):
-            m.d.sync += acc.eq(total)
+        # -- stage F: accumulate; stage G: write the row's sum ---------------------------
+        # The accumulator adds every cycle (a bubble's product is 0: s_x is) and its
+        # register has no reset or enable, and the sum is written a cycle later from it:
+        # Yosys then packs adder and register into the iCE40 DSP.
+        acc = Signal(signed(c.acc_width), reset_less=True)
+        m.d.sync += acc.eq(Mux(d_first, 0, acc) + d_prod)
+        e_valid, e_last, e_par = Signal(), Signal(), Signal()
+        e_slot = Signal.like(slot)
+        m.d.sync += [e_valid.eq(d_valid), e_last.eq(d_last), e_par.eq(d_par), e_slot.eq(d_slot)]
         if seq:
             # A sequenced lane starts a step with its pipeline empty and writes the step's
             # rows in order: a counter addresses the sums (in place of the slot carried
             # down the pipeline, 24 flip-flops).
+            # Cleared at every start, rows or not: from `go` it hung on the header memory's
+            # output and was the iCE40 device's critical path (28.5 MHz).
             y_slot = Signal.like(slot)
-            with m.If(go):
+            with m.If(self.start):
                 m.d.sync += y_slot.eq(0)
-            with m.Elif(d_valid & d_last):
+            with m.Elif(e_valid & e_last):
                 m.d.sync += y_slot.eq(y_slot + 1)
         m.d.comb += [
-            y_wr.en.eq(d_valid & d_last),
-            y_wr.addr.eq(y_slot if seq else Mux(d_par, c.lane_rows + d_slot, d_slot)),
-            y_wr.data.eq(total),
+            y_wr.en.eq(e_valid & e_last),
+            y_wr.addr.eq(y_slot if seq else Mux(e_par, c.lane_rows + e_slot, e_slot)),
+            y_wr.data.eq(acc),
             y_rd.en.eq(self.y_en), y_rd.addr.eq(self.y_addr), self.y_data.eq(y_rd.data),
         ]
         return m

@@ -49,7 +49,7 @@ def requant_table(m: Module, load, positions: int, entry_l, name: str = "table")
 
 
 def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, lo: int, hi: int,
-                     base=None, skip=None, tag=None, clamp_stage: bool = False):
+                     base=None, skip=None, tag=None, clamp_stage: bool = False, clamp=None):
     """The requantization of :func:`darbgen.quant.requant`, pipelined: ``entry`` is the
     table entry read in the cycle after ``issue`` with the sum ``acc``. Returns the
     write enable, destination and clamped result, ``_PIPELINE_DEPTH`` cycles later.
@@ -59,7 +59,8 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     ``clamp_stage`` registers the shifted value before the clamp and the clamped result
     (two cycles more): with bounds chosen at run time, the shift and the clamp in one
     cycle limited the iCE40 processor to 19.6 MHz, the clamp and the write of its result
-    to 29.3 MHz."""
+    to 29.3 MHz. ``clamp`` (with ``clamp_stage``, in place of ``lo`` and ``hi``) maps the
+    shifted value to the result (:func:`saturate`)."""
     s1_valid, s1_acc = Signal(), Signal(signed(acc_width))
     m.d.sync += [s1_valid.eq(issue), s1_acc.eq(acc)]
     v_bits = max(acc_width, len(entry.bias)) + 1
@@ -94,7 +95,7 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
         m.d.sync += [s4_ok.eq(s3_ok), s4_dest.eq(s3_dest), s4_t.eq((s3_p << 1) >> s3_shift)]
         s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal(signed(p_bits + 1))
         m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq((s4_t + 1) >> 1)]
-        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi, clamp)
     s3_half = Signal(p_bits)
     # The rounding of darbgen.quant.round_shift: half an LSB of the shift.
     m.d.sync += s3_half.eq(0 if final else (Const(1, 1) << s2_shift)[1:])
@@ -108,18 +109,36 @@ def requant_pipeline(m: Module, entry, issue, acc, acc_width: int, final: bool, 
     if clamp_stage:
         s5_ok, s5_dest, s5_scaled = Signal(), Signal.like(s4_dest), Signal.like(s4_sum)
         m.d.sync += [s5_ok.eq(s4_ok), s5_dest.eq(s4_dest), s5_scaled.eq(scaled)]
-        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi)
+        return _clamp_stage(m, s5_ok, s5_dest, s5_scaled, lo, hi, clamp)
     result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
     return s4_ok, s4_dest, result
 
 
-def _clamp_stage(m: Module, ok, dest, scaled, lo, hi):
-    """``scaled`` clamped to ``[lo, hi]``, registered with ``ok`` and ``dest``."""
+def _clamp_stage(m: Module, ok, dest, scaled, lo, hi, clamp=None):
+    """``scaled`` clamped to ``[lo, hi]`` (or ``clamp(scaled)``), registered with ``ok``
+    and ``dest``."""
+    if clamp is None:
+        result = Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled))
+        s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
+    else:
+        result = clamp(scaled)
+        s6_result = Signal(Value.cast(result).shape())
     s6_ok, s6_dest = Signal(), Signal.like(dest)
-    s6_result = Signal(signed(max(len(Value.cast(lo)), len(Value.cast(hi))) + 1))
-    m.d.sync += [s6_ok.eq(ok), s6_dest.eq(dest),
-                 s6_result.eq(Mux(scaled < lo, lo, Mux(scaled > hi, hi, scaled)))]
+    m.d.sync += [s6_ok.eq(ok), s6_dest.eq(dest), s6_result.eq(result)]
     return s6_ok, s6_dest, s6_result
+
+
+def saturate(value, bits: int, floor0=0):
+    """Signed ``value`` clamped to the signed ``bits``-bit range, or with ``floor0`` to
+    ``[0, 2^(bits-1) - 1]``. It fits when its bits from ``bits - 1`` up are all equal: no
+    comparator of its full width (two carry chains of 50 cells in the iCE40 processor's
+    requantizer)."""
+    v = Value.cast(value)
+    top, neg = v[bits - 1:], v[-1]
+    fits = top.all() | ~top.any()
+    below = Mux(floor0, Const(0, signed(bits)), Const(-1 << (bits - 1), signed(bits)))
+    return Mux(neg & floor0, 0, Mux(fits, v[:bits].as_signed(),
+                                    Mux(neg, below, Const((1 << (bits - 1)) - 1, signed(bits)))))
 
 
 def requant_states(m: Module, y, beat, lane, k, issue, acc, lanes: int, loaded, tail_done,

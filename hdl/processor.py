@@ -47,7 +47,7 @@ from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
 from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
 from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
-from .network import requant_pipeline, requant_states, requant_table
+from .network import requant_pipeline, requant_states, requant_table, saturate
 from .processor_lstm import lstm_unit
 from .spram import uses_spram
 
@@ -195,13 +195,11 @@ class Processor(wiring.Component):
         acc = Signal(signed(e.acc_width))
         m.d.comb += table_rd.addr.eq(k)
         # The last step's entries have mult 1 and shift 0: its clamp is the logits' range.
-        out_hi = (1 << (OUTPUT_BITS - 1)) - 1
-        in_hi = (1 << (ib - 1)) - 1
-        lo = Mux(step.last, Const(-out_hi - 1, signed(OUTPUT_BITS)),
-                 Mux(step.relu, 0, Const(-in_hi - 1, signed(ib))))
-        hi = Mux(step.last, Const(out_hi, signed(OUTPUT_BITS)), Const(in_hi, signed(ib)))
+        def clamp(v):
+            return Mux(step.last, saturate(v, OUTPUT_BITS), saturate(v, ib, step.relu))
+
         ok, dest, result = requant_pipeline(m, table_rd.data, issue, acc, e.acc_width, False,
-                                            lo, hi, clamp_stage=True,
+                                            None, None, clamp_stage=True, clamp=clamp,
                                             **({"base": maps.offset, "skip": maps.skip}
                                                if conv else {}))
         m.d.comb += [logit_wr.en.eq(ok & step.last), logit_wr.addr.eq(dest),
