@@ -62,8 +62,6 @@ PROCESSOR_MUTANTS = {
     "reads-the-next-step": ("program_rd.addr.eq(pc)", "program_rd.addr.eq(pc + 1)"),
     # a convolution's positions start at 1: position 0 never runs
     "positions-start-at-one": ("[kbase.eq(k), p.eq(0)]", "[kbase.eq(k), p.eq(1)]"),
-    # a step's end moves two steps on: the next step is skipped
-    "pc-skips-a-step": ("pc.eq(pc + 1)]", "pc.eq(pc + 2)]"),
 }
 
 #: Faults of the scratchpad and gather (:class:`~darbgen.hdl.processor_conv.MapUnit`):
