@@ -108,9 +108,9 @@ class ProcessorSpec(FormalSpec):
 
         # -- the host: any loads between inferences, any inputs, any y.ready --------------
         load, x, y = dut.load, dut.x, dut.y
-        m.d.comb += [load.valid.eq(AnySeq(1)), load.payload.eq(AnySeq(len(load.payload.as_value()))),
-                     x.valid.eq(AnySeq(1)), x.payload.eq(AnySeq(len(x.payload.as_value()))),
-                     y.ready.eq(AnySeq(1))]
+        m.d.comb += [load.valid.eq(AnySeq(1)), x.valid.eq(AnySeq(1)), y.ready.eq(AnySeq(1)),
+                     *(v.eq(AnySeq(len(v))) for v in (load.payload.as_value(),
+                                                       x.payload.as_value()))]
         lv, lw = Signal(), Signal.like(load.payload)       # the processor's load register
         m.d.sync += [lv.eq(load.valid), lw.eq(load.payload)]
         m.d.comb += [Assume(~load.valid | (state("IDLE") & ~x.valid)),
