@@ -17,14 +17,16 @@ from darbgen.packing import load_words
 
 from .decoder import DECODER_CONFIGS, DecoderSpec
 from .engine import ENGINE_LAYERS, FORMAL_ENGINE, EngineSpec, skeleton
-from .mutants import LANE_MUTANTS, SEQUENCED_LANE_MUTANTS, mutant, replaced
+from .mutants import (LANE_MUTANTS, MAP_UNIT_MUTANTS, PROCESSOR_MUTANTS,
+                      SEQUENCED_LANE_MUTANTS, mutant, replaced)
+from .processor import PROCESSOR_CONFIG, ProcessorSpec
 from .sby import run_sby
 from .scheduler import SCHEDULER_CONFIGS, SchedulerSpec
 from .sequencer import SEQUENCED_CONFIG, SequencedSchedulerSpec
 
 __all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "prove_scheduler",
            "scheduler_mutant_caught", "check_sequenced_lane", "sequenced_mutant_caught",
-           "check_engine",
+           "check_processor", "processor_mutant_caught", "check_engine",
            "engine_mutant_caught", "random_skeletons", "all_checks"]
 
 #: k-induction depth of the decoder proofs (the invariant makes it 1-inductive).
@@ -38,6 +40,13 @@ SCHEDULER_COVER_DEPTH = 12
 #: Cycles of the sequenced lane's bounded check in the default suite (its cover, the
 #: second step's second row after a rewind, needs 10; 24 cycles take ~90 s: slow).
 SEQUENCER_DEPTH = 16
+#: Cycles of the whole processor's bounded check in the default suite: the loads, an
+#: input and the first step's start and gather (each solver step costs more the
+#: deeper it goes: 14 cycles took about a minute on a shared core).
+PROCESSOR_DEPTH = 12
+#: Cycles of the processor's cover: a step writing the scratchpad, then a gathered
+#: last step at two positions (reached at 76).
+PROCESSOR_COVER_DEPTH = 80
 
 
 @dataclass
@@ -136,6 +145,47 @@ def sequenced_mutant_caught(fault: str, workdir) -> Outcome:
     dut = mutant(Lane, fault, SEQUENCED_LANE_MUTANTS)(c, sequenced=True, slots=c.lane_rows)
     return _caught(run_sby(SequencedSchedulerSpec(c, dut), f"sequencer-mutant-{fault}",
                            workdir, mode="bmc", depth=SEQUENCER_DEPTH, map_memories=True))
+
+
+def check_processor(depth: int, workdir) -> Outcome:
+    """Bounded check of the whole processor's sequencer (:mod:`formal.processor`) for
+    ``depth`` cycles from reset, and its short cover (a gather read of an entry the
+    image wrote)."""
+    name = f"processor-bmc{depth}"
+    result = run_sby(ProcessorSpec(PROCESSOR_CONFIG), name, workdir, mode="bmc",
+                     depth=depth, map_memories=True, split=True)
+    cover = run_sby(ProcessorSpec(PROCESSOR_CONFIG), f"{name}-cover", workdir, mode="cover",
+                    depth=PROCESSOR_DEPTH, map_memories=True, split=True)
+    return Outcome(result.status == "PASS" and cover.status == "PASS", "bounded", depth,
+                   [result, cover])
+
+
+def _processor_cover(workdir) -> Outcome:
+    """The processor spec's cover alone (slow): its assumptions leave real inferences."""
+    result = run_sby(ProcessorSpec(PROCESSOR_CONFIG, cover="inference"), "processor-cover",
+                     workdir, mode="cover",
+                     depth=PROCESSOR_COVER_DEPTH, map_memories=True, split=True)
+    return Outcome(result.status == "PASS", "bounded", PROCESSOR_COVER_DEPTH, [result])
+
+
+def processor_mutant_caught(fault: str, workdir, depth: int = None) -> Outcome:
+    """The processor check on the sequencer (:data:`~formal.mutants.PROCESSOR_MUTANTS`) or
+    gather (:data:`~formal.mutants.MAP_UNIT_MUTANTS`) fault ``fault``: caught when it
+    FAILs within ``depth`` cycles (default :data:`PROCESSOR_DEPTH`)."""
+    from darbgen.hdl import processor_conv
+    from darbgen.hdl.processor import Processor
+    from darbgen.hdl.processor_conv import MapUnit
+
+    depth = depth or PROCESSOR_DEPTH
+    name = f"processor-mutant-{fault}"
+    if fault in MAP_UNIT_MUTANTS:
+        with replaced(processor_conv, "MapUnit", mutant(MapUnit, fault, MAP_UNIT_MUTANTS)):
+            return _caught(run_sby(ProcessorSpec(PROCESSOR_CONFIG), name, workdir,
+                                   mode="bmc", depth=depth, map_memories=True, split=True))
+    dut = mutant(Processor, fault, PROCESSOR_MUTANTS)(PROCESSOR_CONFIG, spram=False,
+                                                       table_in_banks=False)
+    return _caught(run_sby(ProcessorSpec(PROCESSOR_CONFIG, dut), name, workdir, mode="bmc",
+                           depth=depth, map_memories=True, split=True))
 
 
 # Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
@@ -254,6 +304,17 @@ def all_checks() -> list:
     for fault in SEQUENCED_LANE_MUTANTS:
         checks.append(Check(f"sequencer-mutant/{fault}", f"processor lane with fault {fault}",
                             lambda w, f=fault: sequenced_mutant_caught(f, w)))
+    for depth, slow in ((PROCESSOR_DEPTH, False), (16, True)):
+        checks.append(Check(f"processor/bmc{depth}", f"whole processor: steps 0, 1, ... each "
+                            f"once, positions in order, gather reads written entries or the "
+                            f"zero border; {depth} cycles",
+                            lambda w, d=depth: check_processor(d, w), slow))
+    checks.append(Check("processor/cover", f"whole processor: a two-step inference ending "
+                        f"in a gathered step at two positions, within {PROCESSOR_COVER_DEPTH} "
+                        f"cycles", lambda w: _processor_cover(w), slow=True))
+    for fault in (*PROCESSOR_MUTANTS, *MAP_UNIT_MUTANTS):
+        checks.append(Check(f"processor-mutant/{fault}", f"processor with fault {fault}",
+                            lambda w, f=fault: processor_mutant_caught(f, w)))
     for layer_name, stalls, vectors, slack, slow in (
             ("two-full-lanes", "none", 2, 0, False),
             ("partial-blocks", "periodic", 2, 0, False),

@@ -16,7 +16,8 @@ import textwrap
 
 from darbgen.hdl import IndexDecoder, Lane
 
-__all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "SEQUENCED_LANE_MUTANTS", "mutant", "replaced"]
+__all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "SEQUENCED_LANE_MUTANTS", "PROCESSOR_MUTANTS",
+           "MAP_UNIT_MUTANTS", "mutant", "replaced"]
 
 #: Faults in :class:`~darbgen.hdl.IndexDecoder`: name → (text, replacement).
 DECODER_MUTANTS = {
@@ -52,6 +53,25 @@ SEQUENCED_LANE_MUTANTS = {
     "marker-not-skipped": ("base.eq(after2)", "base.eq(after)"),
     # every step restarts at beat 0: the first layer's weights are used again
     "beats-restart-each-step": ("*([] if seq else [ptr.eq(0)])", "ptr.eq(0)"),
+}
+
+#: Faults of the processor's sequencer (:class:`~darbgen.hdl.processor.Processor`):
+#: ``mutant(Processor, name, PROCESSOR_MUTANTS)``.
+PROCESSOR_MUTANTS = {
+    # the program memory is read one step ahead: step 0 is skipped, step 1 runs first
+    "reads-the-next-step": ("program_rd.addr.eq(pc)", "program_rd.addr.eq(pc + 1)"),
+    # a convolution's positions start at 1: position 0 never runs
+    "positions-start-at-one": ("[kbase.eq(k), p.eq(0)]", "[kbase.eq(k), p.eq(1)]"),
+}
+
+#: Faults of the scratchpad and gather (:class:`~darbgen.hdl.processor_conv.MapUnit`):
+#: ``mutant(MapUnit, name, MAP_UNIT_MUTANTS)``.
+MAP_UNIT_MUTANTS = {
+    # the image's element goes one entry too far: the entry the gather reads is not
+    # the one written
+    "scatter-one-entry-off": ("pad_wr.addr.eq(entry.offset)", "pad_wr.addr.eq(entry.offset + 1)"),
+    # the gather reads the column after the one the table says
+    "gather-next-column": ("col_rd.addr.eq(col_base + col)", "col_rd.addr.eq(col_base + col + 1)"),
 }
 
 _KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}

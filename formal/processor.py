@@ -40,9 +40,10 @@ condition :func:`~darbgen.processor_conv.check_scratchpad` checks on the tables 
 logical: a position's writes count as done when it ends, so a read that the hardware
 issues before the write it depends on has landed fails the check.
 
-Bounded (sby ``bmc``) from reset, with a ``cover`` run showing that the assumptions
-leave real inferences: a two-step program whose first step writes the scratchpad and
-whose second, a ``CONV`` step, gathers from it and is the last.
+Bounded (sby ``bmc``) from reset, with ``cover`` runs showing that the assumptions
+leave real behaviour: a gather read of an entry the image wrote (in a few cycles), and
+a whole inference of a two-step program whose first step writes the scratchpad and whose
+second, a ``CONV`` step, gathers from it at two positions and is the last (minutes).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ from darbgen.processor_conv import gather_fields
 
 from .sby import FormalSpec
 
-__all__ = ["ProcessorSpec", "PROCESSOR_CONFIG"]
+__all__ = ["ProcessorSpec", "PROCESSOR_CONFIG", "COVERS"]
+
+#: The covers :class:`ProcessorSpec` can ask for.
+COVERS = ("gather", "inference")
 
 
 class ProcessorSpec(FormalSpec):
@@ -72,13 +76,21 @@ class ProcessorSpec(FormalSpec):
     dut : Processor, optional
         The processor under test (default: a new one, memories in block RAM); a mutant
         for the negative checks.
+    cover : {"gather", "inference"}
+        What its ``Cover`` asks for: a gather read of an entry the image wrote (a few
+        cycles), or a whole two-step inference (:data:`COVERS`).
     """
 
-    def __init__(self, config: ProcessorConfig, dut=None):
+    def __init__(self, config: ProcessorConfig, dut=None, cover: str = "gather"):
         super().__init__()
+        self._MustUse__silence = True           # until the arguments are checked
         if not config.has_gather:
             raise ValueError("the processor spec needs a processor with a gather "
                              "(map_depth > 0)")
+        if cover not in COVERS:
+            raise ValueError(f"cover must be one of {', '.join(COVERS)}, not {cover!r}")
+        self._MustUse__silence = False
+        self.cover = cover
         self.config = config
         self.dut = Processor(config, spram=False, table_in_banks=False) if dut is None else dut
 
@@ -96,9 +108,9 @@ class ProcessorSpec(FormalSpec):
 
         # -- the host: any loads between inferences, any inputs, any y.ready --------------
         load, x, y = dut.load, dut.x, dut.y
-        m.d.comb += [load.valid.eq(AnySeq(1)), load.payload.eq(AnySeq(len(load.payload.as_value()))),
-                     x.valid.eq(AnySeq(1)), x.payload.eq(AnySeq(len(x.payload.as_value()))),
-                     y.ready.eq(AnySeq(1))]
+        m.d.comb += [load.valid.eq(AnySeq(1)), x.valid.eq(AnySeq(1)), y.ready.eq(AnySeq(1)),
+                     *(v.eq(AnySeq(len(v))) for v in (load.payload.as_value(),
+                                                       x.payload.as_value()))]
         lv, lw = Signal(), Signal.like(load.payload)       # the processor's load register
         m.d.sync += [lv.eq(load.valid), lw.eq(load.payload)]
         m.d.comb += [Assume(~load.valid | (state("IDLE") & ~x.valid)),
@@ -280,14 +292,18 @@ class ProcessorSpec(FormalSpec):
         with m.If(state("IDLE")):
             m.d.sync += [written.eq(0), logical.eq(0), i.eq(0), cb.eq(0), pb.eq(0)]
 
-        # Not vacuous: a step writes the scratchpad, the next (the last) gathers from it
-        # at two positions and ends.
+        # Not vacuous: the gather reads an entry the image wrote; or a step writes the
+        # scratchpad, the next (the last) gathers from it at two positions and ends.
         two = Signal()
         with m.If(state("POSITION") & (q == 1)):
             m.d.sync += two.eq(1)
         with m.If(state("IDLE")):
             m.d.sync += two.eq(0)
-        m.d.comb += Cover(state("READ") & finished & two & (started == 2) & (written != 0))
+        if self.cover == "gather":
+            m.d.comb += Cover(maps._pad_read & bit(written, maps._pad_raddr))
+        else:
+            m.d.comb += Cover(state("READ") & finished & two & (started == 2)
+                              & (written != 0))
 
 
 def _or_onehots(targets, width):

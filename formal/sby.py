@@ -112,7 +112,7 @@ def solver_available(solver: str = "yices") -> bool:
 
 def run_sby(spec, name: str, workdir, *, mode: str = "prove", depth: int = 2,
             solver: str = "yices", timeout: float = 600.0, map_memories: bool = False,
-            engine_options: str = "") -> SbyResult:
+            engine_options: str = "", split: bool = False) -> SbyResult:
     """Prove or bounded-check ``spec`` with sby and return the outcome (never raises on FAIL).
 
     Parameters
@@ -134,6 +134,11 @@ def run_sby(spec, name: str, workdir, *, mode: str = "prove", depth: int = 2,
         arrays: much faster for small memories.
     engine_options : str
         Extra ``smtbmc`` options, e.g. ``--nopresat``.
+    split : bool
+        After ``memory_map``, split every multi-bit cell into its bits and remove the
+        unused ones (``splitcells; opt_clean``): logic no property depends on goes, even
+        where it shares a register with logic one does (a whole datapath whose only
+        link to the control is a struct register; the processor's check).
 
     Raises
     ------
@@ -171,6 +176,7 @@ def run_sby(spec, name: str, workdir, *, mode: str = "prove", depth: int = 2,
         read_rtlil {name}.il
         prep -flatten -top top
         {"memory_map" if map_memories else ""}
+        {"splitcells; opt_clean" if split else ""}
 
         [files]
         {workdir / f"{name}.il"}

@@ -38,7 +38,7 @@ def test_formal_check(check, tmp_path):
 def test_every_kind_of_check_is_in_the_default_suite():
     fast = [c.name.split("/")[0] for c in CHECKS if not c.slow]
     assert {"decoder", "decoder-mutant", "scheduler", "scheduler-mutant", "engine",
-            "engine-mutant"} <= set(fast)
+            "engine-mutant", "processor", "processor-mutant"} <= set(fast)
 
 
 def test_decoder_proven_for_a_layers_block_size_table(rng, tmp_path):
@@ -89,3 +89,17 @@ def test_engine_spec_rejects_bad_arguments():
         EngineSpec(FORMAL_ENGINE, skeleton("s", 3, [(2, 1)]), stalls="some")
     with pytest.raises(ConfigError, match=r"^layer 'wide' has 7 columns, the engine takes 6$"):
         EngineSpec(FORMAL_ENGINE, skeleton("wide", 7, [(2, 1)]))
+
+
+def test_processor_spec_rejects_bad_arguments():
+    from formal.processor import PROCESSOR_CONFIG, ProcessorSpec
+
+    from darbgen.processor import ProcessorConfig
+
+    plain = ProcessorConfig(PROCESSOR_CONFIG.engine, lane_slots=1, table_depth=4, max_steps=2)
+    with pytest.raises(ValueError, match=r"^the processor spec needs a processor with a "
+                                         r"gather \(map_depth > 0\)$"):
+        ProcessorSpec(plain)
+    with pytest.raises(ValueError, match=r"^cover must be one of gather, inference, "
+                                         r"not 'all'$"):
+        ProcessorSpec(PROCESSOR_CONFIG, cover="all")
