@@ -47,10 +47,14 @@ from .processor_conv import check_capacities as _check_gather_capacities
 from .processor_conv import (conv_step_fields, gather_capacities, gather_fields,
                              gather_memories, gather_words, row_addresses)
 
-__all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "load_words", "image_cycles"]
+__all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "BankRegion", "BANK_BITS",
+           "bank_regions", "bank_memories", "load_words", "image_cycles"]
 
 #: Most program steps (a bound keeps the program memory from growing without limit).
 MAX_STEPS = 256
+
+#: Bits of one word of a lane's bank: an iCE40UP5K SB_SPRAM256KA is 16,384 x 16.
+BANK_BITS = 16
 
 
 class Target(enum.IntEnum):
@@ -382,6 +386,110 @@ class ProcessorConfig:
             if need["table"][i] > self.table_depth:
                 raise ConfigError(f"{where} needs {int(need['table'][i]):,} requantizer "
                                   f"entries, the processor holds {self.table_depth:,}")
+
+
+@dataclass(frozen=True)
+class BankRegion:
+    """Where one memory lies in the lanes' banks (:func:`bank_regions`).
+
+    Members
+    -------
+    first, words : int
+        Its first word in each of its banks, and its depth.
+    banks : tuple of int
+        The lanes whose banks hold it; an entry's bits are split across them, the
+        least significant share in the first.
+    bits : int
+        Bits of an entry in each of its banks (the last may hold fewer).
+    """
+
+    first: int
+    words: int
+    banks: tuple
+    bits: int
+
+    @property
+    def width(self) -> int:
+        """Bits of an entry the banks hold."""
+        return self.bits * len(self.banks)
+
+
+def bank_regions(config: ProcessorConfig) -> dict:
+    """The address map of the lanes' banks when the processor keeps its other memories
+    behind the beats (an SB_SPRAM256KA per lane, docs/processor.md "Memory of the
+    gather"): name → :class:`BankRegion`, in placing order, each region at the first
+    word free in all of its banks. ``table_rest`` is not a region: the bits of a
+    requantizer entry its banks cannot hold (a memory of their own, :func:`bank_memories`).
+
+    Who may use a bank when: the lanes' ``beats`` while they issue or load; the
+    requantizer ``table`` while the requantizer runs (the lanes idle); the ``program``
+    as a step is fetched; the gather's tables and ``scratchpad`` while the gather or the
+    input scatter runs, and the scratchpad also while the requantizer writes a map.
+    The requantizer reads its table while it writes the scratchpad, so with a gather
+    (and at least 3 lanes) the scratchpad has the last lane's bank to itself and the
+    table and the gather's tables share the others; the gather reads a column and a pool
+    offset in the same cycle, so those two lie in different banks. Without a gather (or
+    with fewer lanes) the gather keeps memories of its own.
+    """
+    e = config.engine
+    lanes = tuple(range(e.lanes))
+    width = max(BANK_BITS, layout_width(e.beat_fields))
+    gather = gather_in_banks(config)
+    shared = lanes[:-1] if gather else lanes
+    top = dict.fromkeys(lanes, 0)
+    regions = {}
+
+    def place(name, words, banks, bits):
+        first = max(top[b] for b in banks)
+        regions[name] = BankRegion(first, words, tuple(banks), bits)
+        for b in banks:
+            top[b] = first + words
+
+    def split(bits, banks):
+        """The fewest of ``banks`` that hold ``bits``, and the bits in each."""
+        n = min(len(banks), -(-bits // width))
+        return banks[:n], min(width, -(-bits // n))
+
+    place("beats", config.lane_depth, lanes, layout_width(e.beat_fields))
+    place("program", config.max_steps, *split(layout_width(config.step_fields), lanes))
+    # The stored entry has no `first` (it only restarts the table's write pointer).
+    place("table", config.table_depth, *split(layout_width(config.requant_fields) - 1, shared))
+    if gather:
+        a = config.map_bits
+        place("scratchpad", config.map_depth, lanes[-1:], e.input_bits)
+        place("positions", config.gather_positions, *split(2 * a + 1, shared))
+        place("columns", config.gather_columns, shared[:1], a)
+        place("pools", config.gather_pools, shared[-1:], a)
+    return regions
+
+
+def gather_in_banks(config: ProcessorConfig) -> bool:
+    """Whether :func:`bank_regions` places the gather's memories in the banks: with a
+    gather and at least 3 lanes (the scratchpad's bank, the columns', the pools')."""
+    return config.has_gather and config.lanes >= 3
+
+
+def table_rest(config: ProcessorConfig) -> int:
+    """Bits of a stored requantizer entry that its banks do not hold."""
+    return max(0, layout_width(config.requant_fields) - 1 - bank_regions(config)["table"].width)
+
+
+def bank_memories(config: ProcessorConfig) -> dict:
+    """:attr:`ProcessorConfig.memories` as built with the banks holding
+    :func:`bank_regions`: the lanes' ``banks`` (one per lane, as deep as its fullest)
+    in place of the beats and of every memory a region holds, and ``table_rest`` (the
+    requantizer entries' bits the banks do not hold), if any."""
+    regions = bank_regions(config)
+    depth = max(r.first + r.words for r in regions.values())
+    width = max(r.bits for r in regions.values())
+    out = {"banks": (config.lanes, depth, width)}
+    rest = table_rest(config)
+    for name, memory in config.memories.items():
+        if name == "table" and rest:
+            out["table_rest"] = (1, config.table_depth, rest)
+        elif name not in regions:
+            out[name] = memory
+    return out
 
 
 def _needs(layers, lanes: int, *, lstm: bool = False) -> dict:

@@ -42,7 +42,7 @@ from amaranth.utils import ceil_log2
 
 from ..config import layout_width
 from ..network import OUTPUT_BITS
-from ..processor import ProcessorConfig, StepKind, Target
+from ..processor import ProcessorConfig, StepKind, Target, bank_regions
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
 from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
@@ -107,17 +107,19 @@ class Processor(wiring.Component):
         in_banks = self._table_in_banks
         if in_banks is None:
             in_banks = uses_spram(platform) if self._spram is None else self._spram
-        # The stored `first` bit only restarts the table's write pointer: not kept.
-        entry_bits = layout_width(c.requant_fields) - 1
-        share = -(-entry_bits // e.lanes) if in_banks else 0
+        # With the banks: every memory of `bank_regions` behind the beats.
+        regions = bank_regions(c) if in_banks else {}
+        depth = max((r.first + r.words for r in regions.values()), default=0)
+        width = max((r.bits for r in regions.values()), default=0)
         lanes = [Lane(e, sequenced=True, slots=c.lane_slots, replay=conv, spram=self._spram,
-                      table_words=c.table_depth if in_banks else 0, table_width=share)
+                      bank_words=max(depth - c.lane_depth, 0), bank_width=width)
                  for _ in range(e.lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
+        banks = _Banks(lanes, regions)
         if conv:
-            from .processor_conv import MapUnit
-            m.submodules.maps = maps = MapUnit(c)
+            from .processor_conv import MEMORIES, MapUnit
+            m.submodules.maps = maps = MapUnit(c, banked="scratchpad" in regions)
 
         # -- loading: registered, then routed by target (as in the chain) -----------------
         m.d.comb += self.load.ready.eq(1)
@@ -132,20 +134,30 @@ class Processor(wiring.Component):
         for port, target in ((table_load, Target.TABLE), (program_load, Target.PROGRAM)):
             m.d.comb += [port.valid.eq(valid & (word.target == target)),
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
+        # The requantizer reads its table only while every lane is idle; a step is
+        # fetched only then.
+        table_read, program_read = Signal(), Signal()
         if in_banks:
-            table_rd = _banked_table(m, lanes, table_load, c.table_depth, table_l, share)
+            table_rd = _banked_table(m, banks, table_load, c.table_depth, table_l, table_read)
+            program_rd = _banked_table(m, banks, program_load, c.max_steps, step_l,
+                                       program_read, name="program")
         else:
             table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
-        program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
+            program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
         # A network starting with a convolution takes its image into the scratchpad:
         # its program's first step says so (latched as the program is loaded).
         map_input = Signal()
         if conv:
             gather_l = maps.load.payload.shape()
             m.d.comb += [maps.load.valid.eq(valid & (word.target == Target.GATHER)),
-                         maps.load.payload.eq(word.data[:gather_l.size])]
+                         maps.load.payload.eq(word.data[:gather_l.size]), maps.hold.eq(valid)]
             with m.If(program_load.valid & program_load.payload.first):
                 m.d.sync += map_input.eq(program_load.payload.kind == StepKind.CONV)
+            if "scratchpad" in regions:
+                for name in MEMORIES:
+                    port = getattr(maps, f"{name}_mem")
+                    m.d.comb += port.rdata.eq(banks.client(name, port.addr, port.en, port.we,
+                                                           port.wdata))
         # The LSTM cell (None without one): its table loads from target CELL.
         cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
 
@@ -203,7 +215,7 @@ class Processor(wiring.Component):
                      logit_wr.data.eq(result)]
         sel = ceil_log2(iw)
         to_x = Signal(iw)
-        m.d.comb += to_x.eq(Mux(ok & ~step.last & ~step.to_map, 1, 0)
+        m.d.comb += to_x.eq(Mux(ok & ~step.last & ~(step.to_map if conv else 0), 1, 0)
                             << (dest[:sel] if sel else 0))
         x_addr, x_data = Signal.like(lanes[0].x_addr), Signal.like(lanes[0].x_data)
         m.d.comb += [x_addr.eq(dest >> sel), x_data.eq(Cat(*[result[:ib]] * iw))]
@@ -355,36 +367,72 @@ class Processor(wiring.Component):
                     m.next = "READ"
                     with m.If(self.y.payload.last):
                         m.next = "IDLE"
-        if in_banks:
-            # The requantizer reads the table only while every lane is idle.
-            owns = Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL", "FLUSH"))).any()
-            for lane in lanes:
-                m.d.comb += lane.bank_sel.eq(owns | table_load.valid)
+        m.d.comb += [table_read.eq(Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL",
+                                                                  "FLUSH"))).any()),
+                     program_read.eq(fsm.ongoing("FETCH"))]
+        banks.route(m)
         return m
 
 
+class _Banks:
+    """The lanes' banks shared by the processor's memories
+    (:func:`darbgen.processor.bank_regions`): each memory asks for its banks with
+    :meth:`client`; the sequencer never lets two ask for one bank in the same cycle (where
+    two could, the first to call wins)."""
+
+    def __init__(self, lanes, regions: dict):
+        self._lanes, self._regions = lanes, regions
+        self._asks = [[] for _ in lanes]
+
+    def client(self, name: str, addr, en, we, wdata):
+        """Region ``name``'s port: ``en`` reads (or with ``we`` writes) entry ``addr``;
+        returns the entry read a cycle earlier (``width`` bits of the region and more)."""
+        r = self._regions[name]
+        data = Cat(wdata, Const(0, r.width))
+        for j, b in enumerate(r.banks):
+            self._asks[b].append((en, r.first + addr, we, data[j * r.bits:(j + 1) * r.bits]))
+        return Cat(*(self._lanes[b].bank_rdata[:r.bits] for b in r.banks))
+
+    def route(self, m: Module) -> None:
+        """Give each bank to the memory that asks for it (else to its lane)."""
+        for lane, asks in zip(self._lanes, self._asks):
+            if asks:
+                m.d.comb += lane.bank_sel.eq(Cat(*(ask[0] for ask in asks)).any())
+            for i, (en, addr, we, wdata) in enumerate(asks):
+                with (m.If if i == 0 else m.Elif)(en):
+                    m.d.comb += [lane.bank_addr.eq(addr), lane.bank_we.eq(we),
+                                 lane.bank_wdata.eq(wdata)]
+
+
 class _BankedTable:
-    """The requantizer table's read port when it lives in the lanes' banks."""
+    """A table's read port when it lives in the lanes' banks."""
 
     def __init__(self, addr, data):
         self.addr, self.data = addr, data
 
 
-def _banked_table(m: Module, lanes, load, depth: int, entry_l, share: int) -> _BankedTable:
-    """The requantizer table in the lanes' beat banks: lane ``l`` holds bits
-    ``[l * share, (l + 1) * share)`` of every entry (all but ``first``), written in order
-    from ``load`` (``first`` restarts it) and read with a latency of one cycle, like
-    :func:`~darbgen.hdl.network.requant_table`'s memory."""
-    entry_bits = entry_l.size - 1
-    loaded = Signal(range(depth + 1))
+def _banked_table(m: Module, banks: _Banks, load, depth: int, entry_l, read,
+                  name: str = "table") -> _BankedTable:
+    """Table ``name`` (the requantizer's or the program) in the lanes' banks, its
+    entries (all but ``first`` for the requantizer's) written in order from ``load``
+    (``first`` restarts it) and read at ``addr`` while ``read``, with a latency of one
+    cycle like :func:`~darbgen.hdl.network.requant_table`'s memory. The bits of an entry
+    its banks do not hold (``table_rest``) go to a memory of their own."""
+    kept = entry_l.size - (name == "table")
+    loaded = Signal(range(depth + 1), name=f"{name}_loaded")
     at = Mux(load.payload.first, 0, loaded)
     with m.If(load.valid):
         m.d.sync += loaded.eq(at + 1)
-    addr = Signal(range(max(depth, 2)))
-    bits = Cat(load.payload.as_value()[:entry_bits], Const(0, share * len(lanes) - entry_bits))
-    for i, lane in enumerate(lanes):
-        m.d.comb += [lane.bank_addr.eq(Mux(load.valid, at, addr)), lane.bank_we.eq(load.valid),
-                     lane.bank_wdata.eq(bits[i * share:(i + 1) * share])]
-    data = Signal(entry_l)
-    m.d.comb += data.as_value()[:entry_bits].eq(Cat(*(lane.bank_rdata for lane in lanes)))
+    addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
+    bits = load.payload.as_value()[:kept]
+    held = banks.client(name, Mux(load.valid, at, addr), load.valid | read, load.valid, bits)
+    rest = kept - min(len(held), kept)
+    data = Signal(entry_l, name=f"{name}_data")
+    m.d.comb += data.as_value()[:kept - rest].eq(held[:kept - rest])
+    if rest:
+        m.submodules[f"{name}_rest"] = mem = memory.Memory(shape=rest, depth=max(depth, 2),
+                                                           init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        m.d.comb += [wr.addr.eq(at), wr.data.eq(bits[kept - rest:]), wr.en.eq(load.valid),
+                     rd.addr.eq(addr), data.as_value()[kept - rest:kept].eq(rd.data)]
     return _BankedTable(addr, data)
