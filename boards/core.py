@@ -144,8 +144,17 @@ def processor_device(board: Board, lanes: int | None = None) -> Device:
     return Device(processor_config(board, lanes), clock_hz=board.clock_hz, baud=board.baud)
 
 
-def device_verilog(dev: Device) -> str:
-    """The device's Verilog: the same RTL the bitstream holds, without pins or PLL."""
+def device_verilog(dev: Device, board: Board | None = None) -> str:
+    """The device's Verilog: the same RTL the bitstream holds, without pins or PLL. On
+    ``board``'s part, if given: where it has SPRAM (the iCE40UP5K), the processor's banks
+    are SB_SPRAM256KA instances holding its other memories behind the beats, as in the
+    bitstream, and the text ends with Yosys's simulation model of the primitive."""
     from .. import toolenv
+    from ..hdl.spram import uses_spram
     toolenv.setup()
-    return verilog.convert(dev, name=DEVICE_TOP, emit_src=False)
+    # The gateware asks its platform only for the part (`device`): the board has it.
+    text = verilog.convert(dev, name=DEVICE_TOP, emit_src=False, platform=board)
+    if uses_spram(board):
+        from ..sim.runner import vendor_cell
+        text += "\n" + vendor_cell("ice40", "SB_SPRAM256KA")
+    return text

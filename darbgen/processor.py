@@ -425,7 +425,8 @@ def bank_regions(config: ProcessorConfig) -> dict:
     requantizer ``table`` while the requantizer runs (the lanes idle); the ``program``
     as a step is fetched; the gather's tables and ``scratchpad`` while the gather or the
     input scatter runs, and the scratchpad also while the requantizer writes a map.
-    The requantizer reads its table while it writes the scratchpad, so with a gather
+    The program is placed if a step fits the lanes' words. The requantizer reads its
+    table while it writes the scratchpad, so with a gather
     (and at least 3 lanes) the scratchpad has the last lane's bank to itself and the
     table and the gather's tables share the others; the gather reads a column and a pool
     offset in the same cycle, so those two lie in different banks. Without a gather (or
@@ -451,7 +452,9 @@ def bank_regions(config: ProcessorConfig) -> dict:
         return banks[:n], min(width, -(-bits // n))
 
     place("beats", config.lane_depth, lanes, layout_width(e.beat_fields))
-    place("program", config.max_steps, *split(layout_width(config.step_fields), lanes))
+    step_bits = layout_width(config.step_fields)
+    if step_bits <= width * len(lanes):          # else the program keeps its own memory
+        place("program", config.max_steps, *split(step_bits, lanes))
     # The stored entry has no `first` (it only restarts the table's write pointer).
     place("table", config.table_depth, *split(layout_width(config.requant_fields) - 1, shared))
     if gather:

@@ -40,7 +40,6 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..config import layout_width
 from ..network import OUTPUT_BITS
 from ..processor import ProcessorConfig, StepKind, Target, bank_regions
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
@@ -65,10 +64,12 @@ class Processor(wiring.Component):
         when the platform is an iCE40UP part (``None``, the default;
         :class:`~darbgen.hdl.spram.SinglePortRAM`).
     table_in_banks : bool, optional
-        Keep the requantizer table in the lanes' beat banks, behind the beats, each lane
-        holding ``ceil(entry bits / lanes)`` bits of every entry, instead of in a memory
-        of its own; by default wherever the banks are SPRAM (on the UP5K the table would
-        otherwise take 9 of the 30 block RAMs; docs/processor.md).
+        Keep the processor's other memories in the lanes' beat banks, behind the beats,
+        as :func:`darbgen.processor.bank_regions` places them (the requantizer table,
+        the program and, with a gather and at least 3 lanes, the gather's tables and
+        scratchpad), instead of in memories of their own; by default wherever the banks
+        are SPRAM (on the UP5K those memories would take more block RAM than it has;
+        docs/processor.md).
 
     Members
     -------
@@ -139,10 +140,12 @@ class Processor(wiring.Component):
         table_read, program_read = Signal(), Signal()
         if in_banks:
             table_rd = _banked_table(m, banks, table_load, c.table_depth, table_l, table_read)
+        else:
+            table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
+        if "program" in regions:
             program_rd = _banked_table(m, banks, program_load, c.max_steps, step_l,
                                        program_read, name="program")
         else:
-            table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
             program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
         # A network starting with a convolution takes its image into the scratchpad:
         # its program's first step says so (latched as the program is loaded).
