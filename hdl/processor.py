@@ -282,9 +282,13 @@ class Processor(wiring.Component):
                     m.d.comb += [maps.scatter.eq(1), maps.scatter_data.eq(held.x[slot])]
                     m.d.sync += slot.eq(slot + 1)
                     with m.If(slot == iw - 1):
-                        m.next = "FETCH"
+                        m.next = "SCATTERED"
                         with m.If(~held.last):
                             m.next = "TAKE"
+                with m.State("SCATTERED"):
+                    # The image's last element is written now, in the scratchpad's bank,
+                    # which FETCH's program read may need.
+                    m.next = "FETCH"
                 with m.State("TAKE"):
                     m.d.comb += self.x.ready.eq(1)
                     take_image_beat()
