@@ -88,14 +88,15 @@ class ProcessorSizes:
 #: --board NAME`` make without an artifact.
 PROCESSORS = {
     # 4 lanes, each lane's bank one SB_SPRAM256KA (16,384 words of 16 bits): its beats,
-    # then (darbgen.processor.bank_regions) a third of every requantizer entry in banks
-    # 0-2 (its other 19 bits in EBR), the program, the gather's tables in banks 0-2 and
-    # its scratchpad in bank 3, which it fills: 10,224 + 16 + 6,144 = 16,384 words, so
-    # 40,896 kept weights. The gather holds LeNet-5 on 28x28 and digits-cnn, as the
-    # ULX3S's (docs/processor.md, "Memory of the gather").
-    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 6144 - 16, lane_rows=256,
+    # then (darbgen.processor.bank_regions) the program, a third of every requantizer
+    # entry (its other 19 bits in EBR) and the gather's tables in banks 0-2, and the
+    # scratchpad and the logits' low halves in bank 3, which they fill: 10,224 + 16 +
+    # 5,888 + 256 = 16,384 words, so 40,896 kept weights. The gather holds LeNet-5 on
+    # 28x28 (5,264 scratchpad entries) and digits-cnn (docs/processor.md, "Memory of
+    # the gather"); 24 EBR for the rest, as before the gather.
+    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 5888 - 256 - 16, lane_rows=256,
                                  activations=784, lane_slots=256, table_depth=512,
-                                 max_steps=16, max_classes=256, map_depth=6144,
+                                 max_steps=16, max_classes=256, map_depth=5888,
                                  gather_positions=1536, gather_columns=768, gather_pools=16),
     # 32 lanes of 5 DP16KD (1024 x 18) of beats and one for x each: 163,840 kept weights,
     # 197 of 208 DP16KD; headers, sums and the program in LUT RAM. The gather holds

@@ -48,7 +48,7 @@ from .processor_conv import (conv_step_fields, gather_capacities, gather_fields,
                              gather_memories, gather_words, row_addresses)
 
 __all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "BankRegion", "BANK_BITS",
-           "bank_regions", "bank_memories", "load_words", "image_cycles"]
+           "bank_regions", "bank_memories", "gather_in_banks", "load_words", "image_cycles"]
 
 #: Most program steps (a bound keeps the program memory from growing without limit).
 MAX_STEPS = 256
@@ -401,12 +401,16 @@ class BankRegion:
         least significant share in the first.
     bits : int
         Bits of an entry in each of its banks (the last may hold fewer).
+    rest : int
+        Bits of an entry (the most significant) that the banks do not hold: a memory of
+        their own, ``words`` deep (:func:`bank_memories`).
     """
 
     first: int
     words: int
     banks: tuple
     bits: int
+    rest: int = 0
 
     @property
     def width(self) -> int:
@@ -418,51 +422,53 @@ def bank_regions(config: ProcessorConfig) -> dict:
     """The address map of the lanes' banks when the processor keeps its other memories
     behind the beats (an SB_SPRAM256KA per lane, docs/processor.md "Memory of the
     gather"): name → :class:`BankRegion`, in placing order, each region at the first
-    word free in all of its banks. ``table_rest`` is not a region: the bits of a
-    requantizer entry its banks cannot hold (a memory of their own, :func:`bank_memories`).
+    word free in all of its banks.
 
     Who may use a bank when: the lanes' ``beats`` while they issue or load; the
-    requantizer ``table`` while the requantizer runs (the lanes idle); the ``program``
-    as a step is fetched; the gather's tables and ``scratchpad`` while the gather or the
-    input scatter runs, and the scratchpad also while the requantizer writes a map.
-    The program is placed if a step fits the lanes' words. The requantizer reads its
-    table while it writes the scratchpad, so with a gather
-    (and at least 3 lanes) the scratchpad has the last lane's bank to itself and the
-    table and the gather's tables share the others; the gather reads a column and a pool
-    offset in the same cycle, so those two lie in different banks. Without a gather (or
-    with fewer lanes) the gather keeps memories of its own.
+    ``program`` as a step is fetched; the requantizer ``table`` while the requantizer
+    runs (the lanes idle); the gather's tables and ``scratchpad`` while the gather or
+    the input scatter runs, the scratchpad also while the requantizer writes a map, and
+    the ``logits`` while the last step's requantizer writes them and as they are sent.
+    The requantizer reads its table while it writes the scratchpad or the logits, so
+    with a gather (and at least 3 lanes) those two have the last lane's bank to
+    themselves (their entries' upper bits, beyond a bank word, in a memory of their
+    own) and the table and the gather's tables share the others; the gather reads a
+    column and a pool offset in the same cycle, so those lie in different banks.
+    Without a gather (or with fewer lanes) the gather and the logits keep memories of
+    their own. The program is placed if a step fits the lanes' words.
     """
     e = config.engine
     lanes = tuple(range(e.lanes))
     width = max(BANK_BITS, layout_width(e.beat_fields))
     gather = gather_in_banks(config)
     shared = lanes[:-1] if gather else lanes
-    top = dict.fromkeys(lanes, 0)
     regions = {}
 
-    def place(name, words, banks, bits):
-        first = max(top[b] for b in banks)
-        regions[name] = BankRegion(first, words, tuple(banks), bits)
-        for b in banks:
+    def place(name, words, bits, banks):
+        """Region ``name``: ``words`` entries of ``bits`` on the fewest of ``banks``
+        that hold them, the rest in a memory of their own."""
+        n = min(len(banks), -(-bits // width))
+        share = min(width, -(-bits // n))
+        first = max(top[b] for b in banks[:n])
+        regions[name] = BankRegion(first, words, banks[:n], share, max(0, bits - share * n))
+        for b in banks[:n]:
             top[b] = first + words
 
-    def split(bits, banks):
-        """The fewest of ``banks`` that hold ``bits``, and the bits in each."""
-        n = min(len(banks), -(-bits // width))
-        return banks[:n], min(width, -(-bits // n))
-
-    place("beats", config.lane_depth, lanes, layout_width(e.beat_fields))
+    # Every lane's own beats (not one entry split across the banks).
+    regions["beats"] = BankRegion(0, config.lane_depth, lanes, layout_width(e.beat_fields))
+    top = dict.fromkeys(lanes, config.lane_depth)
     step_bits = layout_width(config.step_fields)
-    if step_bits <= width * len(lanes):          # else the program keeps its own memory
-        place("program", config.max_steps, *split(step_bits, lanes))
+    if step_bits <= width * len(lanes):
+        place("program", config.max_steps, step_bits, lanes)
     # The stored entry has no `first` (it only restarts the table's write pointer).
-    place("table", config.table_depth, *split(layout_width(config.requant_fields) - 1, shared))
+    place("table", config.table_depth, layout_width(config.requant_fields) - 1, shared)
     if gather:
         a = config.map_bits
-        place("scratchpad", config.map_depth, lanes[-1:], e.input_bits)
-        place("positions", config.gather_positions, *split(2 * a + 1, shared))
-        place("columns", config.gather_columns, shared[:1], a)
-        place("pools", config.gather_pools, shared[-1:], a)
+        place("scratchpad", config.map_depth, e.input_bits, lanes[-1:])
+        place("logits", config.logit_depth, OUTPUT_BITS, lanes[-1:])
+        place("positions", config.gather_positions, 2 * a + 1, shared)
+        place("columns", config.gather_columns, a, shared[:1])
+        place("pools", config.gather_pools, a, shared[-1:])
     return regions
 
 
@@ -472,26 +478,20 @@ def gather_in_banks(config: ProcessorConfig) -> bool:
     return config.has_gather and config.lanes >= 3
 
 
-def table_rest(config: ProcessorConfig) -> int:
-    """Bits of a stored requantizer entry that its banks do not hold."""
-    return max(0, layout_width(config.requant_fields) - 1 - bank_regions(config)["table"].width)
-
-
 def bank_memories(config: ProcessorConfig) -> dict:
     """:attr:`ProcessorConfig.memories` as built with the banks holding
     :func:`bank_regions`: the lanes' ``banks`` (one per lane, as deep as its fullest)
-    in place of the beats and of every memory a region holds, and ``table_rest`` (the
-    requantizer entries' bits the banks do not hold), if any."""
+    in place of the beats and of every memory a region holds, and ``NAME_rest`` for a
+    region whose entries the banks hold only in part (their upper bits)."""
     regions = bank_regions(config)
     depth = max(r.first + r.words for r in regions.values())
     width = max(r.bits for r in regions.values())
     out = {"banks": (config.lanes, depth, width)}
-    rest = table_rest(config)
     for name, memory in config.memories.items():
-        if name == "table" and rest:
-            out["table_rest"] = (1, config.table_depth, rest)
-        elif name not in regions:
+        if name not in regions:
             out[name] = memory
+        elif regions[name].rest:
+            out[f"{name}_rest"] = (1, regions[name].words, regions[name].rest)
     return out
 
 

@@ -35,6 +35,8 @@ beats plus about ``slots · lanes + empty rows`` cycles of requantization and a 
 of sequencing (docs/processor.md has the figures).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -195,9 +197,20 @@ class Processor(wiring.Component):
         # -- requantization: a hidden step's results go straight into every lane's x
         # memory (its lanes have finished reading it), the last step's into the logits
         iw, ib = e.input_width, e.input_bits
-        m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
-                                                     depth=max(c.logit_depth, 2), init=[])
-        logit_wr, logit_rd = logits.write_port(), logits.read_port()
+        if "logits" in regions:
+            # In the banks (their low halves): written by the last step's requantizer,
+            # read as they are sent.
+            at = range(max(c.logit_depth, 2))
+            logit_wr = SimpleNamespace(en=Signal(), addr=Signal(at, name="logit_waddr"),
+                                       data=Signal(signed(OUTPUT_BITS), name="logit_wdata"))
+            logit_rd = SimpleNamespace(en=Signal(), addr=Signal(at, name="logit_raddr"))
+            logit_rd.data = _banked(m, banks, "logits", c.logit_depth, OUTPUT_BITS,
+                                    logit_wr.en, logit_wr.addr, logit_wr.data,
+                                    logit_rd.en, logit_rd.addr, hold=True)
+        else:
+            m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
+                                                         depth=max(c.logit_depth, 2), init=[])
+            logit_wr, logit_rd = logits.write_port(), logits.read_port()
         beat = Signal.like(sums.payload)
         lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
         k = Signal(range(c.table_depth + 1))
@@ -388,13 +401,13 @@ class _Banks:
     two could, the first to call wins)."""
 
     def __init__(self, lanes, regions: dict):
-        self._lanes, self._regions = lanes, regions
+        self._lanes, self.regions = lanes, regions
         self._asks = [[] for _ in lanes]
 
     def client(self, name: str, addr, en, we, wdata):
         """Region ``name``'s port: ``en`` reads (or with ``we`` writes) entry ``addr``;
         returns the entry read a cycle earlier (``width`` bits of the region and more)."""
-        r = self._regions[name]
+        r = self.regions[name]
         data = Cat(wdata, Const(0, r.width))
         for j, b in enumerate(r.banks):
             self._asks[b].append((en, r.first + addr, we, data[j * r.bits:(j + 1) * r.bits]))
@@ -420,26 +433,46 @@ class _BankedTable:
 
 def _banked_table(m: Module, banks: _Banks, load, depth: int, entry_l, read,
                   name: str = "table") -> _BankedTable:
-    """Table ``name`` (the requantizer's or the program) in the lanes' banks, its
-    entries (all but ``first`` for the requantizer's) written in order from ``load``
+    """Table ``name`` (the requantizer's or the program) in the lanes' banks (:func:`_banked`),
+    its entries (all but ``first`` for the requantizer's) written in order from ``load``
     (``first`` restarts it) and read at ``addr`` while ``read``, with a latency of one
-    cycle like :func:`~darbgen.hdl.network.requant_table`'s memory. The bits of an entry
-    its banks do not hold (``table_rest``) go to a memory of their own."""
-    kept = entry_l.size - (name == "table")
+    cycle like :func:`~darbgen.hdl.network.requant_table`'s memory."""
+    bits = entry_l.size - (name == "table")
     loaded = Signal(range(depth + 1), name=f"{name}_loaded")
     at = Mux(load.payload.first, 0, loaded)
     with m.If(load.valid):
         m.d.sync += loaded.eq(at + 1)
     addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
-    bits = load.payload.as_value()[:kept]
-    held = banks.client(name, Mux(load.valid, at, addr), load.valid | read, load.valid, bits)
-    rest = kept - min(len(held), kept)
-    data = Signal(entry_l, name=f"{name}_data")
-    m.d.comb += data.as_value()[:kept - rest].eq(held[:kept - rest])
-    if rest:
-        m.submodules[f"{name}_rest"] = mem = memory.Memory(shape=rest, depth=max(depth, 2),
-                                                           init=[])
-        wr, rd = mem.write_port(), mem.read_port()
-        m.d.comb += [wr.addr.eq(at), wr.data.eq(bits[kept - rest:]), wr.en.eq(load.valid),
-                     rd.addr.eq(addr), data.as_value()[kept - rest:kept].eq(rd.data)]
+    data = Signal(entry_l, name=f"{name}_entry")
+    m.d.comb += data.as_value()[:bits].eq(_banked(m, banks, name, depth, bits, load.valid, at,
+                                                  load.payload.as_value()[:bits], read, addr))
     return _BankedTable(addr, data)
+
+
+def _banked(m: Module, banks: _Banks, name: str, depth: int, width: int, we, waddr, wdata,
+            re, raddr, *, hold: bool = False):
+    """Memory ``name`` (``depth`` entries of ``width`` bits) in the lanes' banks, at its
+    :func:`~darbgen.processor.bank_regions` region: ``we`` writes ``wdata`` at ``waddr``,
+    ``re`` reads ``raddr``; returns the entry read a cycle earlier (with ``hold``, until
+    the next read). The bits its banks do not hold (the region's ``rest``) go to a
+    memory of their own."""
+    region = banks.regions[name]
+    kept = width - region.rest
+    got = banks.client(name, Mux(we, waddr, raddr), we | re, we, wdata[:kept])[:kept]
+    if hold:
+        # A bank answers a read for one cycle only (its lane reads its beats after):
+        # keep the entry until the next read.
+        fresh, last = Signal(name=f"{name}_fresh"), Signal(kept, name=f"{name}_last")
+        m.d.sync += fresh.eq(re & ~we)
+        with m.If(fresh):
+            m.d.sync += last.eq(got)
+        got = Mux(fresh, got, last)
+    data = Signal(width, name=f"{name}_data")
+    m.d.comb += data[:kept].eq(got)
+    if region.rest:
+        m.submodules[f"{name}_rest"] = mem = memory.Memory(shape=region.rest,
+                                                           depth=max(depth, 2), init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(wdata[kept:]), wr.en.eq(we),
+                     rd.addr.eq(raddr), rd.en.eq(re), data[kept:].eq(rd.data)]
+    return data
