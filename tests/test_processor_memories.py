@@ -42,9 +42,10 @@ def test_board_plans_hold_the_issues_capacities(board, lanes, capacity):
 
 def test_icebreaker_bank_is_one_spram():
     """Each lane's bank is one SB_SPRAM256KA (16k × 16), filled: its beats, the program,
-    the requantizer table (banks 0-2) and the gather's tables (banks 0-2) or its
-    scratchpad (bank 3); no two memories overlap in a bank, and the memories left in
-    EBR are no more than before the gather (24 blocks of 4 kbit but the table's rest)."""
+    the requantizer table and the gather's tables (banks 0-2) or the scratchpad and the
+    logits' low halves (bank 3); no two memories overlap in a bank. Left in EBR: headers
+    (4 × 1 block of 4 kbit), x (4 × 2), sums (4 × 2), the table's rest (3) and the
+    logits' high halves (1): 24, as before the gather."""
     c = processor_config("icebreaker")
     regions = bank_regions(c)
     assert c.has_gather and bank_memories(c)["banks"] == (4, 16384, 16)
@@ -55,8 +56,9 @@ def test_icebreaker_bank_is_one_spram():
                        if bank in r.banks)
         assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), bank
     # A requantizer entry (67 bits without `first`) is 48 bits in the banks and 19 in EBR.
-    assert bank_memories(c)["table_rest"] == (1, 512, 19)
-    assert set(bank_memories(c)) == {"banks", "headers", "x", "sums", "table_rest", "logits"}
+    assert bank_memories(c) == {"banks": (4, 16384, 16), "headers": (4, 256, 15),
+                                "x": (4, 392, 16), "sums": (4, 256, 26),
+                                "table_rest": (1, 512, 19), "logits_rest": (1, 256, 16)}
 
 
 def test_max_classes(rng):
