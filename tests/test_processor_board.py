@@ -49,7 +49,7 @@ def test_identify_round_trips_the_processor_and_its_capacities():
     assert core.capacity() | {"step_kinds": None} == {
         "weights": 40896, "activations": 784, "lanes": 4, "steps": 16, "step_kinds": None,
         "lane_slots": 256, "table_depth": 512, "max_steps": 16, "max_classes": 256,
-        "map_depth": 6144, "gather_positions": 1536, "gather_columns": 768,
+        "map_depth": 5888, "gather_positions": 1536, "gather_columns": 768,
         "gather_pools": 16, "lstm_hidden": 0, "lstm_table": 0}
     assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear", "conv"]
     ulx3s = processor_config(get_board("ulx3s"))
