@@ -161,26 +161,10 @@ def pruned(example: str, ratio: int, path, tmp) -> Path:
 
 
 def lenet5(seed: int):
-    """A random DARB LeNet-5 on 28×28 (fashion-lenet5's shape), blocks of 4 to 16 keeping
-    one weight each, calibrated by the float network on random images."""
-    from dataclasses import replace
+    """A random DARB LeNet-5 on 28×28 (tests/conftest.py ``random_lenet5``)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import random_layer
-    from test_conv import float_forward
-    from darbgen.conv import ConvSpec
-    rng = np.random.default_rng(seed)
-    layers = []
-    for name, f, c, spec in (("conv1", 6, 1, ConvSpec(28, 0, 1, 2)),
-                             ("conv2", 16, 6, ConvSpec(12, 0, 1, 2))):
-        layer = random_layer(rng, f, c * 25, [4, 8, 16], name=name)
-        layers.append(replace(layer, shape=(f, c, 5, 5), conv=spec, activation="relu"))
-    for i, (cols, rows) in enumerate(((256, 120), (120, 84), (84, 10))):
-        layer = random_layer(rng, rows, cols, [4, 8, 16], name=f"fc{i + 1}")
-        layers.append(replace(layer, activation="relu" if i < 2 else "none"))
-    layers = [replace(l, bias=rng.normal(0, 2, size=l.rows).astype(np.float32)) for l in layers]
-    x = rng.integers(0, 128, size=(16, 784))
-    scales = [0.05] + float_forward(layers, x * 0.05, calibrate=True)
-    return plan(Artifact([replace(l, input_scale=s) for l, s in zip(layers, scales)]))
+    from conftest import random_lenet5
+    return random_lenet5(seed)
 
 
 def gather_memory(config: ProcessorConfig) -> dict:
@@ -229,6 +213,41 @@ def cnn_main(args) -> int:
     return 0
 
 
+def icebreaker_main(args) -> int:
+    """digits-cnn and the random LeNet-5 on the iCEBreaker's default processor as built
+    (its banks SB_SPRAM256KA on Yosys's model, holding the table, the program and the
+    gather), every logit checked; and the memories left outside the banks, in EBR."""
+    from darbgen.boards import get_board
+    from darbgen.boards.core import processor_config
+    from darbgen.processor import bank_memories
+
+    config = processor_config(get_board("icebreaker"))
+    mems = bank_memories(config)
+    ebr = {name: count * blocks(depth, width, "ice40up5k")
+           for name, (count, depth, width) in mems.items() if name != "banks"}
+    print(f"iCEBreaker processor: banks {mems['banks']} (count, words, bits) on 4 SPRAM; "
+          f"EBR {sum(ebr.values())} of {BRAM_COUNT['ice40up5k']}: {ebr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cnn = plan(Artifact.load(pruned("digits-cnn", 8, args.cnn_artifact, tmp)))
+    x, _ = test_split("digits")
+    spram = lambda net, xs, config: simulate_processor(net, xs, config, spram=True)  # noqa: E731
+    rows = {"digits-cnn": run("digits-cnn on the iCEBreaker", spram, cnn,
+                              cnn.quantize_input(x[:args.images]), config=config)}
+    lenet = lenet5(SEED)
+    xl = np.random.default_rng(SEED).integers(-128, 128, size=(2, lenet.cols))
+    rows["LeNet-5 (random DARB, 28x28)"] = run("LeNet-5 on the iCEBreaker", spram, lenet, xl,
+                                               config=config)
+    for name, r in rows.items():
+        print(f"{name} on the iCEBreaker processor: {r['per_inference']:.0f} cycles per "
+              f"inference ({r['images']} images, every logit checked)")
+    at = commit() + ("+" if uncommitted_changes() else "")
+    record("icebreaker-cnn", {"commit": at, "ebr": ebr, "banks": list(mems["banks"]),
+                              "config": config.to_json(), "designs": rows},
+           ROOT / "docs" / "processor.json")
+    print(f"recorded in docs/processor.json at {at}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", type=Path, help="a pruned digits-mlp (default: prune one)")
@@ -242,7 +261,11 @@ def main(argv=None) -> int:
                         help="convolution steps: digits-cnn and a LeNet-5 (see above)")
     parser.add_argument("--cnn-artifact", type=Path,
                         help="a pruned digits-cnn (default: prune one)")
+    parser.add_argument("--icebreaker", action="store_true",
+                        help="digits-cnn and LeNet-5 on the iCEBreaker's default processor")
     args = parser.parse_args(argv)
+    if args.icebreaker:
+        return icebreaker_main(args)
     if args.cnn:
         return cnn_main(args)
     if args.memory_only:

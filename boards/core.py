@@ -87,12 +87,17 @@ class ProcessorSizes:
 #: Each board's default processor: what ``darbgen build --board NAME`` and ``serve-sim
 #: --board NAME`` make without an artifact.
 PROCESSORS = {
-    # Measured (docs/processor.md, "Memories on the parts"): 4 lanes, each lane's beats
-    # and a quarter of every requantizer entry in one SB_SPRAM256KA (16,384 words of 16
-    # bits: 15,872 beats + 512 entries), 63,488 kept weights; 24 of 30 EBR for the rest.
-    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 512, lane_rows=256,
+    # 4 lanes, each lane's bank one SB_SPRAM256KA (16,384 words of 16 bits): its beats,
+    # then (darbgen.processor.bank_regions) the program, a third of every requantizer
+    # entry (its other 19 bits in EBR) and the gather's tables in banks 0-2, and the
+    # scratchpad and the logits' low halves in bank 3, which they fill: 10,224 + 16 +
+    # 5,888 + 256 = 16,384 words, so 40,896 kept weights. The gather holds LeNet-5 on
+    # 28x28 (5,264 scratchpad entries) and digits-cnn (docs/processor.md, "Memory of
+    # the gather"); 24 EBR for the rest, as before the gather.
+    "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 5888 - 256 - 16, lane_rows=256,
                                  activations=784, lane_slots=256, table_depth=512,
-                                 max_steps=16, max_classes=256),
+                                 max_steps=16, max_classes=256, map_depth=5888,
+                                 gather_positions=1536, gather_columns=768, gather_pools=16),
     # 32 lanes of 5 DP16KD (1024 x 18) of beats and one for x each: 163,840 kept weights,
     # 197 of 208 DP16KD; headers, sums and the program in LUT RAM. The gather holds
     # LeNet-5 on 28x28 and digits-cnn (docs/processor.md, "Memory of the gather": about
@@ -140,8 +145,17 @@ def processor_device(board: Board, lanes: int | None = None) -> Device:
     return Device(processor_config(board, lanes), clock_hz=board.clock_hz, baud=board.baud)
 
 
-def device_verilog(dev: Device) -> str:
-    """The device's Verilog: the same RTL the bitstream holds, without pins or PLL."""
+def device_verilog(dev: Device, board: Board | None = None) -> str:
+    """The device's Verilog: the same RTL the bitstream holds, without pins or PLL. On
+    ``board``'s part, if given: where it has SPRAM (the iCE40UP5K), the processor's banks
+    are SB_SPRAM256KA instances holding its other memories behind the beats, as in the
+    bitstream, and the text ends with Yosys's simulation model of the primitive."""
     from .. import toolenv
+    from ..hdl.spram import uses_spram
     toolenv.setup()
-    return verilog.convert(dev, name=DEVICE_TOP, emit_src=False)
+    # The gateware asks its platform only for the part (`device`): the board has it.
+    text = verilog.convert(dev, name=DEVICE_TOP, emit_src=False, platform=board)
+    if uses_spram(board):
+        from ..sim.runner import vendor_cell
+        text += "\n" + vendor_cell("ice40", "SB_SPRAM256KA")
+    return text

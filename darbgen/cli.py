@@ -742,7 +742,7 @@ def cmd_serve_sim(args) -> int:
     print(f"serve-sim: building {board.name}'s device for {name!r} "
           f"({dev.config.lanes} lanes, {dev.divisor} cycles per UART bit) in Verilator",
           file=sys.stderr)
-    exe = build_bridge(device_verilog(dev), DEVICE_TOP)
+    exe = build_bridge(device_verilog(dev, board), DEVICE_TOP)
     sys.stdout.flush()
     # The simulator itself prints {"port": ...} and serves until killed.
     os.execv(str(exe), [str(exe), "--divisor", str(dev.divisor)])

@@ -47,10 +47,14 @@ from .processor_conv import check_capacities as _check_gather_capacities
 from .processor_conv import (conv_step_fields, gather_capacities, gather_fields,
                              gather_memories, gather_words, row_addresses)
 
-__all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "load_words", "image_cycles"]
+__all__ = ["Target", "StepKind", "GatherTable", "ProcessorConfig", "BankRegion", "BANK_BITS",
+           "bank_regions", "bank_memories", "gather_in_banks", "load_words", "image_cycles"]
 
 #: Most program steps (a bound keeps the program memory from growing without limit).
 MAX_STEPS = 256
+
+#: Bits of one word of a lane's bank: an iCE40UP5K SB_SPRAM256KA is 16,384 x 16.
+BANK_BITS = 16
 
 
 class Target(enum.IntEnum):
@@ -382,6 +386,113 @@ class ProcessorConfig:
             if need["table"][i] > self.table_depth:
                 raise ConfigError(f"{where} needs {int(need['table'][i]):,} requantizer "
                                   f"entries, the processor holds {self.table_depth:,}")
+
+
+@dataclass(frozen=True)
+class BankRegion:
+    """Where one memory lies in the lanes' banks (:func:`bank_regions`).
+
+    Members
+    -------
+    first, words : int
+        Its first word in each of its banks, and its depth.
+    banks : tuple of int
+        The lanes whose banks hold it; an entry's bits are split across them, the
+        least significant share in the first.
+    bits : int
+        Bits of an entry in each of its banks (the last may hold fewer).
+    rest : int
+        Bits of an entry (the most significant) that the banks do not hold: a memory of
+        their own, ``words`` deep (:func:`bank_memories`).
+    """
+
+    first: int
+    words: int
+    banks: tuple
+    bits: int
+    rest: int = 0
+
+    @property
+    def width(self) -> int:
+        """Bits of an entry the banks hold."""
+        return self.bits * len(self.banks)
+
+
+def bank_regions(config: ProcessorConfig) -> dict:
+    """The address map of the lanes' banks when the processor keeps its other memories
+    behind the beats (an SB_SPRAM256KA per lane, docs/processor.md "Memory of the
+    gather"): name → :class:`BankRegion`, in placing order, each region at the first
+    word free in all of its banks.
+
+    Who may use a bank when: the lanes' ``beats`` while they issue or load; the
+    ``program`` as a step is fetched; the requantizer ``table`` while the requantizer
+    runs (the lanes idle); the gather's tables and ``scratchpad`` while the gather or
+    the input scatter runs, the scratchpad also while the requantizer writes a map, and
+    the ``logits`` while the last step's requantizer writes them and as they are sent.
+    The requantizer reads its table while it writes the scratchpad or the logits, so
+    with a gather (and at least 3 lanes) those two have the last lane's bank to
+    themselves (their entries' upper bits, beyond a bank word, in a memory of their
+    own) and the table and the gather's tables share the others; the gather reads a
+    column and a pool offset in the same cycle, so those lie in different banks.
+    Without a gather (or with fewer lanes) the gather and the logits keep memories of
+    their own. The program is placed if a step fits the lanes' words.
+    """
+    e = config.engine
+    lanes = tuple(range(e.lanes))
+    width = max(BANK_BITS, layout_width(e.beat_fields))
+    gather = gather_in_banks(config)
+    shared = lanes[:-1] if gather else lanes
+    regions = {}
+
+    def place(name, words, bits, banks):
+        """Region ``name``: ``words`` entries of ``bits`` on the fewest of ``banks``
+        that hold them, the rest in a memory of their own."""
+        n = min(len(banks), -(-bits // width))
+        share = min(width, -(-bits // n))
+        first = max(top[b] for b in banks[:n])
+        regions[name] = BankRegion(first, words, banks[:n], share, max(0, bits - share * n))
+        for b in banks[:n]:
+            top[b] = first + words
+
+    # Every lane's own beats (not one entry split across the banks).
+    regions["beats"] = BankRegion(0, config.lane_depth, lanes, layout_width(e.beat_fields))
+    top = dict.fromkeys(lanes, config.lane_depth)
+    step_bits = layout_width(config.step_fields)
+    if step_bits <= width * len(lanes):
+        place("program", config.max_steps, step_bits, lanes)
+    # The stored entry has no `first` (it only restarts the table's write pointer).
+    place("table", config.table_depth, layout_width(config.requant_fields) - 1, shared)
+    if gather:
+        a = config.map_bits
+        place("scratchpad", config.map_depth, e.input_bits, lanes[-1:])
+        place("logits", config.logit_depth, OUTPUT_BITS, lanes[-1:])
+        place("positions", config.gather_positions, 2 * a + 1, shared)
+        place("columns", config.gather_columns, a, shared[:1])
+        place("pools", config.gather_pools, a, shared[-1:])
+    return regions
+
+
+def gather_in_banks(config: ProcessorConfig) -> bool:
+    """Whether :func:`bank_regions` places the gather's memories in the banks: with a
+    gather and at least 3 lanes (the scratchpad's bank, the columns', the pools')."""
+    return config.has_gather and config.lanes >= 3
+
+
+def bank_memories(config: ProcessorConfig) -> dict:
+    """:attr:`ProcessorConfig.memories` as built with the banks holding
+    :func:`bank_regions`: the lanes' ``banks`` (one per lane, as deep as its fullest)
+    in place of the beats and of every memory a region holds, and ``NAME_rest`` for a
+    region whose entries the banks hold only in part (their upper bits)."""
+    regions = bank_regions(config)
+    depth = max(r.first + r.words for r in regions.values())
+    width = max(r.bits for r in regions.values())
+    out = {"banks": (config.lanes, depth, width)}
+    for name, memory in config.memories.items():
+        if name not in regions:
+            out[name] = memory
+        elif regions[name].rest:
+            out[f"{name}_rest"] = (1, regions[name].words, regions[name].rest)
+    return out
 
 
 def _needs(layers, lanes: int, *, lstm: bool = False) -> dict:

@@ -108,7 +108,10 @@ def conv_layout(net: NetworkPlan, input_width: int) -> ConvLayout:
 def conv_step_fields(config) -> list:
     """A program step's gather fields: ``positions`` (1 for a gathered Linear layer),
     ``cols`` and ``pools`` (entries of the step in the column and pool tables) and
-    ``to_map`` (its outputs go to the scratchpad, at ``dest + offset``)."""
+    ``to_map`` (its outputs go to the scratchpad, at ``dest + offset``); none without
+    a gather."""
+    if not config.has_gather:
+        return []
     return [("positions", ("u", _bits(config.gather_positions))),
             ("cols", ("u", _bits(config.act_depth))),
             ("pools", ("u", _bits(config.gather_pools))), ("to_map", ("u", 1))]

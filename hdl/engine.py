@@ -81,23 +81,24 @@ class Lane(wiring.Component):
         Sequenced lanes only: the beat bank is a :class:`~darbgen.hdl.spram.SinglePortRAM`
         (an SB_SPRAM256KA on iCE40UP parts); ``True``/``False`` force or forbid the
         primitive, by default the platform decides.
-    table_words, table_width : int
-        Sequenced lanes only: the processor keeps ``table_words`` words of
-        ``table_width`` bits of its own behind the beats in this lane's bank (its share
-        of the requantizer table, read only while every lane is idle). The bank is then
-        ``lane_depth + table_words`` deep and at least ``table_width`` wide, and the
-        ports ``bank_sel`` (the processor owns the bank this cycle), ``bank_addr``,
-        ``bank_we``, ``bank_wdata`` and ``bank_rdata`` reach those words.
+    bank_words, bank_width : int
+        Sequenced lanes only: the processor keeps ``bank_words`` words of up to
+        ``bank_width`` bits of its own behind the beats in this lane's bank (its memories
+        of :func:`darbgen.processor.bank_regions`, used only while the lane is idle). The
+        bank is then ``lane_depth + bank_words`` deep and at least ``bank_width`` wide,
+        and the ports ``bank_sel`` (the processor owns the bank this cycle),
+        ``bank_addr`` (a word of the whole bank, the beats at 0), ``bank_we``,
+        ``bank_wdata`` and ``bank_rdata`` (a cycle after the address) reach it.
     """
 
     def __init__(self, config: EngineConfig, *, sequenced: bool = False, slots: int | None = None,
-                 replay: bool = False, spram: bool | None = None, table_words: int = 0,
-                 table_width: int = 0):
+                 replay: bool = False, spram: bool | None = None, bank_words: int = 0,
+                 bank_width: int = 0):
         self._config = c = config
         self._sequenced = sequenced
         self._replay = replay and sequenced
         self._spram = spram
-        self._table = (table_words, table_width) if sequenced and table_words else None
+        self._bank = (bank_words, bank_width) if sequenced and bank_words else None
         # Sums held per vector: a slot per row, or in a sequenced lane the most rows it
         # runs in one step (its header memory holds every step's rows).
         self._slots = slots if sequenced else c.lane_rows
@@ -124,9 +125,9 @@ class Lane(wiring.Component):
             "y_data": Out(c.acc_width),
             **({"rewind": In(1)} if sequenced else {}),
             **({"mark": In(1), "again": In(1)} if self._replay else {}),
-            **({"bank_sel": In(1), "bank_addr": In(range(max(table_words, 2))),
-                "bank_we": In(1), "bank_wdata": In(table_width),
-                "bank_rdata": Out(table_width)} if self._table else {}),
+            **({"bank_sel": In(1), "bank_addr": In(range(c.lane_depth + bank_words)),
+                "bank_we": In(1), "bank_wdata": In(bank_width),
+                "bank_rdata": Out(bank_width)} if self._bank else {}),
         })
 
     def elaborate(self, platform):
@@ -141,7 +142,7 @@ class Lane(wiring.Component):
         if seq:
             # One port is enough: the bank is written only while loading and read only
             # while the lane issues, so it can be a single-ported SPRAM (docs/processor.md).
-            words, width = self._table or (0, 0)
+            words, width = self._bank or (0, 0)
             m.submodules.beats = beats = SinglePortRAM(max(beat_l.size, width),
                                                        max(c.lane_depth + words, 2),
                                                        spram=self._spram)
@@ -223,12 +224,12 @@ class Lane(wiring.Component):
             m.d.comb += [beats.addr.eq(Mux(self.wr_beat, beat_at, ptr)),
                          beats.wdata.eq(self.wr_data[:beat_l.size]),
                          beats.we.eq(self.wr_beat), beats.en.eq(1)]
-            if self._table:
+            if self._bank:
                 # The processor's words sit behind the beats (`bank_sel` only while
-                # every lane is idle or a table word loads).
-                m.d.comb += self.bank_rdata.eq(beats.rdata[:self._table[1]])
+                # the lane is idle and loads no beat).
+                m.d.comb += self.bank_rdata.eq(beats.rdata[:self._bank[1]])
                 with m.If(self.bank_sel):
-                    m.d.comb += [beats.addr.eq(c.lane_depth + self.bank_addr),
+                    m.d.comb += [beats.addr.eq(self.bank_addr),
                                  beats.wdata.eq(self.bank_wdata), beats.we.eq(self.bank_we)]
             if self._replay:
                 step_base, step_ptr = Signal.like(base), Signal.like(ptr)

@@ -35,14 +35,15 @@ beats plus about ``slots · lanes + empty rows`` cycles of requantization and a 
 of sequencing (docs/processor.md has the figures).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..config import layout_width
 from ..network import OUTPUT_BITS
-from ..processor import ProcessorConfig, StepKind, Target
+from ..processor import ProcessorConfig, StepKind, Target, bank_regions
 from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
 from .engine import Lane, load_lanes
 from .layouts import load_layout, output_layout, to_layout
@@ -65,10 +66,12 @@ class Processor(wiring.Component):
         when the platform is an iCE40UP part (``None``, the default;
         :class:`~darbgen.hdl.spram.SinglePortRAM`).
     table_in_banks : bool, optional
-        Keep the requantizer table in the lanes' beat banks, behind the beats, each lane
-        holding ``ceil(entry bits / lanes)`` bits of every entry, instead of in a memory
-        of its own; by default wherever the banks are SPRAM (on the UP5K the table would
-        otherwise take 9 of the 30 block RAMs; docs/processor.md).
+        Keep the processor's other memories in the lanes' beat banks, behind the beats,
+        as :func:`darbgen.processor.bank_regions` places them (the requantizer table,
+        the program and, with a gather and at least 3 lanes, the gather's tables and
+        scratchpad), instead of in memories of their own; by default wherever the banks
+        are SPRAM (on the UP5K those memories would take more block RAM than it has;
+        docs/processor.md).
 
     Members
     -------
@@ -114,17 +117,19 @@ class Processor(wiring.Component):
         in_banks = self._table_in_banks
         if in_banks is None:
             in_banks = uses_spram(platform) if self._spram is None else self._spram
-        # The stored `first` bit only restarts the table's write pointer: not kept.
-        entry_bits = layout_width(c.requant_fields) - 1
-        share = -(-entry_bits // e.lanes) if in_banks else 0
+        # With the banks: every memory of `bank_regions` behind the beats.
+        regions = bank_regions(c) if in_banks else {}
+        depth = max((r.first + r.words for r in regions.values()), default=0)
+        width = max((r.bits for r in regions.values()), default=0)
         lanes = [Lane(e, sequenced=True, slots=c.lane_slots, replay=conv, spram=self._spram,
-                      table_words=c.table_depth if in_banks else 0, table_width=share)
+                      bank_words=max(depth - c.lane_depth, 0), bank_width=width)
                  for _ in range(e.lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
+        banks = _Banks(lanes, regions)
         if conv:
-            from .processor_conv import MapUnit
-            m.submodules.maps = maps = MapUnit(c)
+            from .processor_conv import MEMORIES, MapUnit
+            m.submodules.maps = maps = MapUnit(c, banked="scratchpad" in regions)
 
         # -- loading: routed by target. Not registered here: the controller presents each
         # word from registers (hdl/device.py), and another copy cost 69 iCE40 logic cells.
@@ -139,20 +144,32 @@ class Processor(wiring.Component):
         for port, target in ((table_load, Target.TABLE), (program_load, Target.PROGRAM)):
             m.d.comb += [port.valid.eq(valid & (word.target == target)),
                          port.payload.eq(word.data[:len(port.payload.as_value())])]
+        # The requantizer reads its table only while every lane is idle; a step is
+        # fetched only then.
+        table_read, program_read = Signal(), Signal()
         if in_banks:
-            table_rd = _banked_table(m, lanes, table_load, c.table_depth, table_l, share)
+            table_rd = _banked_table(m, banks, table_load, c.table_depth, table_l, table_read)
         else:
             table_rd, _ = requant_table(m, table_load, c.table_depth, table_l)
-        program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
+        if "program" in regions:
+            program_rd = _banked_table(m, banks, program_load, c.max_steps, step_l,
+                                       program_read, name="program")
+        else:
+            program_rd, _ = requant_table(m, program_load, c.max_steps, step_l, name="program")
         # A network starting with a convolution takes its image into the scratchpad:
         # its program's first step says so (latched as the program is loaded).
         map_input = Signal()
         if conv:
             gather_l = maps.load.payload.shape()
             m.d.comb += [maps.load.valid.eq(valid & (word.target == Target.GATHER)),
-                         maps.load.payload.eq(word.data[:gather_l.size])]
+                         maps.load.payload.eq(word.data[:gather_l.size]), maps.hold.eq(valid)]
             with m.If(program_load.valid & program_load.payload.first):
                 m.d.sync += map_input.eq(program_load.payload.kind == StepKind.CONV)
+            if "scratchpad" in regions:
+                for name in MEMORIES:
+                    port = getattr(maps, f"{name}_mem")
+                    m.d.comb += port.rdata.eq(banks.client(name, port.addr, port.en, port.we,
+                                                           port.wdata))
         # The LSTM cell (None without one): its table loads from target CELL.
         cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
 
@@ -186,9 +203,20 @@ class Processor(wiring.Component):
         # -- requantization: a hidden step's results go straight into every lane's x
         # memory (its lanes have finished reading it), the last step's into the logits
         iw, ib = e.input_width, e.input_bits
-        m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
-                                                     depth=max(c.logit_depth, 2), init=[])
-        logit_wr, logit_rd = logits.write_port(), logits.read_port()
+        if "logits" in regions:
+            # In the banks (their low halves): written by the last step's requantizer,
+            # read as they are sent.
+            at = range(max(c.logit_depth, 2))
+            logit_wr = SimpleNamespace(en=Signal(), addr=Signal(at, name="logit_waddr"),
+                                       data=Signal(signed(OUTPUT_BITS), name="logit_wdata"))
+            logit_rd = SimpleNamespace(en=Signal(), addr=Signal(at, name="logit_raddr"))
+            logit_rd.data = _banked(m, banks, "logits", c.logit_depth, OUTPUT_BITS,
+                                    logit_wr.en, logit_wr.addr, logit_wr.data,
+                                    logit_rd.en, logit_rd.addr, hold=True)
+        else:
+            m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
+                                                         depth=max(c.logit_depth, 2), init=[])
+            logit_wr, logit_rd = logits.write_port(), logits.read_port()
         lane_i = Signal(range(max(e.lanes, 2)))           # never zero-width
         k = Signal(range(c.table_depth + 1))
         issue = Signal()
@@ -206,7 +234,7 @@ class Processor(wiring.Component):
                      logit_wr.data.eq(result)]
         sel = ceil_log2(iw)
         to_x = Signal(iw)
-        m.d.comb += to_x.eq(Mux(ok & ~step.last & ~step.to_map, 1, 0)
+        m.d.comb += to_x.eq(Mux(ok & ~step.last & ~(step.to_map if conv else 0), 1, 0)
                             << (dest[:sel] if sel else 0))
         x_addr, x_data = Signal.like(lanes[0].x_addr), Signal.like(lanes[0].x_data)
         m.d.comb += [x_addr.eq(dest >> sel), x_data.eq(Cat(*[result[:ib]] * iw))]
@@ -270,9 +298,13 @@ class Processor(wiring.Component):
                     m.d.comb += [maps.scatter.eq(1), maps.scatter_data.eq(held.x[slot])]
                     m.d.sync += slot.eq(slot + 1)
                     with m.If(slot == iw - 1):
-                        m.next = "FETCH"
+                        m.next = "SCATTERED"
                         with m.If(~held.last):
                             m.next = "TAKE"
+                with m.State("SCATTERED"):
+                    # The image's last element is written now, in the scratchpad's bank,
+                    # which FETCH's program read may need.
+                    m.next = "FETCH"
                 with m.State("TAKE"):
                     m.d.comb += self.x.ready.eq(1)
                     take_image_beat()
@@ -358,37 +390,93 @@ class Processor(wiring.Component):
                     m.next = "READ"
                     with m.If(self.y.payload.last):
                         m.next = "IDLE"
+        m.d.comb += [table_read.eq(Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL",
+                                                                  "FLUSH"))).any()),
+                     program_read.eq(fsm.ongoing("FETCH"))]
+        banks.route(m)
         self._fsm = fsm
-        if in_banks:
-            # The requantizer reads the table only while every lane is idle.
-            owns = Cat(*(fsm.ongoing(s) for s in ("FILL", "APPLY", "TAIL", "FLUSH"))).any()
-            for lane in lanes:
-                m.d.comb += lane.bank_sel.eq(owns | table_load.valid)
         return m
 
 
+class _Banks:
+    """The lanes' banks shared by the processor's memories
+    (:func:`darbgen.processor.bank_regions`): each memory asks for its banks with
+    :meth:`client`; the sequencer never lets two ask for one bank in the same cycle (where
+    two could, the first to call wins)."""
+
+    def __init__(self, lanes, regions: dict):
+        self._lanes, self.regions = lanes, regions
+        self._asks = [[] for _ in lanes]
+
+    def client(self, name: str, addr, en, we, wdata):
+        """Region ``name``'s port: ``en`` reads (or with ``we`` writes) entry ``addr``;
+        returns the entry read a cycle earlier (``width`` bits of the region and more)."""
+        r = self.regions[name]
+        data = Cat(wdata, Const(0, r.width))
+        for j, b in enumerate(r.banks):
+            self._asks[b].append((en, r.first + addr, we, data[j * r.bits:(j + 1) * r.bits]))
+        return Cat(*(self._lanes[b].bank_rdata[:r.bits] for b in r.banks))
+
+    def route(self, m: Module) -> None:
+        """Give each bank to the memory that asks for it (else to its lane)."""
+        for lane, asks in zip(self._lanes, self._asks):
+            if asks:
+                m.d.comb += lane.bank_sel.eq(Cat(*(ask[0] for ask in asks)).any())
+            for i, (en, addr, we, wdata) in enumerate(asks):
+                with (m.If if i == 0 else m.Elif)(en):
+                    m.d.comb += [lane.bank_addr.eq(addr), lane.bank_we.eq(we),
+                                 lane.bank_wdata.eq(wdata)]
+
+
 class _BankedTable:
-    """The requantizer table's read port when it lives in the lanes' banks."""
+    """A table's read port when it lives in the lanes' banks."""
 
     def __init__(self, addr, data):
         self.addr, self.data = addr, data
 
 
-def _banked_table(m: Module, lanes, load, depth: int, entry_l, share: int) -> _BankedTable:
-    """The requantizer table in the lanes' beat banks: lane ``l`` holds bits
-    ``[l * share, (l + 1) * share)`` of every entry (all but ``first``), written in order
-    from ``load`` (``first`` restarts it) and read with a latency of one cycle, like
-    :func:`~darbgen.hdl.network.requant_table`'s memory."""
-    entry_bits = entry_l.size - 1
-    loaded = Signal(range(depth + 1))
+def _banked_table(m: Module, banks: _Banks, load, depth: int, entry_l, read,
+                  name: str = "table") -> _BankedTable:
+    """Table ``name`` (the requantizer's or the program) in the lanes' banks (:func:`_banked`),
+    its entries (all but ``first`` for the requantizer's) written in order from ``load``
+    (``first`` restarts it) and read at ``addr`` while ``read``, with a latency of one
+    cycle like :func:`~darbgen.hdl.network.requant_table`'s memory."""
+    bits = entry_l.size - (name == "table")
+    loaded = Signal(range(depth + 1), name=f"{name}_loaded")
     at = Mux(load.payload.first, 0, loaded)
     with m.If(load.valid):
         m.d.sync += loaded.eq(at + 1)
-    addr = Signal(range(max(depth, 2)))
-    bits = Cat(load.payload.as_value()[:entry_bits], Const(0, share * len(lanes) - entry_bits))
-    for i, lane in enumerate(lanes):
-        m.d.comb += [lane.bank_addr.eq(Mux(load.valid, at, addr)), lane.bank_we.eq(load.valid),
-                     lane.bank_wdata.eq(bits[i * share:(i + 1) * share])]
-    data = Signal(entry_l)
-    m.d.comb += data.as_value()[:entry_bits].eq(Cat(*(lane.bank_rdata for lane in lanes)))
+    addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
+    data = Signal(entry_l, name=f"{name}_entry")
+    m.d.comb += data.as_value()[:bits].eq(_banked(m, banks, name, depth, bits, load.valid, at,
+                                                  load.payload.as_value()[:bits], read, addr))
     return _BankedTable(addr, data)
+
+
+def _banked(m: Module, banks: _Banks, name: str, depth: int, width: int, we, waddr, wdata,
+            re, raddr, *, hold: bool = False):
+    """Memory ``name`` (``depth`` entries of ``width`` bits) in the lanes' banks, at its
+    :func:`~darbgen.processor.bank_regions` region: ``we`` writes ``wdata`` at ``waddr``,
+    ``re`` reads ``raddr``; returns the entry read a cycle earlier (with ``hold``, until
+    the next read). The bits its banks do not hold (the region's ``rest``) go to a
+    memory of their own."""
+    region = banks.regions[name]
+    kept = width - region.rest
+    got = banks.client(name, Mux(we, waddr, raddr), we | re, we, wdata[:kept])[:kept]
+    if hold:
+        # A bank answers a read for one cycle only (its lane reads its beats after):
+        # keep the entry until the next read.
+        fresh, last = Signal(name=f"{name}_fresh"), Signal(kept, name=f"{name}_last")
+        m.d.sync += fresh.eq(re & ~we)
+        with m.If(fresh):
+            m.d.sync += last.eq(got)
+        got = Mux(fresh, got, last)
+    data = Signal(width, name=f"{name}_data")
+    m.d.comb += data[:kept].eq(got)
+    if region.rest:
+        m.submodules[f"{name}_rest"] = mem = memory.Memory(shape=region.rest,
+                                                           depth=max(depth, 2), init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(wdata[kept:]), wr.en.eq(we),
+                     rd.addr.eq(raddr), rd.en.eq(re), data[kept:].eq(rd.data)]
+    return data

@@ -18,16 +18,17 @@ Loading the tables (``first``) clears the scratchpad: a region's zero border is 
 written afterwards, so it stays zero for every inference.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..processor import GatherTable, ProcessorConfig
-from ..processor_conv import gather_fields, position_fields
+from ..processor_conv import gather_fields, gather_memories, position_fields
 from .layouts import to_layout
+from .spram import SinglePortRAM
 
-__all__ = ["MapUnit"]
+__all__ = ["MapUnit", "MEMORIES", "memory_shapes", "port_signature"]
 
 
 class MapUnit(wiring.Component):
@@ -58,12 +59,25 @@ class MapUnit(wiring.Component):
         The current position's write offset (0 outside a gathered step) and skip.
     w_en, w_addr, w_data : In
         The requantizer's writes, at their final address.
+    hold : In(1)
+        The scratchpad's clear waits this cycle (a load word may use its bank).
+    scratchpad_mem, positions_mem, columns_mem, pools_mem : Out(port_signature(...))
+        ``banked`` only: the memories' ports, which the processor routes to the lanes'
+        banks (:func:`darbgen.processor.bank_regions`); otherwise the memories are the
+        unit's own.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+    banked : bool
+        The memories lie in the lanes' banks (outside the unit).
     """
 
-    def __init__(self, config: ProcessorConfig):
+    def __init__(self, config: ProcessorConfig, *, banked: bool = False):
         if not config.has_gather:
             raise ValueError("the processor has no gather (its map_depth is 0)")
         self._config = c = config
+        self._banked = banked
         e = c.engine
         a = c.map_bits
         # The scratchpad's accesses, made here so that the formal spec
@@ -71,6 +85,9 @@ class MapUnit(wiring.Component):
         self._pad_we, self._pad_waddr = Signal(name="pad_we"), Signal(a, name="pad_waddr")
         self._pad_read, self._pad_raddr = Signal(name="v1"), Signal(a, name="pad_raddr")
         super().__init__({
+            **({f"{name}_mem": Out(port_signature(depth, width))
+                for name, depth, width in memory_shapes(c)} if banked else {}),
+            "hold": In(1),
             "load": In(stream.Signature(to_layout(gather_fields(c)))),
             "clearing": Out(1), "rewind": In(1),
             "scatter": In(1), "scatter_data": In(signed(e.input_bits)),
@@ -89,15 +106,11 @@ class MapUnit(wiring.Component):
         e = c.engine
         a, ib, iw = c.map_bits, e.input_bits, e.input_width
         pos_l = to_layout(position_fields(c))
-        # Depths of at least 2: a one-entry memory would get a zero-width address.
-        m.submodules.scratchpad = pad = memory.Memory(shape=signed(ib),
-                                                      depth=max(c.map_depth, 2), init=[])
-        m.submodules.positions = positions = memory.Memory(
-            shape=pos_l, depth=max(c.gather_positions, 2), init=[])
-        m.submodules.columns = columns = memory.Memory(
-            shape=unsigned(a), depth=max(c.gather_columns, 2), init=[])
-        m.submodules.pools = pools = memory.Memory(
-            shape=unsigned(a), depth=max(c.gather_pools, 2), init=[])
+        if self._banked:
+            pad, positions, columns, pools = (getattr(self, f"{name}_mem") for name in MEMORIES)
+        else:
+            pad, positions, columns, pools = (
+                _memory(m, name, depth, width) for name, depth, width in memory_shapes(c))
 
         # -- loading: each table written in order from `first` ---------------------------
         word = self.load.payload
@@ -108,39 +121,44 @@ class MapUnit(wiring.Component):
             loaded = Signal(range(depth + 1), name=f"{table.name.lower()}_loaded")
             at = Mux(word.first, 0, loaded)
             mine = self.load.valid & (word.table == table)
-            port = mem.write_port()
             data = Cat(word.addr, word.offset, word.skip) if mem is positions else word.addr
-            m.d.comb += [port.en.eq(mine), port.addr.eq(at), port.data.eq(data)]
+            with m.If(mine):
+                m.d.comb += [mem.en.eq(1), mem.we.eq(1), mem.addr.eq(at), mem.wdata.eq(data)]
             with m.If(self.load.valid & word.first):
                 m.d.sync += loaded.eq(mine)
             with m.Elif(mine):
                 m.d.sync += loaded.eq(at + 1)
 
-        # -- the scratchpad's one write port: clearing, the input image, the requantizer --
+        # -- the scratchpad's writes: clearing, the input image, the requantizer ---------
+        # The clear waits while a load word may use the banks (`hold`).
         clear_at = Signal(range(max(c.map_depth, 2)))
+        clear = Signal()
+        m.d.comb += clear.eq(self.clearing & ~self.hold)
         with m.If(self.load.valid & word.first):
             m.d.sync += [self.clearing.eq(1), clear_at.eq(0)]
-        with m.Elif(self.clearing):
+        with m.Elif(clear):
             m.d.sync += clear_at.eq(clear_at + 1)
             with m.If(clear_at == c.map_depth - 1):
                 m.d.sync += self.clearing.eq(0)
-        pad_wr = pad.write_port()
         pos_ptr = Signal(range(c.gather_positions + 1))
-        pos_rd = positions.read_port()
-        m.d.comb += pos_rd.addr.eq(pos_ptr)
-        entry = pos_rd.data
+        entry = Signal(pos_l)
+        m.d.comb += entry.eq(positions.rdata)
+        # A position entry is read at `scatter` or `position`, and arrives a cycle later.
+        with m.If(self.scatter | self.position):
+            m.d.comb += [positions.en.eq(1), positions.addr.eq(pos_ptr)]
         # The input element whose entry is being read: written a cycle later.
         sv, sdata = Signal(), Signal(signed(ib))
         m.d.sync += [sv.eq(self.scatter), sdata.eq(self.scatter_data)]
-        m.d.comb += [self._pad_we.eq(pad_wr.en), self._pad_waddr.eq(pad_wr.addr)]
-        with m.If(self.clearing):
-            m.d.comb += [pad_wr.en.eq(1), pad_wr.addr.eq(clear_at), pad_wr.data.eq(0)]
+        with m.If(clear):
+            m.d.comb += [pad.en.eq(1), pad.we.eq(1), pad.addr.eq(clear_at), pad.wdata.eq(0)]
         with m.Elif(sv):
-            m.d.comb += [pad_wr.en.eq(~entry.skip), pad_wr.addr.eq(entry.offset),
-                         pad_wr.data.eq(sdata)]
-        with m.Else():
-            m.d.comb += [pad_wr.en.eq(self.w_en), pad_wr.addr.eq(self.w_addr),
-                         pad_wr.data.eq(self.w_data)]
+            m.d.comb += [pad.en.eq(~entry.skip), pad.we.eq(1), pad.addr.eq(entry.offset),
+                         pad.wdata.eq(sdata)]
+        with m.Elif(self.w_en):
+            m.d.comb += [pad.en.eq(1), pad.we.eq(1), pad.addr.eq(self.w_addr),
+                         pad.wdata.eq(self.w_data)]
+        # (for formal/processor.py: every scratchpad write, clears included)
+        m.d.comb += [self._pad_we.eq(pad.en & pad.we), self._pad_waddr.eq(pad.addr)]
 
         # -- table pointers ------------------------------------------------------------
         col_ptr, col_base = Signal(range(c.gather_columns + 1)), Signal(range(c.gather_columns + 1))
@@ -155,16 +173,17 @@ class MapUnit(wiring.Component):
                          self.skip.eq(0)]
         with m.If(self.step_end):
             m.d.sync += [col_ptr.eq(col_base + self.cols), pool_ptr.eq(pool_base + self.pools)]
-        with m.If(self.position):
+        got = Signal()                              # the position's entry arrives
+        m.d.sync += got.eq(self.position)
+        with m.If(got):
             m.d.sync += [base.eq(entry.addr), self.offset.eq(entry.offset),
                          self.skip.eq(entry.skip)]
 
         # -- the gather: issue (e, d) → column and pool offsets → scratchpad → maximum ----
+        # `base` arrives a cycle after `gather`, in time for the first scratchpad read.
         col = Signal(range(c.act_depth + 1))
         d = Signal(range(c.gather_pools + 1))
         issuing = Signal()
-        col_rd, pool_rd, pad_rd = columns.read_port(), pools.read_port(), pad.read_port()
-        m.d.comb += [col_rd.addr.eq(col_base + col), pool_rd.addr.eq(pool_base + d)]
         with m.If(self.gather):
             m.d.sync += [issuing.eq(1), self.busy.eq(1), col.eq(0), d.eq(0)]
         with m.Elif(issuing):
@@ -176,15 +195,19 @@ class MapUnit(wiring.Component):
                     m.d.sync += col.eq(col + 1)
             with m.Else():
                 m.d.sync += d.eq(d + 1)
+        with m.If(issuing):
+            m.d.comb += [columns.en.eq(1), columns.addr.eq(col_base + col),
+                         pools.en.eq(1), pools.addr.eq(pool_base + d)]
         v1, first1, last1 = self._pad_read, Signal(), Signal()
         v2, first2, last2 = Signal(), Signal(), Signal()
         e1, e2 = Signal.like(col), Signal.like(col)
         m.d.sync += [v1.eq(issuing), first1.eq(d == 0), last1.eq(d == self.pools - 1), e1.eq(col),
                      v2.eq(v1), first2.eq(first1), last2.eq(last1), e2.eq(e1)]
-        m.d.comb += [self._pad_raddr.eq(base + col_rd.data + pool_rd.data),
-                     pad_rd.addr.eq(self._pad_raddr)]
+        with m.If(v1):
+            m.d.comb += [self._pad_raddr.eq(base + columns.rdata + pools.rdata),
+                         pad.en.eq(1), pad.addr.eq(self._pad_raddr)]
         best = Signal(signed(ib))
-        value = pad_rd.data
+        value = pad.rdata.as_signed()
         top = Mux(first2 | (value > best), value, best)
         with m.If(v2):
             m.d.sync += best.eq(top)
@@ -194,3 +217,31 @@ class MapUnit(wiring.Component):
         with m.If(self.busy & ~self.gather & ~issuing & ~v1 & ~v2):
             m.d.sync += self.busy.eq(0)
         return m
+
+
+#: The gather's memories, in :func:`memory_shapes` order.
+MEMORIES = ("scratchpad", "positions", "columns", "pools")
+
+
+def memory_shapes(config: ProcessorConfig) -> list:
+    """``(name, depth, width)`` of each of the gather's memories
+    (:func:`darbgen.processor_conv.gather_memories`)."""
+    return [(name, depth, width) for name, (_, depth, width)
+            in gather_memories(config).items()]
+
+
+def port_signature(depth: int, width: int) -> wiring.Signature:
+    """One address port of a memory, as the gather drives it: ``en`` (this cycle reads
+    or, with ``we``, writes ``addr``), ``rdata`` a cycle after a read (held until the
+    next)."""
+    return wiring.Signature({"addr": Out(range(max(depth, 2))), "en": Out(1), "we": Out(1),
+                             "wdata": Out(width), "rdata": In(width)})
+
+
+def _memory(m: Module, name: str, depth: int, width: int):
+    """A memory of the gather's own behind one :func:`port_signature` port."""
+    port = port_signature(depth, width).create(path=(name,))
+    m.submodules[name] = ram = SinglePortRAM(width, depth, spram=False)
+    m.d.comb += [ram.addr.eq(port.addr), ram.en.eq(port.en), ram.we.eq(port.we & port.en),
+                 ram.wdata.eq(port.wdata), port.rdata.eq(ram.rdata)]
+    return port

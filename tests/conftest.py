@@ -117,3 +117,25 @@ def random_network(rng, dims=(24, 20, 12, 5), empty=(3, 7), relu=(True, False),
         h = np.maximum(h, 0) if layer.activation == "relu" else h
         scale = float(np.abs(h).max()) / 127
     return Artifact(layers, {"source": "random"})
+
+
+def random_lenet5(seed: int):
+    """A random DARB LeNet-5 on 28×28 (fashion-lenet5's shape: conv 6@5×5, pool 2, conv
+    16@5×5, pool 2, 256-120-84-10), blocks of 4 to 16 keeping one weight each, calibrated
+    by the float network on random images."""
+    from darbgen.conv import ConvSpec
+    from darbgen.network import plan
+    from test_conv import float_forward          # torch: imported only when called
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, f, c, spec in (("conv1", 6, 1, ConvSpec(28, 0, 1, 2)),
+                             ("conv2", 16, 6, ConvSpec(12, 0, 1, 2))):
+        layer = random_layer(rng, f, c * 25, [4, 8, 16], name=name)
+        layers.append(replace(layer, shape=(f, c, 5, 5), conv=spec, activation="relu"))
+    for i, (cols, rows) in enumerate(((256, 120), (120, 84), (84, 10))):
+        layer = random_layer(rng, rows, cols, [4, 8, 16], name=f"fc{i + 1}")
+        layers.append(replace(layer, activation="relu" if i < 2 else "none"))
+    layers = [replace(l, bias=rng.normal(0, 2, size=l.rows).astype(np.float32)) for l in layers]
+    x = rng.integers(0, 128, size=(16, 784))
+    scales = [0.05] + float_forward(layers, x * 0.05, calibrate=True)
+    return plan(Artifact([replace(l, input_scale=s) for l, s in zip(layers, scales)]))

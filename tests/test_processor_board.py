@@ -47,11 +47,11 @@ def test_identify_round_trips_the_processor_and_its_capacities():
     assert [name for name, _ in cores.CAPACITY_FIELDS] == \
         [f.name for f in dataclasses.fields(ProcessorConfig) if f.name != "engine"]
     assert core.capacity() | {"step_kinds": None} == {
-        "weights": 63488, "activations": 784, "lanes": 4, "steps": 16, "step_kinds": None,
+        "weights": 40896, "activations": 784, "lanes": 4, "steps": 16, "step_kinds": None,
         "lane_slots": 256, "table_depth": 512, "max_steps": 16, "max_classes": 256,
-        "map_depth": 0, "gather_positions": 0, "gather_columns": 0, "gather_pools": 0,
-        "lstm_hidden": 0, "lstm_table": 0}
-    assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear"]
+        "map_depth": 5888, "gather_positions": 1536, "gather_columns": 768,
+        "gather_pools": 16, "lstm_hidden": 0, "lstm_table": 0}
+    assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear", "conv"]
     ulx3s = processor_config(get_board("ulx3s"))
     assert ulx3s.step_kinds == ("linear", "conv")
     assert parse_identity(identity_bytes(ulx3s, 25_000_000, 115_200)).config == ulx3s
@@ -132,7 +132,7 @@ def test_deploy_and_eval_digits_mlp_on_the_served_processor(served, digits_mlp, 
     assert result["exact"] is True and result["vectors"] == 6 and result["weights_verified"]
     cap = processor_config(BOARD)
     assert f"the layer-sequenced processor holding {cap.capacity:,} kept weights, " \
-           f"{cap.act_depth:,} activations, 16 steps (linear)" in captured.out
+           f"{cap.act_depth:,} activations, 16 steps (linear, conv)" in captured.out
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), network_ref(net, xq))
 
     assert main(["eval", str(art), "--dataset", "digits", "--on", served, "--limit", "12",
@@ -231,24 +231,40 @@ def test_run_frames_of_partial_or_no_beats_are_refused(served):
         assert refused.value.status in (Status.NAK_WEIGHTS.value, Status.NO_WEIGHTS.value)
 
 
+def deploy_in_turn(port, artifacts, tmp_path, capsys):
+    """``deploy`` each of ``artifacts`` to the board at ``port`` with 3 digits test
+    images: every logit equal to the golden model's."""
+    x, _ = datasets.test_split("digits")
+    for art in artifacts:
+        net = plan(Artifact.load(art))
+        np.save(tmp_path / "x.npy", net.quantize_input(x[:3]).astype(np.int8))
+        assert main(["deploy", str(art), "--port", port, "--timeout", "20",
+                     "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+        result, _ = last_json(capsys)
+        assert result["exact"] is True and result["vectors"] == 3
+        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                      network_ref(net, np.load(tmp_path / "x.npy")))
+
+
 @needs_verilator
+def test_one_served_icebreaker_runs_digits_mlp_then_digits_cnn(served, digits_mlp, digits_cnn,
+                                                               tmp_path, capsys):
+    """The iCEBreaker's processor as served (its banks SB_SPRAM256KA on Yosys's model,
+    the gather in them) takes digits-mlp and then digits-cnn with no rebuild: every logit
+    exact."""
+    deploy_in_turn(served, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
+
+
+@needs_verilator
+@pytest.mark.slow
 def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(digits_mlp, digits_cnn, tmp_path,
                                                           capsys):
     """The ULX3S processor (at 4 lanes, to keep the simulation small; its gather holds
-    LeNet-5) takes digits-mlp and then digits-cnn with no rebuild: every logit exact."""
-    x, _ = datasets.test_split("digits")
+    LeNet-5, in memories of its own) takes digits-mlp and then digits-cnn with no
+    rebuild: every logit exact. Slow: its own Verilator build (the iCEBreaker's test
+    above runs the same networks; tests/test_processor_conv.py the gather without banks)."""
     for port in serve("--board", "ulx3s", "--lanes", "4"):
-        for art in (digits_mlp[0], digits_cnn[0]):
-            net = plan(Artifact.load(art))
-            np.save(tmp_path / "x.npy", net.quantize_input(x[:3]).astype(np.int8))
-            assert main(["deploy", str(art), "--port", port, "--timeout", "20",
-                         "--inputs", str(tmp_path / "x.npy"),
-                         "-o", str(tmp_path / "y.npy")]) == 0
-            result, _ = last_json(capsys)
-            assert result["exact"] is True and result["vectors"] == 3
-            np.testing.assert_array_equal(
-                np.load(tmp_path / "y.npy"),
-                network_ref(net, np.load(tmp_path / "x.npy")))
+        deploy_in_turn(port, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
 
 
 def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsys):
