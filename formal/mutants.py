@@ -69,9 +69,10 @@ PROCESSOR_MUTANTS = {
 MAP_UNIT_MUTANTS = {
     # the image's element goes one entry too far: the entry the gather reads is not
     # the one written
-    "scatter-one-entry-off": ("pad_wr.addr.eq(entry.offset)", "pad_wr.addr.eq(entry.offset + 1)"),
+    "scatter-one-entry-off": ("pad.addr.eq(entry.offset)", "pad.addr.eq(entry.offset + 1)"),
     # the gather reads the column after the one the table says
-    "gather-next-column": ("col_rd.addr.eq(col_base + col)", "col_rd.addr.eq(col_base + col + 1)"),
+    "gather-next-column": ("columns.addr.eq(col_base + col)",
+                           "columns.addr.eq(col_base + col + 1)"),
 }
 
 _KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}
