@@ -28,8 +28,8 @@ import numpy as np
 
 from .config import ConfigError, _bits, layout_width
 from .format import SparseLayer
-from .lstm import (C_BITS, C_FRAC_BITS, GATES, LUT_BITS, LSTMConfig, cell_table,
-                   check_steps, lut_init)
+from .lstm import (C_BITS, C_FRAC_BITS, FOLDED_BITS, GATES, LUT_BITS, LSTMConfig, cell_table,
+                   check_steps, folded_lut_init)
 from .lstm_format import IntLSTMParams, lstm_shape
 from .packing import pack_fields, schedule, unpack_fields
 from .processor import (ProcessorConfig, StepKind, Target, _field_bit, _needs, lane_words,
@@ -72,11 +72,12 @@ def lstm_output_fields(config: ProcessorConfig) -> list:
 
 def cell_memories(config: ProcessorConfig) -> dict:
     """The cell's memories (none without a cell): name → ``(count, depth, width)``.
-    The ``lut`` is a ROM (sigmoid then tanh, :func:`darbgen.lstm.lut_init`)."""
+    The ``lut`` is the folded ROM (:func:`darbgen.lstm.folded_lut_init`); ``gates``
+    holds a unit's four gate activations in one word."""
     if not config.lstm_hidden:
         return {}
     h = config.lstm_hidden
-    return {"lut": (1, len(lut_init()), LUT_BITS), "gates": (GATES, h, LUT_BITS),
+    return {"lut": (1, len(folded_lut_init()), FOLDED_BITS), "gates": (1, h, GATES * LUT_BITS),
             "cell": (1, h, C_BITS),
             "cell_table": (1, config.lstm_table, layout_width(cell_fields(config)))}
 

@@ -25,8 +25,9 @@ class _Unit:
     def __init__(self, m, config, load_valid, load_data, program_load):
         self._config = config
         e = config.engine
+        # Compact: the folded lookup ROM and one gate memory (docs/processor.md).
         self.cell = cell = LSTMCell(cell_config(config), positions=config.lstm_table,
-                                    dynamic=True)
+                                    dynamic=True, compact=True)
         m.submodules.cell = cell
         m.d.comb += [cell.load.valid.eq(load_valid),
                      cell.load.payload.eq(load_data[:len(cell.load.payload.as_value())])]
