@@ -23,6 +23,10 @@ from darbgen.hdl.protocol import IDENTIFY_FIELDS, identity_bytes, parse_identity
 from darbgen.host import Board, SerialTransport
 from darbgen.network import plan
 from darbgen.processor import ProcessorConfig
+from darbgen.processor_lstm import LSTMPlan, lstm_plan, lstm_provenance
+from darbgen import lstm_format as lf
+from darbgen.sim import lstm_golden as lg
+from test_lstm_hw import text_streams, tiny  # noqa: F401
 from darbgen.sim.golden import network_ref
 from darbgen.sim.runner import simulator_available
 
@@ -53,7 +57,7 @@ def test_identify_round_trips_the_processor_and_its_capacities():
         "lstm_hidden": 0, "lstm_table": 0}
     assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear"]
     ulx3s = processor_config(get_board("ulx3s"))
-    assert ulx3s.step_kinds == ("linear", "conv")
+    assert ulx3s.step_kinds == ("linear", "conv", "lstm")
     assert parse_identity(identity_bytes(ulx3s, 25_000_000, 115_200)).config == ulx3s
 
 
@@ -231,24 +235,114 @@ def test_run_frames_of_partial_or_no_beats_are_refused(served):
         assert refused.value.status in (Status.NAK_WEIGHTS.value, Status.NO_WEIGHTS.value)
 
 
+@pytest.fixture(scope="module")
+def served_ulx3s():
+    """``darbgen serve-sim --board ulx3s --lanes 4``: the ULX3S processor (at 4 lanes, to
+    keep the simulation small; its gather holds LeNet-5, its cell the char LSTM)."""
+    yield from serve("--board", "ulx3s", "--lanes", "4")
+
+
 @needs_verilator
-def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(digits_mlp, digits_cnn, tmp_path,
-                                                          capsys):
-    """The ULX3S processor (at 4 lanes, to keep the simulation small; its gather holds
-    LeNet-5) takes digits-mlp and then digits-cnn with no rebuild: every logit exact."""
+def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(served_ulx3s, digits_mlp, digits_cnn,
+                                                          tmp_path, capsys):
+    """The ULX3S processor takes digits-mlp and then digits-cnn with no rebuild: every
+    logit exact."""
     x, _ = datasets.test_split("digits")
-    for port in serve("--board", "ulx3s", "--lanes", "4"):
-        for art in (digits_mlp[0], digits_cnn[0]):
-            net = plan(Artifact.load(art))
-            np.save(tmp_path / "x.npy", net.quantize_input(x[:3]).astype(np.int8))
-            assert main(["deploy", str(art), "--port", port, "--timeout", "20",
-                         "--inputs", str(tmp_path / "x.npy"),
-                         "-o", str(tmp_path / "y.npy")]) == 0
-            result, _ = last_json(capsys)
-            assert result["exact"] is True and result["vectors"] == 3
-            np.testing.assert_array_equal(
-                np.load(tmp_path / "y.npy"),
-                network_ref(net, np.load(tmp_path / "x.npy")))
+    for art in (digits_mlp[0], digits_cnn[0]):
+        net = plan(Artifact.load(art))
+        np.save(tmp_path / "x.npy", net.quantize_input(x[:3]).astype(np.int8))
+        assert main(["deploy", str(art), "--port", served_ulx3s, "--timeout", "20",
+                     "--inputs", str(tmp_path / "x.npy"),
+                     "-o", str(tmp_path / "y.npy")]) == 0
+        result, _ = last_json(capsys)
+        assert result["exact"] is True and result["vectors"] == 3
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "y.npy"),
+            network_ref(net, np.load(tmp_path / "x.npy")))
+
+
+@pytest.fixture(scope="module")
+def char_lstm(tiny, tmp_path_factory):  # noqa: F811
+    """The trained hidden-16 char LSTM of tests/test_lstm_hw.py as an LSTM artifact (its
+    gate layer and head, the calibrated c_frac in its provenance)."""
+    path = tmp_path_factory.mktemp("lstm") / "char-lstm.darb"
+    Artifact([tiny["gate"]], lstm_provenance(tiny["gate"].name, tiny["params"].c_frac)).save(path)
+    return path
+
+
+@needs_verilator
+def test_deploy_runs_the_char_lstm_step_on_the_served_ulx3s(served_ulx3s, char_lstm, tiny,
+                                                            digits_mlp, tmp_path, capsys):  # noqa: F811
+    """``deploy`` of an LSTM artifact on the same served ULX3S processor that runs
+    digits-mlp (one bitstream: only weights and program change): 6 characters of
+    validation text as one sequence, every h and c equal to the golden step's; then the
+    driver runs two streams with a reset between them; then digits-mlp again."""
+    plan_ = lstm_plan(Artifact.load(char_lstm))
+    assert (plan_.gate, plan_.params) == (tiny["gate"], tiny["params"])
+    x, _ = text_streams(tiny, starts=(0,), length=6)
+    np.save(tmp_path / "x.npy", x.astype(np.int8))
+    assert main(["deploy", str(char_lstm), "--port", served_ulx3s, "--timeout", "20",
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    result, captured = last_json(capsys)
+    assert result["exact"] is True and result["vectors"] == 6, captured.err
+    assert "of 'lstm.l0'" in captured.out
+    y = np.load(tmp_path / "y.npy")
+    h_gold, c_gold = lg.int_lstm_sequence(tiny["gate"], tiny["params"], x, np.arange(6) == 0)
+    np.testing.assert_array_equal(y, np.concatenate([h_gold, c_gold], axis=1))
+    assert np.abs(h_gold).max() > 50 and np.abs(c_gold).max() > 1000
+
+    x2, reset = text_streams(tiny, starts=(700, 1400), length=4)
+    with SerialTransport(served_ulx3s, get_board("ulx3s").baud) as link:
+        board = Board(link, timeout=20)
+        board.load(plan_)
+        y2 = board.run(x2, reset=reset)
+        with pytest.raises(ValueError, match=r"^the first step must reset the state$"):
+            board.run(x2, reset=~reset)
+    np.testing.assert_array_equal(y2, plan_.golden(x2, reset), err_msg=f"seed {SEED}")
+
+    art = digits_mlp[0]
+    net = plan(Artifact.load(art))
+    xd, _ = datasets.test_split("digits")
+    np.save(tmp_path / "xd.npy", net.quantize_input(xd[:2]).astype(np.int8))
+    assert main(["deploy", str(art), "--port", served_ulx3s, "--timeout", "20",
+                 "--inputs", str(tmp_path / "xd.npy"), "-o", str(tmp_path / "yd.npy")]) == 0
+    assert last_json(capsys)[0]["exact"] is True
+
+
+@needs_verilator
+def test_a_corrupted_gate_weight_shows_in_the_served_lstm_step(served_ulx3s, tiny):  # noqa: F811
+    """One recurrent weight of the gate layer changed: the board's h and c differ from
+    the golden step's and equal the golden step of the changed layer."""
+    gate, params = tiny["gate"], tiny["params"]
+    inputs, _ = lf.lstm_shape(gate)
+    recurrent = np.flatnonzero(gate.columns >= inputs)
+    i = int(recurrent[len(recurrent) // 2])
+    values = np.array(gate.values)
+    values[i] = values[i] + 40 if values[i] < 80 else values[i] - 40
+    bad = LSTMPlan(dataclasses.replace(gate, values=values), params)
+    x, reset = text_streams(tiny, starts=(0,), length=4)
+    with SerialTransport(served_ulx3s, get_board("ulx3s").baud) as link:
+        board = Board(link, timeout=20)
+        board.load(bad)
+        y = board.run(x)
+    assert not np.array_equal(y, LSTMPlan(gate, params).golden(x, reset))
+    np.testing.assert_array_equal(y, bad.golden(x, reset))
+
+
+@needs_verilator
+def test_an_lstm_step_is_refused_by_a_processor_without_a_cell(served, char_lstm, capsys):
+    """The iCEBreaker's processor has no LSTM cell: deploy refuses the char LSTM before
+    loading it, naming the layer."""
+    assert main(["deploy", str(char_lstm), "--port", served, "--timeout", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot run this LSTM step: layer 'lstm.l0' is an LSTM step: the processor has " \
+           "no LSTM cell" in err, err
+
+
+def test_eval_refuses_an_lstm_artifact(char_lstm, capsys):
+    assert main(["eval", str(char_lstm), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert "is an LSTM step: eval runs classifiers on a data set's test split" in err, err
 
 
 def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsys):

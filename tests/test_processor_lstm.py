@@ -123,7 +123,7 @@ def test_load_words_hold_lanes_cell_table_and_one_step(mixed):
         assert np.array_equal(table[name], ref[name]), name
     step = unpack_fields(c.step_fields, f["data"][f["target"] == Target.PROGRAM])
     assert {k: int(v[0]) for k, v in step.items()} == {
-        "kind": 2, "rows": 0, "slots": schedule(gate, 2).slots, "table_end": 0, "relu": 0,
+        "kind": 2, "rows": 5, "slots": schedule(gate, 2).slots, "table_end": 0, "relu": 0,
         "last": 1, "first": 1, "units": 5, "inputs": 7, "c_frac": 9,
         # the gather's fields, idle in an LSTM step
         "positions": 0, "cols": 0, "pools": 0, "to_map": 0}
