@@ -70,7 +70,7 @@ class _Port:
         self.en, self.addr, self.data = en, addr, data
 
 
-def _gate_memories(m, size: int, compact: bool):
+def _gate_memories(m, size: int, compact: bool, attrs=None):
     """The gate activations i, f, g, o of ``size`` units: a write and a read port per
     gate. Compact: one memory of ``GATES · LUT_BITS``-bit words (a unit's four gates),
     written one gate at a time (granularity ``LUT_BITS``), read whole: one block RAM
@@ -78,10 +78,12 @@ def _gate_memories(m, size: int, compact: bool):
     if not compact:
         acts = []
         for g, name in enumerate("ifgo"):
-            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=size, init=[]))
+            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=size, init=[],
+                                      attrs=attrs))
             m.submodules[f"act_{name}"] = acts[g]
         return [a.write_port() for a in acts], [a.read_port() for a in acts]
-    m.submodules.acts = acts = memory.Memory(shape=GATES * LUT_BITS, depth=size, init=[])
+    m.submodules.acts = acts = memory.Memory(shape=GATES * LUT_BITS, depth=size, init=[],
+                                             attrs=attrs)
     wr, rd = acts.write_port(granularity=LUT_BITS), acts.read_port()
     addr_w, data_w = Signal.like(wr.addr), Signal(signed(LUT_BITS))
     addr_r, en_r = Signal.like(rd.addr), Signal()
@@ -160,6 +162,10 @@ class LSTMCell(wiring.Component):
         Smaller memories, same results (the processor's cell): the lookup ROM folded
         (:class:`FoldedLUT`) and the four gate activations of a unit in one memory
         word, written a gate at a time.
+    lut_ram : bool
+        Ask synthesis for LUT RAM (``ram_style = "distributed"``) for the table, gate
+        and cell-state memories: on the ECP5, whose LUTs are plentiful where its block
+        RAM is not (the processor's cell on an ECP5 platform). No effect in simulation.
 
     Members
     -------
@@ -187,13 +193,14 @@ class LSTMCell(wiring.Component):
     """
 
     def __init__(self, config: LSTMConfig, *, luts=None, positions: int | None = None,
-                 dynamic: bool = False, compact: bool = False):
+                 dynamic: bool = False, compact: bool = False, lut_ram: bool = False):
         if not isinstance(config, LSTMConfig):
             raise TypeError(f"config must be an LSTMConfig, not {config!r}")
         self._config = config
         self._positions = config.positions if positions is None else positions
         self._dynamic = dynamic
         self._compact = compact
+        self._ram_attrs = {"ram_style": "distributed"} if lut_ram else None
         if compact and luts is not None:
             raise ValueError("a compact cell's lookup ROM is the folded contract's; luts "
                              "replaces the full ROM only")
@@ -236,11 +243,13 @@ class LSTMCell(wiring.Component):
             m.d.comb += [lut_rd.addr.eq(Cat((lut_z - Z_MIN)[:index_bits], lut_tanh)),
                          lut_rd.en.eq(lut_en)]
             lut_data = lut_rd.data
-        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=size, init=[])
+        attrs = self._ram_attrs
+        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=size, init=[],
+                                                     attrs=attrs)
         table_rd, loaded = requant_table(m, self.load, self._positions,
-                                         to_layout(c.table_fields))
+                                         to_layout(c.table_fields), attrs=attrs)
         c_wr, c_rd = cstate.write_port(), cstate.read_port()
-        act_wr, act_rd = _gate_memories(m, size, self._compact)
+        act_wr, act_rd = _gate_memories(m, size, self._compact, attrs)
 
         in_units = Signal()                 # the units phase owns the lookup memory
         lut_gates_z, lut_gates_tanh = Signal.like(lut_z), Signal()

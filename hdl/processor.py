@@ -147,7 +147,8 @@ class Processor(wiring.Component):
             with m.If(program_load.valid & program_load.payload.first):
                 m.d.sync += map_input.eq(program_load.payload.kind == StepKind.CONV)
         # The LSTM cell (None without one): its table loads from target CELL.
-        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
+        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load,
+                         platform)
 
         # -- the step being run ----------------------------------------------------------
         pc = Signal(range(c.max_steps + 1))

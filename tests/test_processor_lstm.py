@@ -191,6 +191,26 @@ def test_a_folded_lut_entry_changed_is_seen():
     assert np.flatnonzero(bad != lf.SIGMOID_LUT).tolist() == [-300 - lf.Z_MIN, 300 - lf.Z_MIN]
 
 
+def test_the_cell_asks_for_lut_ram_on_an_ecp5_only(mixed):
+    """On an ECP5 platform the cell's table, gate and cell-state memories ask Yosys for
+    LUT RAM (its DP16KD hold the lanes' beats); the folded ROM stays block RAM."""
+    from types import SimpleNamespace
+
+    from amaranth.back import rtlil
+
+    from darbgen.hdl.lstm import LSTMCell
+    from darbgen.hdl.processor_lstm import lut_ram
+    from darbgen.processor_lstm import cell_config
+
+    _, _, c = mixed
+    assert lut_ram(SimpleNamespace(family="ecp5")) and not lut_ram(None)
+    assert not lut_ram(SimpleNamespace(family="ice40"))
+    for ask, count in ((False, 0), (True, 3)):
+        cell = LSTMCell(cell_config(c), positions=c.lstm_table, dynamic=True, compact=True,
+                        lut_ram=ask)
+        assert rtlil.convert(cell).count('attribute \\ram_style "distributed"') == count
+
+
 # -- the closed loop in Amaranth's simulator -------------------------------------------
 
 @pytest.mark.parametrize("inputs, hidden, lanes, input_width, stalls", [
