@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "serve until killed.")
 
     p = sub.add_parser("deploy", parents=[verbose],
-                       help="load a network or a layer onto a board over serial, verify it, "
-                            "run inputs",
+                       help="load a network, an LSTM step or a layer onto a board over serial, "
+                            "verify it, run inputs",
                        description="Optionally program the board, identify it, check that "
                                    "what it is asked to run fits, stream the weights, verify "
                                    "them, run input vectors and write the exact outputs.")
@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", action="store_true",
                    help="deploy the whole network (a processor, or a chain built with "
                         "--network)")
-    p.add_argument("--inputs", metavar="X.npy", help="int8 input vectors, n × cols")
+    p.add_argument("--inputs", metavar="X.npy",
+                   help="int8 input vectors, n × cols (an LSTM step: one sequence's x_t, "
+                        "one per row)")
     p.add_argument("-o", "--output", metavar="Y.npy", help="where to write the outputs")
     p.add_argument("--program", metavar="BITSTREAM",
                    help="program this bitstream first (openFPGALoader; the board is read "

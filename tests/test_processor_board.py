@@ -278,7 +278,10 @@ def test_deploy_runs_the_char_lstm_step_on_the_served_ulx3s(served_ulx3s, char_l
     validation text as one sequence, every h and c equal to the golden step's; then the
     driver runs two streams with a reset between them; then digits-mlp again."""
     plan_ = lstm_plan(Artifact.load(char_lstm))
-    assert (plan_.gate, plan_.params) == (tiny["gate"], tiny["params"])
+    assert plan_.params.c_frac == tiny["params"].c_frac
+    for name in ("bias", "mult", "shift"):
+        assert np.array_equal(getattr(plan_.params, name), getattr(tiny["params"], name)), name
+    assert np.array_equal(plan_.gate.values, tiny["gate"].values)
     x, _ = text_streams(tiny, starts=(0,), length=6)
     np.save(tmp_path / "x.npy", x.astype(np.int8))
     assert main(["deploy", str(char_lstm), "--port", served_ulx3s, "--timeout", "20",
@@ -354,3 +357,35 @@ def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsy
     assert capsys.readouterr().err.endswith(
         "x.npy: inputs must have shape (n, 64) for the network's first layer 'conv1', not "
         "(2, 9)\n")
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_the_hidden_128_char_lstm_fits_the_ulx3s_and_runs_served(served_ulx3s, tmp_path,
+                                                                 capsys):
+    """The char LSTM the ULX3S default's cell is sized for (bench/processor_lstm_bench.py's
+    hidden-128 DARB-16 gate layer, trained there for about 2 minutes) fits the board's
+    32-lane processor, and 16 characters of validation text run on the served board
+    (4 lanes), every h and c exact."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from processor_lstm_bench import char_lstm as trained  # noqa: E402
+
+    from darbgen.pruning.lstm import load_corpus
+    from darbgen.processor_lstm import check_lstm
+
+    corpus = load_corpus()
+    _, gate = trained(corpus)
+    params = lf.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=16, steps=256))
+    check_lstm(gate, params, processor_config(get_board("ulx3s")))
+    path = tmp_path / "char-lstm-128.darb"
+    Artifact([gate], lstm_provenance(gate.name, params.c_frac)).save(path)
+    x = lf.one_hot_inputs(corpus.valid[:16], lf.lstm_shape(gate)[0])
+    np.save(tmp_path / "x.npy", x.astype(np.int8))
+    assert main(["deploy", str(path), "--port", served_ulx3s, "--timeout", "30",
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    assert last_json(capsys)[0]["exact"] is True
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                  LSTMPlan(gate, params).golden(x, np.arange(16) == 0))
