@@ -271,8 +271,9 @@ def load_words(gate: SparseLayer, params: IntLSTMParams, config: LSTMConfig) -> 
     return pack_fields(config.load_fields, {"data": data, "target": targets}, len(data))
 
 
-def check_steps(x, reset, inputs: int, input_bits: int):
-    """``x`` and ``reset`` of a sequence of steps as arrays, checked.
+def check_steps(x, reset, inputs: int, input_bits: int, *, continues: bool = False):
+    """``x`` and ``reset`` of a sequence of steps as arrays, checked; ``continues``: the
+    steps continue a sequence already running (the first need not reset).
 
     Raises
     ------
@@ -288,7 +289,7 @@ def check_steps(x, reset, inputs: int, input_bits: int):
                          f"{x.dtype} of shape {x.shape}")
     if reset.shape != (x.shape[0],):
         raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
-    if x.shape[0] and not reset[0]:
+    if x.shape[0] and not reset[0] and not continues:
         raise ValueError("the first step must reset the state")
     lim = 1 << (input_bits - 1)
     if x.size and (x.min() < -lim or x.max() >= lim):

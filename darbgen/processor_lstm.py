@@ -233,7 +233,8 @@ def lstm_load_words(gate: SparseLayer, params: IntLSTMParams, config: ProcessorC
                                 (Target.PROGRAM, step)])
 
 
-def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> list:
+def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer, *,
+                     continues: bool = False) -> list:
     """The ``x`` beats of a sequence of LSTM time steps of ``gate`` (one inference each).
 
     Parameters
@@ -245,6 +246,9 @@ def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> li
         ``[x_t; 0]``, ``inputs + hidden`` elements, which clear ``h`` in the lanes.
     config : ProcessorConfig
     gate : SparseLayer
+    continues : bool
+        The steps continue a sequence the processor is running (the host driver sends
+        one step per RUN): the first need not reset.
 
     Raises
     ------
@@ -252,7 +256,7 @@ def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> li
         A shape is wrong, an input is out of range or the first step does not reset.
     """
     inputs, hidden = lstm_shape(gate)
-    x, reset = check_steps(x, reset, inputs, config.engine.input_bits)
+    x, reset = check_steps(x, reset, inputs, config.engine.input_bits, continues=continues)
     iw = config.engine.input_width
     words = []
     for xt, r in zip(x, reset.astype(bool)):

@@ -472,7 +472,9 @@ class ProcessorCore(_WholeNetwork):
 
     def input_words(self, x, target=None, reset=False):
         if isinstance(target, LSTMPlan):
-            words = lstm_input_words(np.atleast_2d(x), [reset], self.config, target.gate)
+            # One step per RUN: the driver checks that its sequence starts with a reset.
+            words = lstm_input_words(np.atleast_2d(x), [reset], self.config, target.gate,
+                                     continues=True)
             fields = run_fields(self.config)
             return pack_fields(fields, unpack_fields(self.config.input_fields, words),
                                len(words))
