@@ -78,6 +78,9 @@ class ProcessorSizes:
     gather_positions: int = 0
     gather_columns: int = 0
     gather_pools: int = 0
+    # The LSTM cell (darbgen.processor_lstm; 0: none): hidden units and table entries.
+    lstm_hidden: int = 0
+    lstm_table: int = 0
     shifts: tuple = (1, 2, 3, 4, 5, 6)      # block sizes 2 to 64 (DARB's default set)
     max_keep: int = 2
     weight_bits: int = 8
@@ -105,7 +108,10 @@ PROCESSORS = {
     "ulx3s": ProcessorSizes(lanes=32, lane_depth=5 * 1024, lane_rows=64, activations=784,
                             lane_slots=32, table_depth=1024, max_steps=16, max_classes=256,
                             map_depth=6144, gather_positions=1536, gather_columns=768,
-                            gather_pools=16),
+                            gather_pools=16,
+                            # The char LSTM's step (hidden 128; 544 entries at 32 lanes):
+                            # docs/processor.md, "The LSTM cell on the boards".
+                            lstm_hidden=128, lstm_table=544),
     "arty-a7": ProcessorSizes(lanes=8, lane_depth=8192, lane_rows=1024, activations=1024,
                               lane_slots=256, table_depth=4096, max_steps=16),
 }
@@ -137,7 +143,8 @@ def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
                            table_depth=s.table_depth,
                            max_steps=s.max_steps, max_classes=s.max_classes,
                            map_depth=s.map_depth, gather_positions=s.gather_positions,
-                           gather_columns=s.gather_columns, gather_pools=s.gather_pools)
+                           gather_columns=s.gather_columns, gather_pools=s.gather_pools,
+                           lstm_hidden=s.lstm_hidden, lstm_table=s.lstm_table)
 
 
 def processor_device(board: Board, lanes: int | None = None) -> Device:

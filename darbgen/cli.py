@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "serve until killed.")
 
     p = sub.add_parser("deploy", parents=[verbose],
-                       help="load a network or a layer onto a board over serial, verify it, "
-                            "run inputs",
+                       help="load a network, an LSTM step or a layer onto a board over serial, "
+                            "verify it, run inputs",
                        description="Optionally program the board, identify it, check that "
                                    "what it is asked to run fits, stream the weights, verify "
                                    "them, run input vectors and write the exact outputs.")
@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", action="store_true",
                    help="deploy the whole network (a processor, or a chain built with "
                         "--network)")
-    p.add_argument("--inputs", metavar="X.npy", help="int8 input vectors, n × cols")
+    p.add_argument("--inputs", metavar="X.npy",
+                   help="int8 input vectors, n × cols (an LSTM step: one sequence's x_t, "
+                        "one per row)")
     p.add_argument("-o", "--output", metavar="Y.npy", help="where to write the outputs")
     p.add_argument("--program", metavar="BITSTREAM",
                    help="program this bitstream first (openFPGALoader; the board is read "
@@ -651,6 +653,10 @@ def _target(args, artifact):
     if getattr(args, "network", False):
         if args.layer:
             raise CLIError("--network runs every layer: drop --layer")
+        from .processor_lstm import is_lstm, lstm_plan
+        if is_lstm(artifact):                   # an LSTM's network is its time step
+            step = lstm_plan(artifact)
+            return step, step.name
         from .network import plan
         return plan(artifact), "network"
     layer = artifact.layer(args.layer) if args.layer else artifact.layers[0]
@@ -678,10 +684,10 @@ def _board_device(args, artifact, *, processor: bool = True):
         if artifact is not None:
             from .config import ConfigError
             from .hdl.cores import describe
-            from .network import plan
-            net = plan(artifact)
+            core = describe(config)
+            target = core.default_target(artifact)      # the network, or an LSTM step
             try:
-                describe(config).check_target(net)
+                core.check_target(target)
             except ConfigError as e:
                 raise CLIError(f"{args.artifact} does not fit {board.name}'s processor: "
                                f"{e}") from None
@@ -748,10 +754,12 @@ def cmd_serve_sim(args) -> int:
     os.execv(str(exe), [str(exe), "--divisor", str(dev.divisor)])
 
 
-def _load_inputs(path, layer, *, network: bool = False) -> np.ndarray:
+def _load_inputs(path, layer, *, network: bool = False, width: int | None = None,
+                 what: str | None = None) -> np.ndarray:
     """int8 input vectors for ``layer`` from a .npy file (full-width inputs of a
     compacted layer are gathered to its stored columns). As the first layer of a
-    ``network``, a convolution takes whole images (``C·H·W``, flattened), not patches."""
+    ``network``, a convolution takes whole images (``C·H·W``, flattened), not patches;
+    ``width`` and ``what`` name another input (an LSTM step's ``x_t``)."""
     data = read_input(path, what="a .npy file")
     try:
         x = read_npy(data)                          # checks the header before allocating
@@ -759,7 +767,9 @@ def _load_inputs(path, layer, *, network: bool = False) -> np.ndarray:
         raise CLIError(f"{path}: not a readable .npy file ({e})") from None
     if x.dtype != np.int8:
         raise CLIError(f"{path}: inputs must be int8, not {x.dtype}")
-    if network and layer.conv is not None:
+    if width is not None:
+        pass
+    elif network and layer.conv is not None:
         width, what = layer.conv_geometry.input_width, "the network's first layer"
     else:
         width, what = layer.cols, "layer"
@@ -831,11 +841,18 @@ def cmd_deploy(args) -> int:
     if args.output is not None:
         _output_file(args.output, args.artifact, args.inputs, args.program)
     artifact = Artifact.load(args.artifact)
+    from .processor_lstm import LSTMPlan, is_lstm, lstm_plan
     # What the options name, checked before the board is touched; else what the board runs.
     named = _target(args, artifact) if args.layer or args.network else None
-    # A network's input is its first layer's.
-    x = _load_inputs(args.inputs, artifact.layer(args.layer) if args.layer
-                     else artifact.layers[0], network=not args.layer) if args.inputs else None
+    # A network's input is its first layer's; an LSTM's, one time step's x_t per row (one
+    # sequence: the first row starts from h = c = 0).
+    step = lstm_plan(artifact) if is_lstm(artifact) and not args.layer else None
+    x = None
+    if args.inputs and step is not None:
+        x = _load_inputs(args.inputs, step.gate, width=step.cols, what="the LSTM step")
+    elif args.inputs:
+        x = _load_inputs(args.inputs, artifact.layer(args.layer) if args.layer
+                         else artifact.layers[0], network=not args.layer)
     if args.program:
         program(args.program)
     with _board(args.port, **link) as board:
@@ -851,7 +868,8 @@ def cmd_deploy(args) -> int:
             atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
             vectors = len(x)
             golden = spmv_ref(target, x) if isinstance(target, SparseLayer) else \
-                network_ref(target, x)
+                target.golden(x, np.arange(len(x)) == 0) if isinstance(target, LSTMPlan) \
+                else network_ref(target, x)
             exact = bool(np.array_equal(y, golden))
             print(f"ran {vectors} vector(s) on the board, wrote {args.output}: "
                   f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
@@ -867,8 +885,10 @@ def _default_target(artifact, board):
     name."""
     from .hdl.cores import describe
 
+    from .processor_lstm import LSTMPlan
+
     target = describe(board.config).default_target(artifact)
-    return target, target.name if isinstance(target, SparseLayer) else "network"
+    return target, target.name if isinstance(target, (SparseLayer, LSTMPlan)) else "network"
 
 
 def simulate(layer, x, *, lanes: int = 8, simulator: str = "verilator"):
@@ -919,6 +939,11 @@ def evaluate(artifact: Artifact, dataset: str | None = None, *, data=None, on: s
 
     if limit is not None and limit < 1:
         raise CLIError(f"--limit must be a positive integer, not {limit}")
+    from .processor_lstm import is_lstm
+    if is_lstm(artifact):
+        raise CLIError(f"{name} is an LSTM step: eval runs classifiers on a data set's test "
+                       "split; run its time steps with `darbgen deploy ARTIFACT --port PORT "
+                       "--inputs X.npy`, which checks every h and c against the golden model")
     net = plan(artifact)
     if data is not None:
         from .datasets import load_data

@@ -55,6 +55,7 @@ from .quant import MULT_BITS
 
 __all__ = ["LOAD_ENGINE", "LOAD_TABLE", "LOAD_C_FRAC", "GATES", "LUT_BITS", "C_BITS",
            "SHIFT_BITS", "BIAS_BITS", "C_FRAC_BITS", "Z_BITS", "LSTMConfig", "lut_init",
+           "FOLDED_TANH_SAT", "FOLDED_BITS", "folded_lut_init", "folded_lookup",
            "cell_table", "load_words", "check_steps", "input_words", "unpack_outputs"]
 
 #: Load targets of the step's ``load`` stream.
@@ -79,6 +80,43 @@ def lut_init() -> list:
     """The cell's lookup memory: ``SIGMOID_LUT`` at ``0..2047``, ``TANH_LUT`` at
     ``2048..4095`` (the index's top bit picks tanh)."""
     return [int(v) for v in np.concatenate([SIGMOID_LUT, TANH_LUT])]
+
+
+def _tanh_saturation() -> int:
+    """The smallest ``z`` from which ``TANH_LUT`` is 1.0 (``2^A_FRAC``) to the end."""
+    one = TANH_LUT == 1 << A_FRAC
+    return int(np.flatnonzero(~one)[-1]) + 1 + Z_MIN
+
+
+#: ``TANH_LUT`` is 1.0 from this ``z`` on: the folded ROM stores tanh only below it.
+FOLDED_TANH_SAT = _tanh_saturation()
+#: Width of a folded ROM entry: unsigned, up to 1.0 = ``2^A_FRAC``.
+FOLDED_BITS = A_FRAC + 1
+
+
+def folded_lut_init() -> list:
+    """The lookup ROM folded by the tables' symmetries (the processor's cell):
+    ``sigma(z)`` for ``z = 0..Z_MAX`` at ``0..Z_MAX``, ``sigma(Z_MIN)`` (no mirror: ``-Z_MIN``
+    is out of range) at ``Z_MAX + 1``, then ``tanh(z)`` for ``z = 0..FOLDED_TANH_SAT`` (the
+    last entry is 1.0, for every larger ``|z|``). :func:`folded_lookup` reads it; the
+    result equals ``SIGMOID_LUT`` and ``TANH_LUT`` at every ``z`` (tested on all of them)."""
+    sig = SIGMOID_LUT[-Z_MIN:].astype(np.int64)                 # z = 0..Z_MAX
+    tanh = TANH_LUT[-Z_MIN:FOLDED_TANH_SAT - Z_MIN + 1].astype(np.int64)
+    return [int(v) for v in np.concatenate([sig, [SIGMOID_LUT[0]], tanh])]
+
+
+def folded_lookup(z, tanh: bool) -> np.ndarray:
+    """The folded ROM's read, in numpy (what :class:`darbgen.hdl.lstm.FoldedLUT` computes):
+    the entry of ``|z|``, mirrored for ``z < 0`` (``sigma(-z) = 1 - sigma(z)``,
+    ``tanh(-z) = -tanh(z)``)."""
+    z = np.clip(np.asarray(z, np.int64), Z_MIN, Z_MAX)
+    rom = np.asarray(folded_lut_init(), np.int64)
+    mag = np.abs(z)
+    if tanh:
+        v = rom[Z_MAX + 2 + np.minimum(mag, FOLDED_TANH_SAT)]
+        return np.where(z < 0, -v, v)
+    v = rom[np.minimum(mag, Z_MAX + 1)]
+    return np.where((z < 0) & (z != Z_MIN), (1 << A_FRAC) - v, v)
 
 
 @dataclass(frozen=True)
@@ -233,8 +271,9 @@ def load_words(gate: SparseLayer, params: IntLSTMParams, config: LSTMConfig) -> 
     return pack_fields(config.load_fields, {"data": data, "target": targets}, len(data))
 
 
-def check_steps(x, reset, inputs: int, input_bits: int):
-    """``x`` and ``reset`` of a sequence of steps as arrays, checked.
+def check_steps(x, reset, inputs: int, input_bits: int, *, continues: bool = False):
+    """``x`` and ``reset`` of a sequence of steps as arrays, checked; ``continues``: the
+    steps continue a sequence already running (the first need not reset).
 
     Raises
     ------
@@ -250,7 +289,7 @@ def check_steps(x, reset, inputs: int, input_bits: int):
                          f"{x.dtype} of shape {x.shape}")
     if reset.shape != (x.shape[0],):
         raise ValueError(f"reset must have shape ({x.shape[0]},), not {reset.shape}")
-    if x.shape[0] and not reset[0]:
+    if x.shape[0] and not reset[0] and not continues:
         raise ValueError("the first step must reset the state")
     lim = 1 << (input_bits - 1)
     if x.size and (x.min() < -lim or x.max() >= lim):

@@ -27,17 +27,107 @@ from __future__ import annotations
 import numpy as np
 
 from .config import ConfigError, _bits, layout_width
-from .format import SparseLayer
-from .lstm import (C_BITS, C_FRAC_BITS, GATES, LUT_BITS, LSTMConfig, cell_table,
-                   check_steps, lut_init)
-from .lstm_format import IntLSTMParams, lstm_shape
+from dataclasses import dataclass
+
+from .format import Artifact, ArtifactError, SparseLayer
+from .lstm import (C_BITS, C_FRAC_BITS, FOLDED_BITS, GATES, LUT_BITS, LSTMConfig, cell_table,
+                   check_steps, folded_lut_init)
+from .lstm_format import IntLSTMParams, derive_params, lstm_shape
 from .packing import pack_fields, schedule, unpack_fields
 from .processor import (ProcessorConfig, StepKind, Target, _field_bit, _needs, lane_words,
                         load_stream)
 
-__all__ = ["cell_config", "cell_fields", "lstm_step_fields", "lstm_output_fields",
+__all__ = ["LSTMPlan", "lstm_plan", "is_lstm", "lstm_provenance", "cell_config", "cell_fields", "lstm_step_fields", "lstm_output_fields",
            "cell_memories", "check_lstm", "lstm_load_words", "lstm_input_words",
            "unpack_lstm_outputs", "lstm_image_cycles"]
+
+
+@dataclass(frozen=True)
+class LSTMPlan:
+    """An LSTM layer's time step as the processor runs it: its gate layer and integer
+    parameters (what :func:`lstm_load_words` loads). An inference is one time step:
+    ``x_t`` (``cols`` = the layer's inputs) in, ``(h_t, c_t)`` out.
+
+    Raises
+    ------
+    ArtifactError
+        ``gate`` is no LSTM gate layer, or ``params`` has other hidden units.
+    """
+
+    gate: SparseLayer
+    params: IntLSTMParams
+
+    def __post_init__(self):
+        try:
+            inputs, hidden = lstm_shape(self.gate)
+        except ValueError as err:
+            raise ArtifactError(str(err)) from None
+        if self.params.hidden != hidden:
+            raise ArtifactError(f"layer {self.gate.name!r} has {hidden} hidden units, its "
+                                f"parameters {self.params.hidden}")
+
+    @property
+    def name(self) -> str:
+        return self.gate.name
+
+    @property
+    def cols(self) -> int:
+        """Inputs of one time step (``x_t``)."""
+        return lstm_shape(self.gate)[0]
+
+    @property
+    def hidden(self) -> int:
+        return lstm_shape(self.gate)[1]
+
+    @property
+    def outputs(self) -> int:
+        """Outputs of one time step: ``h_t`` then ``c_t``, one per unit each."""
+        return 2 * self.hidden
+
+    def golden(self, x, reset) -> np.ndarray:
+        """The golden model's ``[h_t | c_t]`` after each step (``(steps, 2·hidden)``,
+        :func:`darbgen.sim.lstm_golden.int_lstm_sequence`)."""
+        from .sim.lstm_golden import int_lstm_sequence
+        h, c = int_lstm_sequence(self.gate, self.params, x, reset)
+        return np.concatenate([h, c], axis=1)
+
+
+#: The provenance key of an LSTM artifact: ``{"gate": layer name, "c_frac": int}``.
+LSTM_KEY = "lstm"
+
+
+def lstm_provenance(gate: str, c_frac: int) -> dict:
+    """The provenance entry that makes an artifact an LSTM step's (:func:`lstm_plan`):
+    its gate layer and the calibrated cell format ``c_frac``."""
+    return {LSTM_KEY: {"gate": gate, "c_frac": int(c_frac)}}
+
+
+def is_lstm(artifact: Artifact) -> bool:
+    """Whether ``artifact`` holds an LSTM step (its provenance names the gate layer)."""
+    return LSTM_KEY in artifact.provenance
+
+
+def lstm_plan(artifact: Artifact) -> LSTMPlan:
+    """The LSTM step of ``artifact``: the gate layer its provenance names, with the
+    integer parameters from the layer's scales and bias and the provenance's ``c_frac``.
+
+    Raises
+    ------
+    ArtifactError
+        The provenance names no gate layer and ``c_frac``, or the layer is no LSTM gate
+        layer.
+    """
+    entry = artifact.provenance.get(LSTM_KEY)
+    if not isinstance(entry, dict) or not isinstance(entry.get("gate"), str) \
+            or isinstance(entry.get("c_frac"), bool) or not isinstance(entry.get("c_frac"), int):
+        raise ArtifactError(f"an LSTM artifact's provenance must hold {LSTM_KEY!r}: "
+                            f"{{\"gate\": layer name, \"c_frac\": integer}}, not {entry!r:.80}")
+    gate = artifact.layer(entry["gate"])
+    try:
+        params = derive_params(gate, c_frac=entry["c_frac"])
+    except ValueError as err:
+        raise ArtifactError(f"layer {gate.name!r}: {err}") from None
+    return LSTMPlan(gate, params)
 
 
 def cell_config(config: ProcessorConfig) -> LSTMConfig:
@@ -72,11 +162,12 @@ def lstm_output_fields(config: ProcessorConfig) -> list:
 
 def cell_memories(config: ProcessorConfig) -> dict:
     """The cell's memories (none without a cell): name → ``(count, depth, width)``.
-    The ``lut`` is a ROM (sigmoid then tanh, :func:`darbgen.lstm.lut_init`)."""
+    The ``lut`` is the folded ROM (:func:`darbgen.lstm.folded_lut_init`); ``gates``
+    holds a unit's four gate activations in one word."""
     if not config.lstm_hidden:
         return {}
     h = config.lstm_hidden
-    return {"lut": (1, len(lut_init()), LUT_BITS), "gates": (GATES, h, LUT_BITS),
+    return {"lut": (1, len(folded_lut_init()), FOLDED_BITS), "gates": (1, h, GATES * LUT_BITS),
             "cell": (1, h, C_BITS),
             "cell_table": (1, config.lstm_table, layout_width(cell_fields(config)))}
 
@@ -134,13 +225,16 @@ def lstm_load_words(gate: SparseLayer, params: IntLSTMParams, config: ProcessorC
     table = cell_table(params, sched, gate)
     cell = pack_fields(cell_fields(config), table, len(table["unit"]))
     step = pack_fields(config.step_fields, {
-        "kind": [int(StepKind.LSTM)], "slots": [sched.slots], "last": [1], "first": [1],
+        # rows: the step's output beats, one (h, c) per unit (the device counts them).
+        "kind": [int(StepKind.LSTM)], "rows": [hidden], "slots": [sched.slots], "last": [1],
+        "first": [1],
         "units": [hidden], "inputs": [inputs], "c_frac": [params.c_frac]}, 1)
     return load_stream(config, [(Target.LANES, lanes), (Target.CELL, cell),
                                 (Target.PROGRAM, step)])
 
 
-def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> list:
+def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer, *,
+                     continues: bool = False) -> list:
     """The ``x`` beats of a sequence of LSTM time steps of ``gate`` (one inference each).
 
     Parameters
@@ -152,6 +246,9 @@ def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> li
         ``[x_t; 0]``, ``inputs + hidden`` elements, which clear ``h`` in the lanes.
     config : ProcessorConfig
     gate : SparseLayer
+    continues : bool
+        The steps continue a sequence the processor is running (the host driver sends
+        one step per RUN): the first need not reset.
 
     Raises
     ------
@@ -159,7 +256,7 @@ def lstm_input_words(x, reset, config: ProcessorConfig, gate: SparseLayer) -> li
         A shape is wrong, an input is out of range or the first step does not reset.
     """
     inputs, hidden = lstm_shape(gate)
-    x, reset = check_steps(x, reset, inputs, config.engine.input_bits)
+    x, reset = check_steps(x, reset, inputs, config.engine.input_bits, continues=continues)
     iw = config.engine.input_width
     words = []
     for xt, r in zip(x, reset.astype(bool)):

@@ -32,13 +32,16 @@ from ..config import ConfigError, EngineConfig
 from ..format import SparseLayer
 from ..network import NetworkConfig, NetworkPlan, plan
 from ..network import load_words as network_load_words
-from ..packing import input_words, load_words, schedule, unpack_fields, unpack_outputs
+from ..packing import (input_words, load_words, pack_fields, schedule, unpack_fields,
+                       unpack_outputs)
 from ..processor import ProcessorConfig
 from ..processor import load_words as processor_load_words
+from ..processor_lstm import (LSTMPlan, check_lstm, is_lstm, lstm_input_words, lstm_load_words,
+                              lstm_plan, unpack_lstm_outputs)
 
 __all__ = ["CoreDescription", "register", "describe", "kind_of", "target_kind", "for_target",
-           "KINDS", "ENGINE_FIELDS", "CAPACITY_FIELDS", "EngineCore", "NetworkCore",
-           "ProcessorCore"]
+           "KINDS", "ENGINE_FIELDS", "CAPACITY_FIELDS", "run_fields", "EngineCore",
+           "NetworkCore", "ProcessorCore"]
 
 _CONFIG_FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 
@@ -137,9 +140,11 @@ class CoreDescription:
         """Bits of one element of the input vector."""
         raise NotImplementedError
 
-    def input_words(self, x) -> list:
-        """The input beats of one vector ``x`` (the target's ``cols`` integers), as RUN
-        sends them (the device marks the last beat itself)."""
+    def input_words(self, x, target=None, reset: bool = False) -> list:
+        """The input beats of one vector ``x`` of ``target`` (its ``cols`` integers), as
+        RUN sends them (:func:`run_fields`: the device marks the
+        last beat itself); ``reset``: a time step of an LSTM that starts from
+        ``h = c = 0``."""
         raise NotImplementedError
 
     def input_beats_range(self) -> tuple[int, int]:
@@ -228,6 +233,13 @@ def target_kind(target) -> type[CoreDescription]:
     raise TypeError(f"no device core runs a {type(target).__name__}")
 
 
+def run_fields(config) -> list:
+    """What a RUN carries of each input beat of a core's ``config``: every input field but
+    ``last`` (the device marks a vector's last beat itself), in their order: the
+    elements ``x``, and with an LSTM cell the step's ``reset``."""
+    return [f for f in config.input_fields if f[0] != "last"]
+
+
 def _logits(fields) -> Callable[[list], np.ndarray]:
     """One vector's logits from its output beats (one logit per beat)."""
     return lambda beats: np.asarray(unpack_fields(fields, beats)["y"])
@@ -292,7 +304,7 @@ class EngineCore(CoreDescription):
     def input_bits(self):
         return self.config.input_bits
 
-    def input_words(self, x):
+    def input_words(self, x, target=None, reset=False):
         return input_words(_padded(x, self.config.max_cols), self.config, last=False)
 
     @classmethod
@@ -368,7 +380,7 @@ class NetworkCore(_WholeNetwork):
     def input_bits(self):
         return self.config.engines[0].input_bits
 
-    def input_words(self, x):
+    def input_words(self, x, target=None, reset=False):
         return input_words(_padded(x, self.config.max_cols), self.config.engines[0],
                            last=False)
 
@@ -393,6 +405,8 @@ class ProcessorCore(_WholeNetwork):
     config_type = ProcessorConfig
     code = 2
     runs = "the layer-sequenced processor"
+    #: A whole network, or an LSTM layer's time step (with an LSTM cell).
+    target_type = (NetworkPlan, LSTMPlan)
     record_fields = [(name, 4) for name in _CONFIG_FIELDS] + CAPACITY_FIELDS
 
     def records(self):
@@ -415,15 +429,55 @@ class ProcessorCore(_WholeNetwork):
 
     @classmethod
     def for_target(cls, target, lanes, input_width):
+        if isinstance(target, LSTMPlan):
+            return ProcessorConfig.for_plans([], lanes, input_width=input_width,
+                                             gates=[target.gate])
         return ProcessorConfig.for_plans([target], lanes, input_width=input_width)
 
+    def check_target(self, target):
+        if isinstance(target, LSTMPlan):
+            check_lstm(target.gate, target.params, self.config)
+        else:
+            super().check_target(target)
+
+    def name(self, target):
+        if isinstance(target, LSTMPlan):
+            return f"the LSTM step {target.name!r}"
+        return super().name(target)
+
+    @classmethod
+    def default_target(cls, artifact):
+        """An LSTM artifact's step (:func:`~darbgen.processor_lstm.lstm_plan`), else the
+        whole network."""
+        return lstm_plan(artifact) if is_lstm(artifact) else super().default_target(artifact)
+
+    def outputs(self, target):
+        return target.outputs if isinstance(target, LSTMPlan) else super().outputs(target)
+
+    def unpacker(self, target):
+        if isinstance(target, LSTMPlan):
+            def step(beats):
+                h, c = unpack_lstm_outputs(beats, self.config, target.hidden)
+                return np.concatenate([h[0], c[0]])
+            return step
+        return super().unpacker(target)
+
     def load_words(self, target):
+        if isinstance(target, LSTMPlan):
+            return lstm_load_words(target.gate, target.params, self.config)
         return processor_load_words(target, self.config)
 
     def input_bits(self):
         return self.config.engine.input_bits
 
-    def input_words(self, x):
+    def input_words(self, x, target=None, reset=False):
+        if isinstance(target, LSTMPlan):
+            # One step per RUN: the driver checks that its sequence starts with a reset.
+            words = lstm_input_words(np.atleast_2d(x), [reset], self.config, target.gate,
+                                     continues=True)
+            fields = run_fields(self.config)
+            return pack_fields(fields, unpack_fields(self.config.input_fields, words),
+                               len(words))
         return input_words(x, self.config.engine, last=False)
 
     def input_beats_range(self):

@@ -23,13 +23,13 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
-from ..config import EngineConfig
+from ..config import EngineConfig, layout_width
 from ..network import NetworkConfig
 from .cores import describe
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES,
                        PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_PART_FIELDS, STATUS_FIELDS,
-                       WEIGHTS_CRC, Command, Sizes, Status, identity_bytes)
+                       WEIGHTS_CRC, Command, Sizes, Status, identity_bytes, run_fields)
 from .uart import UARTRx, UARTTx
 
 
@@ -377,8 +377,12 @@ class Controller(wiring.Component):
                 x_last = beats_left == 1 if fixed else Signal(name="x_last")
                 m.d.comb += [hold.eq(beat_full & ~engine.x.ready),
                              engine.x.valid.eq(beat_full),
-                             engine.x.payload.x.as_value().eq(beat),
                              engine.x.payload.last.eq(x_last)]
+                at = 0
+                for name, shape in run_fields(c):       # x, and an LSTM step's reset
+                    width = layout_width([(name, shape)])
+                    m.d.comb += Value.cast(engine.x.payload[name]).eq(beat[at:at + width])
+                    at += width
                 fresh = read_bytes()
                 with m.If(engine.x.valid & engine.x.ready):
                     m.d.sync += [beat_full.eq(0),

@@ -35,14 +35,14 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
-from ..lstm import (C_BITS, C_FRAC_BITS, GATES, LOAD_C_FRAC, LOAD_ENGINE, LOAD_TABLE,
-                    LUT_BITS, LSTMConfig, lut_init)
+from ..lstm import (C_BITS, C_FRAC_BITS, FOLDED_BITS, FOLDED_TANH_SAT, GATES, LOAD_C_FRAC,
+                    LOAD_ENGINE, LOAD_TABLE, LUT_BITS, LSTMConfig, folded_lut_init, lut_init)
 from ..lstm_format import A_FRAC, C_MAX, C_MIN, X_ONE, Z_FRAC, Z_MAX, Z_MIN
 from .engine import SpMVEngine
 from .layouts import input_layout, output_layout, to_layout
 from .network import requant_pipeline, requant_states, requant_table
 
-__all__ = ["LSTMCell", "LSTMStep"]
+__all__ = ["FoldedLUT", "LSTMCell", "LSTMStep"]
 
 # Flush cycles between the gates and the units phase: the last position, issued in cycle
 # n, is written at the end of n + 5 (table read, bias add, multiply, rounding add,
@@ -50,6 +50,8 @@ __all__ = ["LSTMCell", "LSTMStep"]
 _GATE_DEPTH = 4
 #: Index of the tanh gate (g) among i, f, g, o.
 _TANH_GATE = 2
+#: 1.0 in the lookup tables' Q1.14.
+A_ONE = 1 << A_FRAC
 
 
 def _clamp(v, lo, hi):
@@ -59,6 +61,85 @@ def _clamp(v, lo, hi):
 def _half(shift):
     """``2^(shift-1)`` for ``shift >= 1``, 0 for ``shift = 0``: round_shift's rounding."""
     return (Const(1, 1) << shift)[1:]
+
+
+class _Port:
+    """One gate's view of a memory port: ``en``, ``addr``, ``data`` signals."""
+
+    def __init__(self, en, addr, data):
+        self.en, self.addr, self.data = en, addr, data
+
+
+def _gate_memories(m, size: int, compact: bool, attrs=None):
+    """The gate activations i, f, g, o of ``size`` units: a write and a read port per
+    gate. Compact: one memory of ``GATES · LUT_BITS``-bit words (a unit's four gates),
+    written one gate at a time (granularity ``LUT_BITS``), read whole: one block RAM
+    instead of four where a word that wide fits one (ECP5's 512 × 36 takes two)."""
+    if not compact:
+        acts = []
+        for g, name in enumerate("ifgo"):
+            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=size, init=[],
+                                      attrs=attrs))
+            m.submodules[f"act_{name}"] = acts[g]
+        return [a.write_port() for a in acts], [a.read_port() for a in acts]
+    m.submodules.acts = acts = memory.Memory(shape=GATES * LUT_BITS, depth=size, init=[],
+                                             attrs=attrs)
+    wr, rd = acts.write_port(granularity=LUT_BITS), acts.read_port()
+    addr_w, data_w = Signal.like(wr.addr), Signal(signed(LUT_BITS))
+    addr_r, en_r = Signal.like(rd.addr), Signal()
+    m.d.comb += [wr.addr.eq(addr_w), wr.data.eq(Cat(*[data_w] * GATES)), rd.addr.eq(addr_r),
+                 rd.en.eq(en_r)]
+    # Every gate is written at the same unit with the same data (one gate per cycle).
+    writes = [_Port(wr.en[g], addr_w, data_w) for g in range(GATES)]
+    reads = [_Port(en_r, addr_r, rd.data[g * LUT_BITS:(g + 1) * LUT_BITS].as_signed())
+             for g in range(GATES)]
+    return writes, reads
+
+
+class FoldedLUT(wiring.Component):
+    """The sigmoid/tanh lookup as a ROM folded by the tables' symmetries
+    (:func:`darbgen.lstm.folded_lut_init`: 1,736 entries of 15 bits instead of 4,096 of
+    16), read like the full ROM: one cycle from ``z``/``tanh``/``en`` to ``data``.
+
+    The ROM is read at ``|z|`` (tanh at ``min(|z|, FOLDED_TANH_SAT)``); the sign of ``z``,
+    registered with the read, mirrors the entry after it: ``2^A_FRAC - v`` for a sigmoid
+    of ``z < 0`` (but ``Z_MIN``, stored as is) and ``-v`` for a tanh.
+
+    Members
+    -------
+    z : In(signed)
+        The clamped pre-activation, ``Z_MIN..Z_MAX``.
+    tanh : In(1)
+        Look up tanh (else sigmoid).
+    en : In(1)
+        Read (else ``data`` holds).
+    data : Out(signed(LUT_BITS))
+        ``SIGMOID_LUT`` or ``TANH_LUT`` at the ``z`` of the last enabled cycle.
+    """
+
+    def __init__(self):
+        super().__init__({"z": In(signed((Z_MAX - Z_MIN).bit_length())), "tanh": In(1),
+                          "en": In(1), "data": Out(signed(LUT_BITS))})
+
+    def elaborate(self, platform):
+        m = Module()
+        init = folded_lut_init()
+        m.submodules.rom = rom = memory.Memory(shape=FOLDED_BITS, depth=len(init), init=init)
+        rd = rom.read_port()
+        z = self.z
+        mag = Signal(range(-Z_MIN + 1))
+        m.d.comb += mag.eq(Mux(z < 0, -z, z))
+        tanh_base = Z_MAX + 2
+        m.d.comb += [rd.en.eq(self.en),
+                     rd.addr.eq(Mux(self.tanh, tanh_base + Mux(mag > FOLDED_TANH_SAT,
+                                                               FOLDED_TANH_SAT, mag),
+                                    Mux(mag > Z_MAX, Z_MAX + 1, mag)))]
+        mirror, base = Signal(), Signal(range(A_ONE + 1))
+        with m.If(self.en):
+            m.d.sync += [mirror.eq((z < 0) & (self.tanh | (z != Z_MIN))),
+                         base.eq(Mux(self.tanh, 0, A_ONE))]
+        m.d.comb += self.data.eq(Mux(mirror, base - rd.data, rd.data))
+        return m
 
 
 class LSTMCell(wiring.Component):
@@ -77,6 +158,14 @@ class LSTMCell(wiring.Component):
         The layer's hidden units come from the ``units`` port (at most
         ``config.hidden``) instead of being ``config.hidden``: the processor's cell runs
         any layer up to its size.
+    compact : bool
+        Smaller memories, same results (the processor's cell): the lookup ROM folded
+        (:class:`FoldedLUT`) and the four gate activations of a unit in one memory
+        word, written a gate at a time.
+    lut_ram : bool
+        Ask synthesis for LUT RAM (``ram_style = "distributed"``) for the table, gate
+        and cell-state memories: on the ECP5, whose LUTs are plentiful where its block
+        RAM is not (the processor's cell on an ECP5 platform). No effect in simulation.
 
     Members
     -------
@@ -104,12 +193,17 @@ class LSTMCell(wiring.Component):
     """
 
     def __init__(self, config: LSTMConfig, *, luts=None, positions: int | None = None,
-                 dynamic: bool = False):
+                 dynamic: bool = False, compact: bool = False, lut_ram: bool = False):
         if not isinstance(config, LSTMConfig):
             raise TypeError(f"config must be an LSTMConfig, not {config!r}")
         self._config = config
         self._positions = config.positions if positions is None else positions
         self._dynamic = dynamic
+        self._compact = compact
+        self._ram_attrs = {"ram_style": "distributed"} if lut_ram else None
+        if compact and luts is not None:
+            raise ValueError("a compact cell's lookup ROM is the folded contract's; luts "
+                             "replaces the full ROM only")
         self._luts = lut_init() if luts is None else [int(v) for v in luts]
         if len(self._luts) != 2 * (Z_MAX - Z_MIN + 1):
             raise ValueError(f"luts must have {2 * (Z_MAX - Z_MIN + 1)} entries, not "
@@ -136,27 +230,35 @@ class LSTMCell(wiring.Component):
         c = self._config
         e, size = c.engine, c.hidden
         hidden = self.units if self._dynamic else size
-        m.submodules.lut = lut = memory.Memory(shape=signed(LUT_BITS), depth=len(self._luts),
-                                               init=self._luts)
-        acts = []
-        for g, name in enumerate("ifgo"):
-            acts.append(memory.Memory(shape=signed(LUT_BITS), depth=size, init=[]))
-            m.submodules[f"act_{name}"] = acts[g]
-        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=size, init=[])
+        index_bits = (Z_MAX - Z_MIN).bit_length()
+        lut_z, lut_tanh, lut_en = Signal(signed(index_bits)), Signal(), Signal()
+        if self._compact:
+            m.submodules.lut = lut = FoldedLUT()
+            m.d.comb += [lut.z.eq(lut_z), lut.tanh.eq(lut_tanh), lut.en.eq(lut_en)]
+            lut_data = lut.data
+        else:
+            m.submodules.lut = lut = memory.Memory(shape=signed(LUT_BITS),
+                                                   depth=len(self._luts), init=self._luts)
+            lut_rd = lut.read_port()
+            m.d.comb += [lut_rd.addr.eq(Cat((lut_z - Z_MIN)[:index_bits], lut_tanh)),
+                         lut_rd.en.eq(lut_en)]
+            lut_data = lut_rd.data
+        attrs = self._ram_attrs
+        m.submodules.cstate = cstate = memory.Memory(shape=signed(C_BITS), depth=size, init=[],
+                                                     attrs=attrs)
         table_rd, loaded = requant_table(m, self.load, self._positions,
-                                         to_layout(c.table_fields))
-        lut_rd = lut.read_port()
-        act_wr = [a.write_port() for a in acts]
-        act_rd = [a.read_port() for a in acts]
+                                         to_layout(c.table_fields), attrs=attrs)
         c_wr, c_rd = cstate.write_port(), cstate.read_port()
+        act_wr, act_rd = _gate_memories(m, size, self._compact, attrs)
 
         in_units = Signal()                 # the units phase owns the lookup memory
-        lut_gates_addr = Signal.like(lut_rd.addr)
-        lut_units_addr = Signal.like(lut_rd.addr)
+        lut_gates_z, lut_gates_tanh = Signal.like(lut_z), Signal()
+        lut_units_z = Signal.like(lut_z)
         advance = Signal()                  # the units pipeline moves
         m.d.comb += [advance.eq(~self.out.valid | self.out.ready),
-                     lut_rd.addr.eq(Mux(in_units, lut_units_addr, lut_gates_addr)),
-                     lut_rd.en.eq(Mux(in_units, advance, 1))]
+                     lut_z.eq(Mux(in_units, lut_units_z, lut_gates_z)),
+                     lut_tanh.eq(in_units | lut_gates_tanh),
+                     lut_en.eq(Mux(in_units, advance, 1))]
 
         # -- gates: one table position per cycle -----------------------------------------
         beat = Signal.like(self.y.payload)
@@ -170,13 +272,12 @@ class LSTMCell(wiring.Component):
         a4_ok, a4_tag, z = requant_pipeline(m, entry, issue, acc, e.acc_width, False, Z_MIN,
                                             Z_MAX, tag=Cat(entry.unit, entry.gate))
         a4_unit, a4_gate = a4_tag[:len(entry.unit)], a4_tag[len(entry.unit):]
-        index_bits = (Z_MAX - Z_MIN).bit_length()
-        m.d.comb += lut_gates_addr.eq(Cat((z - Z_MIN)[:index_bits], a4_gate == _TANH_GATE))
+        m.d.comb += [lut_gates_z.eq(z), lut_gates_tanh.eq(a4_gate == _TANH_GATE)]
         a5_ok, a5_gate, a5_unit = Signal(), Signal.like(a4_gate), Signal.like(a4_unit)
         m.d.sync += [a5_ok.eq(a4_ok), a5_gate.eq(a4_gate), a5_unit.eq(a4_unit)]
         for g in range(GATES):
             m.d.comb += [act_wr[g].en.eq(a5_ok & (a5_gate == g)), act_wr[g].addr.eq(a5_unit),
-                         act_wr[g].data.eq(lut_rd.data)]
+                         act_wr[g].data.eq(lut_data)]
 
         # -- units: one hidden unit per cycle ------------------------------------------
         # Fixed per model: registered once from c_frac, out of the datapath.
@@ -216,7 +317,7 @@ class LSTMCell(wiring.Component):
         stage((t4_ok, t3_ok), (t4_last, t3_last), (t4_j, t3_j), (t4_o, t3_o),
               (t4_c, _clamp(t3_a + t3_b, C_MIN, C_MAX)))
         tz = _clamp((t4_c + _half(sc)) >> sc, Z_MIN, Z_MAX)
-        m.d.comb += [lut_units_addr.eq(Cat((tz - Z_MIN)[:index_bits], 1)),
+        m.d.comb += [lut_units_z.eq(tz),
                      c_wr.en.eq(t4_ok & advance), c_wr.addr.eq(t4_j), c_wr.data.eq(t4_c)]
         t5_ok, t5_last, t5_j, t5_o = Signal(), Signal(), Signal.like(t4_j), Signal.like(t4_o)
         t5_c = Signal.like(t4_c)
@@ -224,7 +325,7 @@ class LSTMCell(wiring.Component):
         t6_ok, t6_last, t6_j, t6_c = Signal(), Signal(), Signal.like(t5_j), Signal.like(t5_c)
         t6_p = Signal(signed(2 * LUT_BITS))
         stage((t6_ok, t5_ok), (t6_last, t5_last), (t6_j, t5_j), (t6_c, t5_c),
-              (t6_p, t5_o * lut_rd.data))
+              (t6_p, t5_o * lut_data))
         h = _clamp((t6_p * X_ONE + (1 << (2 * A_FRAC - 1))) >> (2 * A_FRAC), -X_ONE, X_ONE)
         stage((self.out.valid, t6_ok), (self.out.payload.h, h), (self.out.payload.c, t6_c),
               (self.out.payload.last, t6_last))

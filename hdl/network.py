@@ -31,13 +31,15 @@ __all__ = ["Requantizer", "Network"]
 _PIPELINE_DEPTH = 4
 
 
-def requant_table(m: Module, load, positions: int, entry_l, name: str = "table"):
+def requant_table(m: Module, load, positions: int, entry_l, name: str = "table",
+                  attrs: dict | None = None):
     """A requantizer's table of ``positions`` entries of layout ``entry_l``, written in
     order from ``load`` (``first`` restarts it). Returns its read port and the count of
-    entries written. ``name`` names the memory (a second table in the same module)."""
+    entries written. ``name`` names the memory (a second table in the same module);
+    ``attrs`` are the memory's synthesis attributes."""
     # At least 2 words: a 1-word memory's 0-bit address is `wire [-1:0]` in Verilog.
     m.submodules[name] = table = memory.Memory(shape=entry_l, depth=max(positions, 2),
-                                               init=[])
+                                               init=[], attrs=attrs)
     table_wr, table_rd = table.write_port(), table.read_port()
     loaded = Signal(range(positions + 1))          # entries written since `first`
     at = Mux(load.payload.first, 0, loaded)

@@ -171,7 +171,8 @@ class Processor(wiring.Component):
                     m.d.comb += port.rdata.eq(banks.client(name, port.addr, port.en, port.we,
                                                            port.wdata))
         # The LSTM cell (None without one): its table loads from target CELL.
-        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load)
+        cell = lstm_unit(m, c, valid & (word.target == Target.CELL), word.data, program_load,
+                         platform)
 
         # -- the step being run ----------------------------------------------------------
         pc, step = self._pc, self._step

@@ -22,11 +22,12 @@ __all__ = ["lstm_unit"]
 class _Unit:
     """The cell and its registers inside the processor's module (see :func:`lstm_unit`)."""
 
-    def __init__(self, m, config, load_valid, load_data, program_load):
+    def __init__(self, m, config, load_valid, load_data, program_load, lut_ram):
         self._config = config
         e = config.engine
+        # Compact: the folded lookup ROM and one gate memory (docs/processor.md).
         self.cell = cell = LSTMCell(cell_config(config), positions=config.lstm_table,
-                                    dynamic=True)
+                                    dynamic=True, compact=True, lut_ram=lut_ram)
         m.submodules.cell = cell
         m.d.comb += [cell.load.valid.eq(load_valid),
                      cell.load.payload.eq(load_data[:len(cell.load.payload.as_value())])]
@@ -85,13 +86,20 @@ class _Unit:
         return cell.out.valid & cell.out.ready & cell.out.payload.last
 
 
-def lstm_unit(m, config, load_valid, load_data, program_load):
+def lut_ram(platform) -> bool:
+    """The platform is an ECP5, whose cell RAMs go to LUT RAM (its DP16KD hold the
+    lanes' beats: docs/processor.md, "The cell's memories")."""
+    return getattr(platform, "family", None) == "ecp5"
+
+
+def lstm_unit(m, config, load_valid, load_data, program_load, platform=None):
     """The processor's LSTM cell in module ``m``, or None if ``config`` has none.
 
     ``load_valid``/``load_data``: a load word of target CELL; ``program_load``: the
-    program's load stream (its first step says where ``x_t`` ends). The cell's
-    ``c_frac``, ``units`` and ``fresh`` are driven by :meth:`_Unit.bind`.
+    program's load stream (its first step says where ``x_t`` ends); ``platform``: the
+    build's (:func:`lut_ram`). The cell's ``c_frac``, ``units`` and ``fresh`` are driven
+    by :meth:`_Unit.bind`.
     """
     if not config.lstm_hidden:
         return None
-    return _Unit(m, config, load_valid, load_data, program_load)
+    return _Unit(m, config, load_valid, load_data, program_load, lut_ram(platform))

@@ -65,12 +65,13 @@ from amaranth.lib import crc, enum
 
 from ..config import ConfigError, EngineConfig, layout_width
 from ..network import NetworkConfig
-from .cores import ENGINE_FIELDS, describe, kind_of
+from .cores import ENGINE_FIELDS, describe, kind_of, run_fields
 
 __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES",
            "IDLE_BYTES", "REPLY", "REPLY_HEAD_BYTES", "OFFSET_BYTES", "CRC", "WEIGHTS_CRC",
            "Command", "Status", "byte_table_crc", "crc16", "weights_crc", "word_bytes",
-           "words_to_bytes", "bytes_to_words", "Sizes", "IDENTIFY_FIELDS", "ENGINE_FIELDS",
+           "words_to_bytes", "bytes_to_words", "run_fields", "Sizes", "IDENTIFY_FIELDS",
+           "ENGINE_FIELDS",
            "STATUS_FIELDS", "RUN_GUARD_FIELDS", "GUARD_BYTES", "run_guard",
            "RUN_PART_FIELDS", "PART_BYTES", "MAX_RUN_BEATS", "run_part", "parse_run_part",
            "Identity",
@@ -205,9 +206,7 @@ class Sizes:
 
     @classmethod
     def of(cls, config: EngineConfig | NetworkConfig) -> "Sizes":
-        # RUN sends only the elements: the device marks a vector's last beat itself.
-        return cls(layout_width(config.load_fields),
-                   layout_width(config.input_fields[:1]),
+        return cls(layout_width(config.load_fields), layout_width(run_fields(config)),
                    layout_width(config.output_fields))
 
     @property

@@ -27,6 +27,7 @@ from ..hdl.protocol import (GUARD_BYTES, MAX_PAYLOAD, OFFSET_BYTES, PROTOCOL_VER
                             Sizes, Status, bytes_to_words, parse_identity, parse_run_part,
                             parse_status, run_guard, weights_crc, words_to_bytes)
 from ..network import NetworkConfig, NetworkPlan
+from ..processor_lstm import LSTMPlan
 from .framing import Frame, FrameParser, Reply
 from .transport import LinkError, Transport
 
@@ -248,28 +249,32 @@ class Board:
             self.identify()
         return self.identity.config
 
-    def check(self, target: SparseLayer | NetworkPlan) -> None:
+    def check(self, target: SparseLayer | NetworkPlan | LSTMPlan) -> None:
         """Raise :class:`BuildMismatch` unless the board's core can run ``target``, a
-        layer (one engine) or a whole network (a chain of engines).
+        layer (one engine), a whole network (a chain of engines) or an LSTM step (a
+        processor with an LSTM cell).
 
         A board built for one layer also runs any layer that fits its engine (block
-        sizes, keep count, widths and lane memories), and a processor any network that
-        fits its capacities and whose input fits one RUN frame; the message names the
-        field, layer or capacity that does not fit.
+        sizes, keep count, widths and lane memories), and a processor any network or
+        LSTM step that fits its capacities and whose input fits one RUN frame; the
+        message names the field, layer or capacity that does not fit.
         """
         core = cores.describe(self.config)
+        lstm = isinstance(target, LSTMPlan)
         try:
             if not isinstance(target, core.target_type):
                 raise ConfigError(f"the board runs {core.runs}; this is "
-                                  f"{cores.target_kind(target).target_text}")
+                                  + ("an LSTM step" if lstm else
+                                     cores.target_kind(target).target_text))
             core.check_target(target)
             _check_run_frame(core, target)
         except ConfigError as e:
+            noun = "LSTM step" if lstm else cores.target_kind(target).target_noun
             raise BuildMismatch(f"build ID mismatch: board build {self.identity.build_id.hex()} "
-                                f"cannot run this {cores.target_kind(target).target_noun}: {e}; "
+                                f"cannot run this {noun}: {e}; "
                                 "rebuild with `darbgen build`") from None
 
-    def load(self, target: SparseLayer | NetworkPlan) -> LoadReport:
+    def load(self, target: SparseLayer | NetworkPlan | LSTMPlan) -> LoadReport:
         """Stream the weights of ``target`` (a layer, or a whole network with its
         requantizer tables) to the board, then verify them.
 
@@ -322,9 +327,14 @@ class Board:
         self._target, self._unpack, self._guard = target, core.unpacker(target), guard
         return LoadReport(len(words), len(data), seconds, efficiency, verified)
 
-    def run(self, x) -> np.ndarray:
+    def run(self, x, reset=None) -> np.ndarray:
         """Run input vectors ``x`` (``(n, cols)`` or ``(cols,)`` integers) on what was
         loaded; return ``(n, rows)`` int64: a layer's exact sums, or a network's logits.
+
+        An LSTM step (:class:`~darbgen.processor_lstm.LSTMPlan`) runs ``x`` as time steps,
+        each returning ``[h_t | c_t]`` (``2 · hidden`` values); ``reset`` (``(n,)`` bools,
+        default: only the first step) marks the steps that start from ``h = c = 0``. The
+        board keeps ``h`` and ``c`` between RUNs.
 
         Each RUN names the weights :meth:`load` verified; if the board holds others by
         then (a load chunk replayed on the line, another host, a reset), it refuses
@@ -334,6 +344,9 @@ class Board:
         ------
         WeightsMismatch
             The board still holds other weights after loading them again.
+        ValueError
+            ``reset`` is given for what is no LSTM step, or does not mark the first step
+            (an LSTM's state on the board is not the host's to continue).
         """
         if self._target is None:
             raise LinkError("load a layer or a network before running vectors")
@@ -351,11 +364,13 @@ class Board:
         if x.size and (x.min() < lo or x.max() > hi):
             raise ValueError(f"inputs for {what} must be between {lo} and {hi} "
                              f"({bits}-bit), not {x.min()}..{x.max()}")
+        steps = _resets(self._target, reset, len(x))
         if not len(x):                     # an empty batch: nothing to send
             return np.zeros((0, core.outputs(self._target)), dtype=np.int64)
         out = []
-        for vector in x:
-            x_bytes = words_to_bytes(core.input_words(vector), sizes.x_bits)
+        for vector, r in zip(x, steps):
+            x_bytes = words_to_bytes(core.input_words(vector, self._target, reset=r),
+                                     sizes.x_bits)
             out.append(self._unpack(bytes_to_words(self._run_one(x_bytes), sizes.y_bits)))
         return np.stack(out)
 
@@ -376,10 +391,28 @@ class Board:
                               "loading them again")
 
 
+def _resets(target, reset, n: int) -> np.ndarray:
+    """The reset flag of each of ``n`` vectors run on ``target`` (see :meth:`Board.run`)."""
+    if not isinstance(target, LSTMPlan):
+        if reset is not None:
+            raise ValueError(f"reset is for the time steps of an LSTM, not for "
+                             f"{type(target).__name__}")
+        return np.zeros(n, bool)
+    if reset is None:
+        reset = np.arange(n) == 0
+    reset = np.asarray(reset)
+    if reset.shape != (n,) or reset.dtype != bool:
+        raise ValueError(f"reset must be {n} booleans, one per step, not {reset.dtype} of "
+                         f"shape {reset.shape}")
+    if n and not reset[0]:
+        raise ValueError("the first step must reset the state")
+    return reset
+
+
 def _check_run_frame(core: cores.CoreDescription, target) -> None:
     """Raise :class:`ConfigError` unless one input vector of ``target`` fits a RUN frame
-    and has as many beats as the core takes."""
-    beats = len(core.input_words(np.zeros(target.cols, dtype=np.int64)))
+    and has as many beats as the core takes (an LSTM step's longest: one that resets)."""
+    beats = len(core.input_words(np.zeros(target.cols, dtype=np.int64), target, reset=True))
     need = GUARD_BYTES + beats * Sizes.of(core.config).x_bytes
     lo, hi = core.input_beats_range()
     if need > MAX_PAYLOAD:

@@ -23,6 +23,10 @@ from darbgen.hdl.protocol import IDENTIFY_FIELDS, identity_bytes, parse_identity
 from darbgen.host import Board, SerialTransport
 from darbgen.network import plan
 from darbgen.processor import ProcessorConfig
+from darbgen.processor_lstm import LSTMPlan, lstm_plan, lstm_provenance
+from darbgen import lstm_format as lf
+from darbgen.sim import lstm_golden as lg
+from test_lstm_hw import text_streams, tiny  # noqa: F401
 from darbgen.sim.golden import network_ref
 from darbgen.sim.runner import simulator_available
 
@@ -53,7 +57,7 @@ def test_identify_round_trips_the_processor_and_its_capacities():
         "gather_pools": 16, "lstm_hidden": 0, "lstm_table": 0}
     assert core.capacity()["step_kinds"] == list(config.step_kinds) == ["linear", "conv"]
     ulx3s = processor_config(get_board("ulx3s"))
-    assert ulx3s.step_kinds == ("linear", "conv")
+    assert ulx3s.step_kinds == ("linear", "conv", "lstm")
     assert parse_identity(identity_bytes(ulx3s, 25_000_000, 115_200)).config == ulx3s
 
 
@@ -255,16 +259,106 @@ def test_one_served_icebreaker_runs_digits_mlp_then_digits_cnn(served, digits_ml
     deploy_in_turn(served, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
 
 
+@pytest.fixture(scope="module")
+def served_ulx3s():
+    """``darbgen serve-sim --board ulx3s --lanes 4``: the ULX3S processor (at 4 lanes, to
+    keep the simulation small; its gather holds LeNet-5, its cell the char LSTM)."""
+    yield from serve("--board", "ulx3s", "--lanes", "4")
+
+
 @needs_verilator
-@pytest.mark.slow
-def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(digits_mlp, digits_cnn, tmp_path,
-                                                          capsys):
-    """The ULX3S processor (at 4 lanes, to keep the simulation small; its gather holds
-    LeNet-5, in memories of its own) takes digits-mlp and then digits-cnn with no
-    rebuild: every logit exact. Slow: its own Verilator build (the iCEBreaker's test
-    above runs the same networks; tests/test_processor_conv.py the gather without banks)."""
-    for port in serve("--board", "ulx3s", "--lanes", "4"):
-        deploy_in_turn(port, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
+def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(served_ulx3s, digits_mlp, digits_cnn,
+                                                          tmp_path, capsys):
+    """The ULX3S processor takes digits-mlp and then digits-cnn with no rebuild: every
+    logit exact (the same served build runs the char-LSTM step below)."""
+    deploy_in_turn(served_ulx3s, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
+
+
+@pytest.fixture(scope="module")
+def char_lstm(tiny, tmp_path_factory):  # noqa: F811
+    """The trained hidden-16 char LSTM of tests/test_lstm_hw.py as an LSTM artifact (its
+    gate layer and head, the calibrated c_frac in its provenance)."""
+    path = tmp_path_factory.mktemp("lstm") / "char-lstm.darb"
+    Artifact([tiny["gate"]], lstm_provenance(tiny["gate"].name, tiny["params"].c_frac)).save(path)
+    return path
+
+
+@needs_verilator
+def test_deploy_runs_the_char_lstm_step_on_the_served_ulx3s(served_ulx3s, char_lstm, tiny,
+                                                            digits_mlp, tmp_path, capsys):  # noqa: F811
+    """``deploy`` of an LSTM artifact on the same served ULX3S processor that runs
+    digits-mlp (one bitstream: only weights and program change): 6 characters of
+    validation text as one sequence, every h and c equal to the golden step's; then the
+    driver runs two streams with a reset between them; then digits-mlp again."""
+    plan_ = lstm_plan(Artifact.load(char_lstm))
+    assert plan_.params.c_frac == tiny["params"].c_frac
+    for name in ("bias", "mult", "shift"):
+        assert np.array_equal(getattr(plan_.params, name), getattr(tiny["params"], name)), name
+    assert np.array_equal(plan_.gate.values, tiny["gate"].values)
+    x, _ = text_streams(tiny, starts=(0,), length=6)
+    np.save(tmp_path / "x.npy", x.astype(np.int8))
+    assert main(["deploy", str(char_lstm), "--port", served_ulx3s, "--timeout", "20",
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    result, captured = last_json(capsys)
+    assert result["exact"] is True and result["vectors"] == 6, captured.err
+    assert "of 'lstm.l0'" in captured.out
+    y = np.load(tmp_path / "y.npy")
+    h_gold, c_gold = lg.int_lstm_sequence(tiny["gate"], tiny["params"], x, np.arange(6) == 0)
+    np.testing.assert_array_equal(y, np.concatenate([h_gold, c_gold], axis=1))
+    assert np.abs(h_gold).max() > 50 and np.abs(c_gold).max() > 1000
+
+    x2, reset = text_streams(tiny, starts=(700, 1400), length=4)
+    with SerialTransport(served_ulx3s, get_board("ulx3s").baud) as link:
+        board = Board(link, timeout=20)
+        board.load(plan_)
+        y2 = board.run(x2, reset=reset)
+        with pytest.raises(ValueError, match=r"^the first step must reset the state$"):
+            board.run(x2, reset=~reset)
+    np.testing.assert_array_equal(y2, plan_.golden(x2, reset), err_msg=f"seed {SEED}")
+
+    art = digits_mlp[0]
+    net = plan(Artifact.load(art))
+    xd, _ = datasets.test_split("digits")
+    np.save(tmp_path / "xd.npy", net.quantize_input(xd[:2]).astype(np.int8))
+    assert main(["deploy", str(art), "--port", served_ulx3s, "--timeout", "20",
+                 "--inputs", str(tmp_path / "xd.npy"), "-o", str(tmp_path / "yd.npy")]) == 0
+    assert last_json(capsys)[0]["exact"] is True
+
+
+@needs_verilator
+def test_a_corrupted_gate_weight_shows_in_the_served_lstm_step(served_ulx3s, tiny):  # noqa: F811
+    """One recurrent weight of the gate layer changed: the board's h and c differ from
+    the golden step's and equal the golden step of the changed layer."""
+    gate, params = tiny["gate"], tiny["params"]
+    inputs, _ = lf.lstm_shape(gate)
+    recurrent = np.flatnonzero(gate.columns >= inputs)
+    i = int(recurrent[len(recurrent) // 2])
+    values = np.array(gate.values)
+    values[i] = values[i] + 40 if values[i] < 80 else values[i] - 40
+    bad = LSTMPlan(dataclasses.replace(gate, values=values), params)
+    x, reset = text_streams(tiny, starts=(0,), length=4)
+    with SerialTransport(served_ulx3s, get_board("ulx3s").baud) as link:
+        board = Board(link, timeout=20)
+        board.load(bad)
+        y = board.run(x)
+    assert not np.array_equal(y, LSTMPlan(gate, params).golden(x, reset))
+    np.testing.assert_array_equal(y, bad.golden(x, reset))
+
+
+@needs_verilator
+def test_an_lstm_step_is_refused_by_a_processor_without_a_cell(served, char_lstm, capsys):
+    """The iCEBreaker's processor has no LSTM cell: deploy refuses the char LSTM before
+    loading it, naming the layer."""
+    assert main(["deploy", str(char_lstm), "--port", served, "--timeout", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot run this LSTM step: layer 'lstm.l0' is an LSTM step: the processor has " \
+           "no LSTM cell" in err, err
+
+
+def test_eval_refuses_an_lstm_artifact(char_lstm, capsys):
+    assert main(["eval", str(char_lstm), "--dataset", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert "is an LSTM step: eval runs classifiers on a data set's test split" in err, err
 
 
 def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsys):
@@ -276,3 +370,35 @@ def test_deploy_takes_a_cnn_s_images_not_its_patches(digits_cnn, tmp_path, capsy
     assert capsys.readouterr().err.endswith(
         "x.npy: inputs must have shape (n, 64) for the network's first layer 'conv1', not "
         "(2, 9)\n")
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_the_hidden_128_char_lstm_fits_the_ulx3s_and_runs_served(served_ulx3s, tmp_path,
+                                                                 capsys):
+    """The char LSTM the ULX3S default's cell is sized for (bench/processor_lstm_bench.py's
+    hidden-128 DARB-16 gate layer, trained there for about 2 minutes) fits the board's
+    32-lane processor, and 16 characters of validation text run on the served board
+    (4 lanes), every h and c exact."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from processor_lstm_bench import char_lstm as trained  # noqa: E402
+
+    from darbgen.pruning.lstm import load_corpus
+    from darbgen.processor_lstm import check_lstm
+
+    corpus = load_corpus()
+    _, gate = trained(corpus)
+    params = lf.derive_params(gate, lg.calibrate(gate, corpus.train, n_streams=16, steps=256))
+    check_lstm(gate, params, processor_config(get_board("ulx3s")))
+    path = tmp_path / "char-lstm-128.darb"
+    Artifact([gate], lstm_provenance(gate.name, params.c_frac)).save(path)
+    x = lf.one_hot_inputs(corpus.valid[:16], lf.lstm_shape(gate)[0])
+    np.save(tmp_path / "x.npy", x.astype(np.int8))
+    assert main(["deploy", str(path), "--port", served_ulx3s, "--timeout", "30",
+                 "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    assert last_json(capsys)[0]["exact"] is True
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                  LSTMPlan(gate, params).golden(x, np.arange(16) == 0))

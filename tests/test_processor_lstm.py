@@ -6,15 +6,19 @@ processor build that runs a random MLP and then the trained, DARB-pruned char LS
 table entry is caught."""
 
 from dataclasses import replace
+from unittest.mock import patch
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 
 from conftest import random_network
 from test_lstm_hw import assert_steps_equal, gate_layer, streams, text_streams, tiny  # noqa: F401
 from darbgen import lstm_format as lf
 from darbgen.config import ConfigError
+from darbgen.hdl.lstm import FoldedLUT
 from darbgen.hdl.processor import Processor
+from darbgen.lstm import FOLDED_BITS, folded_lookup, folded_lut_init
 from darbgen.lstm import cell_table
 from darbgen.network import plan
 from darbgen.packing import schedule, unpack_fields
@@ -50,7 +54,7 @@ def test_config_sizes_the_cell_and_derives_its_fields(mixed):
     assert [n for n, _ in c.step_fields][-3:] == ["units", "inputs", "c_frac"]
     assert c.input_fields[-1] == ("reset", ("u", 1))
     mem = c.memories
-    assert mem["lut"] == (1, 4096, 16) and mem["gates"] == (4, 5, 16) and mem["cell"] == (1, 5, 16)
+    assert mem["lut"] == (1, 1736, 15) and mem["gates"] == (1, 5, 64) and mem["cell"] == (1, 5, 16)
     assert mem["cell_table"][:2] == (1, c.lstm_table)
     # Without a cell: no LSTM fields, memories or JSON keys (the digest is unchanged).
     plain = ProcessorConfig.for_plans([net], lanes=2)
@@ -119,7 +123,7 @@ def test_load_words_hold_lanes_cell_table_and_one_step(mixed):
         assert np.array_equal(table[name], ref[name]), name
     step = unpack_fields(c.step_fields, f["data"][f["target"] == Target.PROGRAM])
     assert {k: int(v[0]) for k, v in step.items()} == {
-        "kind": 2, "rows": 0, "slots": schedule(gate, 2).slots, "table_end": 0, "relu": 0,
+        "kind": 2, "rows": 5, "slots": schedule(gate, 2).slots, "table_end": 0, "relu": 0,
         "last": 1, "first": 1, "units": 5, "inputs": 7, "c_frac": 9}
     # A processor without a gather carries none of its step fields.
     assert not c.has_gather
@@ -140,6 +144,71 @@ def test_input_words_clear_h_only_on_a_reset(mixed, rng):
     with pytest.raises(ValueError, match=r"^7 output beats are not a whole number of steps of "
                                          r"5 beats$"):
         unpack_lstm_outputs([0] * 7, c, 5)
+
+
+# -- the folded lookup ROM ---------------------------------------------------------------
+
+def test_folded_lut_equals_the_contract_s_tables_at_every_input():
+    """The processor's cell reads sigmoid and tanh from a ROM folded by their symmetries
+    (1,736 entries of 15 bits, not 4,096 of 16): in numpy and in gateware, its result is
+    SIGMOID_LUT and TANH_LUT at every z of both tables."""
+    z = np.arange(lf.Z_MIN, lf.Z_MAX + 1)
+    assert len(folded_lut_init()) == 1736 and max(folded_lut_init()) < 1 << FOLDED_BITS
+    assert np.array_equal(folded_lookup(z, tanh=False), lf.SIGMOID_LUT)
+    assert np.array_equal(folded_lookup(z, tanh=True), lf.TANH_LUT)
+    dut, got = FoldedLUT(), {False: [], True: []}
+
+    async def tb(ctx):
+        for tanh in (False, True):
+            ctx.set(dut.tanh, tanh)
+            ctx.set(dut.en, 1)
+            for v in z:
+                ctx.set(dut.z, int(v))
+                await ctx.tick()
+                got[tanh].append(ctx.get(dut.data))
+        # Without en the output holds.
+        ctx.set(dut.en, 0)
+        ctx.set(dut.z, 0)
+        await ctx.tick()
+        got[True].append(ctx.get(dut.data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert np.array_equal(got[False], lf.SIGMOID_LUT)
+    assert np.array_equal(got[True], np.r_[lf.TANH_LUT, lf.TANH_LUT[-1]])
+
+
+def test_a_folded_lut_entry_changed_is_seen():
+    """The comparison above can fail: a ROM with one entry changed differs at both signs
+    of its z (the folding reads one entry for z and -z)."""
+    rom = np.asarray(folded_lut_init())
+    rom[300] += 1
+    z = np.arange(lf.Z_MIN, lf.Z_MAX + 1)
+    with patch("darbgen.lstm.folded_lut_init", return_value=rom.tolist()):
+        bad = folded_lookup(z, tanh=False)
+    assert np.flatnonzero(bad != lf.SIGMOID_LUT).tolist() == [-300 - lf.Z_MIN, 300 - lf.Z_MIN]
+
+
+def test_the_cell_asks_for_lut_ram_on_an_ecp5_only(mixed):
+    """On an ECP5 platform the cell's table, gate and cell-state memories ask Yosys for
+    LUT RAM (its DP16KD hold the lanes' beats); the folded ROM stays block RAM."""
+    from types import SimpleNamespace
+
+    from amaranth.back import rtlil
+
+    from darbgen.hdl.lstm import LSTMCell
+    from darbgen.hdl.processor_lstm import lut_ram
+    from darbgen.processor_lstm import cell_config
+
+    _, _, c = mixed
+    assert lut_ram(SimpleNamespace(family="ecp5")) and not lut_ram(None)
+    assert not lut_ram(SimpleNamespace(family="ice40"))
+    for ask, count in ((False, 0), (True, 3)):
+        cell = LSTMCell(cell_config(c), positions=c.lstm_table, dynamic=True, compact=True,
+                        lut_ram=ask)
+        assert rtlil.convert(cell).count('attribute \\ram_style "distributed"') == count
 
 
 # -- the closed loop in Amaranth's simulator -------------------------------------------
