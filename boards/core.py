@@ -11,6 +11,7 @@ through :func:`engine_config`; the host recomputes it to check a board's build I
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from amaranth.back import verilog
@@ -139,12 +140,12 @@ def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
                           lane_depth=s.lane_depth, lane_rows=s.lane_rows * share,
                           weight_bits=s.weight_bits, input_bits=s.input_bits,
                           input_width=input_width(board, s.input_bits))
-    return ProcessorConfig(engine, lane_slots=min(s.lane_slots * share, s.activations),
-                           table_depth=s.table_depth,
-                           max_steps=s.max_steps, max_classes=s.max_classes,
-                           map_depth=s.map_depth, gather_positions=s.gather_positions,
-                           gather_columns=s.gather_columns, gather_pools=s.gather_pools,
-                           lstm_hidden=s.lstm_hidden, lstm_table=s.lstm_table)
+    # Every capacity both dataclasses name goes through as it is (a new one needs no line
+    # here); only the sum memory's rows follow the lane count.
+    capacities = {f.name: getattr(s, f.name) for f in dataclasses.fields(ProcessorSizes)
+                  if f.name in {g.name for g in dataclasses.fields(ProcessorConfig)}}
+    capacities["lane_slots"] = min(s.lane_slots * share, s.activations)
+    return ProcessorConfig(engine, **capacities)
 
 
 def processor_device(board: Board, lanes: int | None = None) -> Device:
