@@ -402,3 +402,36 @@ def test_the_hidden_128_char_lstm_fits_the_ulx3s_and_runs_served(served_ulx3s, t
     assert last_json(capsys)[0]["exact"] is True
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
                                   LSTMPlan(gate, params).golden(x, np.arange(16) == 0))
+
+
+# -- the issue's models through the host driver (slow: tens of thousands of load words
+# cross the simulated UART; bench-sized, run by hand: `pytest -m slow -k issues_models`) --
+
+def issue_model(name: str):
+    """The issue's models as networks: a random DARB-16 784-300-100-10 MLP (every row's
+    blocks of 16 keep one weight) and a random DARB LeNet-5 on 28x28."""
+    from conftest import random_lenet5
+    if name == "lenet5":
+        return random_lenet5(SEED)
+    rng = np.random.default_rng(SEED)
+    return plan(random_network(rng, dims=(784, 300, 100, 10), block_sizes=(16,),
+                               calibration=rng.integers(-128, 128, size=(64, 784))))
+
+
+@needs_verilator
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_the_issues_models_run_on_one_served_board(board, request):
+    """LeNet-5 and then the 784-300-100-10 MLP on one served processor (the ULX3S's at 4
+    lanes, to keep the simulation small), loaded and run through the host driver with
+    no rebuild: every logit equal to the golden model's."""
+    port = request.getfixturevalue("served" if board == "icebreaker" else "served_ulx3s")
+    rng = np.random.default_rng(SEED)
+    with SerialTransport(port, get_board(board).baud) as link:
+        dev = Board(link, timeout=60)
+        for name in ("lenet5", "784-300-100-10"):
+            net = issue_model(name)
+            x = rng.integers(0, 128, size=(2, 784)).astype(np.int8)
+            dev.load(net)
+            np.testing.assert_array_equal(dev.run(x), network_ref(net, x),
+                                          err_msg=f"{board} {name} seed {SEED}")
