@@ -267,10 +267,13 @@ def served_ulx3s():
 
 
 @needs_verilator
+@pytest.mark.slow
 def test_one_served_ulx3s_runs_digits_mlp_then_digits_cnn(served_ulx3s, digits_mlp, digits_cnn,
                                                           tmp_path, capsys):
     """The ULX3S processor takes digits-mlp and then digits-cnn with no rebuild: every
-    logit exact (the same served build runs the char-LSTM step below)."""
+    logit exact (the same served build runs the char-LSTM step below). Slow, for the
+    suite's budget: the served iCEBreaker's test runs the same networks, and the LSTM
+    test below runs digits-mlp on this build too."""
     deploy_in_turn(served_ulx3s, (digits_mlp[0], digits_cnn[0]), tmp_path, capsys)
 
 
