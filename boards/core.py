@@ -11,7 +11,6 @@ through :func:`engine_config`; the host recomputes it to check a board's build I
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from amaranth.back import verilog
@@ -58,30 +57,21 @@ def device(board: Board, target: SparseLayer | NetworkPlan, lanes: int | None = 
 
 @dataclass(frozen=True)
 class ProcessorSizes:
-    """A board's default processor, in the capacities of
-    :class:`~darbgen.processor.ProcessorConfig` (docs/processor.md, "Weight banks").
+    """A board's default processor: its lanes and their memories, and the capacities of
+    :class:`~darbgen.processor.ProcessorConfig` itself (docs/processor.md, "Weight banks").
 
     ``lane_depth`` and ``lane_rows`` are per lane (its beat bank and header memory), so
-    other lane counts keep them; the rest is shared by the lanes.
+    other lane counts keep them; the rest is shared by the lanes. ``capacities`` holds
+    ``ProcessorConfig``'s own fields by their names (``lane_slots``, ``table_depth``,
+    ``max_steps`` and the optional ones: ``max_classes``, the gather's, the LSTM cell's),
+    so a capacity the contract gains needs no field here.
     """
 
     lanes: int
     lane_depth: int                 # weight beats per lane (one bank each)
     lane_rows: int                  # row headers per lane, all layers + one marker a step
     activations: int                # the widest layer input or output
-    lane_slots: int                 # rows one lane runs in one step
-    table_depth: int                # requantizer entries, all steps
-    max_steps: int                  # layers
-    max_classes: int = 0            # logits (0: the activations)
-    # The im2col gather of convolution steps (darbgen.processor_conv; 0: Linear layers
-    # only): scratchpad entries and position, column and pool-offset table entries.
-    map_depth: int = 0
-    gather_positions: int = 0
-    gather_columns: int = 0
-    gather_pools: int = 0
-    # The LSTM cell (darbgen.processor_lstm; 0: none): hidden units and table entries.
-    lstm_hidden: int = 0
-    lstm_table: int = 0
+    capacities: dict                # ProcessorConfig's keyword arguments but `engine`
     shifts: tuple = (1, 2, 3, 4, 5, 6)      # block sizes 2 to 64 (DARB's default set)
     max_keep: int = 2
     weight_bits: int = 8
@@ -99,22 +89,24 @@ PROCESSORS = {
     # 28x28 (5,264 scratchpad entries) and digits-cnn (docs/processor.md, "Memory of
     # the gather"); 24 EBR for the rest, as before the gather.
     "icebreaker": ProcessorSizes(lanes=4, lane_depth=16384 - 5888 - 256 - 16, lane_rows=256,
-                                 activations=784, lane_slots=256, table_depth=512,
-                                 max_steps=16, max_classes=256, map_depth=5888,
-                                 gather_positions=1536, gather_columns=768, gather_pools=16),
+                                 activations=784, capacities=dict(
+                                     lane_slots=256, table_depth=512, max_steps=16,
+                                     max_classes=256, map_depth=5888, gather_positions=1536,
+                                     gather_columns=768, gather_pools=16)),
     # 32 lanes of 5 DP16KD (1024 x 18) of beats and one for x each: 163,840 kept weights,
     # 197 of 208 DP16KD; headers, sums and the program in LUT RAM. The gather holds
     # LeNet-5 on 28x28 and digits-cnn (docs/processor.md, "Memory of the gather": about
     # 8 DP16KD more, an estimate: no ECP5 build of it has finished yet).
     "ulx3s": ProcessorSizes(lanes=32, lane_depth=5 * 1024, lane_rows=64, activations=784,
-                            lane_slots=32, table_depth=1024, max_steps=16, max_classes=256,
-                            map_depth=6144, gather_positions=1536, gather_columns=768,
-                            gather_pools=16,
-                            # The char LSTM's step (hidden 128; 544 entries at 32 lanes):
-                            # docs/processor.md, "The LSTM cell on the boards".
-                            lstm_hidden=128, lstm_table=544),
+                            capacities=dict(
+                                lane_slots=32, table_depth=1024, max_steps=16,
+                                max_classes=256, map_depth=6144, gather_positions=1536,
+                                gather_columns=768, gather_pools=16,
+                                # The char LSTM's step (hidden 128; 544 entries at 32
+                                # lanes): docs/processor.md, "The LSTM cell on the boards".
+                                lstm_hidden=128, lstm_table=544)),
     "arty-a7": ProcessorSizes(lanes=8, lane_depth=8192, lane_rows=1024, activations=1024,
-                              lane_slots=256, table_depth=4096, max_steps=16),
+                              capacities=dict(lane_slots=256, table_depth=4096, max_steps=16)),
 }
 
 
@@ -140,11 +132,9 @@ def processor_config(board: Board, lanes: int | None = None) -> ProcessorConfig:
                           lane_depth=s.lane_depth, lane_rows=s.lane_rows * share,
                           weight_bits=s.weight_bits, input_bits=s.input_bits,
                           input_width=input_width(board, s.input_bits))
-    # Every capacity both dataclasses name goes through as it is (a new one needs no line
-    # here); only the sum memory's rows follow the lane count.
-    capacities = {f.name: getattr(s, f.name) for f in dataclasses.fields(ProcessorSizes)
-                  if f.name in {g.name for g in dataclasses.fields(ProcessorConfig)}}
-    capacities["lane_slots"] = min(s.lane_slots * share, s.activations)
+    # Only the sum memory's rows follow the lane count.
+    capacities = dict(s.capacities,
+                      lane_slots=min(s.capacities["lane_slots"] * share, s.activations))
     return ProcessorConfig(engine, **capacities)
 
 
