@@ -767,11 +767,9 @@ def _load_inputs(path, layer, *, network: bool = False, width: int | None = None
         raise CLIError(f"{path}: not a readable .npy file ({e})") from None
     if x.dtype != np.int8:
         raise CLIError(f"{path}: inputs must be int8, not {x.dtype}")
-    if width is not None:
-        pass
-    elif network and layer.conv is not None:
+    if width is None and network and layer.conv is not None:
         width, what = layer.conv_geometry.input_width, "the network's first layer"
-    else:
+    elif width is None:
         width, what = layer.cols, "layer"
         if x.ndim == 2 and x.shape[1] == layer.input_width != layer.cols:
             x = layer.gather(x)              # a compacted layer: keep its stored columns
@@ -867,9 +865,12 @@ def cmd_deploy(args) -> int:
             y = board.run(x)
             atomic_write(args.output, lambda f: np.save(f, y, allow_pickle=False))
             vectors = len(x)
-            golden = spmv_ref(target, x) if isinstance(target, SparseLayer) else \
-                target.golden(x, np.arange(len(x)) == 0) if isinstance(target, LSTMPlan) \
-                else network_ref(target, x)
+            if isinstance(target, LSTMPlan):      # one sequence: its first step resets
+                golden = target.golden(x, np.arange(len(x)) == 0)
+            elif isinstance(target, SparseLayer):
+                golden = spmv_ref(target, x)
+            else:
+                golden = network_ref(target, x)
             exact = bool(np.array_equal(y, golden))
             print(f"ran {vectors} vector(s) on the board, wrote {args.output}: "
                   f"{'exactly equal to' if exact else 'DIFFERENT FROM'} the golden model")
