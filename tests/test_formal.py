@@ -3,6 +3,7 @@ k-induction, the engine checked against a naive reference with free weights, off
 inputs, and broken hardware caught."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def test_formal_check(check, tmp_path):
 def test_every_kind_of_check_is_in_the_default_suite():
     fast = [c.name.split("/")[0] for c in CHECKS if not c.slow]
     assert {"decoder", "decoder-mutant", "scheduler", "scheduler-mutant", "engine",
-            "engine-mutant", "processor", "processor-mutant"} <= set(fast)
+            "engine-mutant", "processor", "processor-mutant", "order",
+            "order-mutant"} <= set(fast)
 
 
 def test_decoder_proven_for_a_layers_block_size_table(rng, tmp_path):
@@ -103,3 +105,19 @@ def test_processor_spec_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^cover must be one of gather, inference, "
                                          r"not 'all'$"):
         ProcessorSpec(PROCESSOR_CONFIG, cover="all")
+
+
+def test_program_order_spec_rejects_bad_arguments():
+    from formal.order import ORDER_CONFIGS, ProgramOrderSpec
+
+    from darbgen.processor import ProcessorConfig
+
+    base = ORDER_CONFIGS["linear"]
+    cell = ProcessorConfig(replace(base.engine, input_bits=8), lane_slots=1, table_depth=4,
+                           max_steps=3, lstm_hidden=2, lstm_table=4)
+    with pytest.raises(ValueError, match=r"^the program-order proof takes a processor "
+                                         r"without an LSTM cell \(lstm_hidden = 0\)$"):
+        ProgramOrderSpec(cell)
+    with pytest.raises(ValueError, match=r"^cover must be one of step, inference, "
+                                         r"not 'all'$"):
+        ProgramOrderSpec(base, cover="all")
