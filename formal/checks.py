@@ -53,7 +53,7 @@ PROCESSOR_COVER_DEPTH = 80
 #: a gathered step's second position: 25).
 ORDER_COVER_DEPTH = 30
 #: Cycles of its whole-inference cover (two steps: 45; a gathered step at two
-#: positions: 48).
+#: positions: 48; an LSTM step: 12).
 ORDER_INFERENCE_DEPTH = 50
 #: Cycles of the bounded run from reset that must show a step-end mutant's fault (a
 #: step or a position ends at about 22).
@@ -220,12 +220,14 @@ def _order_inference(name: str, workdir) -> Outcome:
 
 def order_mutant_caught(fault: str, workdir, name: str = "gather") -> Outcome:
     """The program-order spec on the sequencer fault ``fault`` (of
-    :data:`~formal.mutants.STEP_END_MUTANTS` or :data:`~formal.mutants.PROCESSOR_MUTANTS`),
-    bounded from reset (an induction step alone cannot show a counterexample is
+    :data:`~formal.mutants.STEP_END_MUTANTS` or :data:`~formal.mutants.PROCESSOR_MUTANTS`)
+    in processor ``name`` (``"gather-lstm"`` for a ``cell-`` fault), bounded from reset (an induction step alone cannot show a counterexample is
     reachable): caught when it FAILs within :data:`ORDER_MUTANT_DEPTH` cycles."""
     from darbgen.hdl.processor import Processor
 
     faults = STEP_END_MUTANTS if fault in STEP_END_MUTANTS else PROCESSOR_MUTANTS
+    if fault.startswith("cell-"):
+        name = "gather-lstm"                # a fault of the CELL state needs a cell
     config = ORDER_CONFIGS[name]
     with free_parts():          # the mutant's namespace is taken now
         dut = mutant(Processor, fault, faults)(config, spram=False, table_in_banks=False)
@@ -361,14 +363,14 @@ def all_checks() -> list:
     for fault in (*PROCESSOR_MUTANTS, *MAP_UNIT_MUTANTS):
         checks.append(Check(f"processor-mutant/{fault}", f"processor with fault {fault}",
                             lambda w, f=fault: processor_mutant_caught(f, w)))
-    for name, slow in (("gather", False), ("linear", True)):
-        checks.append(Check(f"order/{name}", f"sequencer, free lanes and gather ({name}): "
-                            f"steps 0, 1, ... each once up to `last`, positions 0..n-1 each "
-                            f"once, lanes started/rewound only where they may",
+    for name, slow in (("gather", False), ("linear", True), ("gather-lstm", True)):
+        checks.append(Check(f"order/{name}", f"sequencer with free parts ({name}): steps "
+                            f"0, 1, ... each once up to `last`, positions 0..n-1 each once, "
+                            f"lanes started/rewound only where they may",
                             lambda w, n=name: prove_order(n, w), slow))
         checks.append(Check(f"order/{name}/inference", f"program-order spec ({name}): a "
-                            f"whole inference reaches READ within {ORDER_INFERENCE_DEPTH} "
-                            f"cycles", lambda w, n=name: _order_inference(n, w), slow=True))
+                            f"whole inference ends within {ORDER_INFERENCE_DEPTH} cycles",
+                            lambda w, n=name: _order_inference(n, w), slow=True))
     # The default suite keeps the proof on the gather processor and one step-end fault.
     for fault in (*STEP_END_MUTANTS, *PROCESSOR_MUTANTS):
         checks.append(Check(f"order-mutant/{fault}", f"program-order proof on fault {fault}",

@@ -76,6 +76,8 @@ STEP_END_MUTANTS = {
                      'with m.If(0):\n                    m.next = "READ"'),
     # a convolution's position counter is not advanced: position 0 runs again
     "position-repeated": ("[p.eq(p + 1), k.eq(kbase)]", "[p.eq(p), k.eq(kbase)]"),
+    # pc is not advanced when the LSTM cell is done: the LSTM step runs again
+    "cell-step-repeated": ("m.d.sync += pc.eq(pc + 1)", "m.d.sync += pc.eq(pc)"),
 }
 
 #: Faults of the scratchpad and gather (:class:`~darbgen.hdl.processor_conv.MapUnit`):

@@ -2,13 +2,13 @@
 
 :class:`ProgramOrderSpec` elaborates the real :class:`~darbgen.hdl.processor.Processor`
 (its FSM, program memory, ``pc``, step register, position counter, sum drain and
-requantizer states) with its lanes and its gather unit replaced by **free** components
-(:class:`FreeLane`, :class:`FreeMapUnit`): every output of theirs (``active``, the sums,
-the bank data, ``busy``, ``clearing``, the gather's x writes, ...) is ``AnySeq``, so the
-proof holds whatever the lanes and the gather do and however long they take. The
-sequencer waits for them and never needs more of them than that (its side of those
-contracts is asserted below; the lanes' side has its own checks: formal/sequencer.py,
-formal/scheduler.py). The host is free too: any load words (between inferences, as the
+requantizer states) with its lanes, its gather unit and its LSTM cell replaced by
+**free** components (:class:`FreeLane`, :class:`FreeMapUnit`, :class:`FreeCell`): every
+output of theirs (``active``, the sums, the bank data, ``busy``, ``clearing``, the
+gather's x writes, the cell's end of ``CELL``, ...) is ``AnySeq``, so the proof holds
+whatever they do and however long they take. The sequencer waits for them and never
+needs more of them than that (its side of those contracts is asserted below; the lanes'
+side has its own checks: formal/sequencer.py, formal/scheduler.py). The host is free too: any load words (between inferences, as the
 device sends them), any input beats, any ``y.ready``; the program memory holds whatever
 was loaded.
 
@@ -18,11 +18,14 @@ Asserted on every cycle, with ghost counters of the steps started since the inpu
 
 * **each step in order, once**: at ``GO`` the program is read at ``pc``, and
   ``pc == started`` (the ghost count *before* this ``GO``): the steps start 0, 1, 2, ...;
-  while a step runs ``pc + 1 == started``, and when it ends (``FLUSH`` out)
+  while a step runs ``pc + 1 == started``, and when it ends (``FLUSH`` or ``CELL`` out)
   ``pc == started``: ``pc`` advanced by exactly one, once;
-* **``last`` ends the inference**: the step that ends goes to ``READ`` exactly when
-  it is marked ``last`` (to ``FETCH`` otherwise); after it no step starts, ``READ``/
-  ``SEND`` are only reached through it, and ``IDLE`` only after it (or before any step);
+* **``last`` ends the inference**: the step that ends goes to ``FETCH`` exactly when it
+  is not marked ``last``; the last goes to ``READ`` (an LSTM step, whose cell sends
+  ``(h, c)`` itself: to ``IDLE``); after it no step starts, ``READ``/``SEND`` are only
+  reached through it, and ``IDLE`` only after it;
+* **an LSTM step** (with a cell) goes through ``CELL``, never the requantizer, and
+  ``CELL`` ends into ``FETCH`` or ``IDLE``;
 * **a convolution's positions 0..n-1, each once**: at each ``POSITION`` the position
   counter ``p`` equals ``q`` and is below the step's ``positions``; a position ends
   back in ``POSITION`` only while ``q < positions``, and the step ends with
@@ -44,12 +47,13 @@ it is reached, is marked ``last`` (a plan fits the program memory and ends with 
 
 from __future__ import annotations
 
+import contextlib
+
 from amaranth.asserts import AnySeq      # Amaranth 0.5 keeps it here
 from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Signal
 from amaranth.lib.wiring import Out
 
 from darbgen.config import EngineConfig
-from darbgen.hdl import engine as _engine  # noqa: F401  (Lane's module, for FreeLane)
 from darbgen.hdl import processor as _processor
 from darbgen.hdl import processor_conv as _processor_conv
 from darbgen.hdl.engine import Lane
@@ -60,8 +64,8 @@ from darbgen.processor import ProcessorConfig, StepKind
 from .mutants import replaced
 from .sby import FormalSpec
 
-__all__ = ["ProgramOrderSpec", "FreeLane", "FreeMapUnit", "ORDER_CONFIGS", "ORDER_COVERS",
-           "ORDER_DEPTH", "free_parts"]
+__all__ = ["ProgramOrderSpec", "FreeLane", "FreeMapUnit", "FreeCell", "ORDER_CONFIGS",
+           "ORDER_COVERS", "ORDER_DEPTH", "free_parts"]
 
 #: The covers :class:`ProgramOrderSpec` can ask for.
 ORDER_COVERS = ("step", "inference")
@@ -109,13 +113,38 @@ class FreeMapUnit(MapUnit):
 
 def free_parts():
     """Context manager: :class:`~darbgen.hdl.processor.Processor` elaborated inside it
-    (or a mutant made inside it) builds :class:`FreeLane` and :class:`FreeMapUnit`."""
-    import contextlib
-
+    (or a mutant made inside it) builds :class:`FreeLane`, :class:`FreeMapUnit` and a
+    :class:`FreeCell`."""
     stack = contextlib.ExitStack()
     stack.enter_context(replaced(_processor, "Lane", FreeLane))
     stack.enter_context(replaced(_processor_conv, "MapUnit", FreeMapUnit))
+    stack.enter_context(replaced(_processor, "lstm_unit", _free_lstm_unit))
     return stack
+
+
+class FreeCell:
+    """The processor's LSTM cell (:func:`darbgen.hdl.processor_lstm.lstm_unit`) as a free
+    part: the CELL state takes the sums and drives ``y`` freely, and ends (its
+    :meth:`state`'s condition) in any cycle; the input mask is free."""
+
+    def __init__(self, input_width: int):
+        self._iw = input_width
+
+    def bind(self, step):
+        pass
+
+    def x_mask(self, beat, word):
+        return AnySeq(self._iw)
+
+    def state(self, m, sums, step, lanes, y):
+        m.d.comb += [sums.ready.eq(AnySeq(1)), y.valid.eq(AnySeq(1)),
+                     y.payload.as_value().eq(AnySeq(len(y.payload.as_value())))]
+        return AnySeq(1)
+
+
+def _free_lstm_unit(m, config, *args, **kwargs):
+    """:func:`~darbgen.hdl.processor_lstm.lstm_unit` with a :class:`FreeCell`."""
+    return FreeCell(config.engine.input_width) if config.lstm_hidden else None
 
 
 class ProgramOrderSpec(FormalSpec):
@@ -124,7 +153,7 @@ class ProgramOrderSpec(FormalSpec):
     Parameters
     ----------
     config : ProcessorConfig
-        A processor without an LSTM cell (with or without a gather).
+        A processor, with or without a gather and an LSTM cell.
     dut : Processor, optional
         The processor under test (default: a new one, memories in block RAM); a mutant
         for the negative checks, made inside :func:`free_parts`.
@@ -136,9 +165,6 @@ class ProgramOrderSpec(FormalSpec):
     def __init__(self, config: ProcessorConfig, dut=None, cover: str = "step"):
         super().__init__()
         self._MustUse__silence = True           # until the arguments are checked
-        if config.lstm_hidden:
-            raise ValueError("the program-order proof takes a processor without an LSTM "
-                             "cell (lstm_hidden = 0)")
         if cover not in ORDER_COVERS:
             raise ValueError(f"cover must be one of {', '.join(ORDER_COVERS)}, not {cover!r}")
         self._MustUse__silence = False
@@ -149,7 +175,7 @@ class ProgramOrderSpec(FormalSpec):
     def describe(self, m):
         c = self.config
         dut = self.dut
-        conv = c.has_gather
+        conv, lstm = c.has_gather, bool(c.lstm_hidden)
         # Elaborated here, not as a submodule: the sequencer's FSM exists only then.
         with free_parts():
             proc = dut.elaborate(None)
@@ -167,9 +193,9 @@ class ProgramOrderSpec(FormalSpec):
         def any_of(*names):
             return Cat(*(state(n) for n in names)).any()
 
-        in_step = ("ISSUE", "RETIRE", "FILL", "APPLY", "TAIL", "FLUSH")
-        if conv:
-            in_step += ("POSITION", "GATHER", "RUN")
+        requant = ("FILL", "APPLY", "TAIL", "FLUSH")
+        in_step = ("ISSUE", "RETIRE", *requant, *(("POSITION", "GATHER", "RUN") if conv else ()),
+                   *(("CELL",) if lstm else ()))
 
         # -- the host: any loads between inferences, any inputs, any y.ready ------------
         load, x, y = dut.load, dut.x, dut.y
@@ -183,10 +209,15 @@ class ProgramOrderSpec(FormalSpec):
         q = Signal(range(c.gather_positions + 2 if conv else 2))  # positions in the step
         finished = Signal()                         # the step marked `last` has ended
         fetched = Signal.like(program_rd.addr)      # the program address read in FETCH
-        was_flush = Signal()
-        m.d.sync += was_flush.eq(state("FLUSH"))
+        was_flush, was_cell, was_idle = Signal(), Signal(), Signal(init=1)
+        m.d.sync += [was_flush.eq(state("FLUSH")), was_idle.eq(state("IDLE"))]
         ended = was_flush & ~state("FLUSH")         # a position or a step has just ended
         step_ended = ended & ~state("POSITION") if conv else ended
+        if lstm:
+            # An LSTM step ends when the cell is done: into FETCH, or IDLE if `last`.
+            m.d.sync += was_cell.eq(state("CELL"))
+            cell_ended = was_cell & ~state("CELL")
+            step_ended = step_ended | cell_ended
         gathered = step.kind == StepKind.CONV if conv else 0       # the running step
         fetched_conv = program_rd.data.kind == StepKind.CONV if conv else 0   # at GO
 
@@ -227,29 +258,40 @@ class ProgramOrderSpec(FormalSpec):
             m.d.comb += [Assert(finished | step_ended), Assert(pc == started)]
         with m.If(finished):
             m.d.comb += Assert(any_of("READ", "SEND", "IDLE"))
+        with m.If(state("IDLE") & ~was_idle):
+            # Back in IDLE only after the last step.
+            m.d.comb += Assert(finished | (step_ended & step.last))
         with m.If(was_flush):
             # A step ends into FETCH (the next step) or READ (it was the last), a
             # position into the next POSITION.
             m.d.comb += Assert(any_of("FLUSH", "FETCH", "READ", *(("POSITION",) if conv else ())))
         with m.If(step_ended):
-            m.d.comb += [Assert(pc == started),                 # pc one further, once
-                         Assert(state("READ") == step.last)]
+            # pc one further, once; the last step ends the inference: its logits are
+            # sent (READ), or an LSTM step's cell has sent (h, c) (IDLE).
+            m.d.comb += [Assert(pc == started), Assert(state("FETCH") == ~step.last)]
             if conv:
                 m.d.comb += Assert(~gathered | (q == step.positions))
+        with m.If(ended & ~state("POSITION") if conv else ended):
+            m.d.comb += Assert(state("READ") == step.last)
+        if lstm:
+            lstm_step = step.kind == StepKind.LSTM
+            with m.If(was_cell):
+                m.d.comb += Assert(any_of("CELL", "FETCH", "IDLE"))
+            with m.If(state("CELL")):
+                m.d.comb += Assert(lstm_step)
+            with m.If(any_of(*requant)):
+                m.d.comb += Assert(~lstm_step)              # the cell, not the requantizer
         if conv:
             with m.If(ended & state("POSITION")):
                 m.d.comb += Assert(gathered & (q < step.positions))
             with m.If(state("POSITION")):
                 m.d.comb += [Assert(gathered), Assert(p == q), Assert(q < step.positions)]
-            with m.If(any_of("GATHER", "RUN", "ISSUE", "RETIRE", "FILL", "APPLY", "TAIL",
-                             "FLUSH")):
+            with m.If(any_of(*(s for s in in_step if s != "POSITION"))):
                 m.d.comb += Assert(~gathered | ((q == p + 1) & (q <= step.positions)))
                 m.d.comb += Assert(gathered | (q == 0))
             with m.If(any_of("POSITION", "GATHER", "RUN")):
                 m.d.comb += Assert(gathered)
-        # No state of an inference is reached from IDLE but through the input: the
-        # state before IDLE (or SCATTER/TAKE) is IDLE, SEND (after the last step) or
-        # nothing of a step.
+        # The image states come before the first step.
         pre = ("SCATTER", "SCATTERED", "TAKE") if conv else ()
         with m.If(any_of(*pre) if pre else 0):
             m.d.comb += [Assert(pc == 0), Assert(started == 0), Assert(~finished)]
@@ -263,9 +305,10 @@ class ProgramOrderSpec(FormalSpec):
                              Assert(~lane.again | (state("FLUSH") & gathered
                                                    & (p + 1 < step.positions)))]
 
-        # Not vacuous: the second step (with a gather: a gathered step's second position)
-        # starts; or an inference reaches READ after two steps (with a gather: after a
-        # gathered step at two positions).
+        # Not vacuous: the second step (with a gather: a gathered step's second position;
+        # with a cell: after an LSTM step) starts; or an inference reaches READ after two
+        # steps (with a gather: after a gathered step at two positions; with a cell: an
+        # LSTM step marked `last` ends it).
         two = Signal()
         if conv:
             with m.If(state("POSITION") & (q == 1)):
@@ -274,23 +317,39 @@ class ProgramOrderSpec(FormalSpec):
                 m.d.sync += two.eq(0)
         else:
             m.d.comb += two.eq(1)
-        if self.cover == "step":
-            m.d.comb += Cover(state("POSITION") & (q == 1) if conv
-                              else state("GO") & (started == 1))
+        cell_ran = Signal()
+        if lstm:
+            with m.If(state("CELL")):
+                m.d.sync += cell_ran.eq(1)
+            with m.If(state("IDLE")):
+                m.d.sync += cell_ran.eq(0)
         else:
-            m.d.comb += Cover(state("READ") & finished & two
-                              & (started == (1 if conv else 2)))
+            m.d.comb += cell_ran.eq(1)
+        if self.cover == "step" and (lstm or not conv):
+            m.d.comb += Cover(state("GO") & (started == 1) & cell_ran)
+        elif self.cover == "step":
+            m.d.comb += Cover(state("POSITION") & (q == 1))
+        elif lstm:
+            # An LSTM step marked `last` sends (h, c) itself and ends in IDLE.
+            m.d.comb += Cover(state("IDLE") & ~was_idle & cell_ran & (started == 1))
+        else:
+            m.d.comb += Cover(state("READ") & finished & two & (started == (1 if conv else 2)))
 
 
-def _config(gather: bool) -> ProcessorConfig:
+def _config(gather: bool, lstm: bool = False) -> ProcessorConfig:
+    # An LSTM cell needs 8-bit inputs (h); the free cell makes the width cost nothing.
     engine = EngineConfig(lanes=2, shifts=(1,), max_keep=1, max_row_nnz=2, max_cols=4,
-                          lane_depth=4, lane_rows=4, weight_bits=2, input_bits=2,
-                          input_width=1)
+                          lane_depth=4, lane_rows=4, weight_bits=2,
+                          input_bits=8 if lstm else 2, input_width=1)
     extra = dict(map_depth=8, gather_positions=4, gather_columns=2, gather_pools=2) \
         if gather else {}
+    if lstm:
+        extra.update(lstm_hidden=2, lstm_table=4)
     return ProcessorConfig(engine, lane_slots=1, table_depth=4, max_steps=3, max_classes=2,
                            **extra)
 
 
-#: Processors the order is proven for: with a gather (the bounded check's) and without.
-ORDER_CONFIGS = {"gather": _config(True), "linear": _config(False)}
+#: Processors the order is proven for: with a gather (the bounded check's), without, and
+#: with a gather and an LSTM cell (as the ULX3S's).
+ORDER_CONFIGS = {"gather": _config(True), "linear": _config(False),
+                 "gather-lstm": _config(True, lstm=True)}
