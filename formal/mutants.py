@@ -76,6 +76,11 @@ STEP_END_MUTANTS = {
                      'with m.If(0):\n                    m.next = "READ"'),
     # a convolution's position counter is not advanced: position 0 runs again
     "position-repeated": ("[p.eq(p + 1), k.eq(kbase)]", "[p.eq(p), k.eq(kbase)]"),
+    # FLUSH two cycles short (one of its cycles is slack: one short still lands every
+    # write in it): a step's last requantizer write lands after the next position's
+    # gather (or the next step) has begun, which may read it
+    "flush-too-short": ("flush.eq(REQUANT_PIPELINE_DEPTH + 2)",
+                        "flush.eq(REQUANT_PIPELINE_DEPTH)"),
     # pc is not advanced when the LSTM cell is done: the LSTM step runs again
     "cell-step-repeated": ("m.d.sync += pc.eq(pc + 1)", "m.d.sync += pc.eq(pc)"),
 }

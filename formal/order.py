@@ -70,8 +70,10 @@ __all__ = ["ProgramOrderSpec", "FreeLane", "FreeMapUnit", "FreeCell", "ORDER_CON
 #: The covers :class:`ProgramOrderSpec` can ask for.
 ORDER_COVERS = ("step", "inference")
 
-#: k-induction depth of the proof (the step-end check looks one cycle back).
-ORDER_DEPTH = 3
+#: k-induction depth of the proof: the requantizer's pipeline (an issue to its write,
+#: about 6 cycles, no feedback) is fully inside the induction's window, so its registers
+#: need no invariant of their own (depth 3 proves the order alone; the writes need 6).
+ORDER_DEPTH = 6
 
 
 def _free_outputs(m: Module, component) -> None:
@@ -304,6 +306,22 @@ class ProgramOrderSpec(FormalSpec):
                 m.d.comb += [Assert(~lane.mark | state("GO")),
                              Assert(~lane.again | (state("FLUSH") & gathered
                                                    & (p + 1 < step.positions)))]
+
+        # The sequencer's side of the scratchpad's contract: the requantizer's writes
+        # (the scratchpad's, the logits') come only while their step requantizes, so each
+        # has landed before the next position's gather and before the next GO (which
+        # changes the step they are written for); the gather runs only in POSITION, the
+        # image is scattered only before the first step.
+        logit_we = proc.submodules["logits"].write_ports[0].en
+        m.d.comb += Assert(~logit_we | any_of(*requant))
+        if conv:
+            maps = proc.submodules["maps"]
+            m.d.comb += [Assert(~maps.w_en | any_of(*requant)),
+                         Assert(~(maps.gather | maps.position) | state("POSITION")),
+                         Assert(~maps.scatter | state("SCATTER")),
+                         Assert(~maps.step_begin | state("GO")),
+                         Assert(~maps.step_end | (state("FLUSH") & ~gathered)
+                                | (state("FLUSH") & (p + 1 >= step.positions)))]
 
         # Not vacuous: the second step (with a gather: a gathered step's second position;
         # with a cell: after an LSTM step) starts; or an inference reaches READ after two
