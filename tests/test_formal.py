@@ -63,6 +63,21 @@ def test_a_mutant_follows_the_real_source():
         mutant(Lane, "shift-off-by-one")
 
 
+def test_every_gateware_mutant_still_applies():
+    # Most mutant checks are slow: a change of the text a mutant edits fails here, fast.
+    from formal.mutants import (DECODER_MUTANTS, LANE_MUTANTS, MAP_UNIT_MUTANTS,
+                                PROCESSOR_MUTANTS, SEQUENCED_LANE_MUTANTS, STEP_END_MUTANTS)
+
+    from darbgen.hdl.processor import Processor
+    from darbgen.hdl.processor_conv import MapUnit
+
+    for cls, faults in ((Processor, PROCESSOR_MUTANTS), (Processor, STEP_END_MUTANTS),
+                        (MapUnit, MAP_UNIT_MUTANTS), (Lane, SEQUENCED_LANE_MUTANTS),
+                        (Lane, LANE_MUTANTS), (IndexDecoder, DECODER_MUTANTS)):
+        for name in faults:
+            assert issubclass(mutant(cls, name, faults), cls), name
+
+
 def test_vacuous_assumptions_are_an_error_not_a_pass(tmp_path):
     class Contradiction(FormalSpec):
         def describe(self, m):
