@@ -221,8 +221,9 @@ def _order_inference(name: str, workdir) -> Outcome:
 def order_mutant_caught(fault: str, workdir, name: str = "gather") -> Outcome:
     """The program-order spec on the sequencer fault ``fault`` (of
     :data:`~formal.mutants.STEP_END_MUTANTS` or :data:`~formal.mutants.PROCESSOR_MUTANTS`)
-    in processor ``name`` (``"gather-lstm"`` for a ``cell-`` fault), bounded from reset (an induction step alone cannot show a counterexample is
-    reachable): caught when it FAILs within :data:`ORDER_MUTANT_DEPTH` cycles."""
+    in processor ``name`` (``"gather-lstm"`` for a ``cell-`` fault), bounded from reset
+    (an induction step alone cannot show a counterexample is reachable): caught when it
+    FAILs within :data:`ORDER_MUTANT_DEPTH` cycles."""
     from darbgen.hdl.processor import Processor
 
     faults = STEP_END_MUTANTS if fault in STEP_END_MUTANTS else PROCESSOR_MUTANTS

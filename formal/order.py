@@ -8,9 +8,9 @@ output of theirs (``active``, the sums, the bank data, ``busy``, ``clearing``, t
 gather's x writes, the cell's end of ``CELL``, ...) is ``AnySeq``, so the proof holds
 whatever they do and however long they take. The sequencer waits for them and never
 needs more of them than that (its side of those contracts is asserted below; the lanes'
-side has its own checks: formal/sequencer.py, formal/scheduler.py). The host is free too: any load words (between inferences, as the
-device sends them), any input beats, any ``y.ready``; the program memory holds whatever
-was loaded.
+side has its own checks: formal/sequencer.py, formal/scheduler.py). The host is free
+too: any load words (between inferences, as the device sends them), any input beats,
+any ``y.ready``; the program memory holds whatever was loaded.
 
 Asserted on every cycle, with ghost counters of the steps started since the input
 (``started``, at each ``GO``) and of the positions started in the step (``q``, at each
@@ -150,7 +150,7 @@ def _free_lstm_unit(m, config, *args, **kwargs):
 
 
 class ProgramOrderSpec(FormalSpec):
-    """The processor's sequencer, with free lanes and gather, against the program order.
+    """The processor's sequencer, with free lanes, gather and cell, against the program order.
 
     Parameters
     ----------
