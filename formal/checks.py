@@ -18,7 +18,8 @@ from darbgen.packing import load_words
 from .decoder import DECODER_CONFIGS, DecoderSpec
 from .engine import ENGINE_LAYERS, FORMAL_ENGINE, EngineSpec, skeleton
 from .mutants import (LANE_MUTANTS, MAP_UNIT_MUTANTS, PROCESSOR_MUTANTS,
-                      SEQUENCED_LANE_MUTANTS, mutant, replaced)
+                      SEQUENCED_LANE_MUTANTS, STEP_END_MUTANTS, mutant, replaced)
+from .order import ORDER_CONFIGS, ORDER_DEPTH, ProgramOrderSpec, free_parts
 from .processor import PROCESSOR_CONFIG, ProcessorSpec
 from .sby import run_sby
 from .scheduler import SCHEDULER_CONFIGS, SchedulerSpec
@@ -26,7 +27,8 @@ from .sequencer import SEQUENCED_CONFIG, SequencedSchedulerSpec
 
 __all__ = ["Outcome", "Check", "prove_decoder", "decoder_mutant_caught", "prove_scheduler",
            "scheduler_mutant_caught", "check_sequenced_lane", "sequenced_mutant_caught",
-           "check_processor", "processor_mutant_caught", "check_engine",
+           "check_processor", "processor_mutant_caught", "prove_order", "order_mutant_caught",
+           "check_engine",
            "engine_mutant_caught", "random_skeletons", "all_checks"]
 
 #: k-induction depth of the decoder proofs (the invariant makes it 1-inductive).
@@ -47,6 +49,15 @@ PROCESSOR_DEPTH = 12
 #: Cycles of the processor's cover: a step writing the scratchpad, then a gathered
 #: last step at two positions (reached at 76).
 PROCESSOR_COVER_DEPTH = 80
+#: Cycles of the program-order proof's cover (the second step's start: 23 cycles;
+#: a gathered step's second position: 25).
+ORDER_COVER_DEPTH = 30
+#: Cycles of its whole-inference cover (two steps: 45; a gathered step at two
+#: positions: 48; an LSTM step: 12).
+ORDER_INFERENCE_DEPTH = 50
+#: Cycles of the bounded run from reset that must show a step-end mutant's fault (a
+#: step or a position ends at about 22).
+ORDER_MUTANT_DEPTH = 30
 
 
 @dataclass
@@ -80,11 +91,13 @@ class Outcome:
                          for r in self.results)
 
 
-def _proved(spec_of, name: str, workdir, depth: int, cover_depth: int) -> Outcome:
+def _proved(spec_of, name: str, workdir, depth: int, cover_depth: int, **options) -> Outcome:
     """k-induction of ``spec_of()`` at ``depth``, and its cover reached from the initial
-    state within ``cover_depth`` (the assumptions leave real behaviour: not vacuous)."""
-    proof = run_sby(spec_of(), name, workdir, mode="prove", depth=depth)
-    cover = run_sby(spec_of(), f"{name}-cover", workdir, mode="cover", depth=cover_depth)
+    state within ``cover_depth`` (the assumptions leave real behaviour: not vacuous);
+    ``options`` go to :func:`~formal.sby.run_sby`."""
+    proof = run_sby(spec_of(), name, workdir, mode="prove", depth=depth, **options)
+    cover = run_sby(spec_of(), f"{name}-cover", workdir, mode="cover", depth=cover_depth,
+                    **options)
     return Outcome(proof.status == "PASS" and cover.status == "PASS", "proof", depth,
                    [proof, cover])
 
@@ -186,6 +199,42 @@ def processor_mutant_caught(fault: str, workdir, depth: int = None) -> Outcome:
                                                        table_in_banks=False)
     return _caught(run_sby(ProcessorSpec(PROCESSOR_CONFIG, dut), name, workdir, mode="bmc",
                            depth=depth, map_memories=True, split=True))
+
+
+def prove_order(name: str, workdir) -> Outcome:
+    """Prove the processor's program order (:mod:`formal.order`) on
+    :data:`~formal.order.ORDER_CONFIGS` ``[name]`` by k-induction, and reach its cover
+    (the second step, or a gathered step's second position, starts)."""
+    config = ORDER_CONFIGS[name]
+    return _proved(lambda: ProgramOrderSpec(config), f"order-{name}", workdir, ORDER_DEPTH,
+                   ORDER_COVER_DEPTH, map_memories=True, split=True)
+
+
+def _order_inference(name: str, workdir) -> Outcome:
+    """The program-order spec's whole-inference cover alone (slower)."""
+    result = run_sby(ProgramOrderSpec(ORDER_CONFIGS[name], cover="inference"),
+                     f"order-{name}-inference", workdir, mode="cover",
+                     depth=ORDER_INFERENCE_DEPTH, map_memories=True, split=True)
+    return Outcome(result.status == "PASS", "bounded", ORDER_INFERENCE_DEPTH, [result])
+
+
+def order_mutant_caught(fault: str, workdir, name: str = "gather") -> Outcome:
+    """The program-order spec on the sequencer fault ``fault`` (of
+    :data:`~formal.mutants.STEP_END_MUTANTS` or :data:`~formal.mutants.PROCESSOR_MUTANTS`)
+    in processor ``name`` (``"gather-lstm"`` for a ``cell-`` fault), bounded from reset
+    (an induction step alone cannot show a counterexample is reachable): caught when it
+    FAILs within :data:`ORDER_MUTANT_DEPTH` cycles."""
+    from darbgen.hdl.processor import Processor
+
+    faults = STEP_END_MUTANTS if fault in STEP_END_MUTANTS else PROCESSOR_MUTANTS
+    if fault.startswith("cell-"):
+        name = "gather-lstm"                # a fault of the CELL state needs a cell
+    config = ORDER_CONFIGS[name]
+    with free_parts():          # the mutant's namespace is taken now
+        dut = mutant(Processor, fault, faults)(config, spram=False, table_in_banks=False)
+    return _caught(run_sby(ProgramOrderSpec(config, dut), f"order-mutant-{fault}", workdir,
+                           mode="bmc", depth=ORDER_MUTANT_DEPTH, map_memories=True,
+                           split=True))
 
 
 # Cycles of a complete run of the real engine, per (layer, stalls, vectors): the
@@ -315,6 +364,19 @@ def all_checks() -> list:
     for fault in (*PROCESSOR_MUTANTS, *MAP_UNIT_MUTANTS):
         checks.append(Check(f"processor-mutant/{fault}", f"processor with fault {fault}",
                             lambda w, f=fault: processor_mutant_caught(f, w)))
+    for name, slow in (("gather", False), ("linear", True), ("gather-lstm", True)):
+        checks.append(Check(f"order/{name}", f"sequencer with free parts ({name}): steps "
+                            f"0, 1, ... each once up to `last`, positions 0..n-1 each once, "
+                            f"lanes started/rewound only where they may",
+                            lambda w, n=name: prove_order(n, w), slow))
+        checks.append(Check(f"order/{name}/inference", f"program-order spec ({name}): a "
+                            f"whole inference ends within {ORDER_INFERENCE_DEPTH} cycles",
+                            lambda w, n=name: _order_inference(n, w), slow=True))
+    # The default suite keeps the proof on the gather processor and one step-end fault.
+    for fault in (*STEP_END_MUTANTS, *PROCESSOR_MUTANTS):
+        checks.append(Check(f"order-mutant/{fault}", f"program-order proof on fault {fault}",
+                            lambda w, f=fault: order_mutant_caught(f, w),
+                            slow=fault != "pc-advances-twice"))
     for layer_name, stalls, vectors, slack, slow in (
             ("two-full-lanes", "none", 2, 0, False),
             ("partial-blocks", "periodic", 2, 0, False),

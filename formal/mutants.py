@@ -17,7 +17,7 @@ import textwrap
 from darbgen.hdl import IndexDecoder, Lane
 
 __all__ = ["DECODER_MUTANTS", "LANE_MUTANTS", "SEQUENCED_LANE_MUTANTS", "PROCESSOR_MUTANTS",
-           "MAP_UNIT_MUTANTS", "mutant", "replaced"]
+           "STEP_END_MUTANTS", "MAP_UNIT_MUTANTS", "mutant", "replaced"]
 
 #: Faults in :class:`~darbgen.hdl.IndexDecoder`: name → (text, replacement).
 DECODER_MUTANTS = {
@@ -62,6 +62,27 @@ PROCESSOR_MUTANTS = {
     "reads-the-next-step": ("program_rd.addr.eq(pc)", "program_rd.addr.eq(pc + 1)"),
     # a convolution's positions start at 1: position 0 never runs
     "positions-start-at-one": ("[kbase.eq(k), p.eq(0)]", "[kbase.eq(k), p.eq(1)]"),
+}
+
+#: Faults at a step's or a position's END in the processor's sequencer, which the
+#: bounded check (:data:`PROCESSOR_MUTANTS`'s, 12 cycles) never reaches and the
+#: program-order proof (:mod:`formal.order`) catches:
+#: ``mutant(Processor, name, STEP_END_MUTANTS)``.
+STEP_END_MUTANTS = {
+    # pc advances by two at a step's end: the next step is skipped
+    "pc-advances-twice": ("w.eq(0), pc.eq(pc + 1)]", "w.eq(0), pc.eq(pc + 2)]"),
+    # the step marked `last` is not the end: the sequencer fetches the step after it
+    "last-ignored": ('with m.If(step.last):\n                    m.next = "READ"',
+                     'with m.If(0):\n                    m.next = "READ"'),
+    # a convolution's position counter is not advanced: position 0 runs again
+    "position-repeated": ("[p.eq(p + 1), k.eq(kbase)]", "[p.eq(p), k.eq(kbase)]"),
+    # FLUSH two cycles short (one of its cycles is slack: one short still lands every
+    # write in it): a step's last requantizer write lands after the next position's
+    # gather (or the next step) has begun, which may read it
+    "flush-too-short": ("flush.eq(REQUANT_PIPELINE_DEPTH + 2)",
+                        "flush.eq(REQUANT_PIPELINE_DEPTH)"),
+    # pc is not advanced when the LSTM cell is done: the LSTM step runs again
+    "cell-step-repeated": ("m.d.sync += pc.eq(pc + 1)", "m.d.sync += pc.eq(pc)"),
 }
 
 #: Faults of the scratchpad and gather (:class:`~darbgen.hdl.processor_conv.MapUnit`):

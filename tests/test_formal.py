@@ -38,7 +38,8 @@ def test_formal_check(check, tmp_path):
 def test_every_kind_of_check_is_in_the_default_suite():
     fast = [c.name.split("/")[0] for c in CHECKS if not c.slow]
     assert {"decoder", "decoder-mutant", "scheduler", "scheduler-mutant", "engine",
-            "engine-mutant", "processor", "processor-mutant"} <= set(fast)
+            "engine-mutant", "processor", "processor-mutant", "order",
+            "order-mutant"} <= set(fast)
 
 
 def test_decoder_proven_for_a_layers_block_size_table(rng, tmp_path):
@@ -60,6 +61,21 @@ def test_a_mutant_follows_the_real_source():
                                          r"row-drops-last-beat, first-beat-twice, "
                                          r"prefetch-off-by-one, skips-a-row$"):
         mutant(Lane, "shift-off-by-one")
+
+
+def test_every_gateware_mutant_still_applies():
+    # Most mutant checks are slow: a change of the text a mutant edits fails here, fast.
+    from formal.mutants import (DECODER_MUTANTS, LANE_MUTANTS, MAP_UNIT_MUTANTS,
+                                PROCESSOR_MUTANTS, SEQUENCED_LANE_MUTANTS, STEP_END_MUTANTS)
+
+    from darbgen.hdl.processor import Processor
+    from darbgen.hdl.processor_conv import MapUnit
+
+    for cls, faults in ((Processor, PROCESSOR_MUTANTS), (Processor, STEP_END_MUTANTS),
+                        (MapUnit, MAP_UNIT_MUTANTS), (Lane, SEQUENCED_LANE_MUTANTS),
+                        (Lane, LANE_MUTANTS), (IndexDecoder, DECODER_MUTANTS)):
+        for name in faults:
+            assert issubclass(mutant(cls, name, faults), cls), name
 
 
 def test_vacuous_assumptions_are_an_error_not_a_pass(tmp_path):
@@ -103,3 +119,11 @@ def test_processor_spec_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"^cover must be one of gather, inference, "
                                          r"not 'all'$"):
         ProcessorSpec(PROCESSOR_CONFIG, cover="all")
+
+
+def test_program_order_spec_rejects_bad_arguments():
+    from formal.order import ORDER_CONFIGS, ProgramOrderSpec
+
+    with pytest.raises(ValueError, match=r"^cover must be one of step, inference, "
+                                         r"not 'all'$"):
+        ProgramOrderSpec(ORDER_CONFIGS["linear"], cover="all")
