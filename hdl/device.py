@@ -28,14 +28,13 @@ from ..network import NetworkConfig
 from .cores import describe
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES,
-                       PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_PART_FIELDS, STATUS_FIELDS,
-                       WEIGHTS_CRC, Command, Sizes, Status, identity_bytes, run_fields)
+                       PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_GUARD_FIELDS, RUN_PART_FIELDS,
+                       STATUS_FIELDS, WEIGHTS_CRC, Command, Sizes, Status, identity_bytes,
+                       run_fields)
 from .uart import UARTRx, UARTTx
 
 
 __all__ = ["Controller", "Device", "check_link"]
-
-_COUNTER_BITS = 32
 
 
 def check_link(config) -> None:
@@ -112,11 +111,12 @@ class Controller(wiring.Component):
         m.d.comb += [buf_wr.addr.eq(rcv.wr_addr), buf_wr.data.eq(rcv.wr_data),
                      buf_wr.en.eq(rcv.wr_en)]
 
-        # -- counters ------------------------------------------------------------------
-        words = Signal(_COUNTER_BITS)          # load words applied since the last restart
-        frames = Signal(_COUNTER_BITS)         # frames executed
-        refused = Signal(_COUNTER_BITS)        # frames refused or dropped
-        cycles = Signal(_COUNTER_BITS)
+        # -- counters, each as wide as its STATUS field -----------------------------------
+        bits = {name: 8 * n for name, n in STATUS_FIELDS}
+        words = Signal(bits["words"])          # load words applied since the last restart
+        frames = Signal(bits["frames"])        # frames executed
+        refused = Signal(bits["refused"])      # frames refused or dropped
+        cycles = Signal(bits["cycles"])
         m.d.sync += cycles.eq(cycles + 1)
         with m.If(rcv.dropped | (rcv.done & ~(rcv.length_ok & rcv.crc_ok))):
             m.d.sync += refused.eq(refused + 1)
@@ -149,30 +149,36 @@ class Controller(wiring.Component):
 
         # -- reply: the head (status, the request's CRC, a RUN frame's part), then the
         # command's body. Command, seq and CRC are latched: while a RUN's later frames go
-        # out, the receiver may already hold the next request.
-        head = Signal(8 * (REPLY_HEAD_BYTES + PART_BYTES))
-        head_left = Signal(range(REPLY_HEAD_BYTES + PART_BYTES + 1))
+        # out, the receiver may already hold the next request. The transmitter sends
+        # them from here (they hold still while a frame goes out), and the head's bytes
+        # are picked from the registers that hold them: a copy in a shift register cost
+        # a logic cell a bit, and the UP5K has none to spare.
         body = Signal(range(4))                # which body source follows the head
         BODY_NONE, BODY_IDENTITY, BODY_STATUS, BODY_Y = range(4)
         reply_command, reply_seq, reply_check = Signal(8), Signal(8), Signal(16)
+        reply_code = Signal(8)
         m.d.comb += [xmt.command.eq(reply_command), xmt.seq.eq(reply_seq)]
         index = Signal(range(max(len(self._identity), 1) + 1))
         snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
-        y_shift = Signal(8 * sizes.y_bytes)
-        y_left = Signal(range(sizes.y_bytes + 1))
+        y_byte = Signal(range(sizes.y_bytes))  # of the output beat going out
         # A RUN's output beats (the vector's count is the engine's `slots`, which holds
-        # still while a RUN runs): the first of the next frame, those not yet in a frame,
-        # and those the frame going out still takes from the engine.
+        # still while a RUN runs): the first of the frame going out, those not yet in a
+        # frame, and those the frame going out still takes from the engine.
         frame_beats = sizes.y_frame_beats
         y_first = Signal(range(c.output_beats + 1))
         y_rest = Signal(range(c.output_beats + 1))
         frame_left = Signal(range(frame_beats + 1))
+        head = Cat(reply_code, reply_check, _packed(RUN_PART_FIELDS, [y_first, engine.slots]))
+        head_at = Signal(range(len(head) // 8 + 1))
+        # A RUN's reply frames have a part; the head of every other reply ends before it.
+        head_end = Mux(body == BODY_Y, REPLY_HEAD_BYTES + PART_BYTES, REPLY_HEAD_BYTES)
         sent = Signal()
         m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
-        with m.If(head_left != 0):
-            m.d.comb += [xmt.payload.valid.eq(xmt.busy), xmt.payload.payload.eq(head[:8])]
+        with m.If(head_at != head_end):
+            m.d.comb += [xmt.payload.valid.eq(xmt.busy),
+                         xmt.payload.payload.eq(head.word_select(head_at, 8))]
             with m.If(sent):
-                m.d.sync += [head.eq(head >> 8), head_left.eq(head_left - 1)]
+                m.d.sync += head_at.eq(head_at + 1)
         with m.Elif(body == BODY_IDENTITY):
             with m.Switch(index):
                 for i, byte in enumerate(self._identity):
@@ -186,31 +192,35 @@ class Controller(wiring.Component):
             with m.If(sent):
                 m.d.sync += snapshot.eq(snapshot >> 8)
         with m.Elif(body == BODY_Y):
-            # Each output beat goes out as y_bytes little-endian bytes.
-            m.d.comb += [xmt.payload.valid.eq(y_left != 0), xmt.payload.payload.eq(y_shift[:8]),
-                         engine.y.ready.eq((y_left == 0) & (frame_left != 0))]
-            with m.If(engine.y.valid & engine.y.ready):
-                m.d.sync += [y_shift.eq(engine.y.payload.as_value()), y_left.eq(sizes.y_bytes),
-                             frame_left.eq(frame_left - 1)]
-            with m.Elif(sent):
-                m.d.sync += [y_shift.eq(y_shift >> 8), y_left.eq(y_left - 1)]
+            # Each output beat goes out as y_bytes little-endian bytes, picked from the
+            # engine's payload, which holds still until the beat is taken after its last.
+            y = engine.y.payload.as_value()
+            last_y_byte = y_byte == sizes.y_bytes - 1
+            m.d.comb += [xmt.payload.valid.eq(engine.y.valid & (frame_left != 0)),
+                         xmt.payload.payload.eq(
+                             Cat(y, Const(0, 8 * sizes.y_bytes - len(y))).word_select(y_byte, 8)),
+                         engine.y.ready.eq(sent & last_y_byte)]
+            with m.If(sent):
+                m.d.sync += y_byte.eq(Mux(last_y_byte, 0, y_byte + 1))
+                with m.If(last_y_byte):
+                    m.d.sync += frame_left.eq(frame_left - 1)
 
         # The transmitter starts the cycle after a reply is decided: a registered start
         # keeps the decision logic off the transmitter's and the FIFO's paths.
         start_reply = Signal()
-        reply_length = Signal(16)
+        reply_length = Signal(range(MAX_PAYLOAD + 1))
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
         # A reply is chosen in several places of the FSM, but its registers are loaded
         # in one (below it): each choice sets only these narrow signals, so the wide head
         # does not get a multiplexer per choice.
-        reply_go, reply_code = Signal(), Signal(8)
+        reply_go, reply_status = Signal(), Signal(8)
         reply_len, reply_src = Signal.like(reply_length), Signal.like(body)
 
         def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
             """Start a one-frame reply; its body streams while the FSM is in REPLY."""
-            m.d.comb += [reply_go.eq(1), reply_code.eq(code.value), reply_len.eq(length),
+            m.d.comb += [reply_go.eq(1), reply_status.eq(code.value), reply_len.eq(length),
                          reply_src.eq(source)]
             m.next = "REPLY"
 
@@ -299,7 +309,7 @@ class Controller(wiring.Component):
                     with m.If(verdict["IDENTIFY"]):
                         reply(Status.OK, REPLY_HEAD_BYTES + len(self._identity), BODY_IDENTITY)
                     with m.Elif(verdict["STATUS"]):
-                        m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
+                        m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:len(frames)],
                                                     refused, cycles))
                         reply(Status.OK, REPLY_HEAD_BYTES + len(snapshot) // 8, BODY_STATUS)
                     with m.Elif(verdict["LOAD_WEIGHTS"]):
@@ -327,19 +337,27 @@ class Controller(wiring.Component):
                 with m.If(~pending & (ptr == end)):
                     m.next = "COMPARE"
             with m.State("COMPARE"):
-                # Registered: wide compares in front of the reply logic cost timing.
-                m.d.sync += [restart.eq(offset == 0), extend.eq(offset == words),
+                # Registered: wide compares in front of the reply logic cost timing. A
+                # guard starts with a word count, as a load chunk with its first word's
+                # index: one compare serves both.
+                assert RUN_GUARD_FIELDS[0][0] == "words" and OFFSET_BYTES == len(words) // 8
+                at_words = offset == words
+                m.d.sync += [restart.eq(offset == 0), extend.eq(at_words),
                              repeat.eq(offset + chunk_words == words),
-                             guard_ok.eq(prefix[:8 * GUARD_BYTES] == Cat(words, wcrc.crc))]
+                             guard_ok.eq(at_words & (prefix[len(words):8 * GUARD_BYTES] ==
+                                                     wcrc.crc))]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
                 with m.If(verdict["RUN"]):
                     with m.If(guard_ok):
                         # The reply's frames start from RUN on (below).
+                        # y_first starts a frame before beat 0: each frame adds a
+                        # full frame's beats (a constant) as it starts.
                         m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth if fixed else 1),
-                                     y_left.eq(0),
-                                     y_rest.eq(engine.slots), y_first.eq(0), body.eq(BODY_Y)]
+                                     y_byte.eq(0), y_rest.eq(engine.slots),
+                                     y_first.eq(-frame_beats % 2 ** len(y_first)),
+                                     body.eq(BODY_Y)]
                         m.next = "RUN"
                     with m.Else():
                         reply(Status.NAK_WEIGHTS)
@@ -401,9 +419,8 @@ class Controller(wiring.Component):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
         with m.If(reply_go):
-            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len),
-                         head.eq(Cat(reply_code, rcv.check)), head_left.eq(REPLY_HEAD_BYTES),
-                         body.eq(reply_src), index.eq(0)]
+            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len), reply_code.eq(reply_status),
+                         head_at.eq(0), body.eq(reply_src), index.eq(0)]
         # A RUN's next reply frame, once the one before has gone out: the head, its part
         # (first beat and the vector's count), then up to frame_beats beats. The decision
         # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.
@@ -412,10 +429,8 @@ class Controller(wiring.Component):
                                  ~xmt.busy & ~xmt.start)
         with m.If(frame_due & ~xmt.start):
             m.d.sync += [start_reply.eq(1), reply_length.eq(next_length),
-                         head.eq(Cat(Const(Status.OK.value, 8), reply_check,
-                                     _packed(RUN_PART_FIELDS, [y_first, engine.slots]))),
-                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES),
-                         frame_left.eq(next_beats), y_first.eq(y_first + next_beats),
+                         reply_code.eq(Status.OK.value), head_at.eq(0),
+                         frame_left.eq(next_beats), y_first.eq(y_first + frame_beats),
                          y_rest.eq(y_rest - next_beats)]
         m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
         return m
