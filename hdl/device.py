@@ -8,7 +8,8 @@
 A frame is received whole into a buffer and executed only after its CRC matched:
 
 * ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
-* ``STATUS`` with a snapshot of the counters;
+* ``STATUS`` with the counters (those that may change while it goes out, as copied
+  when it was decided);
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
   far, then streams the words into the engine's ``load`` port (from registers, at most
   one per cycle; it is always ready) while a CRC-32 of their bytes accumulates;
@@ -158,8 +159,14 @@ class Controller(wiring.Component):
         reply_command, reply_seq, reply_check = Signal(8), Signal(8), Signal(16)
         reply_code = Signal(8)
         m.d.comb += [xmt.command.eq(reply_command), xmt.seq.eq(reply_seq)]
-        index = Signal(range(max(len(self._identity), 1) + 1))
-        snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
+        index = Signal(range(max(len(self._identity), 1) + 1))   # of the body's byte
+        # The STATUS body's bytes are picked from the counters: words, their CRC and
+        # frames hold still while a reply goes out (they change in DECIDE and APPLY
+        # only); refused and cycles may change meanwhile, so they are copied when the
+        # STATUS is decided (a snapshot shift register of every field cost 76 cells more).
+        held = {name: Signal(bits[name], name=f"held_{name}") for name in ("refused", "cycles")}
+        status = Cat(*({"words": words, "weights_crc": wcrc.crc, "frames": frames, **held}[name]
+                       for name, _ in STATUS_FIELDS))
         y_byte = Signal(range(sizes.y_bytes))  # of the output beat going out
         # A RUN's output beats (the vector's count is the engine's `slots`, which holds
         # still while a RUN runs): the first of the frame going out, those not yet in a
@@ -179,18 +186,17 @@ class Controller(wiring.Component):
                          xmt.payload.payload.eq(head.word_select(head_at, 8))]
             with m.If(sent):
                 m.d.sync += head_at.eq(head_at + 1)
-        with m.Elif(body == BODY_IDENTITY):
-            with m.Switch(index):
-                for i, byte in enumerate(self._identity):
-                    with m.Case(i):
-                        m.d.comb += xmt.payload.payload.eq(byte)
+        with m.Elif((body == BODY_IDENTITY) | (body == BODY_STATUS)):
             m.d.comb += xmt.payload.valid.eq(1)
+            with m.If(body == BODY_IDENTITY):
+                with m.Switch(index):
+                    for i, byte in enumerate(self._identity):
+                        with m.Case(i):
+                            m.d.comb += xmt.payload.payload.eq(byte)
+            with m.Else():
+                m.d.comb += xmt.payload.payload.eq(status.word_select(index, 8))
             with m.If(sent):
                 m.d.sync += index.eq(index + 1)
-        with m.Elif(body == BODY_STATUS):
-            m.d.comb += [xmt.payload.valid.eq(1), xmt.payload.payload.eq(snapshot[:8])]
-            with m.If(sent):
-                m.d.sync += snapshot.eq(snapshot >> 8)
         with m.Elif(body == BODY_Y):
             # Each output beat goes out as y_bytes little-endian bytes, picked from the
             # engine's payload, which holds still until the beat is taken after its last.
@@ -309,9 +315,8 @@ class Controller(wiring.Component):
                     with m.If(verdict["IDENTIFY"]):
                         reply(Status.OK, REPLY_HEAD_BYTES + len(self._identity), BODY_IDENTITY)
                     with m.Elif(verdict["STATUS"]):
-                        m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:len(frames)],
-                                                    refused, cycles))
-                        reply(Status.OK, REPLY_HEAD_BYTES + len(snapshot) // 8, BODY_STATUS)
+                        m.d.sync += [held["refused"].eq(refused), held["cycles"].eq(cycles)]
+                        reply(Status.OK, REPLY_HEAD_BYTES + len(status) // 8, BODY_STATUS)
                     with m.Elif(verdict["LOAD_WEIGHTS"]):
                         with m.If(load_short):
                             reply(Status.NAK_LENGTH)
