@@ -246,6 +246,12 @@ class Controller(wiring.Component):
         hold = Signal()
         m.d.comb += [rd.addr.eq(ptr), rd.en.eq(~hold)]
 
+        def read_prefix(length):
+            """Read and compare the payload's first ``length`` bytes (PREFIX)."""
+            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(length), nbyte.eq(0),
+                         restart.eq(1), same.eq(1), repeat.eq(1), carry.eq(0)]
+            m.next = "PREFIX"
+
         def read_bytes():
             """Advance the reader unless held; True (a Value) when rd.data is fresh."""
             with m.If(~hold):
@@ -254,21 +260,25 @@ class Controller(wiring.Component):
                     m.d.sync += ptr.eq(ptr + 1)
             return pending & ~hold
 
-        # The payload's fixed head: a load chunk's first-word index, or a RUN's guard.
-        # One register takes the payload's bytes: first its prefix, which COMPARE has
-        # checked before APPLY assembles load words or RUN input beats in it.
-        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES, sizes.load_bytes, sizes.x_bytes))
-        offset = prefix[:8 * OFFSET_BYTES]
-        restart, extend, repeat, guard_ok = Signal(), Signal(), Signal(), Signal()
-        word = prefix[:8 * sizes.load_bytes]
-        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, OFFSET_BYTES,
-                                 GUARD_BYTES) + 1))
-        beat = prefix[:8 * sizes.x_bytes]
+        # The payload's fixed head, a load chunk's first-word index or a RUN's guard, is
+        # compared a byte at a time as PREFIX reads it (wide compares cost 63 cells
+        # more): with 0 (a restart), with the words loaded and their CRC-32 (a
+        # guard starts with a word count, as a chunk with its first word's index: one
+        # compare serves both), and, plus the chunk's word count, with the words (a
+        # repeat). APPLY then assembles load words, RUN input beats, in one register.
+        assert [n for n, _ in RUN_GUARD_FIELDS] == ["words", "weights_crc"]
+        assert OFFSET_BYTES == len(words) // 8
+        restart, same, repeat, carry = (Signal(name=n) for n in
+                                        ("restart", "same", "repeat", "carry"))
+        assembled = Signal(8 * max(sizes.load_bytes, sizes.x_bytes))
+        word = assembled[:8 * sizes.load_bytes]
+        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, GUARD_BYTES) + 1))
+        beat = assembled[:8 * sizes.x_bytes]
         beat_full = Signal()
         beats_left = Signal(range(c.x_depth + 1))
         first_word = Signal()
         load_word = engine.load.payload
-        load_valid, load_first = Signal(), Signal()
+        load_valid, load_first = Signal(name="load_valid"), Signal(name="load_first")
         m.d.sync += load_valid.eq(0)
         m.d.comb += [engine.load.valid.eq(load_valid), load_word.as_value().eq(word),
                      load_word.first.eq(load_first)]
@@ -321,41 +331,35 @@ class Controller(wiring.Component):
                         with m.If(load_short):
                             reply(Status.NAK_LENGTH)
                         with m.Else():
-                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
-                                         nbyte.eq(0)]
-                            m.next = "PREFIX"
+                            read_prefix(OFFSET_BYTES)
                     with m.Elif(verdict["RUN"]):
                         with m.If(run_length_bad):
                             reply(Status.NAK_LENGTH)
                         with m.Elif(no_weights):
                             reply(Status.NO_WEIGHTS)
                         with m.Else():
-                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(GUARD_BYTES),
-                                         nbyte.eq(0)]
-                            m.next = "PREFIX"
+                            read_prefix(GUARD_BYTES)
                     with m.Else():
                         reply(Status.NAK_COMMAND)
 
             with m.State("PREFIX"):
+                # (restart and repeat are meaningless after a guard's CRC bytes.)
                 with m.If(read_bytes()):
-                    m.d.sync += [prefix.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
+                    held_words = words.word_select(nbyte, 8)
+                    total = (rd.data + carry +
+                             Cat(chunk_words, Const(0, len(words))).word_select(nbyte, 8))
+                    m.d.sync += [
+                        nbyte.eq(nbyte + 1), carry.eq(total[8]),
+                        restart.eq(restart & (rd.data == 0)),
+                        same.eq(same & (rd.data == Cat(words, wcrc.crc).word_select(nbyte, 8))),
+                        repeat.eq(repeat & (total[:8] == held_words)),
+                    ]
                 with m.If(~pending & (ptr == end)):
-                    m.next = "COMPARE"
-            with m.State("COMPARE"):
-                # Registered: wide compares in front of the reply logic cost timing. A
-                # guard starts with a word count, as a load chunk with its first word's
-                # index: one compare serves both.
-                assert RUN_GUARD_FIELDS[0][0] == "words" and OFFSET_BYTES == len(words) // 8
-                at_words = offset == words
-                m.d.sync += [restart.eq(offset == 0), extend.eq(at_words),
-                             repeat.eq(offset + chunk_words == words),
-                             guard_ok.eq(at_words & (prefix[len(words):8 * GUARD_BYTES] ==
-                                                     wcrc.crc))]
-                m.next = "CHECK"
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
                 with m.If(verdict["RUN"]):
-                    with m.If(guard_ok):
+                    with m.If(same):
                         # The reply's frames start from RUN on (below).
                         # y_first starts a frame before beat 0: each frame adds a
                         # full frame's beats (a constant) as it starts.
@@ -370,7 +374,7 @@ class Controller(wiring.Component):
                     m.d.sync += words.eq(0)
                     m.d.comb += wcrc.start.eq(1)
                     m.next = "APPLY"
-                with m.Elif(extend):
+                with m.Elif(same):            # the chunk extends the load
                     m.next = "APPLY"
                 with m.Elif(repeat):
                     reply(Status.OK)            # the chunk just applied, again: its ack was lost
