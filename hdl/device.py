@@ -348,15 +348,13 @@ class Controller(wiring.Component):
             with m.State("PREFIX"):
                 # (restart and repeat are meaningless after a guard's CRC bytes.)
                 with m.If(read_bytes()):
-                    held_words = words.word_select(nbyte, 8)
+                    known = Cat(words, wcrc.crc).word_select(nbyte, 8)    # words' first
                     total = (rd.data + carry +
                              Cat(chunk_words, Const(0, len(words))).word_select(nbyte, 8))
-                    m.d.sync += [
-                        nbyte.eq(nbyte + 1), carry.eq(total[8]),
-                        restart.eq(restart & (rd.data == 0)),
-                        same.eq(same & (rd.data == Cat(words, wcrc.crc).word_select(nbyte, 8))),
-                        repeat.eq(repeat & (total[:8] == held_words)),
-                    ]
+                    m.d.sync += [nbyte.eq(nbyte + 1), carry.eq(total[8]),
+                                 restart.eq(restart & (rd.data == 0)),
+                                 same.eq(same & (rd.data == known)),
+                                 repeat.eq(repeat & (total[:8] == known))]
                 with m.If(~pending & (ptr == end)):
                     m.next = "CHECK"
             with m.State("CHECK"):
