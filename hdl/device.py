@@ -163,6 +163,14 @@ class Controller(wiring.Component):
         reply_code = Signal(8)
         m.d.comb += [xmt.command.eq(reply_command), xmt.seq.eq(reply_seq)]
         index = Signal(range(max(len(self._identity), 1) + 1))   # of the body's byte
+        # The IDENTIFY body is a ROM in a block RAM (Yosys makes a small ROM of LUTs
+        # unless told: 51 of them, and the UP5K has block RAM to spare, not cells). Its
+        # registered read port reads the next byte as one is sent: it holds byte `index`
+        # from the cycle after `index` changed, long before the head has gone out.
+        m.submodules.identity = rom = memory.Memory(shape=8, depth=len(self._identity),
+                                                    init=self._identity,
+                                                    attrs={"rom_style": "block"})
+        identity = rom.read_port()
         # The STATUS body's bytes are picked from the counters: words, their CRC and
         # frames hold still while a reply goes out (they change in DECIDE and APPLY
         # only); refused and cycles may change meanwhile, so they are copied when the
@@ -183,7 +191,7 @@ class Controller(wiring.Component):
         # A RUN's reply frames have a part; the head of every other reply ends before it.
         head_end = Mux(body == BODY_Y, REPLY_HEAD_BYTES + PART_BYTES, REPLY_HEAD_BYTES)
         sent = Signal()
-        m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
+        m.d.comb += [sent.eq(xmt.payload.valid & xmt.payload.ready), identity.addr.eq(index)]
         with m.If(head_at != head_end):
             m.d.comb += [xmt.payload.valid.eq(xmt.busy),
                          xmt.payload.payload.eq(head.word_select(head_at, 8))]
@@ -192,14 +200,12 @@ class Controller(wiring.Component):
         with m.Elif((body == BODY_IDENTITY) | (body == BODY_STATUS)):
             m.d.comb += xmt.payload.valid.eq(1)
             with m.If(body == BODY_IDENTITY):
-                with m.Switch(index):
-                    for i, byte in enumerate(self._identity):
-                        with m.Case(i):
-                            m.d.comb += xmt.payload.payload.eq(byte)
+                m.d.comb += xmt.payload.payload.eq(identity.data)
             with m.Else():
                 m.d.comb += xmt.payload.payload.eq(status.word_select(index, 8))
             with m.If(sent):
                 m.d.sync += index.eq(index + 1)
+                m.d.comb += identity.addr.eq(index + 1)
         with m.Elif(body == BODY_Y):
             # Each output beat goes out as y_bytes little-endian bytes, picked from the
             # engine's payload, which holds still until the beat is taken after its last.
