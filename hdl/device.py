@@ -7,12 +7,13 @@
 
 A frame is received whole into a buffer and executed only after its CRC matched:
 
-* ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
+* ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`,
+  in a block RAM);
 * ``STATUS`` with the counters (those that may change while it goes out, as copied
   when it was decided);
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
-  far, then streams the words into the engine's ``load`` port (from registers, at most
-  one per cycle; it is always ready) while a CRC-32 of their bytes accumulates;
+  far, then streams the words into the engine's ``load`` port (from registers, one
+  per 4 cycles a byte; it is always ready) while a CRC-32 of their bytes accumulates;
 * ``RUN`` checks that its guard names the weights the device holds (word count and
   CRC-32), then feeds the payload's input beats into the engine (marking the last
   one) and streams the output beats straight into the reply: into as many frames as

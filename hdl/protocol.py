@@ -244,10 +244,10 @@ IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4)
                    ("records", 1)]
 
 #: STATUS reply fields: the device's counters are as wide as their fields, and all wrap.
-#: ``frames`` (executed) and ``refused`` (or dropped) are diagnostics, 16 bits each: every
-#: bit of the reply's snapshot is a logic cell of the UP5K, which has none to spare (a
-#: 32-bit counter and its snapshot cost 64). ``cycles`` is the free-running clock counter
-#: the host times a load with: 32 bits wrap after 2 minutes at 30 MHz.
+#: ``frames`` (executed) and ``refused`` (or dropped) are diagnostics, 16 bits each: each
+#: counter bit, its copy for the reply and its share of the reply's multiplexer cost
+#: logic cells the UP5K lacks. ``cycles`` is the free-running clock counter the host
+#: times a load with: 32 bits wrap after 2 minutes at 30 MHz.
 STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 2), ("refused", 2),
                  ("cycles", 4)]
 
