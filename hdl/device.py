@@ -7,11 +7,13 @@
 
 A frame is received whole into a buffer and executed only after its CRC matched:
 
-* ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`);
-* ``STATUS`` with a snapshot of the counters;
+* ``IDENTIFY`` replies with the identity ROM (:func:`~darbgen.hdl.protocol.identity_bytes`,
+  in a block RAM);
+* ``STATUS`` with the counters (those that may change while it goes out, as copied
+  when it was decided);
 * ``LOAD_WEIGHTS`` checks the chunk's first-word index against the words loaded so
-  far, then streams the words into the engine's ``load`` port (from registers, at most
-  one per cycle; it is always ready) while a CRC-32 of their bytes accumulates;
+  far, then streams the words into the engine's ``load`` port (from registers, one
+  per 4 cycles a byte; it is always ready) while a CRC-32 of their bytes accumulates;
 * ``RUN`` checks that its guard names the weights the device holds (word count and
   CRC-32), then feeds the payload's input beats into the engine (marking the last
   one) and streams the output beats straight into the reply: into as many frames as
@@ -28,14 +30,16 @@ from ..network import NetworkConfig
 from .cores import describe
 from .link import FrameReceiver, FrameTransmitter
 from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFSET_BYTES,
-                       PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_PART_FIELDS, STATUS_FIELDS,
-                       WEIGHTS_CRC, Command, Sizes, Status, identity_bytes, run_fields)
+                       PART_BYTES, REPLY, REPLY_HEAD_BYTES, RUN_GUARD_FIELDS, RUN_PART_FIELDS,
+                       STATUS_FIELDS, WEIGHTS_CRC, Command, Sizes, Status, identity_bytes,
+                       run_fields)
 from .uart import UARTRx, UARTTx
 
 
 __all__ = ["Controller", "Device", "check_link"]
 
-_COUNTER_BITS = 32
+#: Bits of a load byte the weights' CRC-32 takes a cycle (APPLY).
+_CRC_PIECE = 2
 
 
 def check_link(config) -> None:
@@ -105,18 +109,19 @@ class Controller(wiring.Component):
         m.submodules.receiver = rcv = FrameReceiver(self._idle_cycles)
         m.submodules.transmitter = xmt = FrameTransmitter()
         m.submodules.buffer = buf = memory.Memory(shape=8, depth=MAX_PAYLOAD, init=[])
-        m.submodules.weights_crc = wcrc = WEIGHTS_CRC(data_width=8).create()
+        m.submodules.weights_crc = wcrc = WEIGHTS_CRC(data_width=_CRC_PIECE).create()
         buf_wr, rd = buf.write_port(), buf.read_port()
         connect(m, wiring.flipped(self.rx), rcv.data)
         connect(m, xmt.data, wiring.flipped(self.tx))
         m.d.comb += [buf_wr.addr.eq(rcv.wr_addr), buf_wr.data.eq(rcv.wr_data),
                      buf_wr.en.eq(rcv.wr_en)]
 
-        # -- counters ------------------------------------------------------------------
-        words = Signal(_COUNTER_BITS)          # load words applied since the last restart
-        frames = Signal(_COUNTER_BITS)         # frames executed
-        refused = Signal(_COUNTER_BITS)        # frames refused or dropped
-        cycles = Signal(_COUNTER_BITS)
+        # -- counters, each as wide as its STATUS field -----------------------------------
+        bits = {name: 8 * n for name, n in STATUS_FIELDS}
+        words = Signal(bits["words"])          # load words applied since the last restart
+        frames = Signal(bits["frames"])        # frames executed
+        refused = Signal(bits["refused"])      # frames refused or dropped
+        cycles = Signal(bits["cycles"])
         m.d.sync += cycles.eq(cycles + 1)
         with m.If(rcv.dropped | (rcv.done & ~(rcv.length_ok & rcv.crc_ok))):
             m.d.sync += refused.eq(refused + 1)
@@ -149,68 +154,89 @@ class Controller(wiring.Component):
 
         # -- reply: the head (status, the request's CRC, a RUN frame's part), then the
         # command's body. Command, seq and CRC are latched: while a RUN's later frames go
-        # out, the receiver may already hold the next request.
-        head = Signal(8 * (REPLY_HEAD_BYTES + PART_BYTES))
-        head_left = Signal(range(REPLY_HEAD_BYTES + PART_BYTES + 1))
+        # out, the receiver may already hold the next request. The transmitter sends
+        # them from here (they hold still while a frame goes out), and the head's bytes
+        # are picked from the registers that hold them: a copy in a shift register cost
+        # a logic cell a bit, and the UP5K has none to spare.
         body = Signal(range(4))                # which body source follows the head
         BODY_NONE, BODY_IDENTITY, BODY_STATUS, BODY_Y = range(4)
         reply_command, reply_seq, reply_check = Signal(8), Signal(8), Signal(16)
+        reply_code = Signal(8)
         m.d.comb += [xmt.command.eq(reply_command), xmt.seq.eq(reply_seq)]
-        index = Signal(range(max(len(self._identity), 1) + 1))
-        snapshot = Signal(8 * sum(n for _, n in STATUS_FIELDS))
-        y_shift = Signal(8 * sizes.y_bytes)
-        y_left = Signal(range(sizes.y_bytes + 1))
+        index = Signal(range(max(len(self._identity), 1) + 1))   # of the body's byte
+        # The IDENTIFY body is a ROM in a block RAM (Yosys makes a small ROM of LUTs
+        # unless told: 51 of them, and the UP5K has block RAM to spare, not cells). Its
+        # registered read port reads the next byte as one is sent: it holds byte `index`
+        # from the cycle after `index` changed, long before the head has gone out.
+        m.submodules.identity = rom = memory.Memory(shape=8, depth=len(self._identity),
+                                                    init=self._identity,
+                                                    attrs={"rom_style": "block"})
+        identity = rom.read_port()
+        # The STATUS body's bytes are picked from the counters: words, their CRC and
+        # frames hold still while a reply goes out (they change in DECIDE and APPLY
+        # only); refused and cycles may change meanwhile, so they are copied when the
+        # STATUS is decided (a snapshot shift register of every field cost 76 cells more).
+        held = {name: Signal(bits[name], name=f"held_{name}") for name in ("refused", "cycles")}
+        status = Cat(*({"words": words, "weights_crc": wcrc.crc, "frames": frames, **held}[name]
+                       for name, _ in STATUS_FIELDS))
+        y_byte = Signal(range(sizes.y_bytes))  # of the output beat going out
         # A RUN's output beats (the vector's count is the engine's `slots`, which holds
-        # still while a RUN runs): the first of the next frame, those not yet in a frame,
-        # and those the frame going out still takes from the engine.
+        # still while a RUN runs): the first of the frame going out, those not yet in a
+        # frame, and those the frame going out still takes from the engine.
         frame_beats = sizes.y_frame_beats
         y_first = Signal(range(c.output_beats + 1))
         y_rest = Signal(range(c.output_beats + 1))
         frame_left = Signal(range(frame_beats + 1))
+        head = Cat(reply_code, reply_check, _packed(RUN_PART_FIELDS, [y_first, engine.slots]))
+        head_at = Signal(range(len(head) // 8 + 1))
+        # A RUN's reply frames have a part; the head of every other reply ends before it.
+        head_end = Mux(body == BODY_Y, REPLY_HEAD_BYTES + PART_BYTES, REPLY_HEAD_BYTES)
         sent = Signal()
-        m.d.comb += sent.eq(xmt.payload.valid & xmt.payload.ready)
-        with m.If(head_left != 0):
-            m.d.comb += [xmt.payload.valid.eq(xmt.busy), xmt.payload.payload.eq(head[:8])]
+        m.d.comb += [sent.eq(xmt.payload.valid & xmt.payload.ready), identity.addr.eq(index)]
+        with m.If(head_at != head_end):
+            m.d.comb += [xmt.payload.valid.eq(xmt.busy),
+                         xmt.payload.payload.eq(head.word_select(head_at, 8))]
             with m.If(sent):
-                m.d.sync += [head.eq(head >> 8), head_left.eq(head_left - 1)]
-        with m.Elif(body == BODY_IDENTITY):
-            with m.Switch(index):
-                for i, byte in enumerate(self._identity):
-                    with m.Case(i):
-                        m.d.comb += xmt.payload.payload.eq(byte)
+                m.d.sync += head_at.eq(head_at + 1)
+        with m.Elif((body == BODY_IDENTITY) | (body == BODY_STATUS)):
             m.d.comb += xmt.payload.valid.eq(1)
+            with m.If(body == BODY_IDENTITY):
+                m.d.comb += xmt.payload.payload.eq(identity.data)
+            with m.Else():
+                m.d.comb += xmt.payload.payload.eq(status.word_select(index, 8))
             with m.If(sent):
                 m.d.sync += index.eq(index + 1)
-        with m.Elif(body == BODY_STATUS):
-            m.d.comb += [xmt.payload.valid.eq(1), xmt.payload.payload.eq(snapshot[:8])]
-            with m.If(sent):
-                m.d.sync += snapshot.eq(snapshot >> 8)
+                m.d.comb += identity.addr.eq(index + 1)
         with m.Elif(body == BODY_Y):
-            # Each output beat goes out as y_bytes little-endian bytes.
-            m.d.comb += [xmt.payload.valid.eq(y_left != 0), xmt.payload.payload.eq(y_shift[:8]),
-                         engine.y.ready.eq((y_left == 0) & (frame_left != 0))]
-            with m.If(engine.y.valid & engine.y.ready):
-                m.d.sync += [y_shift.eq(engine.y.payload.as_value()), y_left.eq(sizes.y_bytes),
-                             frame_left.eq(frame_left - 1)]
-            with m.Elif(sent):
-                m.d.sync += [y_shift.eq(y_shift >> 8), y_left.eq(y_left - 1)]
+            # Each output beat goes out as y_bytes little-endian bytes, picked from the
+            # engine's payload, which holds still until the beat is taken after its last.
+            y = engine.y.payload.as_value()
+            last_y_byte = y_byte == sizes.y_bytes - 1
+            m.d.comb += [xmt.payload.valid.eq(engine.y.valid & (frame_left != 0)),
+                         xmt.payload.payload.eq(
+                             Cat(y, Const(0, 8 * sizes.y_bytes - len(y))).word_select(y_byte, 8)),
+                         engine.y.ready.eq(sent & last_y_byte)]
+            with m.If(sent):
+                m.d.sync += y_byte.eq(Mux(last_y_byte, 0, y_byte + 1))
+                with m.If(last_y_byte):
+                    m.d.sync += frame_left.eq(frame_left - 1)
 
         # The transmitter starts the cycle after a reply is decided: a registered start
         # keeps the decision logic off the transmitter's and the FIFO's paths.
         start_reply = Signal()
-        reply_length = Signal(16)
+        reply_length = Signal(range(MAX_PAYLOAD + 1))
         m.d.sync += start_reply.eq(0)
         m.d.comb += [xmt.start.eq(start_reply), xmt.length.eq(reply_length)]
 
         # A reply is chosen in several places of the FSM, but its registers are loaded
         # in one (below it): each choice sets only these narrow signals, so the wide head
         # does not get a multiplexer per choice.
-        reply_go, reply_code = Signal(), Signal(8)
+        reply_go, reply_status = Signal(), Signal(8)
         reply_len, reply_src = Signal.like(reply_length), Signal.like(body)
 
         def reply(code, length=REPLY_HEAD_BYTES, source=BODY_NONE):
             """Start a one-frame reply; its body streams while the FSM is in REPLY."""
-            m.d.comb += [reply_go.eq(1), reply_code.eq(code.value), reply_len.eq(length),
+            m.d.comb += [reply_go.eq(1), reply_status.eq(code.value), reply_len.eq(length),
                          reply_src.eq(source)]
             m.next = "REPLY"
 
@@ -230,6 +256,12 @@ class Controller(wiring.Component):
         hold = Signal()
         m.d.comb += [rd.addr.eq(ptr), rd.en.eq(~hold)]
 
+        def read_prefix(length):
+            """Read and compare the payload's first ``length`` bytes (PREFIX)."""
+            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(length), nbyte.eq(0),
+                         restart.eq(1), same.eq(1), repeat.eq(1), carry.eq(0)]
+            m.next = "PREFIX"
+
         def read_bytes():
             """Advance the reader unless held; True (a Value) when rd.data is fresh."""
             with m.If(~hold):
@@ -238,21 +270,25 @@ class Controller(wiring.Component):
                     m.d.sync += ptr.eq(ptr + 1)
             return pending & ~hold
 
-        # The payload's fixed head: a load chunk's first-word index, or a RUN's guard.
-        # One register takes the payload's bytes: first its prefix, which COMPARE has
-        # checked before APPLY assembles load words or RUN input beats in it.
-        prefix = Signal(8 * max(OFFSET_BYTES, GUARD_BYTES, sizes.load_bytes, sizes.x_bytes))
-        offset = prefix[:8 * OFFSET_BYTES]
-        restart, extend, repeat, guard_ok = Signal(), Signal(), Signal(), Signal()
-        word = prefix[:8 * sizes.load_bytes]
-        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, OFFSET_BYTES,
-                                 GUARD_BYTES) + 1))
-        beat = prefix[:8 * sizes.x_bytes]
+        # The payload's fixed head, a load chunk's first-word index or a RUN's guard, is
+        # compared a byte at a time as PREFIX reads it (wide compares cost 63 cells
+        # more): with 0 (a restart), with the words loaded and their CRC-32 (a
+        # guard starts with a word count, as a chunk with its first word's index: one
+        # compare serves both), and, plus the chunk's word count, with the words (a
+        # repeat). APPLY then assembles load words, RUN input beats, in one register.
+        assert [n for n, _ in RUN_GUARD_FIELDS] == ["words", "weights_crc"]
+        assert OFFSET_BYTES == len(words) // 8
+        restart, same, repeat, carry = (Signal(name=n) for n in
+                                        ("restart", "same", "repeat", "carry"))
+        assembled = Signal(8 * max(sizes.load_bytes, sizes.x_bytes))
+        word = assembled[:8 * sizes.load_bytes]
+        nbyte = Signal(range(max(sizes.load_bytes, sizes.x_bytes, GUARD_BYTES) + 1))
+        beat = assembled[:8 * sizes.x_bytes]
         beat_full = Signal()
         beats_left = Signal(range(c.x_depth + 1))
         first_word = Signal()
         load_word = engine.load.payload
-        load_valid, load_first = Signal(), Signal()
+        load_valid, load_first = Signal(name="load_valid"), Signal(name="load_first")
         m.d.sync += load_valid.eq(0)
         m.d.comb += [engine.load.valid.eq(load_valid), load_word.as_value().eq(word),
                      load_word.first.eq(load_first)]
@@ -299,47 +335,46 @@ class Controller(wiring.Component):
                     with m.If(verdict["IDENTIFY"]):
                         reply(Status.OK, REPLY_HEAD_BYTES + len(self._identity), BODY_IDENTITY)
                     with m.Elif(verdict["STATUS"]):
-                        m.d.sync += snapshot.eq(Cat(words, wcrc.crc, (frames + 1)[:_COUNTER_BITS],
-                                                    refused, cycles))
-                        reply(Status.OK, REPLY_HEAD_BYTES + len(snapshot) // 8, BODY_STATUS)
+                        m.d.sync += [held["refused"].eq(refused), held["cycles"].eq(cycles)]
+                        reply(Status.OK, REPLY_HEAD_BYTES + len(status) // 8, BODY_STATUS)
                     with m.Elif(verdict["LOAD_WEIGHTS"]):
                         with m.If(load_short):
                             reply(Status.NAK_LENGTH)
                         with m.Else():
-                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(OFFSET_BYTES),
-                                         nbyte.eq(0)]
-                            m.next = "PREFIX"
+                            read_prefix(OFFSET_BYTES)
                     with m.Elif(verdict["RUN"]):
                         with m.If(run_length_bad):
                             reply(Status.NAK_LENGTH)
                         with m.Elif(no_weights):
                             reply(Status.NO_WEIGHTS)
                         with m.Else():
-                            m.d.sync += [ptr.eq(0), pending.eq(0), end.eq(GUARD_BYTES),
-                                         nbyte.eq(0)]
-                            m.next = "PREFIX"
+                            read_prefix(GUARD_BYTES)
                     with m.Else():
                         reply(Status.NAK_COMMAND)
 
             with m.State("PREFIX"):
+                # (restart and repeat are meaningless after a guard's CRC bytes.)
                 with m.If(read_bytes()):
-                    m.d.sync += [prefix.word_select(nbyte, 8).eq(rd.data), nbyte.eq(nbyte + 1)]
+                    known = Cat(words, wcrc.crc).word_select(nbyte, 8)    # words' first
+                    total = (rd.data + carry +
+                             Cat(chunk_words, Const(0, len(words))).word_select(nbyte, 8))
+                    m.d.sync += [nbyte.eq(nbyte + 1), carry.eq(total[8]),
+                                 restart.eq(restart & (rd.data == 0)),
+                                 same.eq(same & (rd.data == known)),
+                                 repeat.eq(repeat & (total[:8] == known))]
                 with m.If(~pending & (ptr == end)):
-                    m.next = "COMPARE"
-            with m.State("COMPARE"):
-                # Registered: wide compares in front of the reply logic cost timing.
-                m.d.sync += [restart.eq(offset == 0), extend.eq(offset == words),
-                             repeat.eq(offset + chunk_words == words),
-                             guard_ok.eq(prefix[:8 * GUARD_BYTES] == Cat(words, wcrc.crc))]
-                m.next = "CHECK"
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [end.eq(rcv.length), nbyte.eq(0), first_word.eq(restart)]
                 with m.If(verdict["RUN"]):
-                    with m.If(guard_ok):
+                    with m.If(same):
                         # The reply's frames start from RUN on (below).
+                        # y_first starts a frame before beat 0: each frame adds a
+                        # full frame's beats (a constant) as it starts.
                         m.d.sync += [beat_full.eq(0), beats_left.eq(c.x_depth if fixed else 1),
-                                     y_left.eq(0),
-                                     y_rest.eq(engine.slots), y_first.eq(0), body.eq(BODY_Y)]
+                                     y_byte.eq(0), y_rest.eq(engine.slots),
+                                     y_first.eq(-frame_beats % 2 ** len(y_first)),
+                                     body.eq(BODY_Y)]
                         m.next = "RUN"
                     with m.Else():
                         reply(Status.NAK_WEIGHTS)
@@ -347,15 +382,25 @@ class Controller(wiring.Component):
                     m.d.sync += words.eq(0)
                     m.d.comb += wcrc.start.eq(1)
                     m.next = "APPLY"
-                with m.Elif(extend):
+                with m.Elif(same):            # the chunk extends the load
                     m.next = "APPLY"
                 with m.Elif(repeat):
                     reply(Status.OK)            # the chunk just applied, again: its ack was lost
                 with m.Else():
                     reply(Status.NAK_OFFSET)
             with m.State("APPLY"):
+                # The CRC-32 takes each byte in 2-bit pieces, low first (its input is
+                # reflected: the same CRC), while the reader holds the byte: 4 cycles a
+                # byte, 1 % of a frame's line time at 1 Mbaud and 30 MHz, and 56 cells
+                # fewer than a byte a cycle.
+                pieces = 8 // _CRC_PIECE
+                piece = Signal(range(pieces))              # wraps after the byte's last
+                m.d.comb += [hold.eq(pending & (piece != pieces - 1)),
+                             wcrc.data.eq(rd.data.word_select(piece, _CRC_PIECE)),
+                             wcrc.valid.eq(pending)]
+                with m.If(pending):
+                    m.d.sync += piece.eq(piece + 1)
                 fresh = read_bytes()
-                m.d.comb += [wcrc.data.eq(rd.data), wcrc.valid.eq(fresh)]
                 last_byte = nbyte == sizes.load_bytes - 1
                 with m.If(fresh):
                     m.d.sync += [word.word_select(nbyte, 8).eq(rd.data),
@@ -401,9 +446,8 @@ class Controller(wiring.Component):
                 with m.If(~xmt.busy & ~xmt.start & (y_rest == 0)):
                     m.next = "IDLE"
         with m.If(reply_go):
-            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len),
-                         head.eq(Cat(reply_code, rcv.check)), head_left.eq(REPLY_HEAD_BYTES),
-                         body.eq(reply_src), index.eq(0)]
+            m.d.sync += [start_reply.eq(1), reply_length.eq(reply_len), reply_code.eq(reply_status),
+                         head_at.eq(0), body.eq(reply_src), index.eq(0)]
         # A RUN's next reply frame, once the one before has gone out: the head, its part
         # (first beat and the vector's count), then up to frame_beats beats. The decision
         # is registered (off the FSM's paths); ~start keeps it from starting a frame twice.
@@ -412,10 +456,8 @@ class Controller(wiring.Component):
                                  ~xmt.busy & ~xmt.start)
         with m.If(frame_due & ~xmt.start):
             m.d.sync += [start_reply.eq(1), reply_length.eq(next_length),
-                         head.eq(Cat(Const(Status.OK.value, 8), reply_check,
-                                     _packed(RUN_PART_FIELDS, [y_first, engine.slots]))),
-                         head_left.eq(REPLY_HEAD_BYTES + PART_BYTES),
-                         frame_left.eq(next_beats), y_first.eq(y_first + next_beats),
+                         reply_code.eq(Status.OK.value), head_at.eq(0),
+                         frame_left.eq(next_beats), y_first.eq(y_first + frame_beats),
                          y_rest.eq(y_rest - next_beats)]
         m.d.comb += rcv.enable.eq((fsm.ongoing("IDLE") & ~received) | fsm.ongoing("REPLY"))
         return m

@@ -38,10 +38,12 @@ class FrameReceiver(wiring.Component):
     wr_addr, wr_data, wr_en : Out
         Payload buffer write port.
     command, seq, length : Out
-        Fields of the current frame (``command`` is valid from its second byte on).
+        Fields of the current frame (``command`` is valid from its second byte on;
+        ``length`` only as wide as ``MAX_PAYLOAD`` needs: a longer frame is refused).
     check : Out(16)
         The CRC-16 field of the frame that ended last, as received (0 for a frame refused
-        at its header): what the reply to it echoes.
+        at its header): what the reply to it echoes. Valid from ``done`` until the next
+        frame's CRC field arrives.
     done : Out(1)
         One-cycle strobe: a frame ended. ``length_ok`` and ``crc_ok`` give the verdict
         (a frame with a bad length ends at its header).
@@ -56,7 +58,8 @@ class FrameReceiver(wiring.Component):
         super().__init__({
             "data": In(stream.Signature(8)), "enable": In(1),
             "wr_addr": Out(range(MAX_PAYLOAD)), "wr_data": Out(8), "wr_en": Out(1),
-            "command": Out(8), "seq": Out(8), "length": Out(16), "check": Out(16),
+            "command": Out(8), "seq": Out(8), "length": Out(range(MAX_PAYLOAD + 1)),
+            "check": Out(16),
             "done": Out(1), "length_ok": Out(1), "crc_ok": Out(1), "dropped": Out(1),
         })
 
@@ -66,8 +69,6 @@ class FrameReceiver(wiring.Component):
         byte = self.data.payload
         got = Signal()
         count = Signal(range(MAX_PAYLOAD + 1))
-        left = Signal(range(MAX_PAYLOAD + 1))   # a down-counter: no subtractor on the path
-        check_lo = Signal(8)
         idle = Signal(range(self._idle_cycles + 1))
         m.d.comb += [self.data.ready.eq(1), got.eq(self.data.valid),
                      crc.data.eq(byte), self.wr_data.eq(byte), self.wr_addr.eq(count)]
@@ -108,7 +109,7 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += crc.valid.eq(got)
                 length = Cat(self.length[:8], byte)
                 with m.If(got):
-                    m.d.sync += [self.length[8:].eq(byte), count.eq(0), left.eq(length)]
+                    m.d.sync += [self.length[8:].eq(byte), count.eq(0)]
                     with m.If(length > MAX_PAYLOAD):
                         # Refuse at the header: never wait for a payload this long.
                         m.d.sync += [self.done.eq(1), self.length_ok.eq(0), self.crc_ok.eq(0),
@@ -121,15 +122,19 @@ class FrameReceiver(wiring.Component):
             with frame_state("PAYLOAD"):
                 m.d.comb += [crc.valid.eq(got), self.wr_en.eq(got)]
                 with m.If(got):
-                    m.d.sync += [count.eq(count + 1), left.eq(left - 1)]
-                    with m.If(left == 1):
+                    # The count's incrementer and a compare: a down-counter of the bytes
+                    # left cost 10 flip-flops and 7 carry cells more.
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count + 1 == self.length):
                         m.next = "CHECK_LO"
             with frame_state("CHECK_LO"):
+                # `check` is the field of the frame that ended last only until this one
+                # ends: the controller reads it at `done` (it keeps its own copy).
                 with m.If(got):
-                    m.d.sync += check_lo.eq(byte)
+                    m.d.sync += self.check[:8].eq(byte)
                     m.next = "CHECK_HI"
             with frame_state("CHECK_HI"):
-                received = Cat(check_lo, byte)
+                received = Cat(self.check[:8], byte)
                 with m.If(got):
                     m.d.sync += [self.done.eq(1), self.length_ok.eq(1), self.check.eq(received),
                                  self.crc_ok.eq(received == crc.crc)]
@@ -151,7 +156,9 @@ class FrameTransmitter(wiring.Component):
     Members
     -------
     start : In(1)
-        Begin a frame with ``command``, ``seq`` and ``length`` (sampled now).
+        Begin a frame with ``command``, ``seq`` and ``length`` (at most ``MAX_PAYLOAD``):
+        they must hold still until ``busy`` falls (the controller holds them anyway, and
+        a copy here would cost a logic cell a bit).
     payload : In(stream.Signature(8))
         Exactly ``length`` bytes.
     data : Out(stream.Signature(8))
@@ -170,8 +177,8 @@ class FrameTransmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRC(data_width=8).create()
-        command, seq, length = Signal(8), Signal(8), Signal(16)
-        left = Signal(16)
+        command, seq, length = self.command, self.seq, self.length
+        left = Signal(range(MAX_PAYLOAD + 1))
         sent = Signal()
         m.d.comb += [sent.eq(self.data.valid & self.data.ready), crc.data.eq(self.data.payload)]
 
@@ -185,8 +192,7 @@ class FrameTransmitter(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [command.eq(self.command), seq.eq(self.seq),
-                                 length.eq(self.length), left.eq(self.length)]
+                    m.d.sync += left.eq(self.length)
                     m.d.comb += crc.start.eq(1)
                     m.next = "SOF"
             with m.State("SOF"):

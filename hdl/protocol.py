@@ -77,7 +77,7 @@ __all__ = ["PROTOCOL_VERSION", "SOF", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BY
            "Identity",
            "build_id", "identity_bytes", "parse_identity", "parse_status"]
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 SOF = 0xA5
 #: Largest payload of one frame in either direction (the device's receive buffer).
 MAX_PAYLOAD = 1024
@@ -243,8 +243,12 @@ class Sizes:
 IDENTIFY_FIELDS = [("version", 1), ("build_id", 8), ("clock_hz", 4), ("baud", 4), ("core", 1),
                    ("records", 1)]
 
-#: STATUS reply fields. ``cycles`` is the device's free-running clock counter (wraps).
-STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 4), ("refused", 4),
+#: STATUS reply fields: the device's counters are as wide as their fields, and all wrap.
+#: ``frames`` (executed) and ``refused`` (or dropped) are diagnostics, 16 bits each: each
+#: counter bit, its copy for the reply and its share of the reply's multiplexer cost
+#: logic cells the UP5K lacks. ``cycles`` is the free-running clock counter the host
+#: times a load with: 32 bits wrap after 2 minutes at 30 MHz.
+STATUS_FIELDS = [("words", 4), ("weights_crc", 4), ("frames", 2), ("refused", 2),
                  ("cycles", 4)]
 
 #: The head of a RUN request: the weights it is meant for, as STATUS reports them.
