@@ -92,8 +92,8 @@ MAP_UNIT_MUTANTS = {
     # the one written
     "scatter-one-entry-off": ("pad.addr.eq(entry.offset)", "pad.addr.eq(entry.offset + 1)"),
     # the gather reads the column after the one the table says
-    "gather-next-column": ("columns.addr.eq(col_base + col)",
-                           "columns.addr.eq(col_base + col + 1)"),
+    "gather-next-column": ("col_ptr.eq(col_base), pool_ptr.eq(pool_base)]",
+                           "col_ptr.eq(col_base + 1), pool_ptr.eq(pool_base)]"),
 }
 
 _KINDS = {IndexDecoder: DECODER_MUTANTS, Lane: LANE_MUTANTS}

@@ -58,10 +58,11 @@ class Lane(wiring.Component):
     y_data : Out(signed(acc_width))
     rewind : In(1)
         Sequenced lanes only: go back to the first row and beat (an inference starts).
-    mark, again : In(1)
-        Replaying lanes only: ``mark`` saves where the lane stands (a step begins),
-        ``again`` goes back there (the step runs its rows again, for the next position
-        of a convolution).
+    mark, repeat, again : In(1)
+        Replaying lanes only: ``mark`` saves where the lane's beats stand (a step
+        begins); ``repeat`` (while the step runs) says it will run again, so the lane
+        stays on its first row; ``again`` goes back to the saved beat (the step runs its
+        rows again, for the next position of a convolution).
 
     Parameters
     ----------
@@ -124,7 +125,7 @@ class Lane(wiring.Component):
             "y_en": In(1), "y_addr": In(ceil_log2(2 * self._slots)),
             "y_data": Out(c.acc_width),
             **({"rewind": In(1)} if sequenced else {}),
-            **({"mark": In(1), "again": In(1)} if self._replay else {}),
+            **({"mark": In(1), "repeat": In(1), "again": In(1)} if self._replay else {}),
             **({"bank_sel": In(1), "bank_addr": In(range(c.lane_depth + bank_words)),
                 "bank_we": In(1), "bank_wdata": In(bank_width),
                 "bank_rdata": Out(bank_width)} if self._bank else {}),
@@ -221,29 +222,36 @@ class Lane(wiring.Component):
                 m.d.sync += [after.eq(first_at + 1), after2.eq(first_at + 2)]
             with m.Elif(self.active & last & ~done):
                 m.d.sync += [after.eq(after + 1), after2.eq(after2 + 1)]
+            # The bank reads only while the lane issues, so that what the processor reads
+            # from it stays on its output until the next read (no hold register).
             m.d.comb += [beats.addr.eq(Mux(self.wr_beat, beat_at, ptr)),
                          beats.wdata.eq(self.wr_data[:beat_l.size]),
-                         beats.we.eq(self.wr_beat), beats.en.eq(1)]
+                         beats.we.eq(self.wr_beat), beats.en.eq(self.active)]
             if self._bank:
                 # The processor's words sit behind the beats (`bank_sel` only while
                 # the lane is idle and loads no beat).
                 m.d.comb += self.bank_rdata.eq(beats.rdata[:self._bank[1]])
                 with m.If(self.bank_sel):
-                    m.d.comb += [beats.addr.eq(self.bank_addr),
+                    m.d.comb += [beats.addr.eq(self.bank_addr), beats.en.eq(1),
                                  beats.wdata.eq(self.bank_wdata), beats.we.eq(self.bank_we)]
+            moves = 1                           # `base` moves past a step that ends
             if self._replay:
-                step_base, step_ptr = Signal.like(base), Signal.like(ptr)
+                # A step that runs again (`repeat`) leaves `base` at its first header,
+                # so `again` restores only the beat pointer (a copy of `base` cost 9
+                # flip-flops and a multiplexer input per lane).
+                step_ptr = Signal.like(ptr)
                 with m.If(self.mark):
-                    m.d.sync += [step_base.eq(base), step_ptr.eq(ptr)]
+                    m.d.sync += step_ptr.eq(ptr)
+                moves = ~self.repeat
             with m.If(self.rewind):
                 m.d.sync += [base.eq(0), ptr.eq(0)]
             if self._replay:
                 # Only between a step's runs (the lane is idle): ptr is not counting.
                 with m.Elif(self.again):
-                    m.d.sync += [base.eq(step_base), ptr.eq(step_ptr)]
-            with m.Elif(self.start & empty):
+                    m.d.sync += ptr.eq(step_ptr)
+            with m.Elif(self.start & empty & moves):
                 m.d.sync += base.eq(base + 1)
-            with m.Elif(done):
+            with m.Elif(done & moves):
                 m.d.sync += base.eq(after2)
         else:
             m.d.comb += [

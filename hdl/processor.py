@@ -35,6 +35,7 @@ beats plus about ``slots · lanes + empty rows`` cycles of requantization and a 
 of sequencing (docs/processor.md has the figures).
 """
 
+import contextlib
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -213,7 +214,7 @@ class Processor(wiring.Component):
             logit_rd = SimpleNamespace(en=Signal(), addr=Signal(at, name="logit_raddr"))
             logit_rd.data = _banked(m, banks, "logits", c.logit_depth, OUTPUT_BITS,
                                     logit_wr.en, logit_wr.addr, logit_wr.data,
-                                    logit_rd.en, logit_rd.addr, hold=True)
+                                    logit_rd.en, logit_rd.addr)
         else:
             m.submodules.logits = logits = memory.Memory(shape=signed(OUTPUT_BITS),
                                                          depth=max(c.logit_depth, 2), init=[])
@@ -263,6 +264,11 @@ class Processor(wiring.Component):
         slot = Signal(range(max(iw, 2)))
         kbase = Signal.like(k)
         p = self._p
+        if conv:
+            # A position but the step's last: the lanes stay on the step's first rows.
+            for lane in lanes:
+                m.d.comb += lane.repeat.eq((step.kind == StepKind.CONV)
+                                           & (p + 1 < step.positions))
 
         def take_image_beat():
             """Take an image beat into `held` for SCATTER (conv-first networks)."""
@@ -366,7 +372,6 @@ class Processor(wiring.Component):
                         for lane in lanes:
                             m.d.comb += lane.again.eq(1)
                         m.next = "POSITION"
-                    m.d.comb += maps.step_end.eq((flush == 1) & ~again)
                 with m.If((flush == 1) & ~again):
                     m.d.sync += [r.eq(0), w.eq(0), pc.eq(pc + 1)]
                     m.next = "FETCH"
@@ -419,12 +424,15 @@ class _Banks:
         return Cat(*(self._lanes[b].bank_rdata[:r.bits] for b in r.banks))
 
     def route(self, m: Module) -> None:
-        """Give each bank to the memory that asks for it (else to its lane)."""
+        """Give each bank to the memory that asks for it (else to its lane). The last to
+        ask drives the bank's port when none does (the lane ignores it then): a zero
+        default cost a LUT per address and data bit."""
         for lane, asks in zip(self._lanes, self._asks):
-            if asks:
-                m.d.comb += lane.bank_sel.eq(Cat(*(ask[0] for ask in asks)).any())
-            for i, (en, addr, we, wdata) in enumerate(asks):
-                with (m.If if i == 0 else m.Elif)(en):
+            if not asks:
+                continue
+            m.d.comb += lane.bank_sel.eq(Cat(*(ask[0] for ask in asks)).any())
+            for i, (en, addr, we, wdata) in enumerate(asks[::-1]):
+                with m.If(en) if i else contextlib.nullcontext():
                     m.d.comb += [lane.bank_addr.eq(addr), lane.bank_we.eq(we),
                                  lane.bank_wdata.eq(wdata)]
 
@@ -455,23 +463,15 @@ def _banked_table(m: Module, banks: _Banks, load, depth: int, entry_l, read,
 
 
 def _banked(m: Module, banks: _Banks, name: str, depth: int, width: int, we, waddr, wdata,
-            re, raddr, *, hold: bool = False):
+            re, raddr):
     """Memory ``name`` (``depth`` entries of ``width`` bits) in the lanes' banks, at its
     :func:`~darbgen.processor.bank_regions` region: ``we`` writes ``wdata`` at ``waddr``,
-    ``re`` reads ``raddr``; returns the entry read a cycle earlier (with ``hold``, until
-    the next read). The bits its banks do not hold (the region's ``rest``) go to a
-    memory of their own."""
+    ``re`` reads ``raddr``; returns the entry read a cycle earlier, held until the next
+    read of its banks (a lane reads its bank only while it issues). The bits its banks
+    do not hold (the region's ``rest``) go to a memory of their own."""
     region = banks.regions[name]
     kept = width - region.rest
     got = banks.client(name, Mux(we, waddr, raddr), we | re, we, wdata[:kept])[:kept]
-    if hold:
-        # A bank answers a read for one cycle only (its lane reads its beats after):
-        # keep the entry until the next read.
-        fresh, last = Signal(name=f"{name}_fresh"), Signal(kept, name=f"{name}_last")
-        m.d.sync += fresh.eq(re & ~we)
-        with m.If(fresh):
-            m.d.sync += last.eq(got)
-        got = Mux(fresh, got, last)
     data = Signal(width, name=f"{name}_data")
     m.d.comb += data[:kept].eq(got)
     if region.rest:
