@@ -25,13 +25,27 @@ from amaranth.utils import ceil_log2
 
 from ..config import EngineConfig, layout_width
 from .decode import IndexDecoder
-from .spram import SinglePortRAM
+from .spram import SinglePortRAM, uses_spram
 from .layouts import beat_layout, header_layout, input_layout, load_layout, output_layout
 
-__all__ = ["SpMVEngine", "Lane", "load_lanes"]
+__all__ = ["SpMVEngine", "Lane", "load_lanes", "lane_pipeline_depth"]
 
 # Cycles from a lane issuing its last beat to that beat's sum being in the y memory.
 _PIPELINE_DEPTH = 5
+
+
+def _beat_register(spram: bool | None, platform) -> bool:
+    """A sequenced lane registers the beat read before decoding it, unless its bank is
+    SPRAM (``spram``, or by default the platform's part): on the ECP5 the read out of
+    the bank's five DP16KD, their output multiplexer and the decoder into the x block
+    RAM's address were one cycle (the iCE40's lanes keep theirs: no logic cells to spare)."""
+    return not (uses_spram(platform) if spram is None else spram)
+
+
+def lane_pipeline_depth(spram: bool | None, platform) -> int:
+    """Cycles from a sequenced lane (of beat bank ``spram``, :class:`Lane`) issuing its
+    last beat to that beat's sum being in its y memory, on ``platform``."""
+    return _PIPELINE_DEPTH + _beat_register(spram, platform)
 
 
 class Lane(wiring.Component):
@@ -288,8 +302,17 @@ class Lane(wiring.Component):
         b_hdr = Signal(header_l)
         m.d.sync += [b_valid.eq(self.active), b_first.eq(row_first), b_last.eq(last),
                      b_par.eq(par), b_slot.eq(slot), b_hdr.eq(cur)]
-        m.submodules.decoder = dec = IndexDecoder(c)
         beat = beat_l(beats.rdata[:beat_l.size]) if seq else beat_rd.data
+        if seq and _beat_register(self._spram, platform):
+            # Stage B': the beat read, registered (and stage B's fields with it).
+            r_valid, r_first, r_last, r_par = Signal(), Signal(), Signal(), Signal()
+            r_slot, r_hdr = Signal.like(b_slot), Signal.like(b_hdr)
+            r_beat = Signal(beat_l)
+            m.d.sync += [r_valid.eq(b_valid), r_first.eq(b_first), r_last.eq(b_last),
+                         r_par.eq(b_par), r_slot.eq(b_slot), r_hdr.eq(b_hdr), r_beat.eq(beat)]
+            b_valid, b_first, b_last, b_par = r_valid, r_first, r_last, r_par
+            b_slot, b_hdr, beat = r_slot, r_hdr, r_beat
+        m.submodules.decoder = dec = IndexDecoder(c)
         m.d.comb += [dec.valid.eq(b_valid), dec.first.eq(b_first), dec.shift.eq(b_hdr.shift),
                      dec.keep.eq(b_hdr.keep), dec.offset.eq(beat.offset)]
         sel_bits = ceil_log2(c.input_width)

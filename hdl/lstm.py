@@ -45,9 +45,9 @@ from .network import requant_pipeline, requant_states, requant_table
 __all__ = ["FoldedLUT", "LSTMCell", "LSTMStep"]
 
 # Flush cycles between the gates and the units phase: the last position, issued in cycle
-# n, is written at the end of n + 5 (table read, bias add, multiply, rounding add,
-# shift-clamp and lookup, write); the units phase reads it from cycle n + 2 + depth.
-_GATE_DEPTH = 4
+# n, is written at the end of n + 7 (table read, bias add, multiply, shift, rounding add,
+# clamp, lookup, write); the units phase reads it from cycle n + 2 + depth.
+_GATE_DEPTH = 6
 #: Index of the tanh gate (g) among i, f, g, o.
 _TANH_GATE = 2
 #: 1.0 in the lookup tables' Q1.14.
@@ -268,9 +268,12 @@ class LSTMCell(wiring.Component):
         acc = Signal(signed(e.acc_width))
         m.d.comb += table_rd.addr.eq(k)
         entry = table_rd.data
-        # The requantizer of every network (darbgen.quant.requant), with z's clamp.
+        # The requantizer of every network (darbgen.quant.requant), with z's clamp. Its
+        # clamped z is registered (`clamp_stage`): the shift and the clamp in front of the
+        # lookup's address logic limited the ULX3S processor to 42.6 MHz.
         a4_ok, a4_tag, z = requant_pipeline(m, entry, issue, acc, e.acc_width, False, Z_MIN,
-                                            Z_MAX, tag=Cat(entry.unit, entry.gate))
+                                            Z_MAX, tag=Cat(entry.unit, entry.gate),
+                                            clamp_stage=True)
         a4_unit, a4_gate = a4_tag[:len(entry.unit)], a4_tag[len(entry.unit):]
         m.d.comb += [lut_gates_z.eq(z), lut_gates_tanh.eq(a4_gate == _TANH_GATE)]
         a5_ok, a5_gate, a5_unit = Signal(), Signal.like(a4_gate), Signal.like(a4_unit)
@@ -316,21 +319,31 @@ class LSTMCell(wiring.Component):
         t4_c = Signal(signed(C_BITS))
         stage((t4_ok, t3_ok), (t4_last, t3_last), (t4_j, t3_j), (t4_o, t3_o),
               (t4_c, _clamp(t3_a + t3_b, C_MIN, C_MAX)))
-        tz = _clamp((t4_c + _half(sc)) >> sc, Z_MIN, Z_MAX)
-        m.d.comb += [lut_units_z.eq(tz),
-                     c_wr.en.eq(t4_ok & advance), c_wr.addr.eq(t4_j), c_wr.data.eq(t4_c)]
+        m.d.comb += [c_wr.en.eq(t4_ok & advance), c_wr.addr.eq(t4_j), c_wr.data.eq(t4_c)]
+        # tanh(c)'s index is registered before the lookup reads it, and the entry read
+        # before it is multiplied: in one cycle, the clamp, the lookup's address logic,
+        # the read and its mirroring into the multiplier limited the ULX3S processor.
         t5_ok, t5_last, t5_j, t5_o = Signal(), Signal(), Signal.like(t4_j), Signal.like(t4_o)
-        t5_c = Signal.like(t4_c)
-        stage((t5_ok, t4_ok), (t5_last, t4_last), (t5_j, t4_j), (t5_o, t4_o), (t5_c, t4_c))
-        t6_ok, t6_last, t6_j, t6_c = Signal(), Signal(), Signal.like(t5_j), Signal.like(t5_c)
-        t6_p = Signal(signed(2 * LUT_BITS))
-        stage((t6_ok, t5_ok), (t6_last, t5_last), (t6_j, t5_j), (t6_c, t5_c),
-              (t6_p, t5_o * lut_data))
-        h = _clamp((t6_p * X_ONE + (1 << (2 * A_FRAC - 1))) >> (2 * A_FRAC), -X_ONE, X_ONE)
-        stage((self.out.valid, t6_ok), (self.out.payload.h, h), (self.out.payload.c, t6_c),
-              (self.out.payload.last, t6_last))
-        m.d.comb += [self.h_en.eq(t6_ok & advance), self.h_unit.eq(t6_j), self.h_data.eq(h),
-                     self.done.eq(t6_ok & t6_last & advance)]
+        t5_c, t5_z = Signal.like(t4_c), Signal.like(lut_units_z)
+        stage((t5_ok, t4_ok), (t5_last, t4_last), (t5_j, t4_j), (t5_o, t4_o), (t5_c, t4_c),
+              (t5_z, _clamp((t4_c + _half(sc)) >> sc, Z_MIN, Z_MAX)))
+        m.d.comb += lut_units_z.eq(t5_z)
+        t6_ok, t6_last, t6_j, t6_o = Signal(), Signal(), Signal.like(t5_j), Signal.like(t5_o)
+        t6_c = Signal.like(t5_c)
+        stage((t6_ok, t5_ok), (t6_last, t5_last), (t6_j, t5_j), (t6_o, t5_o), (t6_c, t5_c))
+        t7_ok, t7_last, t7_j, t7_o = Signal(), Signal(), Signal.like(t6_j), Signal.like(t6_o)
+        t7_c, t7_a = Signal.like(t6_c), Signal.like(lut_data)
+        stage((t7_ok, t6_ok), (t7_last, t6_last), (t7_j, t6_j), (t7_o, t6_o), (t7_c, t6_c),
+              (t7_a, lut_data))
+        t8_ok, t8_last, t8_j, t8_c = Signal(), Signal(), Signal.like(t7_j), Signal.like(t7_c)
+        t8_p = Signal(signed(2 * LUT_BITS))
+        stage((t8_ok, t7_ok), (t8_last, t7_last), (t8_j, t7_j), (t8_c, t7_c),
+              (t8_p, t7_o * t7_a))
+        h = _clamp((t8_p * X_ONE + (1 << (2 * A_FRAC - 1))) >> (2 * A_FRAC), -X_ONE, X_ONE)
+        stage((self.out.valid, t8_ok), (self.out.payload.h, h), (self.out.payload.c, t8_c),
+              (self.out.payload.last, t8_last))
+        m.d.comb += [self.h_en.eq(t8_ok & advance), self.h_unit.eq(t8_j), self.h_data.eq(h),
+                     self.done.eq(t8_ok & t8_last & advance)]
 
         flush = Signal(range(_GATE_DEPTH + 1))
 

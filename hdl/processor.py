@@ -6,10 +6,10 @@ memories are laid out. Per inference the sequencer walks the program:
 
 * **IDLE** takes the input vector from ``x`` into every lane's x memory and rewinds
   the lanes and the table to their first row, beat and entry;
-* per step: **FETCH** reads the step, **GO** starts every lane on its rows of the layer
-  (the :class:`~darbgen.hdl.engine.Lane` of the chain, sequenced: it runs up to its
-  next end marker), **ISSUE** waits until no lane is issuing and **RETIRE** until the
-  last sums are in the lanes' y memories;
+* per step: **FETCH** reads the step, **GO** takes it, **START** starts every lane on its
+  rows of the layer (the :class:`~darbgen.hdl.engine.Lane` of the chain, sequenced: it
+  runs up to its next end marker), **ISSUE** waits until no lane is issuing and
+  **RETIRE** until the last sums are in the lanes' y memories;
 * **FILL/APPLY/TAIL** are the chain's requantizer (:func:`~darbgen.hdl.network.requant_states`):
   the sums, drained one beat (a sum per lane) at a time, go through the table's
   entries and the requantization pipeline. A hidden step's results are written, one
@@ -45,8 +45,7 @@ from amaranth.utils import ceil_log2
 
 from ..network import OUTPUT_BITS
 from ..processor import ProcessorConfig, StepKind, Target, bank_regions
-from .engine import _PIPELINE_DEPTH as LANE_PIPELINE_DEPTH
-from .engine import Lane, load_lanes
+from .engine import Lane, lane_pipeline_depth, load_lanes
 from .layouts import load_layout, output_layout, to_layout
 from .network import _PIPELINE_DEPTH as REQUANT_PIPELINE_DEPTH
 from .network import requant_pipeline, requant_states, requant_table, saturate
@@ -115,9 +114,8 @@ class Processor(wiring.Component):
         c = self._config
         e = c.engine
         conv = c.has_gather
-        in_banks = self._table_in_banks
-        if in_banks is None:
-            in_banks = uses_spram(platform) if self._spram is None else self._spram
+        in_spram = uses_spram(platform) if self._spram is None else self._spram
+        in_banks = in_spram if self._table_in_banks is None else self._table_in_banks
         # With the banks: every memory of `bank_regions` behind the beats.
         regions = bank_regions(c) if in_banks else {}
         depth = max((r.first + r.words for r in regions.values()), default=0)
@@ -240,6 +238,21 @@ class Processor(wiring.Component):
                             << (dest[:sel] if sel else 0))
         x_addr, x_data = Signal.like(lanes[0].x_addr), Signal.like(lanes[0].x_data)
         m.d.comb += [x_addr.eq(dest >> sel), x_data.eq(Cat(*[result[:ib]] * iw))]
+        # Every writer of the lanes' x memories (the input, the requantizer, the gather,
+        # the LSTM cell) writes `x_port`; where the beat banks are block RAM the lanes see
+        # it a cycle later, from registers: the gather's maximum, through the choice of
+        # writer, into the 32 lanes' x block RAMs limited the ULX3S processor (on the
+        # iCE40 the 27 flip-flops would cost logic cells it does not have). Each writer is
+        # done a cycle or more before the lanes read x (two cycles after FETCH at least).
+        names = ("x_we", "x_addr", "x_data")
+        x_port = SimpleNamespace(x_we=Signal.like(to_x, name="x_we"),
+                                 x_addr=Signal.like(x_addr, name="x_waddr"),
+                                 x_data=Signal.like(x_data, name="x_wdata"))
+        x_reg = x_port
+        if not in_spram:
+            x_reg = SimpleNamespace(**{n: Signal.like(getattr(x_port, n), name=f"{n}_q")
+                                       for n in names})
+            m.d.sync += [getattr(x_reg, n).eq(getattr(x_port, n)) for n in names]
         if conv:
             # The requantizer writes the next map; the gather, a position's patch.
             m.d.comb += [maps.w_en.eq(ok & step.to_map), maps.w_addr.eq(dest),
@@ -247,8 +260,11 @@ class Processor(wiring.Component):
                          maps.pools.eq(step.pools)]
             with m.If(maps.x_we.any()):
                 m.d.comb += [to_x.eq(maps.x_we), x_addr.eq(maps.x_addr), x_data.eq(maps.x_data)]
+        m.d.comb += [x_port.x_we.eq(to_x), x_port.x_addr.eq(x_addr),
+                     x_port.x_data.eq(x_data)]
         for lane in lanes:
-            m.d.comb += [lane.x_we.eq(to_x), lane.x_addr.eq(x_addr), lane.x_data.eq(x_data)]
+            m.d.comb += [lane.x_we.eq(x_reg.x_we), lane.x_addr.eq(x_reg.x_addr),
+                         lane.x_data.eq(x_reg.x_data)]
 
         # -- the logits out, rows in order --------------------------------------------------
         r = Signal(range(c.act_depth + 1))                  # row read
@@ -257,7 +273,8 @@ class Processor(wiring.Component):
                      self.y.payload.last.eq(w + 1 == step.rows)]
 
         in_word = Signal(range(e.x_depth + 1))
-        retire = Signal(range(LANE_PIPELINE_DEPTH + 1))
+        lane_latency = lane_pipeline_depth(self._spram, platform)
+        retire = Signal(range(lane_latency + 1))
         flush = Signal(range(REQUANT_PIPELINE_DEPTH + 3))
 
         held = Signal.like(self.x.payload)                 # an image beat being scattered
@@ -275,6 +292,13 @@ class Processor(wiring.Component):
             with m.If(self.x.valid):
                 m.d.sync += [held.eq(self.x.payload), slot.eq(0)]
                 m.next = "SCATTER"
+
+        # The lanes' start, from a register set on the way into START (or RUN): decoded
+        # from the state and the step read, it reached every lane's issue logic and
+        # header address through the whole ULX3S part (a cycle per step).
+        starting = Signal()
+        for lane in lanes:
+            m.d.comb += lane.start.eq(starting)
 
         def tail_done():
             with m.Else():
@@ -294,9 +318,8 @@ class Processor(wiring.Component):
                         take_image_beat()
                 with m.If(self.x.valid & self.x.ready & ~map_input):
                     mask = -1 if cell is None else cell.x_mask(self.x.payload, in_word)
-                    for lane in lanes:
-                        m.d.comb += [lane.x_we.eq(mask), lane.x_addr.eq(in_word),
-                                     lane.x_data.eq(self.x.payload.x.as_value())]
+                    m.d.comb += [x_port.x_we.eq(mask), x_port.x_addr.eq(in_word),
+                                 x_port.x_data.eq(self.x.payload.x.as_value())]
                     m.d.sync += in_word.eq(Mux(self.x.payload.last, 0, in_word + 1))
                     with m.If(self.x.payload.last):
                         m.next = "FETCH"
@@ -330,26 +353,28 @@ class Processor(wiring.Component):
                     with m.If(gathered):
                         m.next = "POSITION"
                 with m.If(~gathered):
-                    for lane in lanes:
-                        m.d.comb += lane.start.eq(1)
-                    m.next = "ISSUE"
+                    m.d.sync += starting.eq(1)
+                    m.next = "START"
             if conv:
                 with m.State("POSITION"):           # the next position's entry, its patch
                     m.d.comb += [maps.position.eq(1), maps.gather.eq(1)]
                     m.next = "GATHER"
                 with m.State("GATHER"):
                     with m.If(~maps.busy):
+                        m.d.sync += starting.eq(1)
                         m.next = "RUN"
-                with m.State("RUN"):
-                    for lane in lanes:
-                        m.d.comb += lane.start.eq(1)
+                with m.State("RUN"):                # the lanes start (`starting`)
+                    m.d.sync += starting.eq(0)
                     m.next = "ISSUE"
+            with m.State("START"):                  # the lanes start (`starting`)
+                m.d.sync += starting.eq(0)
+                m.next = "ISSUE"
             with m.State("ISSUE"):
                 with m.If(~any_active):
-                    m.d.sync += retire.eq(LANE_PIPELINE_DEPTH)
+                    m.d.sync += retire.eq(lane_latency)
                     m.next = "RETIRE"
             with m.State("RETIRE"):
-                # The last beat's sum reaches its lane's y memory LANE_PIPELINE_DEPTH
+                # The last beat's sum reaches its lane's y memory `lane_latency`
                 # cycles after the lane stops issuing.
                 m.d.sync += retire.eq(retire - 1)
                 with m.If(retire == 0):
@@ -365,7 +390,9 @@ class Processor(wiring.Component):
                 m.d.sync += flush.eq(flush - 1)
                 again = Signal()                    # a gathered step's next position
                 if conv:
-                    m.d.comb += again.eq((step.kind == StepKind.CONV) & (p + 1 < step.positions))
+                    # Registered (p and the step hold while FLUSH counts down): its compare
+                    # reached every lane's `again` through the whole ULX3S part.
+                    m.d.sync += again.eq((step.kind == StepKind.CONV) & (p + 1 < step.positions))
                     with m.If((flush == 1) & again):
                         # Its rows and table entries again.
                         m.d.sync += [p.eq(p + 1), k.eq(kbase)]
@@ -380,7 +407,7 @@ class Processor(wiring.Component):
             if cell is not None:
                 with m.State("CELL"):
                     # The gate sums go to the cell, its h_t into the lanes' x memories.
-                    with m.If(cell.state(m, sums, step, lanes, self.y)):
+                    with m.If(cell.state(m, sums, step, [x_port], self.y)):
                         m.d.sync += pc.eq(pc + 1)
                         m.next = "FETCH"
                         with m.If(step.last):
