@@ -31,7 +31,7 @@ Asserted on every cycle, with ghost counters of the steps started since the inpu
   back in ``POSITION`` only while ``q < positions``, and the step ends with
   ``q == positions``; a Linear step never gathers;
 * **the lanes, driven as their contract asks**: rewound only in ``IDLE``, started only
-  in ``GO`` (a Linear step) or ``RUN`` (a position's patch is in), marked only at
+  in ``START`` (a Linear step) or ``RUN`` (a position's patch is in), marked only at
   ``GO`` and replayed (``again``) only when a position ends into the next.
 
 These assertions are their own induction invariant (with ``fsm.state`` one of the
@@ -196,7 +196,7 @@ class ProgramOrderSpec(FormalSpec):
             return Cat(*(state(n) for n in names)).any()
 
         requant = ("FILL", "APPLY", "TAIL", "FLUSH")
-        in_step = ("ISSUE", "RETIRE", *requant, *(("POSITION", "GATHER", "RUN") if conv else ()),
+        in_step = ("START", "ISSUE", "RETIRE", *requant, *(("POSITION", "GATHER", "RUN") if conv else ()),
                    *(("CELL",) if lstm else ()))
 
         # -- the host: any loads between inferences, any inputs, any y.ready ------------
@@ -300,8 +300,8 @@ class ProgramOrderSpec(FormalSpec):
         # The sequencer's side of the lanes' contract.
         for lane in lanes:
             m.d.comb += [Assert(~lane.rewind | state("IDLE")),
-                         Assert(~lane.start | (state("GO") & ~fetched_conv)
-                                | (state("RUN") if conv else 0))]
+                         # (`start` comes from a register set on the way in)
+                         Assert(lane.start == any_of("START", *(("RUN",) if conv else ())))]
             if conv:
                 m.d.comb += [Assert(~lane.mark | state("GO")),
                              Assert(~lane.again | (state("FLUSH") & gathered
@@ -319,9 +319,7 @@ class ProgramOrderSpec(FormalSpec):
             m.d.comb += [Assert(~maps.w_en | any_of(*requant)),
                          Assert(~(maps.gather | maps.position) | state("POSITION")),
                          Assert(~maps.scatter | state("SCATTER")),
-                         Assert(~maps.step_begin | state("GO")),
-                         Assert(~maps.step_end | (state("FLUSH") & ~gathered)
-                                | (state("FLUSH") & (p + 1 >= step.positions)))]
+                         Assert(~maps.step_begin | state("GO"))]
 
         # Not vacuous: the second step (with a gather: a gathered step's second position;
         # with a cell: after an LSTM step) starts; or an inference reaches READ after two
