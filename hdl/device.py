@@ -36,10 +36,11 @@ from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFS
 from .uart import UARTRx, UARTTx
 
 
-__all__ = ["Controller", "Device", "check_link"]
+__all__ = ["Controller", "Device", "check_link", "APPLY_BYTE_CYCLES"]
 
-#: Bits of a load byte the weights' CRC-32 takes a cycle (APPLY).
-_CRC_PIECE = 2
+#: Cycles APPLY takes a load byte: the weights' CRC-32 takes it in pieces, a piece a cycle.
+APPLY_BYTE_CYCLES = 4
+_CRC_PIECE = 8 // APPLY_BYTE_CYCLES
 
 
 def check_link(config) -> None:
