@@ -36,10 +36,11 @@ from .protocol import (GUARD_BYTES, IDLE_BYTES, MAX_PAYLOAD, MAX_RUN_BEATS, OFFS
 from .uart import UARTRx, UARTTx
 
 
-__all__ = ["Controller", "Device", "check_link"]
+__all__ = ["Controller", "Device", "check_link", "APPLY_BYTE_CYCLES"]
 
-#: Bits of a load byte the weights' CRC-32 takes a cycle (APPLY).
-_CRC_PIECE = 2
+#: Cycles APPLY takes a load byte: the weights' CRC-32 takes it in pieces, a piece a cycle.
+APPLY_BYTE_CYCLES = 4
+_CRC_PIECE = 8 // APPLY_BYTE_CYCLES
 
 
 def check_link(config) -> None:
@@ -393,9 +394,8 @@ class Controller(wiring.Component):
                 # reflected: the same CRC), while the reader holds the byte: 4 cycles a
                 # byte, 1 % of a frame's line time at 1 Mbaud and 30 MHz, and 56 cells
                 # fewer than a byte a cycle.
-                pieces = 8 // _CRC_PIECE
-                piece = Signal(range(pieces))              # wraps after the byte's last
-                m.d.comb += [hold.eq(pending & (piece != pieces - 1)),
+                piece = Signal(range(APPLY_BYTE_CYCLES))   # wraps after the byte's last
+                m.d.comb += [hold.eq(pending & (piece != APPLY_BYTE_CYCLES - 1)),
                              wcrc.data.eq(rd.data.word_select(piece, _CRC_PIECE)),
                              wcrc.valid.eq(pending)]
                 with m.If(pending):

@@ -79,6 +79,7 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..format import Artifact, ArtifactError, SparseLayer
+from ..hdl.device import APPLY_BYTE_CYCLES
 from ..hdl.protocol import (GUARD_BYTES, HEADER_BYTES, IDLE_BYTES, MAX_PAYLOAD, OFFSET_BYTES,
                             PART_BYTES, REPLY, SOF, STATUS_FIELDS, Command, Sizes, Status,
                             bytes_to_words, crc16, identity_bytes, parse_run_part, run_guard,
@@ -725,6 +726,10 @@ class LinkTarget:
         (more than ``IDLE_BYTES`` byte times).
     patience : float
         Seconds to wait for the reply to a valid frame.
+    apply_byte : float
+        Seconds the device may take a payload byte before it replies to a frame it
+        took for valid (APPLY): added to ``quiet`` after a corrupted input, whose
+        reply from a device that misses the corruption must still be seen.
     close : callable, optional
         Stops the device for good.
     """
@@ -737,6 +742,7 @@ class LinkTarget:
     quiet: float
     patience: float
     close: object = None
+    apply_byte: float = 0.0
 
 
 def simulated_target(config: EngineConfig, byte_cycles: int = 2) -> LinkTarget:
@@ -748,7 +754,8 @@ def simulated_target(config: EngineConfig, byte_cycles: int = 2) -> LinkTarget:
         # A broken frame is dropped after IDLE_BYTES byte times; a valid frame's reply
         # starts at most about one buffer read (MAX_PAYLOAD cycles) after it ended.
         quiet=(IDLE_BYTES * byte_cycles + 64) / clock_hz,
-        patience=(2 * MAX_PAYLOAD * byte_cycles + 1000) / clock_hz)
+        patience=(2 * MAX_PAYLOAD * byte_cycles + 1000) / clock_hz,
+        apply_byte=APPLY_BYTE_CYCLES / clock_hz)
 
 
 def board_target(layer: SparseLayer, board: str = "icebreaker", lanes: int = 2, *,
@@ -850,7 +857,8 @@ class _LinkFuzzer:
         frames = []
         while True:
             if wait_for is None:
-                timeout = self.target.quiet     # until any frame in progress is dropped
+                # until any frame in progress is dropped, or applied and answered
+                timeout = self.target.quiet + len(data) * self.target.apply_byte
             elif any((f.command, f.seq) == wait_for for f in frames):
                 timeout = self.target.quiet / 4     # whatever else may follow the reply
             else:
