@@ -57,12 +57,11 @@ from darbgen.config import EngineConfig
 from darbgen.hdl import processor as _processor
 from darbgen.hdl import processor_conv as _processor_conv
 from darbgen.hdl.engine import Lane
-from darbgen.hdl.processor import Processor
 from darbgen.hdl.processor_conv import MapUnit
 from darbgen.processor import ProcessorConfig, StepKind
 
 from .mutants import replaced
-from .sby import FormalSpec
+from .processor import ProcessorHarness
 
 __all__ = ["ProgramOrderSpec", "FreeLane", "FreeMapUnit", "FreeCell", "ORDER_CONFIGS",
            "ORDER_COVERS", "ORDER_DEPTH", "free_parts"]
@@ -149,7 +148,7 @@ def _free_lstm_unit(m, config, *args, **kwargs):
     return FreeCell(config.engine.input_width) if config.lstm_hidden else None
 
 
-class ProgramOrderSpec(FormalSpec):
+class ProgramOrderSpec(ProcessorHarness):
     """The processor's sequencer, with free lanes, gather and cell, against the program order.
 
     Parameters
@@ -164,15 +163,7 @@ class ProgramOrderSpec(FormalSpec):
         gathered step's second position), or a whole inference (:data:`ORDER_COVERS`).
     """
 
-    def __init__(self, config: ProcessorConfig, dut=None, cover: str = "step"):
-        super().__init__()
-        self._MustUse__silence = True           # until the arguments are checked
-        if cover not in ORDER_COVERS:
-            raise ValueError(f"cover must be one of {', '.join(ORDER_COVERS)}, not {cover!r}")
-        self._MustUse__silence = False
-        self.cover = cover
-        self.config = config
-        self.dut = Processor(config, spram=False, table_in_banks=False) if dut is None else dut
+    covers = ORDER_COVERS
 
     def describe(self, m):
         c = self.config
@@ -221,7 +212,6 @@ class ProgramOrderSpec(FormalSpec):
             cell_ended = was_cell & ~state("CELL")
             step_ended = step_ended | cell_ended
         gathered = step.kind == StepKind.CONV if conv else 0       # the running step
-        fetched_conv = program_rd.data.kind == StepKind.CONV if conv else 0   # at GO
 
         with m.If(state("FETCH")):
             m.d.sync += fetched.eq(program_rd.addr)

@@ -59,13 +59,37 @@ from darbgen.processor_conv import gather_fields
 
 from .sby import FormalSpec
 
-__all__ = ["ProcessorSpec", "PROCESSOR_CONFIG", "COVERS"]
+__all__ = ["ProcessorHarness", "ProcessorSpec", "PROCESSOR_CONFIG", "COVERS"]
 
 #: The covers :class:`ProcessorSpec` can ask for.
 COVERS = ("gather", "inference")
 
 
-class ProcessorSpec(FormalSpec):
+class ProcessorHarness(FormalSpec):
+    """Base of the specs that drive a whole :class:`~darbgen.hdl.processor.Processor`:
+    its config, the processor under test (a new one with its memories in block RAM, or a
+    mutant) and the cover asked for, one of the class's ``covers`` (the first by default).
+    A subclass refuses a config it cannot check in :meth:`check_config`."""
+
+    covers: tuple = ()
+
+    def __init__(self, config: ProcessorConfig, dut=None, cover: str | None = None):
+        super().__init__()
+        self._MustUse__silence = True           # until the arguments are checked
+        self.check_config(config)
+        cover = self.covers[0] if cover is None else cover
+        if cover not in self.covers:
+            raise ValueError(f"cover must be one of {', '.join(self.covers)}, not {cover!r}")
+        self._MustUse__silence = False
+        self.cover = cover
+        self.config = config
+        self.dut = Processor(config, spram=False, table_in_banks=False) if dut is None else dut
+
+    def check_config(self, config: ProcessorConfig):
+        """Raise ``ValueError`` for a config this spec cannot check (any, here)."""
+
+
+class ProcessorSpec(ProcessorHarness):
     """A :class:`~darbgen.hdl.processor.Processor` loaded and run by any host, against
     the program order and the scratchpad's written entries.
 
@@ -81,18 +105,12 @@ class ProcessorSpec(FormalSpec):
         cycles), or a whole two-step inference (:data:`COVERS`).
     """
 
-    def __init__(self, config: ProcessorConfig, dut=None, cover: str = "gather"):
-        super().__init__()
-        self._MustUse__silence = True           # until the arguments are checked
+    covers = COVERS
+
+    def check_config(self, config):
         if not config.has_gather:
             raise ValueError("the processor spec needs a processor with a gather "
                              "(map_depth > 0)")
-        if cover not in COVERS:
-            raise ValueError(f"cover must be one of {', '.join(COVERS)}, not {cover!r}")
-        self._MustUse__silence = False
-        self.cover = cover
-        self.config = config
-        self.dut = Processor(config, spram=False, table_in_banks=False) if dut is None else dut
 
     def describe(self, m):
         c = self.config
