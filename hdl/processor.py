@@ -281,11 +281,14 @@ class Processor(wiring.Component):
         slot = Signal(range(max(iw, 2)))
         kbase = Signal.like(k)
         p = self._p
+        # A gathered step's position but its last: the lanes stay on the step's first
+        # rows, and the step goes on at the next position.
+        more_positions = Signal()
         if conv:
-            # A position but the step's last: the lanes stay on the step's first rows.
+            m.d.comb += more_positions.eq((step.kind == StepKind.CONV)
+                                          & (p + 1 < step.positions))
             for lane in lanes:
-                m.d.comb += lane.repeat.eq((step.kind == StepKind.CONV)
-                                           & (p + 1 < step.positions))
+                m.d.comb += lane.repeat.eq(more_positions)
 
         def take_image_beat():
             """Take an image beat into `held` for SCATTER (conv-first networks)."""
@@ -392,7 +395,7 @@ class Processor(wiring.Component):
                 if conv:
                     # Registered (p and the step hold while FLUSH counts down): its compare
                     # reached every lane's `again` through the whole ULX3S part.
-                    m.d.sync += again.eq((step.kind == StepKind.CONV) & (p + 1 < step.positions))
+                    m.d.sync += again.eq(more_positions)
                     with m.If((flush == 1) & again):
                         # Its rows and table entries again.
                         m.d.sync += [p.eq(p + 1), k.eq(kbase)]
